@@ -1,0 +1,541 @@
+"""Records (§2.1), details and leaves (§2.2): validation naming every bad field, the details' fixed
+shape, leaves byte-equal to the JCS reference, strict leaf parsing, artist tags, time formats."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import timeit
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tlog import records
+from tlog.canonical import MAX_SAFE_INT, loads_strict
+from tlog.errors import ValidationError
+from tlog.records import (
+    MAX_LEAF_SIZE,
+    PHASES,
+    Leaf,
+    artist_tag,
+    build_leaf,
+    details_hash,
+    format_logged_at,
+    parse_leaf,
+    parse_logged_at,
+    parse_rfc3339,
+    preference_details,
+    preference_leaf,
+    use_details,
+    use_leaf,
+    validate_use,
+)
+
+NOW = datetime(2026, 8, 1, 12, 0, tzinfo=timezone.utc)
+PURPOSES = frozenset({"recommendation", "fraud_detection", "model_training_generative"})
+NONCE = bytes(range(16))
+TAG_KEY = b"k" * 32
+
+
+def submitted(**changes: Any) -> dict[str, Any]:
+    record = {
+        "event_id": "recs-2026-08-01-000123",
+        "content_id": "sc:track:123",
+        "artist_id": "sc:user:42",
+        "purpose": "recommendation",
+        "phase": "inference",
+        "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.07.3"},
+        "occurred_at": "2026-08-01T12:00:00Z",
+        "invocations": 1,
+        "detail": "daily candidate scoring",
+        "basis": None,
+    }
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not DROP}
+
+
+DROP = object()
+
+
+def validate(obj: Any, **kw: Any) -> records.UseRecord:
+    return validate_use(obj, now=NOW, purposes=PURPOSES, **kw)
+
+
+def problems(obj: Any, **kw: Any) -> dict[str, str]:
+    with pytest.raises(ValidationError) as e:
+        validate(obj, **kw)
+    return {d["field"]: d["message"] for d in e.value.details}
+
+
+# ---------------------------------------------------------------------------------------------------
+# validate_use
+
+
+def test_valid_record_is_normalised():
+    record = validate(submitted(invocations=DROP, detail=DROP, basis=DROP, system={"version": "1", "model": "m", "id": "i"}))
+    assert record == {
+        "event_id": "recs-2026-08-01-000123",
+        "content_id": "sc:track:123",
+        "artist_id": "sc:user:42",
+        "purpose": "recommendation",
+        "phase": "inference",
+        "system": {"id": "i", "model": "m", "version": "1"},
+        "occurred_at": "2026-08-01T12:00:00Z",
+        "invocations": 1,
+        "window_end": None,
+        "detail": None,
+        "basis": None,
+    }
+    assert list(record["system"]) == ["id", "model", "version"]
+
+
+def test_optional_fields_may_be_null():
+    record = validate(submitted(invocations=None, detail=None, window_end=None))
+    assert (record["invocations"], record["detail"], record["window_end"]) == (1, None, None)
+
+
+def test_timestamps_are_kept_as_sent():
+    record = validate(submitted(occurred_at="2026-08-01t13:00:00.5+01:00", window_end="2026-08-01T12:01:00.000Z"))
+    assert record["occurred_at"] == "2026-08-01t13:00:00.5+01:00"
+    assert record["window_end"] == "2026-08-01T12:01:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"event_id": DROP}, "event_id"),
+        ({"event_id": ""}, "event_id"),
+        ({"event_id": "a" * 129}, "event_id"),
+        ({"event_id": "has space"}, "event_id"),
+        ({"event_id": "é"}, "event_id"),
+        ({"event_id": 5}, "event_id"),
+        ({"content_id": ""}, "content_id"),
+        ({"content_id": "x" * 257}, "content_id"),
+        ({"content_id": "a b"}, "content_id"),
+        ({"content_id": "a\u00a0b"}, "content_id"),  # no-break space is a separator
+        ({"content_id": "a\x00"}, "content_id"),
+        ({"content_id": "a\u200bb"}, "content_id"),  # zero-width space (format character)
+        ({"content_id": "a\ud800"}, "content_id"),
+        ({"artist_id": None}, "artist_id"),
+        ({"artist_id": ["sc:user:42"]}, "artist_id"),
+        ({"purpose": "playlist_generation"}, "purpose"),  # a code, but not of this policy
+        ({"purpose": ["recommendation"]}, "purpose"),
+        ({"phase": "Inference"}, "phase"),
+        ({"phase": DROP}, "phase"),
+        ({"system": DROP}, "system"),
+        ({"system": "recs"}, "system"),
+        ({"system": {"id": "i", "model": "m"}}, "system.version"),
+        ({"system": {"id": "", "model": "m", "version": "v"}}, "system.id"),
+        ({"system": {"id": "i", "model": "m" * 129, "version": "v"}}, "system.model"),
+        ({"system": {"id": "i", "model": "m", "version": 3}}, "system.version"),
+        ({"system": {"id": "i", "model": "m", "version": "\udc00"}}, "system.version"),
+        ({"system": {"id": "i", "model": "m", "version": "v", "extra": 1}}, "system.extra"),
+        ({"system": {"id": "i", "model": "m", "version": "v", "a b": 1}}, 'system["a b"]'),
+        ({"occurred_at": DROP}, "occurred_at"),
+        ({"occurred_at": "2026-08-01T12:00:00"}, "occurred_at"),  # no zone
+        ({"occurred_at": "2026-08-01 12:00:00Z"}, "occurred_at"),
+        ({"occurred_at": "2026-08-01T12:00Z"}, "occurred_at"),
+        ({"occurred_at": "2026-02-30T12:00:00Z"}, "occurred_at"),
+        ({"occurred_at": "2026-08-01T24:00:00Z"}, "occurred_at"),
+        ({"occurred_at": "2026-08-01T12:00:00+05:60"}, "occurred_at"),
+        ({"occurred_at": "2026-08-01T12:00:00.Z"}, "occurred_at"),
+        ({"occurred_at": "２026-08-01T12:00:00Z"}, "occurred_at"),  # a non-ASCII digit
+        ({"occurred_at": "2026-08-01T12:05:01Z"}, "occurred_at"),  # 5 min 1 s ahead
+        ({"occurred_at": "2026-08-01T14:05:01+02:00"}, "occurred_at"),
+        ({"occurred_at": 1785585600}, "occurred_at"),
+        ({"window_end": "2026-08-01T11:59:59Z"}, "window_end"),  # before occurred_at
+        ({"window_end": "2026-08-01T12:06:00Z"}, "window_end"),  # in the future
+        ({"window_end": "yesterday"}, "window_end"),
+        ({"invocations": 0}, "invocations"),
+        ({"invocations": -1}, "invocations"),
+        ({"invocations": True}, "invocations"),
+        ({"invocations": "1"}, "invocations"),
+        ({"invocations": 2**53}, "invocations"),
+        ({"detail": "d" * 501}, "detail"),
+        ({"detail": 5}, "detail"),
+        ({"detail": "\ud800"}, "detail"),
+        ({"basis": "because"}, "basis"),
+        ({"basis": ["legal_obligation"]}, "basis"),
+        ({"basis": True}, "basis"),
+        ({"surprise": 1}, "surprise"),
+        ({"a.b": 1}, '["a.b"]'),
+    ],
+)
+def test_each_bad_field_is_named(changes, field):
+    assert list(problems(submitted(**changes))) == [field]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"occurred_at": "2026-08-01T12:05:00Z"},  # exactly 5 minutes ahead
+        {"occurred_at": "2026-08-01T14:05:00+02:00"},
+        {"occurred_at": "2026-08-01T12:00:00.123456789Z"},
+        {"occurred_at": "2016-12-31T23:59:60Z"},  # leap second
+        {"occurred_at": "1999-01-01T00:00:00-12:00"},
+        {"window_end": "2026-08-01T12:00:00Z"},  # equal to occurred_at
+        {"invocations": MAX_SAFE_INT},
+        {"detail": "d" * 500},
+        {"detail": ""},
+        {"detail": "line\nbreak \U0001f3b5"},
+        {"basis": "legal_obligation"},
+        {"basis": "legitimate_interest_security"},
+        {"content_id": "sc:track:ü-\U0001f3b5", "artist_id": "~" * 256},
+        {"event_id": "A-z_0.9:" + "x" * 120},
+        {"system": {"id": "x" * 128, "model": "m m", "version": "\u00e9"}},
+    ],
+)
+def test_accepts_edges(changes):
+    validate(submitted(**changes))
+
+
+def test_every_problem_is_reported_and_prefixed():
+    found = problems(
+        submitted(event_id="", phase="nope", system={"id": "i"}, invocations=0, extra=1),
+        at="records[3]",
+    )
+    assert set(found) == {
+        "records[3].event_id",
+        "records[3].phase",
+        "records[3].system.model",
+        "records[3].system.version",
+        "records[3].invocations",
+        "records[3].extra",
+    }
+
+
+def test_not_an_object():
+    assert problems([submitted()], at="records[0]") == {"records[0]": "a use record must be a JSON object"}
+
+
+def test_validates_what_loads_strict_returns():
+    raw = json.dumps(submitted()).encode()
+    assert validate(loads_strict(raw))["event_id"] == "recs-2026-08-01-000123"
+
+
+# ---------------------------------------------------------------------------------------------------
+# details
+
+
+def test_use_details_shape_and_hash():
+    record = validate(submitted())
+    details = use_details(
+        record, service="recs", index=7, logged_at="2026-08-01T12:00:00.123Z", decision="allowed", policy="default", nonce=NONCE
+    )
+    assert set(details) == set(record) | {"service", "index", "logged_at", "decision", "policy", "nonce"}
+    assert base64.b64decode(details["nonce"], validate=True) == NONCE
+    assert details_hash(details) == hashlib.sha256(rfc8785.dumps(details)).digest()
+    assert record == validate(submitted())  # the record itself is not changed
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"decision": "maybe"}, {"nonce": b"short"}, {"nonce": "AAAA"}, {"index": -1}, {"index": True}, {"service": ""}],
+)
+def test_use_details_refuses_bad_arguments(changes):
+    args = dict(service="recs", index=7, logged_at="2026-08-01T12:00:00.123Z", decision="allowed", policy="default", nonce=NONCE)
+    with pytest.raises(ValueError):
+        use_details(validate(submitted()), **(args | changes))
+
+
+def test_preference_details():
+    prefs = {"no_ai": True, "strict": False, "purposes": {}, "content": {}}
+    by_artist = preference_details("sc:user:42", prefs, by="artist", service=None, index=3, logged_at="2026-08-01T12:00:00.000Z", nonce=NONCE)
+    assert by_artist == {
+        "artist_id": "sc:user:42", "preferences": prefs, "by": "artist", "service": None,
+        "index": 3, "logged_at": "2026-08-01T12:00:00.000Z", "nonce": base64.b64encode(NONCE).decode(),
+    }
+    by_service = preference_details("sc:user:42", prefs, by="service", service="recs", index=3, logged_at="2026-08-01T12:00:00.000Z", nonce=NONCE)
+    assert by_service["service"] == "recs"
+    for by, service in (("artist", "recs"), ("service", None), ("someone", None)):
+        with pytest.raises(ValueError):
+            preference_details("sc:user:42", prefs, by=by, service=service, index=3, logged_at="x", nonce=NONCE)
+
+
+def test_artist_tag():
+    expected = hmac.new(TAG_KEY, b"artist:sc:user:42", hashlib.sha256).digest()
+    assert artist_tag(TAG_KEY, "sc:user:42") == expected
+    assert artist_tag(TAG_KEY, "sc:user:43") != expected
+    assert artist_tag(b"j" * 32, "sc:user:42") != expected
+    assert artist_tag(TAG_KEY, "ü") == hmac.new(TAG_KEY, "artist:ü".encode(), hashlib.sha256).digest()
+    with pytest.raises(ValueError):
+        artist_tag(b"short", "sc:user:42")
+
+
+# ---------------------------------------------------------------------------------------------------
+# time
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1785585600123, "2026-08-01T12:00:00.123Z"),
+        (951782400000, "2000-02-29T00:00:00.000Z"),
+        (253402300799999, "9999-12-31T23:59:59.999Z"),
+    ],
+)
+def test_logged_at_examples(ms, text):
+    assert format_logged_at(ms) == text
+    assert parse_logged_at(text) == ms
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=253402300799999))
+def test_logged_at_roundtrip(ms):
+    text = format_logged_at(ms)
+    assert parse_logged_at(text) == ms
+    assert datetime.fromisoformat(text) == datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-08-01T12:00:00Z", "2026-08-01T12:00:00.12Z", "2026-08-01T12:00:00.1234Z", "2026-08-01T12:00:00.123+00:00",
+        "2026-08-01t12:00:00.123z", "2026-02-30T12:00:00.000Z", "2026-08-01T12:00:60.000Z", "0000-01-01T00:00:00.000Z",
+        "1969-12-31T23:59:59.999Z", " 2026-08-01T12:00:00.123Z", "2026-08-01T12:00:00.123Z\n", 5,
+    ],
+)
+def test_logged_at_rejects(text):
+    with pytest.raises(ValidationError):
+        parse_logged_at(text)
+
+
+@pytest.mark.parametrize("ms", [-1, 253402300800000, 1.5, True])
+def test_format_logged_at_range(ms):
+    with pytest.raises(ValueError):
+        format_logged_at(ms)
+
+
+def test_parse_rfc3339():
+    assert parse_rfc3339("2026-08-01T14:00:00+02:00") == datetime(2026, 8, 1, 12, tzinfo=timezone.utc)
+    assert parse_rfc3339("2016-12-31T23:59:60Z") == datetime(2017, 1, 1, tzinfo=timezone.utc)
+    assert parse_rfc3339("2026-08-01T12:00:00.5z").microsecond == 500000
+    with pytest.raises(ValidationError) as e:
+        parse_rfc3339("2026-08-01", field="since")
+    assert e.value.details[0]["field"] == "since"
+
+
+# ---------------------------------------------------------------------------------------------------
+# leaves
+
+H1, H2, H3 = b"\x01" * 32, b"\xab" * 32, bytes(range(32))
+
+
+def use_example(**changes: Any) -> Leaf:
+    leaf = Leaf(
+        type="use", prev=H1, logged_at="2026-08-01T12:00:00.123Z", details=H2, purpose="recommendation",
+        phase="inference", decision="allowed", policy="default", artist=H3, aseq=7, aprev=1041,
+    )
+    return replace(leaf, **changes)
+
+
+EXAMPLES = [
+    use_example(),
+    use_example(aseq=1, aprev=None),
+    use_example(type="refusal", decision="refused", aseq=2, aprev=0),
+    Leaf(type="preference", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, artist=H3, aseq=1, aprev=None, by="artist"),
+    Leaf(type="preference", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, artist=H3, aseq=9, aprev=5, by="service"),
+    Leaf(type="policy", prev=bytes(32), logged_at="2026-08-01T12:00:00.000Z", details=H2, policy="v2.2026-08"),
+    Leaf(type="map", prev=H1, logged_at="2026-08-01T12:00:00.000Z", root=H2),
+]
+
+
+def reference_json(leaf: Leaf) -> bytes:
+    """What §2.2 says the leaf is, spelt out field by field, through the reference encoder."""
+    obj: dict[str, Any] = {"v": 1, "type": leaf.type, "prev": leaf.prev.hex(), "logged_at": leaf.logged_at}
+    if leaf.type in ("use", "refusal"):
+        obj |= {"purpose": leaf.purpose, "phase": leaf.phase, "decision": leaf.decision, "policy": leaf.policy}
+    if leaf.type in ("use", "refusal", "preference"):
+        obj |= {"artist": leaf.artist.hex(), "aseq": leaf.aseq, "aprev": leaf.aprev}
+    if leaf.type == "preference":
+        obj["by"] = leaf.by
+    if leaf.type == "policy":
+        obj["policy"] = leaf.policy
+    if leaf.type == "map":
+        obj["root"] = leaf.root.hex()
+    else:
+        obj["details"] = leaf.details.hex()
+    return rfc8785.dumps(obj)
+
+
+@pytest.mark.parametrize("leaf", EXAMPLES, ids=lambda leaf: leaf.type)
+def test_leaf_roundtrip(leaf):
+    data = build_leaf(leaf)
+    assert data == reference_json(leaf)
+    assert parse_leaf(data) == leaf
+
+
+def test_spec_example_shape():
+    data = json.loads(build_leaf(use_example()))
+    assert data == {
+        "v": 1, "type": "use", "prev": H1.hex(), "logged_at": "2026-08-01T12:00:00.123Z", "purpose": "recommendation",
+        "phase": "inference", "decision": "allowed", "policy": "default", "artist": H3.hex(), "aseq": 7, "aprev": 1041,
+        "details": H2.hex(),
+    }
+
+
+hashes = st.binary(min_size=32, max_size=32)
+use_leaves = st.builds(
+    Leaf,
+    type=st.just("use"),
+    prev=hashes,
+    logged_at=st.integers(0, 253402300799999).map(format_logged_at),
+    details=hashes,
+    purpose=st.from_regex(records.PURPOSE_CODE, fullmatch=True),
+    phase=st.sampled_from(sorted(PHASES)),
+    decision=st.sampled_from(sorted(records.DECISIONS)),
+    policy=st.from_regex(records.POLICY_ID, fullmatch=True),
+    artist=hashes,
+    aseq=st.integers(1, MAX_SAFE_INT),
+    aprev=st.integers(0, MAX_SAFE_INT),
+).map(lambda leaf: replace(
+    leaf,
+    type="refusal" if leaf.decision == "refused" else "use",
+    aprev=None if leaf.aseq == 1 else leaf.aprev,
+))
+
+
+@settings(max_examples=300, deadline=None)
+@given(use_leaves)
+def test_fast_use_leaf_equals_canonical(leaf):
+    data = build_leaf(leaf)
+    assert data == reference_json(leaf)
+    assert parse_leaf(data) == leaf
+
+
+# Field values that are wrong for a use leaf in one way or another, to hold the per-record fast check
+# to the field-by-field one that explains failures.
+odd_values = st.sampled_from([None, "", 0, -1, 1, True, 1.0, b"", b"\x00" * 31, b"\x00" * 33, "x" * 65, "Refused", "A", ["use"]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(use_leaves, st.sampled_from(records._ALL_LEAF_FIELDS), odd_values)
+def test_fast_check_agrees_with_field_checks(leaf, name, value):
+    odd = replace(leaf, **{name: value})
+    assert records._use_leaf_ok(odd) == (not records._leaf_problems(odd))
+    if records._leaf_problems(odd):
+        with pytest.raises(ValidationError):
+            build_leaf(odd)
+
+
+@pytest.mark.parametrize(
+    ("leaf", "field"),
+    [
+        (use_example(decision="refused"), "decision"),
+        (use_example(type="refusal"), "decision"),
+        (use_example(aseq=0), "aseq"),
+        (use_example(aseq=1), "aprev"),  # aprev must be null at aseq 1
+        (use_example(aprev=None), "aprev"),
+        (use_example(by="artist"), "by"),
+        (use_example(prev=b"\x00" * 31), "prev"),
+        (use_example(details="ab" * 32), "details"),
+        (use_example(logged_at="2026-08-01T12:00:00Z"), "logged_at"),
+        (use_example(purpose="Bad code"), "purpose"),
+        (use_example(policy="a" * 65), "policy"),
+        (use_example(phase="thinking"), "phase"),
+        (use_example(type="other"), "type"),
+        (Leaf(type="policy", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, policy="p", artist=H3), "artist"),
+        (Leaf(type="map", prev=H1, logged_at="2026-08-01T12:00:00.000Z", root=None), "root"),
+        (Leaf(type="preference", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, artist=H3, aseq=1, by="auditor"), "by"),
+    ],
+)
+def test_build_refuses_bad_leaves(leaf, field):
+    with pytest.raises(ValidationError) as e:
+        build_leaf(leaf)
+    assert field in [d["field"] for d in e.value.details]
+
+
+def _leaf_text(**changes: Any) -> bytes:
+    obj = json.loads(build_leaf(use_example()))
+    obj.update(changes)
+    return rfc8785.dumps({k: v for k, v in obj.items() if v is not DROP})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        build_leaf(use_example()).replace(b",", b", ", 1),  # not canonical whitespace
+        json.dumps(json.loads(build_leaf(use_example()))).encode(),  # not canonical order or spacing
+        build_leaf(use_example())[:-1] + b',"v":1}',  # duplicate key
+        _leaf_text(v=2),
+        _leaf_text(v=True),
+        _leaf_text(extra="x"),
+        _leaf_text(by="artist"),
+        _leaf_text(aprev=DROP),
+        _leaf_text(details=DROP),
+        _leaf_text(prev="AB" * 32),  # uppercase hex
+        _leaf_text(prev="ab" * 31),
+        _leaf_text(artist=5),
+        _leaf_text(aseq=1),  # aprev 1041 at aseq 1
+        _leaf_text(aseq="7"),
+        _leaf_text(decision="refused"),
+        _leaf_text(type="refusal"),
+        _leaf_text(type="nope"),
+        _leaf_text(type=["use"]),
+        _leaf_text(phase=["inference"]),
+        _leaf_text(logged_at="2026-08-01T12:00:00.123+00:00"),
+        build_leaf(use_example()).replace(b'"aseq":7', b'"aseq":7.0'),
+        b"[]",
+        b"not json",
+        b"{" + b" " * MAX_LEAF_SIZE + b"}",
+    ],
+)
+def test_parse_leaf_rejects(data):
+    with pytest.raises(ValidationError):
+        parse_leaf(data)
+
+
+def test_use_and_preference_leaf_from_details():
+    record = validate(submitted())
+    details = use_details(record, service="recs", index=9, logged_at="2026-08-01T12:00:00.123Z", decision="refused", policy="default", nonce=NONCE)
+    tag = artist_tag(TAG_KEY, record["artist_id"])
+    leaf = use_leaf(details, prev=H1, artist=tag, aseq=2, aprev=4)
+    assert (leaf.type, leaf.decision, leaf.purpose, leaf.phase, leaf.details) == (
+        "refusal", "refused", "recommendation", "inference", details_hash(details))
+    assert parse_leaf(build_leaf(leaf)) == leaf
+
+    prefs = preference_details("sc:user:42", {"no_ai": True}, by="artist", service=None, index=10, logged_at="2026-08-01T12:00:00.200Z", nonce=NONCE)
+    pleaf = preference_leaf(prefs, prev=H1, artist=tag, aseq=3, aprev=9)
+    assert (pleaf.type, pleaf.by, pleaf.details) == ("preference", "artist", details_hash(prefs))
+    assert parse_leaf(build_leaf(pleaf)) == pleaf
+
+
+# ---------------------------------------------------------------------------------------------------
+# Micro-benchmark of the per-record path: `python tests/test_records.py`. Not a test.
+
+
+def benchmark() -> dict[str, float]:
+    """Best-of-7 microseconds per call."""
+    obj = submitted()
+    record = validate(obj)
+    details = use_details(record, service="recs", index=5, logged_at="2026-08-01T12:00:00.123Z", decision="allowed", policy="default", nonce=NONCE)
+    tag = artist_tag(TAG_KEY, "sc:user:42")
+    leaf = use_leaf(details, prev=H1, artist=tag, aseq=7, aprev=1041)
+    data = build_leaf(leaf)
+
+    def us(fn, number: int = 20_000) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+    return {
+        "validate_use": us(lambda: validate(obj)),
+        "use_details": us(lambda: use_details(record, service="recs", index=5, logged_at="2026-08-01T12:00:00.123Z", decision="allowed", policy="default", nonce=NONCE)),
+        "details_hash": us(lambda: details_hash(details)),
+        "artist_tag": us(lambda: artist_tag(TAG_KEY, "sc:user:42")),
+        "use_leaf (incl. details_hash)": us(lambda: use_leaf(details, prev=H1, artist=tag, aseq=7, aprev=1041)),
+        "build_leaf": us(lambda: build_leaf(leaf)),
+        "parse_leaf": us(lambda: parse_leaf(data)),
+        "format_logged_at": us(lambda: format_logged_at(1785585600123)),
+    }
+
+
+if __name__ == "__main__":
+    for name, micros in benchmark().items():
+        print(f"{name:32s} {micros:6.2f} µs")

@@ -1,0 +1,314 @@
+"""Purposes, AI policies, artists' preferences and the decision for each use (SPEC §3–§4). Pure.
+
+Choices where the SPEC leaves room (each is also noted where the code keeps it):
+
+- `no_ai` refuses every purpose whose CAWG category is training (`cawg.ai_training`,
+  `cawg.ai_generative_training`) or decided per use (`third_party_ai_access`): for the §3 table that is
+  exactly the three purposes §4 names, and a code an operator adds later for, say, voice-model training
+  is covered too. So that no policy can dodge the tag by re-labelling, a §3 code keeps its §3 category.
+- Precedence (§4) is by level: the content's settings, if they say anything about the purpose, decide;
+  else the artist's; else the policy default. Within a level an explicit "allow"/"deny" beats the tags.
+  So an artist-wide "allow" does not beat a content-level tag (content settings beat artist settings),
+  and a content "allow" beats an artist-wide `strict`.
+- A `basis` lifts only a refusal that comes from a preference, and only for an override-eligible purpose
+  (§4: "a preference refuses it"). A refusal by the policy default is the platform's own rule; a service
+  cannot lift it by claiming a basis, the operator changes the policy instead.
+- `flagged` is the policy default's verdict; an artist's explicit "allow" replaces it with `allowed`
+  (the artist opted in, so there is nothing to look at), unless a basis was claimed needlessly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from tlog.canonical import canonical, join_path, loads_strict, problems_error
+from tlog.records import BASES, POLICY_ID, PURPOSE_CODE, is_platform_id, is_text
+
+# The CAWG training-and-data-mining entries §3 maps purposes onto. `None` stands for the table's
+# "(per use)": which of these a third party's processing falls under depends on what it does in each
+# use, so the policy cannot fix one.
+CATEGORIES: Final = frozenset({"cawg.ai_inference", "cawg.data_mining", "cawg.ai_training", "cawg.ai_generative_training"})
+NO_AI_CATEGORIES: Final = frozenset({"cawg.ai_training", "cawg.ai_generative_training", None})
+DEFAULTS: Final = ("allowed", "flagged", "refused")
+SETTINGS: Final = ("allow", "deny")
+MAX_COVERS: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    code: str
+    covers: str
+    category: str | None  # None: "(per use)", see CATEGORIES
+    default: str  # "allowed" | "flagged" (allowed, to be looked at) | "refused"
+    override_eligible: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"covers": self.covers, "category": self.category, "default": self.default,
+                "override_eligible": self.override_eligible}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One version of the AI policy. `document` is the canonical JSON of the purpose table and text;
+    its SHA-256 (`digest`) is what the policy leaf commits to, so the log binds the whole table, not
+    only the prose."""
+
+    id: str
+    purposes: Mapping[str, Purpose]
+    text: str
+    document: bytes = field(repr=False)
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.document).digest()
+
+
+def make_policy(policy_id: str, purposes: Iterable[Purpose], text: str) -> Policy:
+    """A policy from its parts, under the same rules as a published document (`parse_policy`); the
+    purposes keep the order given, for display."""
+    table = {p.code: p for p in purposes}
+    document = canonical({"purposes": {c: p.as_json() for c, p in table.items()}, "text": text})
+    return Policy(id=policy_id, purposes=table, text=text, document=parse_policy(document, policy_id).document)
+
+
+def parse_policy(data: bytes, policy_id: str) -> Policy:
+    """A policy document `{"purposes": {code: {covers, category, default, override_eligible}},
+    "text": "…"}`, strictly: every field present and well-formed, categories only those of §3, and the
+    codes of §3 keeping their §3 category. ValidationError names every problem."""
+    obj = loads_strict(data)
+    problems: list[dict[str, str]] = []
+    if type(policy_id) is not str or not POLICY_ID.fullmatch(policy_id):
+        problems.append({"field": "id", "message": "must be 1–64 characters from A–Z a–z 0–9 . _ : -"})
+    if type(obj) is not dict:
+        raise problems_error(problems + [{"field": "", "message": "a policy document is a JSON object"}])
+    problems += [{"field": join_path("", k), "message": "unknown field"} for k in obj if k not in ("purposes", "text")]
+    text = obj.get("text")
+    if not is_text(text):
+        problems.append({"field": "text", "message": "required: a string"})
+    table = obj.get("purposes")
+    purposes: list[Purpose] = []
+    if type(table) is not dict or not table:
+        problems.append({"field": "purposes", "message": "required: an object with at least one purpose"})
+    else:
+        for code, spec in table.items():
+            purpose = _purpose(code, spec, join_path("purposes", code), problems)
+            if purpose is not None:
+                purposes.append(purpose)
+    if problems:
+        raise problems_error(problems)
+    document = canonical({"purposes": {p.code: p.as_json() for p in purposes}, "text": text})
+    return Policy(id=policy_id, purposes={p.code: p for p in purposes}, text=text, document=document)
+
+
+_PURPOSE_FIELDS: Final = ("covers", "category", "default", "override_eligible")
+
+
+def _purpose(code: str, spec: Any, path: str, problems: list[dict[str, str]]) -> Purpose | None:
+    before = len(problems)
+    if not PURPOSE_CODE.fullmatch(code):
+        problems.append({"field": path, "message": "a purpose code is 1–64 of a–z 0–9 _, starting with a letter"})
+    if type(spec) is not dict:
+        problems.append({"field": path, "message": "must be an object with " + ", ".join(_PURPOSE_FIELDS)})
+        return None
+    problems += [{"field": join_path(path, k), "message": "unknown field"} for k in spec if k not in _PURPOSE_FIELDS]
+    problems += [{"field": join_path(path, k), "message": "required"} for k in _PURPOSE_FIELDS if k not in spec]
+    covers, category = spec.get("covers", "-"), spec.get("category")
+    default, eligible = spec.get("default", "allowed"), spec.get("override_eligible", False)  # absent: reported above
+    if not is_text(covers) or not 0 < len(covers) <= MAX_COVERS:
+        problems.append({"field": join_path(path, "covers"), "message": f"must be 1–{MAX_COVERS} characters"})
+    if category is not None and (type(category) is not str or category not in CATEGORIES):
+        problems.append({"field": join_path(path, "category"),
+                         "message": f"must be null (per use) or one of {', '.join(sorted(CATEGORIES))}"})
+    elif code in _SPEC_CATEGORIES and category != _SPEC_CATEGORIES[code]:
+        problems.append({"field": join_path(path, "category"),
+                         "message": f"{code} is a §3 purpose; its category is {_SPEC_CATEGORIES[code]}"})
+    if type(default) is not str or default not in DEFAULTS:
+        problems.append({"field": join_path(path, "default"), "message": f"must be one of {', '.join(DEFAULTS)}"})
+    if type(eligible) is not bool:
+        problems.append({"field": join_path(path, "override_eligible"), "message": "must be true or false"})
+    if len(problems) > before:
+        return None
+    return Purpose(code=code, covers=covers, category=category, default=default, override_eligible=eligible)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The default policy: the §3 table
+
+
+def _p(code: str, covers: str, category: str | None, default: str, eligible: bool) -> Purpose:
+    return Purpose(code=code, covers=covers, category=category, default=default, override_eligible=eligible)
+
+
+_SPEC_TABLE: Final = (
+    _p("recommendation", "personalised recommendations, ranking", "cawg.ai_inference", "allowed", False),
+    _p("playlist_generation", "generated playlists", "cawg.ai_inference", "allowed", False),
+    _p("search_indexing", "search and discovery", "cawg.ai_inference", "allowed", False),
+    _p("content_organization", "tagging, genre/mood classification", "cawg.data_mining", "allowed", False),
+    _p("talent_discovery", "finding emerging artists", "cawg.data_mining", "flagged", False),
+    _p("fraud_detection", "stream manipulation, abuse", "cawg.ai_inference", "allowed", True),
+    _p("content_identification", "fingerprinting, duplicate/infringement matching", "cawg.data_mining", "allowed", True),
+    _p("customer_support", "support tooling reading the content", "cawg.ai_inference", "allowed", False),
+    _p("model_training_discriminative", "training rankers, taggers, fingerprint models on the content",
+       "cawg.ai_training", "refused", False),
+    _p("model_training_generative", "training generative models on the content",
+       "cawg.ai_generative_training", "refused", False),
+    _p("generative_input", "artist-triggered generative tools", "cawg.ai_inference", "allowed", False),
+    _p("third_party_ai_access", "vendor or partner AI processing", None, "refused", False),
+)
+_SPEC_CATEGORIES: Final = {p.code: p.category for p in _SPEC_TABLE}
+
+DEFAULT_POLICY_ID: Final = "default"
+DEFAULT_POLICY_TEXT: Final = (
+    "The platform uses AI on artists' content only for the purposes in this table. Each use is logged "
+    "publicly, without identities. Without a preference, a purpose's default applies: allowed, allowed "
+    "and flagged for review, or refused. Artists may opt out of any purpose, mark their catalogue or a "
+    "single work \"no AI\" (no model training, no third-party AI) or \"strict\" (no AI use at all), and "
+    "opt in to purposes refused by default. Only fraud detection and content identification may "
+    "override an opt-out, and only under a legal obligation or a legitimate security interest, which "
+    "is logged with the use."
+)
+DEFAULT_POLICY: Final = make_policy(DEFAULT_POLICY_ID, _SPEC_TABLE, DEFAULT_POLICY_TEXT)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Preferences (§4)
+
+_LEVEL_FIELDS: Final = ("no_ai", "strict", "purposes")
+
+
+def validate_preferences(obj: Any, *, purposes: Collection[str] | None = None) -> dict[str, Any]:
+    """Checks an artist's preferences document and returns its normal form: every field present
+    (`false`, `{}`), purposes and content ids sorted, content entries that set nothing dropped, so that
+    documents meaning the same are equal. `purposes`, if given, are the codes a setting may name (the
+    policy in force); otherwise any well-formed code is accepted. ValidationError names every problem."""
+    problems: list[dict[str, str]] = []
+    if type(obj) is not dict:
+        raise problems_error([{"field": "", "message": "preferences are a JSON object"}])
+    problems += [{"field": join_path("", k), "message": "unknown field"} for k in obj if k not in (*_LEVEL_FIELDS, "content")]
+    normal = _level(obj, "", purposes, problems)
+    content = obj.get("content", {})
+    entries: dict[str, Any] = {}
+    if type(content) is not dict:
+        problems.append({"field": "content", "message": "must be an object of content ids"})
+    else:
+        for content_id in content:
+            path = join_path("content", str(content_id))
+            if not is_platform_id(content_id):
+                problems.append({"field": path, "message": "not a content id (1–256 printable characters, no spaces)"})
+            settings = content[content_id]
+            if type(settings) is not dict:
+                problems.append({"field": path, "message": "must be an object with no_ai, strict, purposes"})
+                continue
+            problems += [{"field": join_path(path, k), "message": "unknown field"} for k in settings if k not in _LEVEL_FIELDS]
+            level = _level(settings, path, purposes, problems)
+            if level["no_ai"] or level["strict"] or level["purposes"]:
+                entries[content_id] = level
+    if problems:
+        raise problems_error(problems)
+    normal["content"] = dict(sorted(entries.items()))
+    return normal
+
+
+def _level(obj: dict[str, Any], path: str, purposes: Collection[str] | None, problems: list[dict[str, str]]) -> dict[str, Any]:
+    level: dict[str, Any] = {}
+    for tag in ("no_ai", "strict"):
+        value = obj.get(tag, False)
+        if type(value) is not bool:
+            problems.append({"field": join_path(path, tag), "message": "must be true or false"})
+        level[tag] = value is True
+    settings = obj.get("purposes", {})
+    level["purposes"] = {}
+    if type(settings) is not dict:
+        problems.append({"field": join_path(path, "purposes"), "message": 'must be an object of purpose codes to "allow" or "deny"'})
+        return level
+    chosen = {}
+    for code, value in settings.items():
+        where = join_path(join_path(path, "purposes"), str(code))
+        if type(code) is not str or not PURPOSE_CODE.fullmatch(code) or (purposes is not None and code not in purposes):
+            problems.append({"field": where, "message": "not a purpose of the policy in force"})
+        elif type(value) is not str or value not in SETTINGS:
+            problems.append({"field": where, "message": 'must be "allow" or "deny"'})
+        else:
+            chosen[code] = value
+    level["purposes"] = dict(sorted(chosen.items()))
+    return level
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decisions (§4)
+
+
+def decide(policy: Policy, purpose: str, content_id: str, prefs: Mapping[str, Any] | None, basis: str | None = None) -> str:
+    """The decision for one use: "allowed", "refused", "allowed_override" or "flagged" (see the module
+    docstring for the precedence). `prefs` is a validated preferences document, or None for none."""
+    entry = policy.purposes.get(purpose)
+    if entry is None:
+        raise problems_error([{"field": "purpose", "message": f"not a purpose of policy {policy.id}"}])
+    if basis is not None and basis not in BASES:
+        raise ValueError(f"unknown basis {basis!r}")
+    verdict = preference_verdict(entry, content_id, prefs)
+    if verdict == "deny":
+        return "allowed_override" if basis is not None and entry.override_eligible else "refused"
+    if verdict is None:
+        if entry.default == "refused":
+            return "refused"  # a basis never lifts the policy's own refusal
+        if entry.default == "flagged":
+            return "flagged"
+    return "allowed" if basis is None else "flagged"  # a basis claimed where none was needed
+
+
+def preference_verdict(purpose: Purpose, content_id: str, prefs: Mapping[str, Any] | None) -> str | None:
+    """What the artist's preferences say about this purpose for this content: "allow", "deny" or None
+    (nothing; the policy default applies). The content's settings are asked first."""
+    if not prefs:
+        return None
+    content = prefs.get("content")
+    if content:
+        settings = content.get(content_id)
+        if settings:
+            verdict = _level_verdict(settings, purpose)
+            if verdict is not None:
+                return verdict
+    return _level_verdict(prefs, purpose)
+
+
+def _level_verdict(settings: Mapping[str, Any], purpose: Purpose) -> str | None:
+    explicit = settings.get("purposes")
+    if explicit and purpose.code in explicit:
+        return explicit[purpose.code]  # an explicit allow (an opt-in) or deny beats the tags
+    if settings.get("strict"):
+        return "deny"
+    if settings.get("no_ai") and purpose.category in NO_AI_CATEGORIES:
+        return "deny"
+    return None
+
+
+def loosenings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The changes from `old` to `new` (validated preferences) that loosen them: a tag cleared, a
+    "deny" removed or an "allow" added, at the artist level or for a content id. A service may only
+    make changes for which this is empty. Adding an "allow" counts even where a tag still refuses, and
+    removing a "deny" even where another setting still refuses: a service may not rearrange an
+    artist's choices, only add to them."""
+    found = _level_loosenings("", old, new)
+    old_content, new_content = old.get("content", {}), new.get("content", {})
+    for content_id in sorted(old_content.keys() | new_content.keys()):
+        found += _level_loosenings(
+            join_path("content", content_id), old_content.get(content_id, {}), new_content.get(content_id, {})
+        )
+    return found
+
+
+def _level_loosenings(path: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    found = [f"{join_path(path, tag)}: cleared" for tag in ("no_ai", "strict") if old.get(tag) and not new.get(tag)]
+    old_settings, new_settings = old.get("purposes", {}), new.get("purposes", {})
+    for code in sorted(old_settings.keys() | new_settings.keys()):
+        before, after = old_settings.get(code), new_settings.get(code)
+        where = join_path(join_path(path, "purposes"), code)
+        if before == "deny" and after != "deny":
+            found.append(f"{where}: deny {'changed to allow' if after == 'allow' else 'removed'}")
+        elif after == "allow" and before != "allow":
+            found.append(f"{where}: allow added")
+    return found

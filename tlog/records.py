@@ -1,0 +1,593 @@
+"""Records, details and leaves (SPEC §2): validating what a service submits, completing it into private
+details, and the public leaf that commits to them. Pure: time and randomness come in as arguments.
+
+Hot path: the sequencer calls `validate_use`, `use_details`, `details_hash`, `use_leaf` and
+`build_leaf` once per record, so these avoid generic machinery (a validated record is a plain dict; the
+use leaf is written directly in JCS key order). The tests prove the fast forms equal the canonical ones.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final, TypedDict
+
+import orjson
+
+from tlog.canonical import MAX_SAFE_INT, canonical, join_path, problems_error
+from tlog.errors import ValidationError
+
+PHASES: Final = frozenset({"training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"})
+BASES: Final = frozenset({"legal_obligation", "legitimate_interest_security"})
+USE_DECISIONS: Final = frozenset({"allowed", "allowed_override", "flagged"})
+DECISIONS: Final = USE_DECISIONS | {"refused"}
+CHANGED_BY: Final = frozenset({"artist", "service"})
+LEAF_TYPES: Final = frozenset({"use", "refusal", "preference", "policy", "map"})
+LEAF_VERSION: Final = 1
+MAX_LEAF_SIZE: Final = 65_535
+MAX_FUTURE: Final = timedelta(minutes=5)
+NONCE_SIZE: Final = 16
+MAX_DETAIL: Final = 500
+MAX_SYSTEM_FIELD: Final = 128
+MAX_PLATFORM_ID: Final = 256
+
+EVENT_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+POLICY_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Purpose codes are chosen by the operator (§4) and appear unescaped in leaves, so keep them plain.
+PURPOSE_CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+_LOGGED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+# RFC 3339 §5.6 (T and Z case-insensitive, §5.6 NOTE). Fractions are capped at nanoseconds, and the
+# pattern is ASCII-only: `\d` would also match other scripts' digits.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:([0-9]{2})(?:\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_MAX_LOGGED_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: RFC 3339 years have four digits
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS = timedelta(milliseconds=1)
+
+_USE_FIELDS: Final = frozenset(
+    {"event_id", "content_id", "artist_id", "purpose", "phase", "system", "occurred_at", "invocations",
+     "window_end", "detail", "basis"}
+)
+_SYSTEM_FIELDS: Final = ("id", "model", "version")
+_MISSING: Any = object()
+
+
+class SystemRef(TypedDict):
+    id: str
+    model: str
+    version: str
+
+
+class UseRecord(TypedDict):
+    """A validated submission (§2.1), every field present: optional ones hold their default (None, or 1
+    for invocations), so every details object has one shape. Timestamps stay the strings the service
+    sent, so the commitment is over what it said. A plain dict: cheapest to build, and already the
+    first half of the details."""
+
+    event_id: str
+    content_id: str
+    artist_id: str
+    purpose: str
+    phase: str
+    system: SystemRef
+    occurred_at: str
+    invocations: int
+    window_end: str | None
+    detail: str | None
+    basis: str | None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Field syntax shared with policy.py and the server
+
+
+def is_platform_id(value: Any) -> bool:
+    """`content_id` / `artist_id` syntax: 1–256 printable characters, none of them a space. Python's
+    isprintable() is false for every Unicode separator, control, format, private-use and surrogate
+    character, so this also refuses lone surrogates."""
+    return type(value) is str and 0 < len(value) <= MAX_PLATFORM_ID and value.isprintable() and " " not in value
+
+
+def is_text(value: Any) -> bool:
+    """A string that is valid Unicode (no lone surrogates)."""
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Time
+
+
+def parse_rfc3339(value: Any, *, field: str = "") -> datetime:
+    """An RFC 3339 date-time with a zone (`Z` or `±hh:mm`) as an aware datetime; ValidationError naming
+    `field` otherwise. A leap second (:60) is read as the first instant of the next minute."""
+    if type(value) is not str or not (m := _RFC3339.fullmatch(value)):
+        raise problems_error([{"field": field, "message": "must be an RFC 3339 date-time with a zone, e.g. 2026-08-01T12:00:00Z"}])
+    text = value.upper()
+    leap = m.group(1) == "60"
+    if leap:
+        text = text[:17] + "59" + text[19:]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise problems_error([{"field": field, "message": f"not a valid date-time: {e}"}]) from None
+    return parsed + timedelta(seconds=1) if leap else parsed
+
+
+def format_logged_at(ms: int) -> str:
+    """Milliseconds since the Unix epoch as the leaf's `logged_at`: RFC 3339 UTC with exactly three
+    fraction digits, e.g. 2026-08-01T12:00:00.123Z (the one form, so leaves are reproducible)."""
+    if type(ms) is not int or not 0 <= ms < _MAX_LOGGED_MS:
+        raise ValueError(f"logged_at milliseconds out of range: {ms!r}")
+    seconds, milli = divmod(ms, 1000)
+    # strftime pads %Y to four digits only from year 1000 on; ms ≥ 0 means 1970 or later.
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)) + f"{milli:03d}Z"
+
+
+def parse_logged_at(value: Any, *, field: str = "logged_at") -> int:
+    """The inverse of `format_logged_at`; ValidationError for anything but that exact form."""
+    if type(value) is str and _LOGGED_AT.fullmatch(value):
+        try:
+            ms = (datetime.fromisoformat(value) - _EPOCH) // _ONE_MS  # refuses Feb 30, hour 24…
+        except ValueError:
+            pass
+        else:
+            if ms >= 0:
+                return ms
+    raise problems_error([{"field": field, "message": "must be UTC with milliseconds, e.g. 2026-08-01T12:00:00.123Z"}])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Submitted records (§2.1)
+
+
+def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str = "") -> UseRecord:
+    """Checks one submitted use record and returns it normalised. `now` (timezone-aware) bounds
+    `occurred_at`; `purposes` are the codes of the policy in force; `at` is the record's path in the
+    request (e.g. "records[3]"), prefixed to every field the ValidationError names. All problems of the
+    record are reported, not just the first."""
+    if type(obj) is not dict:
+        raise problems_error([{"field": at, "message": "a use record must be a JSON object"}])
+    problems: list[tuple[str, str]] = []
+    if not obj.keys() <= _USE_FIELDS:
+        problems += [(join_path("", k), "unknown field") for k in obj if k not in _USE_FIELDS]
+    get = obj.get
+
+    # Each check is written happy-path first (a type test and one cheap test); the reason is worked
+    # out only for a value that fails.
+    event_id = get("event_id", _MISSING)
+    if type(event_id) is not str or not EVENT_ID.fullmatch(event_id):
+        problems.append(("event_id", _type_problem(event_id) or "must be 1–128 characters from A–Z a–z 0–9 . _ : -"))
+    content_id = get("content_id", _MISSING)
+    if not is_platform_id(content_id):
+        problems.append(("content_id", _type_problem(content_id) or "must be 1–256 printable characters without spaces"))
+    artist_id = get("artist_id", _MISSING)
+    if not is_platform_id(artist_id):
+        problems.append(("artist_id", _type_problem(artist_id) or "must be 1–256 printable characters without spaces"))
+    purpose = get("purpose", _MISSING)
+    if type(purpose) is not str or purpose not in purposes:
+        problems.append(("purpose", _type_problem(purpose) or "not a purpose of the policy in force"))
+    phase = get("phase", _MISSING)
+    if type(phase) is not str or phase not in PHASES:
+        problems.append(("phase", _type_problem(phase) or f"must be one of {', '.join(sorted(PHASES))}"))
+    system = get("system", _MISSING)
+    if type(system) is dict and len(system) == 3 and all(map(_is_system_field, map(system.get, _SYSTEM_FIELDS))):
+        system = {"id": system["id"], "model": system["model"], "version": system["version"]}
+    else:
+        _system_problems(system, problems)
+
+    latest = now + MAX_FUTURE
+    occurred_at = get("occurred_at", _MISSING)
+    start = _timestamp(occurred_at, "occurred_at", latest, problems)
+    window_end = get("window_end")
+    if window_end is not None:
+        end = _timestamp(window_end, "window_end", latest, problems)
+        if start is not None and end is not None and end < start:
+            problems.append(("window_end", "must not be before occurred_at"))
+
+    invocations = get("invocations")
+    if invocations is None:
+        invocations = 1
+    elif type(invocations) is not int or not 1 <= invocations <= MAX_SAFE_INT:
+        problems.append(("invocations", "must be an integer ≥ 1"))
+    detail = get("detail")
+    if detail is not None and (type(detail) is not str or len(detail) > MAX_DETAIL or not is_text(detail)):
+        problems.append(("detail", f"must be a string of at most {MAX_DETAIL} characters"))
+    basis = get("basis")
+    if basis is not None and (type(basis) is not str or basis not in BASES):
+        problems.append(("basis", f"must be null or one of {', '.join(sorted(BASES))}"))
+
+    if problems:
+        raise problems_error([{"field": _under(at, f), "message": m} for f, m in problems])
+    return {
+        "event_id": event_id,
+        "content_id": content_id,
+        "artist_id": artist_id,
+        "purpose": purpose,
+        "phase": phase,
+        "system": system,  # type: ignore[typeddict-item]  # checked: not None when no problems
+        "occurred_at": occurred_at,
+        "invocations": invocations,
+        "window_end": window_end,
+        "detail": detail,
+        "basis": basis,
+    }
+
+
+def _under(at: str, path: str) -> str:
+    """`path` (relative to the record, from join_path) as seen from the request's root."""
+    if not at:
+        return path
+    return at + path if path.startswith("[") else f"{at}.{path}"
+
+
+def _type_problem(value: Any) -> str | None:
+    if value is _MISSING:
+        return "required"
+    if type(value) is not str:
+        return "must be a string"
+    return None
+
+
+def _is_system_field(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_SYSTEM_FIELD and is_text(value)
+
+
+def _system_problems(value: Any, problems: list[tuple[str, str]]) -> None:
+    if value is _MISSING:
+        problems.append(("system", "required"))
+    elif type(value) is not dict:
+        problems.append(("system", "must be an object with id, model and version"))
+    else:
+        problems += [(join_path("system", k), "unknown field") for k in value if k not in _SYSTEM_FIELDS]
+        for name in _SYSTEM_FIELDS:
+            field = value.get(name, _MISSING)
+            if not _is_system_field(field):
+                problems.append((f"system.{name}", _type_problem(field) or f"must be 1–{MAX_SYSTEM_FIELD} characters"))
+
+
+def _timestamp(value: Any, name: str, latest: datetime, problems: list[tuple[str, str]]) -> datetime | None:
+    if value is _MISSING:
+        problems.append((name, "required"))
+        return None
+    try:
+        parsed = parse_rfc3339(value, field=name)
+    except ValidationError as e:
+        problems.append((name, e.details[0]["message"]))
+        return None
+    if parsed > latest:
+        problems.append((name, "more than 5 minutes in the future"))
+    return parsed
+
+
+# ---------------------------------------------------------------------------------------------------
+# Private details (§2.2)
+
+
+def use_details(
+    record: UseRecord, *, service: str, index: int, logged_at: str, decision: str, policy: str, nonce: bytes
+) -> dict[str, Any]:
+    """The details of a use or refusal leaf (a refused use has the same shape, decision "refused"):
+    the normalised record plus who logged it, where, when, the decision, the policy and a nonce."""
+    if decision not in DECISIONS:
+        raise ValueError(f"unknown decision {decision!r}")
+    details: dict[str, Any] = dict(record)
+    details["service"] = _name(service, "service")
+    details["index"] = _index(index)
+    details["logged_at"] = logged_at
+    details["decision"] = decision
+    details["policy"] = policy
+    details["nonce"] = _nonce(nonce)
+    return details
+
+
+def preference_details(
+    artist_id: str,
+    preferences: Mapping[str, Any],
+    *,
+    by: str,
+    service: str | None,
+    index: int,
+    logged_at: str,
+    nonce: bytes,
+) -> dict[str, Any]:
+    """The details of a preference leaf: the artist, its new (validated) preferences document, who
+    changed them (`by` "artist", or "service" together with the service's name), where and when."""
+    if not is_platform_id(artist_id):
+        raise ValueError("artist_id is not a platform id")
+    if by not in CHANGED_BY or (service is None) != (by == "artist"):
+        raise ValueError('by must be "artist" (service None) or "service" (with the service name)')
+    return {
+        "artist_id": artist_id,
+        "preferences": preferences,
+        "by": by,
+        "service": None if service is None else _name(service, "service"),
+        "index": _index(index),
+        "logged_at": logged_at,
+        "nonce": _nonce(nonce),
+    }
+
+
+def details_hash(details: Mapping[str, Any]) -> bytes:
+    """The leaf's commitment to its details: SHA-256 of their JCS bytes."""
+    return hashlib.sha256(canonical(details)).digest()
+
+
+def artist_tag(tag_key: bytes, artist_id: str) -> bytes:
+    """HMAC-SHA256(tag key, "artist:" + artist_id): the artist's pseudonym in public leaves."""
+    if len(tag_key) < 32:
+        raise ValueError("the artist tag key must be at least 32 bytes")
+    return hmac.digest(tag_key, b"artist:" + artist_id.encode(), "sha256")
+
+
+def _name(value: Any, what: str) -> str:
+    if type(value) is not str or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    return value
+
+
+def _index(index: Any) -> int:
+    if type(index) is not int or not 0 <= index <= MAX_SAFE_INT:
+        raise ValueError(f"index out of range: {index!r}")
+    return index
+
+
+def _nonce(nonce: Any) -> str:
+    if type(nonce) is not bytes or len(nonce) != NONCE_SIZE:
+        raise ValueError(f"the nonce must be {NONCE_SIZE} bytes")
+    return binascii.b2a_base64(nonce, newline=False).decode()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public leaves (§2.2)
+
+
+@dataclass(slots=True)
+class Leaf:
+    """A public leaf, decoded. Hashes are raw bytes (hex in the JSON). Which fields a type carries:
+
+    - use, refusal: prev, logged_at, purpose, phase, decision, policy, artist, aseq, aprev, details
+    - preference:   prev, logged_at, artist, aseq, aprev, by, details
+    - policy:       prev, logged_at, policy, details (SHA-256 of the policy document)
+    - map:          prev, logged_at, root
+
+    Fields a type does not carry are None here and omitted from the JSON. `aprev` is None both when
+    omitted and for an artist's first leaf (aseq 1), where the JSON says null."""
+
+    type: str
+    prev: bytes
+    logged_at: str
+    details: bytes | None = None
+    purpose: str | None = None
+    phase: str | None = None
+    decision: str | None = None
+    policy: str | None = None
+    artist: bytes | None = None
+    aseq: int | None = None
+    aprev: int | None = None
+    by: str | None = None
+    root: bytes | None = None
+
+
+_FIELDS_BY_TYPE: Final = {
+    "use": frozenset({"prev", "logged_at", "purpose", "phase", "decision", "policy", "artist", "aseq", "aprev", "details"}),
+    "preference": frozenset({"prev", "logged_at", "artist", "aseq", "aprev", "by", "details"}),
+    "policy": frozenset({"prev", "logged_at", "policy", "details"}),
+    "map": frozenset({"prev", "logged_at", "root"}),
+}
+_FIELDS_BY_TYPE["refusal"] = _FIELDS_BY_TYPE["use"]
+_ALL_LEAF_FIELDS: Final = tuple(f for f in Leaf.__slots__ if f != "type")  # type: ignore[attr-defined]
+_HASH_FIELDS: Final = frozenset({"prev", "details", "artist", "root"})
+
+
+def use_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, aseq: int, aprev: int | None) -> Leaf:
+    """The use or refusal leaf committing to `details` (from `use_details`): the sequencer builds it
+    when logging, an auditor rebuilds it from the details to check the public leaf."""
+    decision = details["decision"]
+    return Leaf(
+        type="refusal" if decision == "refused" else "use",
+        prev=prev,
+        logged_at=details["logged_at"],
+        details=details_hash(details),
+        purpose=details["purpose"],
+        phase=details["phase"],
+        decision=decision,
+        policy=details["policy"],
+        artist=artist,
+        aseq=aseq,
+        aprev=aprev,
+    )
+
+
+def preference_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, aseq: int, aprev: int | None) -> Leaf:
+    """The preference leaf committing to `details` (from `preference_details`)."""
+    return Leaf(
+        type="preference",
+        prev=prev,
+        logged_at=details["logged_at"],
+        details=details_hash(details),
+        artist=artist,
+        aseq=aseq,
+        aprev=aprev,
+        by=details["by"],
+    )
+
+
+def build_leaf(leaf: Leaf) -> bytes:
+    """The leaf's JCS bytes. ValidationError if it is not a leaf `parse_leaf` would accept (so the log
+    can never hold one that verifiers refuse)."""
+    if (leaf.type == "use" or leaf.type == "refusal") and _use_leaf_ok(leaf):
+        # Every value is known to need no escaping, and the keys are in JCS order (note "artist" <
+        # "aseq"), so this is the canonical form without the generic encoder; the tests compare it
+        # with canonical().
+        return (
+            f'{{"aprev":{"null" if leaf.aprev is None else leaf.aprev},"artist":"{leaf.artist.hex()}",'  # type: ignore[union-attr]
+            f'"aseq":{leaf.aseq},"decision":"{leaf.decision}","details":"{leaf.details.hex()}",'  # type: ignore[union-attr]
+            f'"logged_at":"{leaf.logged_at}","phase":"{leaf.phase}","policy":"{leaf.policy}",'
+            f'"prev":"{leaf.prev.hex()}","purpose":"{leaf.purpose}","type":"{leaf.type}","v":1}}'
+        ).encode()
+    problems = _leaf_problems(leaf)
+    if problems:
+        raise problems_error(problems)
+    data = canonical(_leaf_object(leaf))
+    if len(data) > MAX_LEAF_SIZE:  # unreachable given the field syntax; kept as the SPEC's limit
+        raise problems_error([{"field": "", "message": f"leaf larger than {MAX_LEAF_SIZE} bytes"}])
+    return data
+
+
+def _use_leaf_ok(leaf: Leaf) -> bool:
+    """`not _leaf_problems(leaf)` for a use or refusal leaf, as one expression: the per-record path.
+    (A test holds the two to agreeing.)"""
+    aseq, aprev, decision = leaf.aseq, leaf.aprev, leaf.decision
+    return bool(
+        type(leaf.prev) is bytes and len(leaf.prev) == 32
+        and type(leaf.artist) is bytes and len(leaf.artist) == 32
+        and type(leaf.details) is bytes and len(leaf.details) == 32
+        and type(decision) is str
+        and (decision == "refused" if leaf.type == "refusal" else decision in USE_DECISIONS)
+        and type(leaf.phase) is str and leaf.phase in PHASES
+        and type(leaf.purpose) is str and PURPOSE_CODE.fullmatch(leaf.purpose)
+        and type(leaf.policy) is str and POLICY_ID.fullmatch(leaf.policy)
+        and type(aseq) is int and 1 <= aseq <= MAX_SAFE_INT
+        and (aprev is None if aseq == 1 else type(aprev) is int and 0 <= aprev <= MAX_SAFE_INT)
+        and leaf.by is None and leaf.root is None
+        and _is_logged_at(leaf.logged_at)
+    )
+
+
+def _leaf_object(leaf: Leaf) -> dict[str, Any]:
+    obj: dict[str, Any] = {"v": LEAF_VERSION, "type": leaf.type}
+    for name in _FIELDS_BY_TYPE[leaf.type]:
+        value = getattr(leaf, name)
+        obj[name] = value.hex() if name in _HASH_FIELDS else value
+    return obj
+
+
+def _leaf_problems(leaf: Leaf) -> list[dict[str, str]]:
+    fields = _FIELDS_BY_TYPE.get(leaf.type)
+    if fields is None:
+        return [{"field": "type", "message": f"must be one of {', '.join(sorted(LEAF_TYPES))}"}]
+    problems = []
+    for name in _ALL_LEAF_FIELDS:
+        value = getattr(leaf, name)
+        if name not in fields:
+            if value is not None:
+                problems.append({"field": name, "message": f"not a field of a {leaf.type} leaf"})
+        elif (message := _LEAF_CHECKS[name](value, leaf)) is not None:
+            problems.append({"field": name, "message": message})
+    return problems
+
+
+def _check_hash(value: Any, leaf: Leaf) -> str | None:
+    return None if type(value) is bytes and len(value) == 32 else "must be 32 bytes"
+
+
+def _is_logged_at(value: Any) -> bool:
+    try:
+        parse_logged_at(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _check_logged_at(value: Any, leaf: Leaf) -> str | None:
+    return None if _is_logged_at(value) else "must be UTC with milliseconds, e.g. 2026-08-01T12:00:00.123Z"
+
+
+def _check_purpose(value: Any, leaf: Leaf) -> str | None:
+    return None if type(value) is str and PURPOSE_CODE.fullmatch(value) else "not a purpose code"
+
+
+def _check_phase(value: Any, leaf: Leaf) -> str | None:
+    return None if type(value) is str and value in PHASES else "not a phase"
+
+
+def _check_decision(value: Any, leaf: Leaf) -> str | None:
+    expected = USE_DECISIONS if leaf.type == "use" else {"refused"}
+    return None if type(value) is str and value in expected else f"a {leaf.type} leaf's decision must be {' or '.join(sorted(expected))}"
+
+
+def _check_policy(value: Any, leaf: Leaf) -> str | None:
+    return None if type(value) is str and POLICY_ID.fullmatch(value) else "not a policy id"
+
+
+def _check_aseq(value: Any, leaf: Leaf) -> str | None:
+    return None if type(value) is int and 1 <= value <= MAX_SAFE_INT else "must be an integer ≥ 1"
+
+
+def _check_aprev(value: Any, leaf: Leaf) -> str | None:
+    if leaf.aseq == 1:
+        return None if value is None else "must be null for an artist's first leaf (aseq 1)"
+    return None if type(value) is int and 0 <= value <= MAX_SAFE_INT else "must be the index of the artist's previous leaf"
+
+
+def _check_by(value: Any, leaf: Leaf) -> str | None:
+    return None if type(value) is str and value in CHANGED_BY else 'must be "artist" or "service"'
+
+
+_LEAF_CHECKS: Final = {
+    "prev": _check_hash,
+    "logged_at": _check_logged_at,
+    "details": _check_hash,
+    "purpose": _check_purpose,
+    "phase": _check_phase,
+    "decision": _check_decision,
+    "policy": _check_policy,
+    "artist": _check_hash,
+    "aseq": _check_aseq,
+    "aprev": _check_aprev,
+    "by": _check_by,
+    "root": _check_hash,
+}
+
+
+def parse_leaf(data: bytes) -> Leaf:
+    """Decodes a public leaf strictly: the right fields for its type, each well-formed, and the bytes
+    exactly canonical (the encoding of what they decode to). ValidationError otherwise."""
+    if len(data) > MAX_LEAF_SIZE:
+        raise problems_error([{"field": "", "message": f"leaf larger than {MAX_LEAF_SIZE} bytes"}])
+    try:
+        obj = orjson.loads(data)  # duplicates, floats and odd spacing all fail the re-encoding below
+    except orjson.JSONDecodeError as e:
+        raise problems_error([{"field": "", "message": f"leaf is not JSON: {e}"}]) from None
+    if type(obj) is not dict:
+        raise problems_error([{"field": "", "message": "a leaf is a JSON object"}])
+    kind = obj.get("type")
+    fields = _FIELDS_BY_TYPE.get(kind) if type(kind) is str else None
+    if fields is None:
+        raise problems_error([{"field": "type", "message": f"must be one of {', '.join(sorted(LEAF_TYPES))}"}])
+    problems = [{"field": k, "message": f"not a field of a {kind} leaf"} for k in obj if k not in fields and k not in ("v", "type")]
+    problems += [{"field": k, "message": "required"} for k in sorted(fields) if k not in obj]
+    if obj.get("v") != LEAF_VERSION or type(obj.get("v")) is not int:
+        problems.append({"field": "v", "message": f"must be {LEAF_VERSION}"})
+    values: dict[str, Any] = {}
+    for name in fields & obj.keys():
+        value = obj[name]
+        if name in _HASH_FIELDS:
+            if type(value) is not str or not _HEX32.fullmatch(value):
+                problems.append({"field": name, "message": "must be 64 lowercase hex digits"})
+                continue
+            value = bytes.fromhex(value)
+        values[name] = value
+    if problems:
+        raise problems_error(problems)
+    leaf = Leaf(type=kind, **values)
+    if build_leaf(leaf) != bytes(data):
+        raise problems_error([{"field": "", "message": "leaf is not in canonical form (RFC 8785)"}])
+    return leaf
