@@ -1,0 +1,151 @@
+"""Benchmark of the log core (issue 2): durable append, proofs, verify, bytes per entry.
+
+Run with `scripts/bench` (sets up the venv with pymerkle for the comparison). Prints one line per figure.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from tlog import merkle
+from tlog.canonical import loads_strict
+from tlog.demo import sample_records
+from tlog.log import init_log, open_log
+from tlog.records import validate_use
+from tlog.sequencer import Submission
+from tlog.store.sqlite import SqliteStore
+from tlog.verify import verify_log
+
+
+def _gen_lines(n: int, artists: int) -> list[tuple[str, bytes]]:
+    return [(s, orjson.dumps(r)) for s, r in sample_records(n, artists=artists, seed=7)]
+
+
+def bench_append(db: Path, n: int, batch: int, artists: int) -> None:
+    print(f"generating {n:,} realistic records ({artists:,} artists)…", flush=True)
+    lines = _gen_lines(n, artists)
+    log = init_log(db, "bench.tlog.example/log")
+    seq = log.sequencer()
+    purposes = seq.policy.purposes
+    t_start = time.perf_counter()
+    marks = [(0, t_start)]
+    for i in range(0, n, batch):
+        now = datetime.now(timezone.utc)
+        # The whole pipeline is timed: parse + validate + decide + canonical JSON + hashing + durable commit.
+        chunk = lines[i : i + batch]
+        service = chunk[0][0]
+        recs = [validate_use(loads_strict(b), now=now, purposes=purposes) for _, b in chunk]
+        (res,) = seq.append_uses([Submission(service, recs)])
+        if isinstance(res, Exception):
+            raise res
+        done = i + len(chunk)
+        if done % 100_000 == 0 or done == n:
+            marks.append((done, time.perf_counter()))
+            d0, t0 = marks[-2]
+            print(f"  {done:>9,} entries: {(done - d0) / (marks[-1][1] - t0):>8,.0f} records/s (last {done - d0:,})", flush=True)
+    total = time.perf_counter() - t_start
+    last_n = min(100_000, n)
+    last = next((t for d, t in marks if d == n - last_n), None)
+    print(f"append: {n / total:,.0f} records/s average over {n:,} (batches of {batch}, durable: WAL + synchronous=FULL)")
+    if last is not None:
+        print(f"append: {last_n / (marks[-1][1] - last):,.0f} records/s for the last {last_n:,}")
+    log.close()
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    print(f"database: {size:,} bytes for {n + 1:,} entries = {size / (n + 1):,.0f} bytes/entry")
+
+
+def bench_proofs(db: Path, samples: int) -> None:
+    store = SqliteStore(db, readonly=True)
+    size = store.size()
+    rnd = random.Random(1)
+    root = merkle.tree_root(size, store)
+    for name, fn in (
+        ("inclusion", lambda: _inclusion(store, rnd, size, root)),
+        ("consistency", lambda: _consistency(store, rnd, size, root)),
+    ):
+        times = []
+        for _ in range(samples):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        times.sort()
+        print(f"{name} proof at {size:,}: median {statistics.median(times) * 1e3:.3f} ms, "
+              f"p99 {times[int(len(times) * 0.99)] * 1e3:.3f} ms ({samples} random proofs, warm, includes verification)")
+    store.close()
+
+
+def _inclusion(store: SqliteStore, rnd: random.Random, size: int, root: bytes) -> None:
+    i = rnd.randrange(size)
+    proof = merkle.inclusion_proof(i, size, store)
+    merkle.verify_inclusion(store.leaf_hashes(i, i + 1)[0], i, size, proof, root)
+
+
+def _consistency(store: SqliteStore, rnd: random.Random, size: int, root: bytes) -> None:
+    old = rnd.randrange(1, size)
+    proof = merkle.consistency_proof(old, size, store)
+    merkle.verify_consistency(old, size, merkle.tree_root(old, store), root, proof)
+
+
+def bench_verify(db: Path) -> None:
+    log = open_log(db, readonly=True)
+    report = verify_log(log)
+    log.close()
+    print(f"verify: {report.leaves / report.seconds:,.0f} leaves/s ({report.summary()})")
+
+
+def bench_pymerkle(n: int, samples: int, workdir: Path) -> None:
+    try:
+        from pymerkle import SqliteTree
+    except ImportError:
+        print("pymerkle: not installed (scripts/bench installs it); skipped")
+        return
+    path = workdir / "pymerkle.db"
+    print(f"pymerkle: building a {n:,}-leaf SqliteTree for comparison…", flush=True)
+    t = time.perf_counter()
+    with SqliteTree(str(path)) as tree:
+        for i in range(0, n, 10_000):
+            tree.append_entries([f"entry-{j}".encode() for j in range(i, min(i + 10_000, n))])
+        build = time.perf_counter() - t
+        rnd = random.Random(1)
+        times = []
+        for _ in range(samples):
+            i = rnd.randrange(1, n + 1)
+            t = time.perf_counter()
+            tree.prove_inclusion(i, n)
+            times.append(time.perf_counter() - t)
+    print(f"pymerkle 7 SqliteTree: append {n / build:,.0f} entries/s (not durable per batch); "
+          f"inclusion proof at {n:,}: median {statistics.median(times) * 1e3:.3f} ms (warm)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--artists", type=int, default=20_000)
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--no-pymerkle", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        db = Path(tmp) / "bench.db"
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        bench_append(db, args.entries, args.batch, args.artists)
+        bench_proofs(db, args.samples)
+        bench_verify(db)
+        if not args.no_pymerkle:
+            bench_pymerkle(args.entries, min(args.samples, 500), Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

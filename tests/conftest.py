@@ -1,0 +1,40 @@
+"""Shared fixtures: a fresh log on disk, helpers to append realistic records."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tlog.demo import sample_records
+from tlog.log import LocalLog, init_log
+from tlog.records import validate_use
+from tlog.sequencer import Sequencer, Submission, UseResult
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[LocalLog]:
+    lg = init_log(tmp_path / "tlog.db", "test.tlog.example/log")
+    yield lg
+    lg.close()
+
+
+def records(n: int, *, seed: int = 1, artists: int = 5, **overrides: Any) -> list[dict[str, Any]]:
+    out = []
+    for _, r in sample_records(n, seed=seed, artists=artists):
+        r.update(overrides)
+        out.append(r)
+    return out
+
+
+def append(seq: Sequencer, recs: list[dict[str, Any]], service: str = "recsys") -> list[UseResult]:
+    valid = [validate_use(r, now=datetime.now(timezone.utc), purposes=seq.policy.purposes) for r in recs]
+    (res,) = seq.append_uses([Submission(service, valid)])
+    if isinstance(res, Exception):
+        raise res
+    return res

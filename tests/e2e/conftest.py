@@ -1,0 +1,79 @@
+"""Real servers on free loopback ports: `tlog serve` runs as a subprocess, exactly as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    db: Path
+    proc: subprocess.Popen
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.url + path)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+
+def start_server(db: Path, *extra: str) -> Server:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read().decode()}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return Server(url, db, proc)
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("server did not start in 20 s")
+
+
+def stop_server(server: Server) -> str:
+    server.proc.terminate()
+    try:
+        out, _ = server.proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        out, _ = server.proc.communicate()
+    return out.decode()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[Server]:
+    """A demo log behind a real server, shared by a module's read-only tests."""
+    from tlog.demo import build_demo
+
+    db = tmp_path_factory.mktemp("served") / "tlog.db"
+    build_demo(str(db), 300)
+    server = start_server(db)
+    yield server
+    out = stop_server(server)
+    assert "Traceback" not in out, out

@@ -1,0 +1,105 @@
+"""The public read API on a real server: formats, proofs, tiles, and clear 4xx answers to bad input."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from tlog import merkle, tiles
+from tlog.checkpoint import open_checkpoint
+from tlog.log import open_log
+from tlog.note import Verifier
+from tlog.records import parse_leaf
+
+
+def _vkey(served):
+    status, _, body = served.get("/v1/log")
+    assert status == 200
+    return orjson.loads(body)["verifier_keys"][0]
+
+
+def test_checkpoint_and_log_info(served):
+    status, headers, body = served.get("/checkpoint")
+    assert status == 200 and headers["Content-Type"] == "text/plain; charset=utf-8"
+    cp, _ = open_checkpoint(body, [Verifier.from_key(_vkey(served))])
+    info = orjson.loads(served.get("/v1/log")[2])
+    assert info["size"] == cp.size == 305  # policy, 4 preferences, 300 uses
+    assert info["origin"] == cp.origin and info["policy"]
+    assert {p["code"] for p in info["purposes"]} >= {"recommendation", "model_training_generative"}
+
+
+def test_tiles_rebuild_the_signed_root(served):
+    cp, _ = open_checkpoint(served.get("/checkpoint")[2], [Verifier.from_key(_vkey(served))])
+
+    def fetch(t):
+        status, _, body = served.get("/" + tiles.tile_path(t))
+        assert status == 200, tiles.tile_path(t)
+        return body
+
+    reader = tiles.TileHashReader(cp.size, fetch)
+    assert merkle.tree_root(cp.size, reader) == cp.root
+    leaves = []
+    for t in tiles.entry_bundles_for_size(cp.size):
+        leaves.extend(tiles.decode_bundle(fetch(t)))
+    assert len(leaves) == cp.size
+    level0 = b"".join(fetch(t) for t in tiles.hash_tiles_for_size(cp.size) if t.level == 0)
+    assert [merkle.leaf_hash(leaf) for leaf in leaves] == [level0[i : i + 32] for i in range(0, len(level0), 32)]
+    for i, leaf in enumerate(leaves):
+        assert parse_leaf(leaf)
+        assert served.get(f"/v1/leaves/{i}")[2] == leaf if i % 50 == 0 else True
+
+
+def test_proofs_verify(served):
+    cp, _ = open_checkpoint(served.get("/checkpoint")[2], [Verifier.from_key(_vkey(served))])
+    for index in (0, 1, 150, cp.size - 1):
+        body = orjson.loads(served.get(f"/v1/proof/inclusion?index={index}&size={cp.size}")[2])
+        leaf = served.get(f"/v1/leaves/{index}")[2]
+        merkle.verify_inclusion(merkle.leaf_hash(leaf), index, cp.size, [base64.b64decode(h) for h in body["proof"]], cp.root)
+    log = open_log(served.db, readonly=True)
+    try:
+        old_root = merkle.tree_root(100, log.store)
+    finally:
+        log.close()
+    body = orjson.loads(served.get(f"/v1/proof/consistency?old=100&new={cp.size}")[2])
+    merkle.verify_consistency(100, cp.size, old_root, cp.root, [base64.b64decode(h) for h in body["proof"]])
+
+
+def test_stats_and_policies(served):
+    stats = orjson.loads(served.get("/v1/stats")[2])
+    uses = [t for t in stats["totals"] if t["type"] in ("use", "refusal")]
+    assert sum(t["leaves"] for t in uses) == 300
+    pols = orjson.loads(served.get("/v1/policies")[2])
+    status, _, doc = served.get(pols[0]["url"])
+    assert status == 200 and b"purposes" in doc
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/v1/proof/inclusion?index=5", 400),
+        ("/v1/proof/inclusion?index=-1&size=10", 400),
+        ("/v1/proof/inclusion?index=10&size=10", 400),
+        ("/v1/proof/inclusion?index=1&size=99999", 400),
+        ("/v1/proof/inclusion?index=1e3&size=10", 400),
+        ("/v1/proof/consistency?old=0&new=10", 400),
+        ("/v1/proof/consistency?old=20&new=10", 400),
+        ("/v1/leaves/99999", 404),
+        ("/v1/leaves/abc", 400),
+        ("/tile/0/001", 404),
+        ("/tile/0/000.p/0", 404),
+        ("/tile/0/x000/000", 404),
+        ("/tile/entries/002.p/3", 404),
+        ("/tile/entries/001.p/60", 404),
+        ("/tile/../etc/passwd", 404),
+        ("/v1/policies/nope", 404),
+        ("/nope", 404),
+    ],
+)
+def test_bad_requests_get_json_errors(served, path, status):
+    got, headers, body = served.get(path)
+    assert got == status, body
+    assert headers["Content-Type"].startswith("application/json")
+    err = orjson.loads(body)["error"]
+    assert err["code"] and err["message"]

@@ -1,0 +1,156 @@
+"""The `tlog` command end to end on a real database (click's runner, same process)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import stat
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from tlog import merkle
+from tlog.checkpoint import open_checkpoint
+from tlog.cli import main
+from tlog.note import Verifier
+
+from .conftest import records
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def db(tmp_path, runner):
+    path = tmp_path / "data" / "tlog.db"
+    res = runner.invoke(main, ["init", "--db", str(path), "--origin", "cli.tlog.example/log"])
+    assert res.exit_code == 0, res.output
+    return path
+
+
+def _jsonl(tmp_path, recs, name="uses.jsonl"):
+    p = tmp_path / name
+    p.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    return str(p)
+
+
+def test_init_prints_the_verifier_key_last_and_keeps_secrets_private(tmp_path, runner):
+    path = tmp_path / "d" / "tlog.db"
+    res = runner.invoke(main, ["init", "--db", str(path), "--origin", "cli.tlog.example/log"])
+    assert res.exit_code == 0
+    vkey = res.stdout.strip().splitlines()[-1]
+    assert Verifier.from_key(vkey).name == "cli.tlog.example/log"
+    for p in (path, tmp_path / "d" / "tlog.signer.key", tmp_path / "d" / "tlog.tag.key"):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
+    assert b"PRIVATE" not in path.read_bytes()
+    again = runner.invoke(main, ["init", "--db", str(path)])
+    assert again.exit_code == 1 and "refusing to overwrite" in again.output
+    bad = runner.invoke(main, ["init", "--db", str(tmp_path / "x.db"), "--origin", "has space"])
+    assert bad.exit_code == 1 and "origin" in bad.output and "Traceback" not in bad.output
+
+
+def test_append_checkpoint_prove_verify(tmp_path, runner, db):
+    res = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(25))])
+    assert res.exit_code == 0, res.output
+    assert "25 appended, 0 duplicate" in res.output and "size 26" in res.output
+    again = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(25))])
+    assert "0 appended, 25 duplicate" in again.output
+
+    cp_res = runner.invoke(main, ["checkpoint", "--db", str(db)])
+    assert cp_res.exit_code == 0
+    vkey = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key='vkey'").fetchone()[0]
+    cp, _ = open_checkpoint(cp_res.stdout_bytes, [Verifier.from_key(vkey)])
+    assert cp.size == 26
+
+    proof = runner.invoke(main, ["prove", "inclusion", "7", "--db", str(db)])
+    assert proof.exit_code == 0
+    hashes = [base64.b64decode(line) for line in proof.stdout.split()]
+    leaf = sqlite3.connect(db).execute("SELECT hash FROM nodes WHERE id = 7").fetchone()[0]
+    merkle.verify_inclusion(leaf, 7, 26, hashes, cp.root)
+
+    cons = runner.invoke(main, ["prove", "consistency", "3", "26", "--db", str(db), "--json"])
+    body = orjson.loads(cons.stdout)
+    assert body["old"] == 3 and body["new"] == 26 and len(body["proof"]) > 0
+
+    ver = runner.invoke(main, ["verify", "--db", str(db), "--vkey", vkey])
+    assert ver.exit_code == 0, ver.output
+    assert "ok:" in ver.output and "size 26" in ver.output
+
+
+def test_an_invalid_file_appends_nothing_and_names_every_problem(tmp_path, runner, db):
+    recs = records(5)
+    recs[1]["purpose"] = "world_domination"
+    recs[3]["invocations"] = 1.5
+    path = _jsonl(tmp_path, recs)
+    with open(path, "ab") as f:
+        f.write(b"{not json\n")
+    res = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", path])
+    assert res.exit_code == 1
+    assert "nothing was appended" in res.output
+    assert "line 2" in res.output and "line 4" in res.output and "line 6" in res.output
+    assert "Traceback" not in res.output
+    cp = runner.invoke(main, ["checkpoint", "--db", str(db)])
+    assert cp.stdout.splitlines()[1] == "1"
+
+
+def test_verify_names_the_first_bad_index(tmp_path, runner, db):
+    runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(20))])
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE entries SET content_id = 'x' WHERE idx = 9")
+    conn.commit()
+    res = runner.invoke(main, ["verify", "--db", str(db)])
+    assert res.exit_code == 1
+    assert "index 9" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, runner, db):
+    cases = [
+        ["prove", "inclusion", "99", "--db", str(db)],
+        ["prove", "consistency", "5", "2", "--db", str(db)],
+        ["checkpoint", "--db", str(tmp_path / "missing.db")],
+        ["append", "--db", str(db), "--service", "recsys", str(tmp_path / "nope.jsonl")],
+        ["policy", "publish", "--db", str(db), "--id", "bad id!", _jsonl(tmp_path, [{"x": 1}], "p.json")],
+    ]
+    for args in cases:
+        res = runner.invoke(main, args)
+        assert res.exit_code != 0, args
+        assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit), args
+
+
+def test_stats_and_export(tmp_path, runner, db):
+    runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(30))])
+    st = runner.invoke(main, ["stats", "--db", str(db), "--json"])
+    rows = orjson.loads(st.stdout)
+    assert sum(r["leaves"] for r in rows if r["type"] in ("use", "refusal")) == 30
+    exp = runner.invoke(main, ["export", "--db", str(db)])
+    lines = [orjson.loads(line) for line in exp.stdout.splitlines()]
+    assert len(lines) == 31 and lines[5]["details"]["index"] == 5
+    pub = runner.invoke(main, ["export", "--db", str(db), "--public"])
+    assert b"sc:user" not in pub.stdout_bytes and b"details\":{" not in pub.stdout_bytes
+    for line in lines:
+        assert merkle.leaf_hash(orjson.dumps(line["leaf"])) == bytes.fromhex(line["leaf_hash"])
+
+
+def test_policy_publish_and_preferences(tmp_path, runner, db):
+    shown = runner.invoke(main, ["policy", "show", "--db", str(db)])
+    doc = tmp_path / "policy.json"
+    doc.write_text(shown.stdout)
+    res = runner.invoke(main, ["policy", "publish", "--db", str(db), "--id", "2026-12", str(doc)])
+    assert res.exit_code == 0 and "index 1" in res.output
+    prefs = tmp_path / "prefs.json"
+    prefs.write_text('{"no_ai": true}')
+    res = runner.invoke(main, ["preferences", "--db", str(db), "--artist", "sc:user:1", str(prefs)])
+    assert res.exit_code == 0 and "index 2" in res.output
+    ok = runner.invoke(main, ["verify", "--db", str(db)])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_help_teaches(runner):
+    res = runner.invoke(main, ["--help"])
+    assert res.exit_code == 0 and "tlog init" in res.output
+    for cmd in ("init", "append", "verify", "prove", "checkpoint", "stats", "export", "serve", "policy"):
+        assert runner.invoke(main, [cmd, "--help"]).exit_code == 0, cmd

@@ -1,0 +1,203 @@
+"""The sequencer: dense indexes, the chain, artist chains, decisions, idempotency, all-or-nothing."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from tlog import merkle
+from tlog.checkpoint import open_checkpoint
+from tlog.errors import Conflict, Forbidden, StorageError, ValidationError
+from tlog.leaves import iter_leaves
+from tlog.records import parse_leaf, validate_use
+from tlog.sequencer import Submission
+
+from .conftest import append, records
+
+
+def _leaves(log):
+    size = log.store.size()
+    return [(e, orjson.loads(leaf), h) for e, leaf, h in iter_leaves(log.store, 0, size)]
+
+
+def test_init_publishes_default_policy_and_signs(log):
+    cp, signed = log.latest_checkpoint()
+    assert cp.size == 1 and cp.origin == "test.tlog.example/log"
+    assert cp.root == merkle.tree_root(1, log.store)
+    (e, leaf, _), = _leaves(log)
+    assert leaf["type"] == "policy" and leaf["prev"] == "0" * 64 and "artist" not in leaf
+    assert log.store.checkpoint_at(0) is not None  # the empty tree was signed at init too
+
+
+def test_append_assigns_dense_indexes_and_chains(log):
+    seq = log.sequencer()
+    res = append(seq, records(30))
+    assert [r.index for r in res] == list(range(1, 31))
+    leaves = _leaves(log)
+    for (_, leaf, _), (_, prev_leaf, prev_hash) in zip(leaves[1:], leaves):
+        assert leaf["prev"] == prev_hash.hex()
+        assert leaf["logged_at"] >= prev_leaf["logged_at"]
+    # Each artist's leaves form a chain: aseq 1.. and aprev pointing at the previous one.
+    by_tag: dict[str, list[tuple[int, dict]]] = {}
+    for e, leaf, _ in leaves[1:]:
+        by_tag.setdefault(leaf["artist"], []).append((e.index, leaf))
+    for chain in by_tag.values():
+        assert [l["aseq"] for _, l in chain] == list(range(1, len(chain) + 1))
+        assert chain[0][1]["aprev"] is None
+        assert [l["aprev"] for _, l in chain[1:]] == [i for i, _ in chain[:-1]]
+    cp, _ = log.latest_checkpoint()
+    assert cp.size == 31 and cp.root == merkle.tree_root(31, log.store)
+
+
+def test_checkpoint_after_every_batch_verifies_and_is_consistent(log):
+    seq = log.sequencer()
+    for seed in range(3):
+        append(seq, records(10, seed=seed + 10))
+    sizes = log.store.checkpoint_sizes()
+    assert sizes == [0, 1, 11, 21, 31]
+    roots = {}
+    for s in sizes:
+        cp, _ = open_checkpoint(log.store.checkpoint_at(s), [log.verifier])
+        roots[s] = cp.root
+    for old, new in zip(sizes[1:], sizes[2:]):
+        merkle.verify_consistency(old, new, roots[old], roots[new], merkle.consistency_proof(old, new, log.store))
+
+
+def test_leaf_commits_to_details_and_hides_identity(log):
+    seq = log.sequencer()
+    append(seq, records(3))
+    e, leaf, _ = _leaves(log)[1]
+    raw = orjson.dumps(leaf)
+    assert b"sc:user" not in raw and b"sc:track" not in raw and b"recsys" not in raw
+    parsed = parse_leaf(next(iter_leaves(log.store, 1, 2))[1])
+    assert parsed.type == "use"
+    assert e.details["nonce"] and e.details["service"] == "recsys" and e.details["index"] == 1
+
+
+def test_same_event_id_is_idempotent_and_different_body_conflicts(log):
+    seq = log.sequencer()
+    recs = records(5)
+    first = append(seq, recs)
+    again = append(seq, recs)
+    assert [r.index for r in again] == [r.index for r in first]
+    assert all(r.duplicate for r in again) and not any(r.duplicate for r in first)
+    assert [r.leaf_hash for r in again] == [r.leaf_hash for r in first]
+    size = log.store.size()
+    changed = [dict(recs[0], detail="something else")]
+    with pytest.raises(Conflict):
+        append(seq, changed)
+    # The same event id from another service is a different event.
+    assert not append(seq, recs[:1], service="playlists")[0].duplicate
+    assert log.store.size() == size + 1
+
+
+def test_a_rejected_submission_writes_nothing_and_spares_the_others(log):
+    seq = log.sequencer()
+    now = datetime.now(timezone.utc)
+    good = [validate_use(r, now=now, purposes=seq.policy.purposes) for r in records(3, seed=2)]
+    bad = [validate_use(r, now=now, purposes=seq.policy.purposes) for r in records(2, seed=3)]
+    bad[1] = dict(bad[1], purpose="not_a_purpose")
+    res = seq.append_uses([Submission("a", bad), Submission("b", good)])
+    assert isinstance(res[0], ValidationError) and "purpose" in str(res[0].details)
+    assert [r.index for r in res[1]] == [1, 2, 3]
+    assert log.store.size() == 4
+    assert not log.store.find_events("a", [r["event_id"] for r in bad])
+
+
+def test_decisions_follow_preferences(log):
+    seq = log.sequencer()
+    seq.set_preferences("sc:user:1", {"no_ai": True}, by="artist")
+    seq.set_preferences("sc:user:2", {"strict": True}, by="artist")
+    base = records(1, artist_id="sc:user:1", content_id="sc:track:1")[0]
+
+    def use(i, **kw):
+        return dict(base, event_id=f"e{i}", **kw)
+
+    res = append(seq, [
+        use(1, purpose="model_training_generative", phase="training"),
+        use(2, purpose="recommendation"),
+        use(3, artist_id="sc:user:2", purpose="fraud_detection", basis="legitimate_interest_security"),
+        use(4, artist_id="sc:user:2", purpose="recommendation", basis="legitimate_interest_security"),
+        use(5, purpose="talent_discovery"),
+    ])
+    assert [r.decision for r in res] == ["refused", "allowed", "allowed_override", "refused", "flagged"]
+    types = [orjson.loads(leaf)["type"] for _, leaf, _ in iter_leaves(log.store, res[0].index, res[-1].index + 1)]
+    assert types == ["refusal", "use", "use", "refusal", "use"]
+
+
+def test_only_the_artist_may_loosen_preferences(log):
+    seq = log.sequencer()
+    seq.set_preferences("sc:user:9", {"no_ai": True}, by="service", service="trust")
+    size = log.store.size()
+    with pytest.raises(Forbidden):
+        seq.set_preferences("sc:user:9", {}, by="service", service="trust")
+    assert log.store.size() == size
+    index, _ = seq.set_preferences("sc:user:9", {}, by="artist")
+    leaf = orjson.loads(next(iter_leaves(log.store, index, index + 1))[1])
+    assert leaf["type"] == "preference" and leaf["by"] == "artist" and leaf["aseq"] == 2
+
+
+def test_logged_at_never_goes_back_even_if_the_clock_does(log):
+    t = [time.time()]
+    seq = log.sequencer(clock=lambda: t[0])
+    append(seq, records(2, seed=1))
+    t[0] -= 3600
+    append(seq, records(2, seed=2))
+    stamps = [orjson.loads(leaf)["logged_at"] for _, leaf, _ in iter_leaves(log.store, 1, 5)]
+    assert stamps == sorted(stamps)
+
+
+class _FailingStore:
+    """Wraps a store; its next write_batch fails after (or instead of) writing."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.fail = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def write_batch(self, batch):
+        if self.fail:
+            self.fail = False
+            raise StorageError("disk on fire")
+        return self.inner.write_batch(batch)
+
+
+def test_a_failed_write_leaves_memory_and_disk_agreeing(log):
+    store = _FailingStore(log.store)
+    seq = log.sequencer()
+    seq.store = store
+    append(seq, records(3, seed=1))
+    store.fail = True
+    with pytest.raises(StorageError):
+        append(seq, records(3, seed=2))
+    assert log.store.size() == 4
+    res = append(seq, records(3, seed=2))
+    assert [r.index for r in res] == [4, 5, 6]
+    from tlog.verify import verify_log
+
+    assert verify_log(log).size == 7
+
+
+def test_a_second_writer_cannot_fork_the_log(log):
+    a, b = log.sequencer(), log.sequencer()
+    append(a, records(2, seed=1))
+    with pytest.raises(StorageError, match="another writer"):
+        append(b, records(2, seed=2))
+    assert log.store.size() == 3
+    assert [r.index for r in append(b, records(2, seed=2))] == [3, 4]  # b reloaded after the refusal
+
+
+def test_policy_publication(log):
+    seq = log.sequencer()
+    doc = log.store.policies()[0].document
+    index, _ = seq.publish_policy(doc, "2026-12")
+    res = append(seq, records(1))
+    assert res[0].index == index + 1
+    assert log.store.entry(res[0].index).details["policy"] == "2026-12"
+    with pytest.raises(Conflict):
+        seq.publish_policy(doc, "2026-12")

@@ -1,0 +1,393 @@
+"""The `tlog` command. Thin: parse arguments, call the library, print. Errors are TlogError subclasses,
+turned into one line on stderr and a non-zero exit here and nowhere else."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import base64
+import sys
+
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+import click
+import orjson
+
+from . import merkle
+from .canonical import loads_strict
+from .errors import TlogError, ValidationError
+from .log import LocalLog, default_db, init_log, open_log
+from .records import validate_use
+from .sequencer import Submission
+
+APPEND_BATCH = 1000
+
+
+class TlogGroup(click.Group):
+    """Maps TlogError (and the OS errors users cause) to `error: …` and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TlogError as exc:
+            _fail(exc.message, exc.details)
+        except OSError as exc:
+            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), [])
+        except KeyboardInterrupt:
+            _fail("interrupted", [])
+
+
+def _fail(message: str, details: list[dict[str, Any]]) -> None:
+    click.echo(f"error: {message}", err=True)
+    for d in details[:20]:
+        where = d.get("field") or d.get("line") or ""
+        click.echo(f"  {where}: {d.get('message', '')}" if where else f"  {d.get('message', '')}", err=True)
+    if len(details) > 20:
+        click.echo(f"  … and {len(details) - 20} more", err=True)
+    sys.exit(1)
+
+
+db_option = click.option(
+    "--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=default_db, show_default="./data/tlog.db or $TLOG_DB",
+    help="The log's SQLite database.",
+)
+
+
+@click.group(cls=TlogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tlog")
+def main() -> None:
+    """tlog: a verifiable log of every AI use of artists' content.
+
+    \b
+    Start a log and look at it:
+      tlog init --origin example.com/ai-log
+      tlog append --service recsys uses.jsonl
+      tlog checkpoint
+      tlog verify
+      tlog serve
+    """
+
+
+# --- creating and writing --------------------------------------------------------------------
+
+
+@main.command()
+@db_option
+@click.option("--origin", default="tlog.example/log", show_default=True,
+              help="The log's name: first line of every checkpoint and the signing key's name (no spaces, no '+').")
+def init(db: Path, origin: str) -> None:
+    """Create a new log: database (mode 0600), signer and tag keys beside it (mode 0600), the default
+    policy as leaf 0, and the first signed checkpoint. Prints the verifier key alone on the last line.
+
+    Refuses to overwrite an existing log or key."""
+    log = init_log(db, origin)
+    try:
+        cp, _ = log.latest_checkpoint()
+        click.echo(f"created {db} (origin {origin}, size {cp.size})", err=True)
+        click.echo(f"secrets: {', '.join(str(p) for p in _key_files(db))} (keep them off the database host's backups)", err=True)
+        click.echo(log.verifier.key)
+    finally:
+        log.close()
+
+
+def _key_files(db: Path) -> tuple[Path, Path]:
+    from .log import key_paths
+
+    return key_paths(db)
+
+
+def _read_jsonl(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for n, line in enumerate(f, 1):
+        if line.strip():
+            yield n, line
+
+
+@main.command()
+@db_option
+@click.option("--service", required=True, help="The service the records are logged as (as a service token would).")
+@click.argument("file", type=click.File("rb"))
+def append(db: Path, service: str, file: IO[bytes]) -> None:
+    """Append AI-use records from FILE (JSON Lines, one record of SPEC §2.1 a line; - for stdin).
+
+    Every record is validated first: if any is invalid, nothing is written and every problem is listed
+    by line. Records already logged under the same event_id are reported as duplicates, not appended
+    again. Returns once a signed checkpoint covering the records is stored.
+
+    \b
+    Example line:
+      {"event_id":"recs-1","content_id":"sc:track:123","artist_id":"sc:user:42",
+       "purpose":"recommendation","phase":"inference",
+       "system":{"id":"recs-ranker","model":"ranker","version":"2026.07.3"},
+       "occurred_at":"2026-08-01T12:00:00Z"}
+    """
+    if not service or any(c.isspace() for c in service) or len(service) > 128:
+        raise ValidationError(f"--service {service!r} must be 1-128 characters without spaces")
+    log = open_log(db, secrets_needed=True)
+    try:
+        seq = log.sequencer()
+        purposes = seq.policy.purposes if seq.policy else {}
+        now = datetime.now(timezone.utc)
+        recs: list[dict[str, Any]] = []
+        problems: list[dict[str, Any]] = []
+        for n, line in _read_jsonl(file):
+            try:
+                recs.append(validate_use(loads_strict(line), now=now, purposes=purposes))
+            except ValidationError as exc:
+                problems.extend({"field": f"line {n}: {d.get('field', '')}", "message": d["message"]}
+                                for d in (exc.details or [{"message": exc.message}]))
+        if problems:
+            raise ValidationError(f"{len(problems)} problem(s) in {file.name}; nothing was appended", problems)
+        counts = {"appended": 0, "duplicate": 0}
+        decisions: dict[str, int] = {}
+        for i in range(0, len(recs), APPEND_BATCH):
+            (res,) = seq.append_uses([Submission(service, recs[i : i + APPEND_BATCH])])
+            if isinstance(res, TlogError):
+                raise res
+            for r in res:
+                counts["duplicate" if r.duplicate else "appended"] += 1
+                decisions[r.decision] = decisions.get(r.decision, 0) + 1
+        cp, _ = log.latest_checkpoint()
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(decisions.items()))
+        click.echo(f"{counts['appended']} appended, {counts['duplicate']} duplicate ({summary or 'none'}); size {cp.size}")
+    finally:
+        log.close()
+
+
+@main.group()
+def policy() -> None:
+    """Publish and list AI policies (each publication is a `policy` leaf)."""
+
+
+@policy.command("publish")
+@db_option
+@click.option("--id", "policy_id", required=True, help="The policy's id, e.g. 2026-09 ([A-Za-z0-9._:-]{1,64}).")
+@click.argument("file", type=click.File("rb"))
+def policy_publish(db: Path, policy_id: str, file: IO[bytes]) -> None:
+    """Publish the policy document FILE under --id: uses sequenced afterwards are decided by it.
+
+    FILE is JSON: {"purposes": {"<code>": {"covers": …, "category": …, "default": "allowed|flagged|refused",
+    "override_eligible": bool}}, "text": "…"}; `tlog policy show` prints the one in force as an example."""
+    log = open_log(db, secrets_needed=True)
+    try:
+        index, _ = log.sequencer().publish_policy(file.read(), policy_id)
+        click.echo(f"policy {policy_id} published at index {index}")
+    finally:
+        log.close()
+
+
+@policy.command("show")
+@db_option
+@click.option("--id", "policy_id", default=None, help="A published policy id (default: the one in force).")
+def policy_show(db: Path, policy_id: str | None) -> None:
+    """Print a published policy document."""
+    log = open_log(db)
+    try:
+        pols = log.store.policies()
+        rec = log.store.policy(policy_id) if policy_id else (pols[-1] if pols else None)
+        if rec is None:
+            raise ValidationError(f"no policy {policy_id!r}" if policy_id else "no policy published")
+        click.echo(rec.document.decode())
+    finally:
+        log.close()
+
+
+@main.command()
+@db_option
+@click.option("--artist", "artist_id", required=True, help="The artist whose preferences change.")
+@click.option("--by", type=click.Choice(["artist", "service"]), default="artist", show_default=True,
+              help="Who makes the change; a service may only add restrictions.")
+@click.option("--service", default=None, help="With --by service: which service.")
+@click.argument("file", type=click.File("rb"))
+def preferences(db: Path, artist_id: str, by: str, service: str | None, file: IO[bytes]) -> None:
+    """Replace an artist's AI preferences with the JSON document FILE (SPEC §4) and log a `preference` leaf.
+
+    \b
+    Example: {"no_ai": true, "purposes": {"fraud_detection": "allow"}}"""
+    log = open_log(db, secrets_needed=True)
+    try:
+        index, _ = log.sequencer().set_preferences(artist_id, loads_strict(file.read()), by=by, service=service)
+        click.echo(f"preferences of {artist_id} set at index {index}")
+    finally:
+        log.close()
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@main.command()
+@db_option
+def checkpoint(db: Path) -> None:
+    """Print the latest signed checkpoint, its exact bytes and nothing else."""
+    log = open_log(db, readonly=True)
+    try:
+        _, signed = log.latest_checkpoint()
+        sys.stdout.buffer.write(signed)
+    finally:
+        log.close()
+
+
+@main.group()
+def prove() -> None:
+    """Print Merkle proofs from the stored tree (one base64 hash a line, or --json)."""
+
+
+def _emit_proof(proof: list[bytes], as_json: bool, **fields: int) -> None:
+    hashes = [base64.b64encode(h).decode() for h in proof]
+    if as_json:
+        click.echo(orjson.dumps({**fields, "proof": hashes}).decode())
+    else:
+        for h in hashes:
+            click.echo(h)
+
+
+@prove.command("inclusion")
+@db_option
+@click.argument("index", type=click.IntRange(min=0))
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Tree size (default: the latest checkpoint's).")
+@click.option("--json", "as_json", is_flag=True, help="Print {index, size, proof} as JSON.")
+def prove_inclusion(db: Path, index: int, size: int | None, as_json: bool) -> None:
+    """Inclusion proof of leaf INDEX in the tree of --size leaves."""
+    log = open_log(db, readonly=True)
+    try:
+        size = size or log.latest_checkpoint()[0].size
+        _check_size(log, size)
+        if index >= size:
+            raise ValidationError(f"index {index} is not below size {size}")
+        _emit_proof(merkle.inclusion_proof(index, size, log.store), as_json, index=index, size=size)
+    finally:
+        log.close()
+
+
+@prove.command("consistency")
+@db_option
+@click.argument("old", type=click.IntRange(min=1))
+@click.argument("new", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print {old, new, proof} as JSON.")
+def prove_consistency(db: Path, old: int, new: int, as_json: bool) -> None:
+    """Consistency proof from the tree of OLD leaves to the tree of NEW leaves."""
+    log = open_log(db, readonly=True)
+    try:
+        _check_size(log, new)
+        if old > new:
+            raise ValidationError(f"old size {old} is larger than new size {new}")
+        _emit_proof(merkle.consistency_proof(old, new, log.store), as_json, old=old, new=new)
+    finally:
+        log.close()
+
+
+def _check_size(log: LocalLog, size: int) -> None:
+    have = log.store.size()
+    if size > have:
+        raise ValidationError(f"size {size} is larger than the log ({have} leaves)")
+
+
+@main.command()
+@db_option
+@click.option("--vkey", default=None, help="The verifier key you trust; checked against the database's.")
+@click.option("--trusted", type=click.File("rb"), default=None,
+              help="An older signed checkpoint you trust: the log must be consistent with it.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def verify(db: Path, vkey: str | None, trusted: IO[bytes] | None, quiet: bool) -> None:
+    """Check everything: every leaf hash and details commitment, the hash chain, every artist chain, the
+    tree and every stored checkpoint, consistency with --trusted. Exit 0 only if all holds; otherwise
+    one line naming the first bad index. Works as the fsck of a local database."""
+    from . import verify as verifier
+
+    trusted_note = trusted.read() if trusted else None
+    with _progress(quiet) as progress:
+        log = open_log(db, readonly=True)
+        try:
+            report = verifier.verify_log(log, vkey=vkey, trusted=trusted_note, progress=progress)
+        finally:
+            log.close()
+    click.echo(report.summary())
+
+
+class _progress:
+    """A click progress bar fed by a callback (done, total), or nothing when quiet or not a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.bar: Any = None
+        self.done = 0
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="verifying", file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def stats(db: Path, as_json: bool) -> None:
+    """Counts of leaves by purpose and decision (what anyone can recount from the public leaves), and the
+    uses they stand for (invocations)."""
+    log = open_log(db, readonly=True)
+    try:
+        rows = log.store.stats()
+    finally:
+        log.close()
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    for _day, kind, purpose, decision, leaves, uses in rows:
+        t = totals.setdefault((kind, purpose, decision), [0, 0])
+        t[0] += leaves
+        t[1] += uses
+    if as_json:
+        click.echo(orjson.dumps([
+            {"day": d, "type": k, "purpose": p or None, "decision": dec or None, "leaves": n, "uses": u}
+            for d, k, p, dec, n, u in rows
+        ]).decode())
+        return
+    click.echo(f"{'type':<11}{'purpose':<32}{'decision':<18}{'leaves':>10}{'uses':>12}")
+    for (kind, purpose, decision), (n, u) in sorted(totals.items()):
+        click.echo(f"{kind:<11}{purpose or '-':<32}{decision or '-':<18}{n:>10}{u:>12}")
+
+
+@main.command()
+@db_option
+@click.option("--public", is_flag=True, help="Only the public leaves (what the tiles serve), no private details.")
+@click.option("--out", type=click.File("wb"), default="-", help="Output file (default stdout).")
+def export(db: Path, public: bool, out: IO[bytes]) -> None:
+    """Export the whole log as JSON Lines: index, leaf hash, public leaf and (unless --public) the private
+    details. The secrets (signer and tag keys) are never exported."""
+    from .leaves import iter_leaves
+
+    log = open_log(db, readonly=True)
+    try:
+        size = log.latest_checkpoint()[0].size
+        for entry, leaf, h in iter_leaves(log.store, 0, size):
+            row: dict[str, Any] = {"index": entry.index, "leaf_hash": h.hex(), "leaf": orjson.Fragment(leaf)}
+            if not public:
+                row["details"] = entry.details
+            out.write(orjson.dumps(row) + b"\n")
+    finally:
+        log.close()
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+def serve(db: Path, host: str, port: int) -> None:
+    """Run the HTTP server (SPEC §6) on the log. Refuses to start if the stored checkpoint does not
+    verify with the log's key and origin."""
+    from .server.app import run
+
+    run(db, host=host, port=port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Public leaves re-derived from stored entries.
+
+The store keeps each entry's private details and the tree, not the leaf bytes: a leaf is a function of
+its details (committed by hash), the previous leaf's hash, and the artist link. Every leaf that leaves the
+store is re-derived here and checked against the stored leaf hash, so a tampered details row is refused
+rather than served."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from . import merkle
+from .errors import StorageError
+from .records import Leaf, build_leaf, format_logged_at, preference_leaf, use_leaf
+from .store.base import Entry, Store
+
+
+def entry_leaf(entry: Entry, prev: bytes) -> bytes:
+    """The canonical public leaf of `entry`, given the hash of the leaf before it."""
+    d = entry.details
+    if entry.type == "policy":
+        leaf = Leaf("policy", prev, format_logged_at(entry.logged_ms), details=bytes.fromhex(d["sha256"]), policy=d["policy"])
+    elif entry.type == "preference":
+        leaf = preference_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
+    else:
+        leaf = use_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
+    return build_leaf(leaf)
+
+
+def iter_leaves(store: Store, start: int, end: int) -> Iterator[tuple[Entry, bytes, bytes]]:
+    """(entry, leaf bytes, leaf hash) for indexes [start, end), each checked against the stored hash."""
+    stored = store.leaf_hashes(max(start - 1, 0), end)
+    prev = stored[0] if start else bytes(32)
+    hashes = stored[1:] if start else stored
+    count = 0
+    for entry, want in zip(store.entries(start, end), hashes):
+        leaf = entry_leaf(entry, prev)
+        h = merkle.leaf_hash(leaf)
+        if h != want:
+            raise StorageError(f"leaf {entry.index} does not match its stored hash: the database was altered")
+        yield entry, leaf, h
+        prev = h
+        count += 1
+    if count != end - start or len(hashes) != end - start:
+        raise StorageError(f"entries [{start}, {end}) are incomplete in the store: the database was altered")

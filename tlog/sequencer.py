@@ -1,0 +1,292 @@
+"""The sequencer: the only writer of a log.
+
+It takes work in batches (group commit): validated use records from one or more callers, preference
+changes, policy publications. For each batch it decides, assigns indexes, builds the public leaves and
+their chain, extends the tree and every touched artist chain, signs a checkpoint over the new size, and
+hands the whole batch to the store as one transaction. Only after the store returns does it update its
+in-memory state and report success, so a failed write leaves memory and disk agreeing on the old size.
+
+Invariants:
+- Indexes are dense and assigned here alone; `Batch.start` guards against a second writer.
+- `logged_at` never decreases along the log (`max(clock, last)`).
+- Every batch ends with a signed checkpoint covering it; the batch boundary is `_commit`, where the
+  per-batch map leaf of SPEC §2.3 will be appended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from . import merkle, records
+from .leaves import entry_leaf
+from .checkpoint import Checkpoint
+from .errors import Conflict, Forbidden, TlogError, ValidationError
+from .note import Signer, sign_note
+from .policy import DEFAULT_POLICY, Policy, decide, loosenings, parse_policy, validate_preferences
+from .store.base import ArtistState, Batch, Entry, PolicyRecord, Store
+
+# The submitted fields of a use record; the rest of its details are the server's.
+SUBMITTED_FIELDS = (
+    "event_id", "content_id", "artist_id", "purpose", "phase", "system", "occurred_at", "invocations",
+    "window_end", "detail", "basis",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UseResult:
+    event_id: str
+    index: int
+    decision: str
+    leaf_hash: bytes
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class Submission:
+    """One caller's validated records: appended all together or not at all."""
+
+    service: str
+    records: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A batch being built: staged copies of everything `_commit` may change."""
+
+    start: int
+    frontier: merkle.Frontier
+    prev: bytes
+    logged_ms: int
+    logged_at: str
+    entries: list[Entry] = field(default_factory=list)
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
+    artists: dict[str, ArtistState] = field(default_factory=dict)
+    policies: list[PolicyRecord] = field(default_factory=list)
+    policy: Policy | None = None
+
+    @property
+    def size(self) -> int:
+        return self.start + len(self.entries)
+
+
+
+class Sequencer:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        origin: str,
+        signers: Sequence[Signer],
+        tag_key: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self.signers = list(signers)
+        self.tag_key = tag_key
+        self.clock = clock
+        self._artists: dict[str, ArtistState | None] = {}
+        self.reload()
+
+    # --- state -------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """(Re)reads the state a batch starts from. Called at start and after any failed write."""
+        self._artists.clear()
+        self.size = self.store.size()
+        self.frontier = merkle.Frontier.from_reader(self.size, self.store)
+        self.prev = self.store.leaf_hashes(self.size - 1, self.size)[0] if self.size else bytes(32)
+        last = self.store.entry(self.size - 1) if self.size else None
+        self.logged_ms = last.logged_ms if last else 0
+        pols = self.store.policies()
+        self.policy = parse_policy(pols[-1].document, pols[-1].policy_id) if pols else None
+
+    def _artist(self, p: _Pending, artist_id: str) -> ArtistState:
+        """The artist's state as of the batch being built (staged, cached, stored or new)."""
+        a = p.artists.get(artist_id)
+        if a is not None:
+            return a
+        if artist_id in self._artists:
+            cur = self._artists[artist_id]
+        else:
+            cur = self._artists[artist_id] = self.store.artist_state(artist_id)
+        if cur is None:
+            a = ArtistState(artist_id, records.artist_tag(self.tag_key, artist_id), 0, -1, None)
+        else:
+            a = ArtistState(cur.artist_id, cur.tag, cur.aseq, cur.head, cur.preferences)
+        p.artists[artist_id] = a
+        return a
+
+    def _begin(self) -> _Pending:
+        logged_ms = max(int(self.clock() * 1000), self.logged_ms)
+        return _Pending(
+            start=self.size, frontier=self.frontier.copy(), prev=self.prev,
+            logged_ms=logged_ms, logged_at=records.format_logged_at(logged_ms), policy=self.policy,
+        )
+
+    # --- leaves ------------------------------------------------------------------------------
+
+    def _add(self, p: _Pending, entry: Entry) -> bytes:
+        h = merkle.leaf_hash(entry_leaf(entry, p.prev))
+        p.nodes.extend(p.frontier.append(h))
+        p.entries.append(entry)
+        p.prev = h
+        return h
+
+    def _artist_entry(self, p: _Pending, artist: ArtistState, kind: str, details: dict[str, Any]) -> Entry:
+        index = p.size
+        aprev = artist.head if artist.aseq else None
+        artist.aseq += 1
+        artist.head = index
+        return Entry(index, kind, p.logged_ms, details, artist.artist_id, artist.tag, artist.aseq, aprev)
+
+
+    # --- uses --------------------------------------------------------------------------------
+
+    def append_uses(self, submissions: Sequence[Submission]) -> list[list[UseResult] | TlogError]:
+        """Appends every acceptable submission in one batch. Each submission gets its results (in its
+        records' order) or the error that rejected it alone; a rejected submission writes nothing."""
+        p = self._begin()
+        out: list[list[UseResult] | TlogError] = []
+        seen: dict[tuple[str, str], tuple[dict[str, Any], UseResult]] = {}
+        for sub in submissions:
+            mark = (len(p.entries), len(p.nodes), p.prev, p.frontier.copy(), _snapshot(p.artists))
+            try:
+                out.append(self._append_submission(p, sub, seen))
+            except TlogError as exc:
+                # Undo this submission's staged work; earlier submissions in the batch stand.
+                n_entries, n_nodes, p.prev, p.frontier, p.artists = mark
+                del p.entries[n_entries:], p.nodes[n_nodes:]
+                for key in [k for k, (_, r) in seen.items() if r.index >= p.start + n_entries and not r.duplicate]:
+                    del seen[key]
+                out.append(exc)
+        if p.entries:
+            self._commit(p)
+        return out
+
+    def _append_submission(
+        self, p: _Pending, sub: Submission, seen: dict[tuple[str, str], tuple[dict[str, Any], UseResult]]
+    ) -> list[UseResult]:
+        policy = p.policy
+        if policy is None:
+            raise ValidationError("no policy has been published; publish one with `tlog policy publish`")
+        problems = [
+            {"field": f"records[{i}].purpose", "message": f"unknown purpose {r['purpose']!r} in policy {policy.id}"}
+            for i, r in enumerate(sub.records)
+            if r["purpose"] not in policy.purposes
+        ]
+        ids = [r["event_id"] for r in sub.records]
+        if len(set(ids)) != len(ids):
+            problems.append({"field": "records", "message": "an event_id appears twice in one request"})
+        if problems:
+            raise ValidationError("records rejected", problems)
+        stored = self.store.find_events(sub.service, [i for i in ids if (sub.service, i) not in seen])
+        results: list[UseResult] = []
+        for r in sub.records:
+            key = (sub.service, r["event_id"])
+            prior = seen.get(key)
+            if prior is None and r["event_id"] in stored:
+                e = stored[r["event_id"]]
+                first = UseResult(
+                    r["event_id"], e.index, e.details["decision"], self.store.leaf_hashes(e.index, e.index + 1)[0], True
+                )
+                prior = ({k: e.details[k] for k in SUBMITTED_FIELDS}, first)
+            if prior is not None:
+                body, first = prior
+                if body != {k: r[k] for k in SUBMITTED_FIELDS}:
+                    raise Conflict(
+                        f"event_id {r['event_id']!r} was already logged by {sub.service} with a different body",
+                        [{"field": "event_id", "message": f"first logged at index {first.index}"}],
+                    )
+                results.append(UseResult(first.event_id, first.index, first.decision, first.leaf_hash, True))
+                continue
+            results.append(self._append_use(p, sub.service, r, policy))
+            seen[key] = ({k: r[k] for k in SUBMITTED_FIELDS}, results[-1])
+        return results
+
+    def _append_use(self, p: _Pending, service: str, r: dict[str, Any], policy: Policy) -> UseResult:
+        artist = self._artist(p, r["artist_id"])
+        decision = decide(policy, r["purpose"], r["content_id"], artist.preferences, r["basis"])
+        kind = "refusal" if decision == "refused" else "use"
+        entry = self._artist_entry(p, artist, kind, {})
+        entry.details = records.use_details(
+            r, service=service, index=entry.index, logged_at=p.logged_at, decision=decision,
+            policy=policy.id, nonce=os.urandom(16),
+        )
+        return UseResult(r["event_id"], entry.index, decision, self._add(p, entry))
+
+    # --- preferences and policies ------------------------------------------------------------
+
+    def set_preferences(
+        self, artist_id: str, preferences: Any, *, by: str, service: str | None = None
+    ) -> tuple[int, bytes]:
+        """Replaces an artist's preferences and appends a `preference` leaf saying who did it. A service
+        may only add restrictions (SPEC §4); the artist's own token may do anything."""
+        prefs = validate_preferences(preferences)
+        if by not in ("artist", "service"):
+            raise ValidationError(f"by must be 'artist' or 'service', not {by!r}")
+        p = self._begin()
+        artist = self._artist(p, artist_id)
+        if by == "service":
+            loosened = loosenings(artist.preferences or {}, prefs)
+            if loosened:
+                raise Forbidden(
+                    "only the artist may loosen preferences", [{"field": "preferences", "message": m} for m in loosened]
+                )
+        entry = self._artist_entry(p, artist, "preference", {})
+        entry.details = records.preference_details(
+            artist_id, prefs, by=by, service=service, index=entry.index, logged_at=p.logged_at, nonce=os.urandom(16)
+        )
+        artist.preferences = prefs
+        h = self._add(p, entry)
+        self._commit(p)
+        return entry.index, h
+
+    def publish_policy(self, document: bytes, policy_id: str) -> tuple[int, bytes]:
+        """Appends a `policy` leaf; uses sequenced after it are decided under it."""
+        policy = parse_policy(document, policy_id)
+        if self.store.policy(policy_id) is not None:
+            raise Conflict(f"policy {policy_id!r} was already published")
+        p = self._begin()
+        sha = hashlib.sha256(policy.document).hexdigest()
+        entry = Entry(p.size, "policy", p.logged_ms, {"policy": policy.id, "sha256": sha})
+        h = self._add(p, entry)
+        p.policies.append(PolicyRecord(policy.id, entry.index, policy.document))
+        p.policy = policy
+        self._commit(p)
+        return entry.index, h
+
+    def publish_default_policy(self) -> tuple[int, bytes]:
+        return self.publish_policy(DEFAULT_POLICY.document, DEFAULT_POLICY.id)
+
+    # --- the batch boundary ------------------------------------------------------------------
+
+    def sign(self, size: int, root: bytes) -> bytes:
+        return sign_note(Checkpoint(self.origin, size, root).body(), self.signers)
+
+    def _commit(self, p: _Pending) -> None:
+        # SPEC §2.3: the per-batch map leaf goes here, after the batch's last entry and before signing.
+        checkpoint = self.sign(p.size, p.frontier.root())
+        batch = Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint)
+        try:
+            self.store.write_batch(batch)
+        except BaseException:
+            self.reload()
+            raise
+        # Durable: now memory may move forward.
+        self.size, self.frontier, self.prev, self.logged_ms = p.size, p.frontier, p.prev, p.logged_ms
+        self.policy = p.policy
+        for a in p.artists.values():
+            self._artists[a.artist_id] = a
+
+    def checkpoint_empty(self) -> bytes:
+        """The signed checkpoint of the empty tree, for `tlog init`."""
+        return self.sign(0, merkle.EMPTY_ROOT)
+
+
+def _snapshot(artists: dict[str, ArtistState]) -> dict[str, ArtistState]:
+    return {k: ArtistState(a.artist_id, a.tag, a.aseq, a.head, a.preferences) for k, a in artists.items()}

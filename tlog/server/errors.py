@@ -1,0 +1,51 @@
+"""The one place where errors become HTTP answers: `{"error": {"code", "message", "details"}}`.
+
+A TlogError maps to its own status; aiohttp's HTTP exceptions (unknown route, wrong method, body too
+large) keep theirs but get the same JSON shape; anything else is a bug, logged with its traceback on the
+server and answered 500 with no detail, so nothing internal leaks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from ..errors import TlogError
+
+log = logging.getLogger("tlog.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "too_large", 415: "unsupported_media_type", 429: "rate_limited", 503: "unavailable",
+}
+
+
+def error_response(status: int, code: str, message: str, details: list[Any] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"error": {"code": code, "message": message, "details": details or []}})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except TlogError as exc:
+        status = exc.status if 400 <= exc.status < 600 else 500
+        if status >= 500 and status != 503:
+            log.error("internal error on %s: %s", request.path, exc.message)
+            return error_response(500, "internal", "internal error")
+        return error_response(status, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
+        return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), message,
+                              headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error")

@@ -1,0 +1,195 @@
+"""Routes anyone may call: checkpoint, tiles, leaves, proofs, log info, statistics, policies.
+
+Everything here is answered against the latest *published* checkpoint, never the store's raw size, so a
+reader can never see a leaf or tile before a signed checkpoint covers it."""
+
+from __future__ import annotations
+
+import base64
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .. import merkle, tiles
+from ..errors import NotFound, ValidationError
+from ..leaves import iter_leaves
+from ..policy import parse_policy
+from .state import State, get_state
+
+routes = web.RouteTableDef()
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=2"
+
+
+def _json(obj: Any, *, cache: str = "no-store") -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json", headers={"Cache-Control": cache})
+
+
+def _int_param(request: web.Request, name: str, *, minimum: int = 0) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        raise ValidationError(f"query parameter {name!r} is required", [{"field": name, "message": "required"}])
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or (len(raw) > 1 and raw[0] == "0"):
+        raise ValidationError(f"{name} must be a decimal integer", [{"field": name, "message": f"not an integer: {raw[:40]!r}"}])
+    value = int(raw)
+    if value < minimum:
+        raise ValidationError(f"{name} must be at least {minimum}", [{"field": name, "message": f"below {minimum}"}])
+    return value
+
+
+def _within(state: State, size: int, what: str) -> None:
+    published = state.published_size()
+    if size > published:
+        raise ValidationError(
+            f"{what} {size} is beyond the published checkpoint ({published})",
+            [{"field": what, "message": f"at most {published}"}],
+        )
+
+
+@routes.get("/checkpoint")
+async def checkpoint(request: web.Request) -> web.Response:
+    state = get_state(request)
+    return web.Response(
+        body=state.published_note(), content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@routes.get(r"/tile/{path:.+}")
+async def tile(request: web.Request) -> web.Response:
+    state = get_state(request)
+    path = "tile/" + request.match_info["path"]
+    try:
+        t = tiles.parse_tile_path(path)
+    except ValidationError as exc:
+        raise NotFound(f"no such tile: {exc.message}") from None
+    size = state.published_size()
+    body = state.tile_cache.get(path)
+    if body is None:
+        body = _build_tile(state, t, size)
+        if t.width == tiles.TILE_WIDTH:
+            state.tile_cache.put(path, body)
+    full = t.width == tiles.TILE_WIDTH
+    return web.Response(body=body, content_type="application/octet-stream", headers={"Cache-Control": IMMUTABLE if full else SHORT})
+
+
+def _build_tile(state: State, t: tiles.Tile, size: int) -> bytes:
+    level, first, count = tiles.tile_coords(t)
+    if t.entries:
+        if first + count > size:
+            raise NotFound(f"entry bundle {tiles.tile_path(t)} is beyond the published size {size}")
+        return tiles.encode_bundle([leaf for _, leaf, _ in iter_leaves(state.store, first, first + count)])
+    if (first + count) << level > size:
+        raise NotFound(f"tile {tiles.tile_path(t)} is beyond the published size {size}")
+    return b"".join(h for _, h in state.store.iter_nodes(level, first, first + count))
+
+
+@routes.get("/v1/leaves/{index}")
+async def leaf(request: web.Request) -> web.Response:
+    state = get_state(request)
+    raw = request.match_info["index"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise ValidationError("leaf index must be a decimal integer", [{"field": "index", "message": raw[:40]}])
+    index = int(raw)
+    if index >= state.published_size():
+        raise NotFound(f"no leaf {index} in the published log")
+    ((_, data, _),) = list(iter_leaves(state.store, index, index + 1))
+    return web.Response(body=data, content_type="application/json", headers={"Cache-Control": IMMUTABLE})
+
+
+@routes.get("/v1/proof/inclusion")
+async def proof_inclusion(request: web.Request) -> web.Response:
+    state = get_state(request)
+    index, size = _int_param(request, "index"), _int_param(request, "size", minimum=1)
+    _within(state, size, "size")
+    if index >= size:
+        raise ValidationError(f"index {index} is not below size {size}", [{"field": "index", "message": "must be < size"}])
+    proof = merkle.inclusion_proof(index, size, state.store)
+    return _json({"index": index, "size": size, "proof": [base64.b64encode(h).decode() for h in proof]}, cache=IMMUTABLE)
+
+
+@routes.get("/v1/proof/consistency")
+async def proof_consistency(request: web.Request) -> web.Response:
+    state = get_state(request)
+    old, new = _int_param(request, "old", minimum=1), _int_param(request, "new", minimum=1)
+    _within(state, new, "new")
+    if old > new:
+        raise ValidationError(f"old {old} is larger than new {new}", [{"field": "old", "message": "must be <= new"}])
+    proof = merkle.consistency_proof(old, new, state.store)
+    return _json({"old": old, "new": new, "proof": [base64.b64encode(h).decode() for h in proof]}, cache=IMMUTABLE)
+
+
+@routes.get("/v1/log")
+async def log_info(request: web.Request) -> web.Response:
+    state = get_state(request)
+    pols = state.store.policies()
+    current = parse_policy(pols[-1].document, pols[-1].policy_id) if pols else None
+    return _json({
+        "origin": state.log.origin,
+        "verifier_keys": state.verifier_keys(),
+        "size": state.published_size(),
+        "policy": current.id if current else None,
+        "purposes": [{"code": p.code, **p.as_json()} for p in current.purposes.values()] if current else [],
+    })
+
+
+@routes.get("/v1/stats")
+async def stats(request: web.Request) -> web.Response:
+    state = get_state(request)
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    by_day = []
+    for day, kind, purpose, decision, leaves, uses in state.store.stats():
+        t = totals.setdefault((kind, purpose, decision), [0, 0])
+        t[0] += leaves
+        t[1] += uses
+        by_day.append({"day": day, "type": kind, "purpose": purpose or None, "decision": decision or None,
+                       "leaves": leaves, "uses": uses})
+    return _json({
+        "size": state.store.size(),
+        "totals": [{"type": k, "purpose": p or None, "decision": d or None, "leaves": n, "uses": u}
+                   for (k, p, d), (n, u) in sorted(totals.items())],
+        "by_day": by_day,
+    })
+
+
+@routes.get("/v1/policies")
+async def policies(request: web.Request) -> web.Response:
+    state = get_state(request)
+    return _json([{"id": p.policy_id, "index": p.index, "url": f"/v1/policies/{p.policy_id}"} for p in state.store.policies()])
+
+
+@routes.get("/v1/policies/{policy_id}")
+async def policy_doc(request: web.Request) -> web.Response:
+    state = get_state(request)
+    rec = state.store.policy(request.match_info["policy_id"])
+    if rec is None:
+        raise NotFound("no such policy")
+    return web.Response(body=rec.document, content_type="application/json", headers={"Cache-Control": IMMUTABLE})
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    state = get_state(request)
+    return _json({"ok": True, "size": state.published_size()})
+
+
+class LRU:
+    """A small cache of immutable bodies (full tiles and bundles)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        body = self._items.get(key)
+        if body is not None:
+            self._items.move_to_end(key)
+        return body
+
+    def put(self, key: str, body: bytes) -> None:
+        self._items[key] = body
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)

@@ -1,0 +1,130 @@
+"""The storage interface. The sequencer writes through `write_batch` alone; everything else reads.
+
+A backend stores what cannot be derived (private details, tree nodes, artist links, signed checkpoints,
+policies, tokens) and nothing that can: public leaves are re-derived from details and the chain when
+served, and checked against the stored leaf hash on the way out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol, Sequence
+
+
+@dataclass(slots=True)
+class Entry:
+    """One leaf's private side. `details` is the JCS-able details object of SPEC §2.2 (for a `policy` leaf,
+    {"policy": id, "sha256": hex of the policy text}); the artist fields are None for types without an
+    artist."""
+
+    index: int
+    type: str
+    logged_ms: int
+    details: dict[str, Any]
+    artist_id: str | None = None
+    tag: bytes | None = None
+    aseq: int | None = None
+    aprev: int | None = None
+
+
+@dataclass(slots=True)
+class ArtistState:
+    """What the sequencer needs to extend an artist's chain and decide its uses."""
+
+    artist_id: str
+    tag: bytes
+    aseq: int
+    head: int
+    preferences: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class PolicyRecord:
+    policy_id: str
+    index: int
+    document: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one sequencer batch writes, committed atomically or not at all.
+
+    `start` must equal the store's size when the transaction begins: a second writer, or a sequencer
+    working from stale state, is refused instead of forking the log."""
+
+    start: int
+    entries: list[Entry]
+    nodes: list[tuple[int, int, bytes]]
+    artists: list[ArtistState] = field(default_factory=list)
+    policies: list[PolicyRecord] = field(default_factory=list)
+    checkpoint: bytes | None = None
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.entries)
+
+
+@dataclass(slots=True)
+class TokenRecord:
+    token_id: int
+    role: str
+    subject: str | None
+    created_ms: int
+    revoked_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UseFilter:
+    """Filters of `GET /v1/artists/{id}/uses`; `after` is the cursor (exclusive leaf index)."""
+
+    purpose: str | None = None
+    content_id: str | None = None
+    decision: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    after: int = -1
+
+
+class Store(Protocol):
+    """A tlog backend. Methods raise tlog.errors.StorageError for backend failures."""
+
+    # --- identity -----------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...  # only at init, before any batch
+
+    # --- the tree (also a merkle.HashReader) --------------------------------------------------
+    def size(self) -> int: ...
+    def read_nodes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]: ...
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
+    def iter_nodes(self, level: int, start: int = 0) -> Iterator[tuple[int, bytes]]: ...
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def latest_checkpoint(self) -> bytes | None: ...
+    def checkpoint_at(self, size: int) -> bytes | None: ...
+    def checkpoint_sizes(self) -> list[int]: ...
+
+    # --- entries -------------------------------------------------------------------------------
+    def entries(self, start: int, end: int) -> Iterator[Entry]: ...
+    def entry(self, index: int) -> Entry | None: ...
+    def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]: ...
+    def artist_state(self, artist_id: str) -> ArtistState | None: ...
+    def artists(self) -> list[ArtistState]: ...
+    def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]: ...
+
+    # --- policies ------------------------------------------------------------------------------
+    def policies(self) -> list[PolicyRecord]: ...
+    def policy(self, policy_id: str) -> PolicyRecord | None: ...
+
+    # --- statistics ----------------------------------------------------------------------------
+    def stats(self) -> list[tuple[str, str, str, int, int]]: ...  # (day, purpose, decision, leaves, uses)
+
+    # --- tokens --------------------------------------------------------------------------------
+    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int) -> int: ...
+    def token_by_digest(self, digest: bytes) -> TokenRecord | None: ...
+    def tokens(self) -> list[TokenRecord]: ...
+    def revoke_token(self, token_id: int, now_ms: int) -> bool: ...
+
+    # --- the one write path --------------------------------------------------------------------
+    def write_batch(self, batch: Batch) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,506 @@
+"""The SQLite backend: one file, WAL, every batch one fsynced transaction.
+
+Crash-safety invariants (kept here, where the writes happen):
+- A batch is one `BEGIN IMMEDIATE … COMMIT` with `synchronous=FULL`: details, tree nodes, artist heads,
+  policies, statistics and the batch's signed checkpoint become durable together or not at all.
+- `write_batch` refuses a batch whose `start` is not the current size: the log never forks, even with a
+  second writer on the same file.
+- In-memory caches (name ids, artist row ids) are only extended after COMMIT returns; any failure drops
+  them, so a rolled-back transaction cannot leave a stale id behind.
+
+Public leaves are not stored. Use and refusal details are stored as columns (repeated strings such as
+purposes, services and systems as small integer ids), other details as canonical JSON in `extra`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import orjson
+import sqlite_utils
+
+from ..errors import StorageError
+from ..records import format_logged_at
+from .base import ArtistState, Batch, Entry, PolicyRecord, TokenRecord, UseFilter
+
+SCHEMA_VERSION = "1"
+_LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
+
+# The fixed shape of use and refusal details (records.use_details always fills every field).
+_USE_TYPES = ("use", "refusal")
+_USE_KEYS = frozenset(
+    "event_id content_id artist_id purpose phase system occurred_at invocations window_end detail basis "
+    "service index logged_at decision policy nonce".split()
+)
+_SYSTEM_KEYS = frozenset(("id", "model", "version"))
+
+_ENTRY_COLUMNS = (
+    "idx, type, logged_ms, artist, aseq, aprev, service, event_id, content_id, purpose, phase, system, "
+    "occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra"
+)
+_ENTRY_SELECT = (
+    "SELECT e.idx, e.type, e.logged_ms, a.artist_id, a.tag, e.aseq, e.aprev, e.service, e.event_id, "
+    "e.content_id, e.purpose, e.phase, e.system, e.occurred_at, e.window_end, e.invocations, e.detail, "
+    "e.basis, e.decision, e.policy, e.nonce, e.extra FROM entries e LEFT JOIN artists a ON a.id = e.artist"
+)
+
+
+def node_id(level: int, n: int) -> int:
+    return (level << _LEVEL_SHIFT) | n
+
+
+class SqliteStore:
+    """A tlog log in one SQLite file. One instance = one connection; use one per thread."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StorageError(f"no tlog database at {self.path} (run `tlog init` first)")
+        if create and self.path.exists():
+            raise StorageError(f"{self.path} already exists; refusing to overwrite a log")
+        try:
+            if readonly:
+                self.conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                if create:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    # Create the file 0600 before SQLite opens it: the details are private.
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                    os.close(fd)
+                self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._configure(readonly)
+            if create:
+                self._create_schema()
+            else:
+                self._check_schema()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        self._names: dict[tuple[str, str], int] = {}
+        self._name_of: dict[int, tuple[str, str]] = {}
+        self._artist_ids: dict[str, int] = {}
+        self._load_names()
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def _configure(self, readonly: bool) -> None:
+        c = self.conn
+        c.execute("PRAGMA busy_timeout = 5000")
+        if not readonly:
+            c.execute("PRAGMA journal_mode = WAL")
+        # FULL: in WAL mode this fsyncs the WAL at every commit, so a committed batch survives power loss.
+        c.execute("PRAGMA synchronous = FULL")
+        c.execute("PRAGMA cache_size = -131072")
+        c.execute("PRAGMA temp_store = MEMORY")
+
+    def _create_schema(self) -> None:
+        db = sqlite_utils.Database(self.conn)
+        db["meta"].create({"key": str, "value": str}, pk="key")
+        db["names"].create({"id": int, "kind": str, "value": str}, pk="id")
+        db["names"].create_index(["kind", "value"], unique=True)
+        db["artists"].create(
+            {"id": int, "artist_id": str, "tag": bytes, "aseq": int, "head": int, "preferences": str}, pk="id"
+        )
+        db["artists"].create_index(["artist_id"], unique=True)
+        db["artists"].create_index(["tag"], unique=True)
+        db["entries"].create(
+            {
+                "idx": int, "type": int, "logged_ms": int, "artist": int, "aseq": int, "aprev": int,
+                "service": int, "event_id": str, "content_id": str, "purpose": int, "phase": int,
+                "system": int, "occurred_at": str, "window_end": str, "invocations": int, "detail": str,
+                "basis": int, "decision": int, "policy": int, "nonce": bytes, "extra": str,
+            },
+            pk="idx",
+        )
+        # Partial indexes: only the rows that have the key pay for it.
+        self.conn.execute(
+            "CREATE UNIQUE INDEX entries_event ON entries(service, event_id) WHERE event_id IS NOT NULL"
+        )
+        self.conn.execute("CREATE INDEX entries_artist ON entries(artist, idx) WHERE artist IS NOT NULL")
+        db["nodes"].create({"id": int, "hash": bytes}, pk="id")
+        db["checkpoints"].create({"size": int, "note": bytes, "created_ms": int}, pk="size")
+        db["policies"].create({"policy_id": str, "idx": int, "document": bytes}, pk="policy_id")
+        db["stats"].create(
+            {"day": str, "type": str, "purpose": str, "decision": str, "leaves": int, "uses": int},
+            pk=("day", "type", "purpose", "decision"),
+        )
+        db["tokens"].create(
+            {"id": int, "role": str, "subject": str, "digest": bytes, "created_ms": int, "revoked_ms": int},
+            pk="id",
+        )
+        db["tokens"].create_index(["digest"], unique=True)
+        self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def _check_schema(self) -> None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path} is not a tlog database: {exc}") from exc
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise StorageError(f"{self.path} is not a tlog database of schema {SCHEMA_VERSION}")
+
+    def _load_names(self) -> None:
+        self._names.clear()
+        self._name_of.clear()
+        for i, kind, value in self.conn.execute("SELECT id, kind, value FROM names"):
+            self._names[(kind, value)] = i
+            self._name_of[i] = (kind, value)
+
+    def _name(self, i: int | None) -> str | None:
+        if i is None:
+            return None
+        got = self._name_of.get(i)
+        if got is None:  # written by another connection since we loaded
+            self._load_names()
+            got = self._name_of[i]
+        return got[1]
+
+    def _name_id(self, kind: str, value: str | None) -> int | None:
+        """Id of a name, or None when it was never written (so nothing can match it)."""
+        if value is None:
+            return None
+        i = self._names.get((kind, value))
+        if i is None:
+            self._load_names()
+            i = self._names.get((kind, value))
+        return i
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._guard(lambda: self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
+
+    # --- the tree ------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        row = self.conn.execute("SELECT max(idx) FROM entries").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def read_nodes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not coords:
+            return []
+        ids = [node_id(level, n) for level, n in coords]
+        found = dict(
+            self.conn.execute(
+                f"SELECT id, hash FROM nodes WHERE id IN ({','.join('?' * len(ids))})", ids
+            ).fetchall()
+        )
+        if len(found) < len(set(ids)):
+            level, n = next(c for c, i in zip(coords, ids) if i not in found)
+            raise StorageError(f"tree node ({level}, {n}) is missing from {self.path}")
+        return [found[i] for i in ids]
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        return [h for _, h in self.iter_nodes(0, start, end)]
+
+    def iter_nodes(self, level: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        lo = node_id(level, start)
+        hi = node_id(level + 1, 0) if end is None else node_id(level, end)
+        mask = (1 << _LEVEL_SHIFT) - 1
+        for i, h in self.conn.execute("SELECT id, hash FROM nodes WHERE id >= ? AND id < ? ORDER BY id", (lo, hi)):
+            yield i & mask, h
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> bytes | None:
+        row = self.conn.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else _blob(row[0])
+
+    def checkpoint_at(self, size: int) -> bytes | None:
+        row = self.conn.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        return None if row is None else _blob(row[0])
+
+    def checkpoint_sizes(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT size FROM checkpoints ORDER BY size")]
+
+    def add_checkpoint(self, size: int, note: bytes, now_ms: int) -> None:
+        """Stores a checkpoint outside a batch (`tlog init` signs the empty log's)."""
+        self._guard(
+            lambda: self.conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)", (size, note, now_ms))
+        )
+
+    # --- entries -------------------------------------------------------------------------------
+
+    def _entry(self, row: tuple[Any, ...]) -> Entry:
+        (idx, type_, logged_ms, artist_id, tag, aseq, aprev, service, event_id, content_id, purpose, phase,
+         system, occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra) = row
+        name = self._name
+        kind = name(type_)
+        if extra is not None:
+            details = orjson.loads(extra)
+        else:
+            sys_id, model, version = orjson.loads(name(system))
+            details = {
+                "event_id": event_id, "content_id": content_id, "artist_id": artist_id,
+                "purpose": name(purpose), "phase": name(phase),
+                "system": {"id": sys_id, "model": model, "version": version},
+                "occurred_at": occurred_at, "invocations": invocations, "window_end": window_end,
+                "detail": detail, "basis": name(basis), "service": name(service), "index": idx,
+                "logged_at": format_logged_at(logged_ms), "decision": name(decision),
+                "policy": name(policy), "nonce": base64.b64encode(nonce).decode(),
+            }
+        return Entry(idx, kind, logged_ms, details, artist_id, None if tag is None else bytes(tag), aseq, aprev)
+
+    def entries(self, start: int, end: int) -> Iterator[Entry]:
+        rows = self.conn.execute(f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? ORDER BY e.idx", (start, end))
+        for row in rows:
+            yield self._entry(row)
+
+    def entry(self, index: int) -> Entry | None:
+        row = self.conn.execute(f"{_ENTRY_SELECT} WHERE e.idx = ?", (index,)).fetchone()
+        return None if row is None else self._entry(row)
+
+    def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]:
+        sid = self._name_id("service", service)
+        if sid is None or not event_ids:
+            return {}
+        found: dict[str, Entry] = {}
+        ids = list(event_ids)
+        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[i : i + 500]
+            q = f"{_ENTRY_SELECT} WHERE e.service = ? AND e.event_id IN ({','.join('?' * len(chunk))})"
+            for row in self.conn.execute(q, [sid, *chunk]):
+                e = self._entry(row)
+                found[e.details["event_id"]] = e
+        return found
+
+    def artist_state(self, artist_id: str) -> ArtistState | None:
+        row = self.conn.execute(
+            "SELECT artist_id, tag, aseq, head, preferences FROM artists WHERE artist_id = ?", (artist_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        prefs = None if row[4] is None else orjson.loads(row[4])
+        return ArtistState(row[0], bytes(row[1]), row[2], row[3], prefs)
+
+    def artists(self) -> list[ArtistState]:
+        rows = self.conn.execute("SELECT artist_id, tag, aseq, head, preferences FROM artists ORDER BY id")
+        return [ArtistState(a, bytes(t), s, h, None if p is None else orjson.loads(p)) for a, t, s, h, p in rows]
+
+    def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]:
+        row = self.conn.execute("SELECT id FROM artists WHERE artist_id = ?", (artist_id,)).fetchone()
+        if row is None:
+            return []
+        where = ["e.artist = ?", "e.idx > ?"]
+        args: list[Any] = [row[0], flt.after]
+        for column, kind, value in (("purpose", "purpose", flt.purpose), ("decision", "decision", flt.decision)):
+            if value is not None:
+                i = self._name_id(kind, value)
+                if i is None:
+                    return []
+                where.append(f"e.{column} = ?")
+                args.append(i)
+        if flt.content_id is not None:
+            where.append("e.content_id = ?")
+            args.append(flt.content_id)
+        if flt.since_ms is not None:
+            where.append("e.logged_ms >= ?")
+            args.append(flt.since_ms)
+        if flt.until_ms is not None:
+            where.append("e.logged_ms < ?")
+            args.append(flt.until_ms)
+        q = f"{_ENTRY_SELECT} WHERE {' AND '.join(where)} ORDER BY e.idx LIMIT ?"
+        return [self._entry(r) for r in self.conn.execute(q, [*args, limit])]
+
+    # --- policies ------------------------------------------------------------------------------
+
+    def policies(self) -> list[PolicyRecord]:
+        rows = self.conn.execute("SELECT policy_id, idx, document FROM policies ORDER BY idx")
+        return [PolicyRecord(p, i, bytes(d)) for p, i, d in rows]
+
+    def policy(self, policy_id: str) -> PolicyRecord | None:
+        row = self.conn.execute(
+            "SELECT policy_id, idx, document FROM policies WHERE policy_id = ?", (policy_id,)
+        ).fetchone()
+        return None if row is None else PolicyRecord(row[0], row[1], bytes(row[2]))
+
+    # --- statistics ----------------------------------------------------------------------------
+
+    def stats(self) -> list[tuple[str, str, str, str, int, int]]:
+        return list(
+            self.conn.execute(
+                "SELECT day, type, purpose, decision, leaves, uses FROM stats ORDER BY day, type, purpose, decision"
+            )
+        )
+
+    # --- tokens --------------------------------------------------------------------------------
+
+    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int) -> int:
+        cur = self._guard(
+            lambda: self.conn.execute(
+                "INSERT INTO tokens (role, subject, digest, created_ms) VALUES (?, ?, ?, ?)",
+                (role, subject, digest, now_ms),
+            )
+        )
+        return int(cur.lastrowid)
+
+    def token_by_digest(self, digest: bytes) -> TokenRecord | None:
+        row = self.conn.execute(
+            "SELECT id, role, subject, created_ms, revoked_ms FROM tokens WHERE digest = ?", (digest,)
+        ).fetchone()
+        return None if row is None else TokenRecord(*row)
+
+    def tokens(self) -> list[TokenRecord]:
+        rows = self.conn.execute("SELECT id, role, subject, created_ms, revoked_ms FROM tokens ORDER BY id")
+        return [TokenRecord(*r) for r in rows]
+
+    def revoke_token(self, token_id: int, now_ms: int) -> bool:
+        cur = self._guard(
+            lambda: self.conn.execute(
+                "UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", (now_ms, token_id)
+            )
+        )
+        return cur.rowcount == 1
+
+    # --- the one write path --------------------------------------------------------------------
+
+    def write_batch(self, batch: Batch) -> None:
+        c = self.conn
+        new_names: dict[tuple[str, str], int] = {}
+        new_artists: dict[str, int] = {}
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                size = self.size()
+                if size != batch.start:
+                    raise StorageError(
+                        f"log is at size {size} but the batch starts at {batch.start}: another writer?"
+                    )
+                next_name = [c.execute("SELECT coalesce(max(id), 0) FROM names").fetchone()[0]]
+
+                def name_id(kind: str, value: str | None) -> int | None:
+                    if value is None:
+                        return None
+                    key = (kind, value)
+                    i = self._names.get(key) or new_names.get(key)
+                    if i is None:
+                        next_name[0] += 1
+                        i = new_names[key] = next_name[0]
+                    return i
+
+                for a in batch.artists:
+                    prefs = None if a.preferences is None else orjson.dumps(a.preferences, option=orjson.OPT_SORT_KEYS)
+                    rid = self._artist_ids.get(a.artist_id)
+                    if rid is None:
+                        row = c.execute("SELECT id FROM artists WHERE artist_id = ?", (a.artist_id,)).fetchone()
+                        rid = None if row is None else row[0]
+                    if rid is None:
+                        cur = c.execute(
+                            "INSERT INTO artists (artist_id, tag, aseq, head, preferences) VALUES (?, ?, ?, ?, ?)",
+                            (a.artist_id, a.tag, a.aseq, a.head, prefs),
+                        )
+                        rid = int(cur.lastrowid)
+                    else:
+                        c.execute(
+                            "UPDATE artists SET aseq = ?, head = ?, preferences = ? WHERE id = ?",
+                            (a.aseq, a.head, prefs, rid),
+                        )
+                    new_artists[a.artist_id] = rid
+
+                rows = [self._entry_row(e, name_id, new_artists) for e in batch.entries]
+                c.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 21)})", rows)
+                c.executemany(
+                    "INSERT INTO nodes (id, hash) VALUES (?, ?)",
+                    [((level << _LEVEL_SHIFT) | n, h) for level, n, h in batch.nodes],
+                )
+                if new_names:
+                    c.executemany(
+                        "INSERT INTO names (id, kind, value) VALUES (?, ?, ?)",
+                        [(i, k, v) for (k, v), i in new_names.items()],
+                    )
+                c.executemany(
+                    "INSERT INTO policies (policy_id, idx, document) VALUES (?, ?, ?)",
+                    [(p.policy_id, p.index, p.document) for p in batch.policies],
+                )
+                c.executemany(
+                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                    "leaves = leaves + excluded.leaves, uses = uses + excluded.uses",
+                    _stat_rows(batch.entries),
+                )
+                if batch.checkpoint is not None:
+                    c.execute(
+                        "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
+                        (batch.end, batch.checkpoint, batch.entries[-1].logged_ms if batch.entries else 0),
+                    )
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._artist_ids.clear()
+            self._load_names()
+            raise StorageError(f"could not write batch at {batch.start}: {exc}") from exc
+        except BaseException:
+            self._artist_ids.clear()
+            self._load_names()
+            raise
+        for key, i in new_names.items():
+            self._names[key] = i
+            self._name_of[i] = key
+        self._artist_ids.update(new_artists)
+
+    def _entry_row(self, e: Entry, name_id: Any, artist_ids: dict[str, int]) -> tuple[Any, ...]:
+        d = e.details
+        artist = artist_ids.get(e.artist_id) if e.artist_id is not None else None
+        if e.artist_id is not None and artist is None:
+            raise StorageError(f"entry {e.index} names artist {e.artist_id!r} with no state in the batch")
+        if e.type in _USE_TYPES and d.keys() == _USE_KEYS and d["system"].keys() == _SYSTEM_KEYS:
+            s = d["system"]
+            return (
+                e.index, name_id("type", e.type), e.logged_ms, artist, e.aseq, e.aprev,
+                name_id("service", d["service"]), d["event_id"], d["content_id"], name_id("purpose", d["purpose"]),
+                name_id("phase", d["phase"]),
+                name_id("system", orjson.dumps([s["id"], s["model"], s["version"]]).decode()),
+                d["occurred_at"], d["window_end"], d["invocations"], d["detail"], name_id("basis", d["basis"]),
+                name_id("decision", d["decision"]), name_id("policy", d["policy"]),
+                base64.b64decode(d["nonce"]), None,
+            )
+        return (
+            e.index, name_id("type", e.type), e.logged_ms, artist, e.aseq, e.aprev,
+            None, None, None, None, None, None, None, None, None, None, None, None, None, None,
+            orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode(),
+        )
+
+    def _guard(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+
+
+def _blob(value: Any) -> bytes:
+    """A BLOB column's value; a row edited by hand may have turned it into TEXT, which then fails to
+    verify instead of crashing the reader."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _stat_rows(entries: Sequence[Entry]) -> list[tuple[str, str, str, str, int, int]]:
+    """Per-batch aggregate of (day, type, purpose, decision) → leaves, uses. Everything in the key is in
+    the public leaf, so anyone can recount `leaves`; `uses` adds the private `invocations`."""
+    agg: dict[tuple[str, str, str, str], list[int]] = {}
+    days: dict[int, str] = {}
+    for e in entries:
+        d = e.details
+        day = days.get(e.logged_ms // 86_400_000)
+        if day is None:
+            day = days[e.logged_ms // 86_400_000] = format_logged_at(e.logged_ms)[:10]
+        key = (day, e.type, d.get("purpose") or "", d.get("decision") or "")
+        slot = agg.get(key)
+        if slot is None:
+            slot = agg[key] = [0, 0]
+        slot[0] += 1
+        slot[1] += d.get("invocations", 1) if e.type in _USE_TYPES else 0
+    return [(*k, v[0], v[1]) for k, v in agg.items()]

@@ -1,0 +1,215 @@
+"""Re-derive and check everything: from a local store (the fsck) or from a remote log's public tiles.
+
+Both paths feed leaves, in index order, to one `ChainChecker`, which holds the rules anyone can check
+from public leaves: the hash chain, `logged_at` never decreasing, every artist chain contiguous, and the
+Merkle tree against every signed checkpoint. The local path adds what only the operator can check: each
+stored details row against its leaf, artist tags against the tag key, every stored tree node, the
+artist heads, statistics and policies tables. Every failure names the first bad index."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from . import merkle
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import NoteError, ProofError, TlogError, VerificationError
+from .leaves import entry_leaf
+from .log import LocalLog
+from .note import Verifier
+from .records import artist_tag, format_logged_at
+
+Progress = Callable[[int, int], None]
+CHUNK = 16384
+
+
+@dataclass
+class Report:
+    origin: str
+    size: int
+    leaves: int = 0
+    artists: int = 0
+    checkpoints: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = f", {self.leaves / self.seconds:,.0f} leaves/s" if self.seconds > 0 and self.leaves else ""
+        extra = "".join(f"; {n}" for n in self.notes)
+        return (f"ok: {self.origin} size {self.size}: {self.leaves} leaves, {self.artists} artist chains, "
+                f"{self.checkpoints} checkpoints verified in {self.seconds:.2f}s{rate}{extra}")
+
+
+def _fail(index: int | None, message: str) -> VerificationError:
+    where = f"index {index}: " if index is not None else ""
+    return VerificationError(f"{where}{message}", index=index)
+
+
+class ChainChecker:
+    """Public-leaf rules, applied leaf by leaf from index 0."""
+
+    def __init__(self) -> None:
+        self.frontier = merkle.Frontier()
+        self.prev = bytes(32)
+        self.logged_at = ""
+        self.artists: dict[bytes, tuple[int, int]] = {}  # tag → (aseq, index of the latest leaf)
+
+    @property
+    def size(self) -> int:
+        return self.frontier.size
+
+    def add(self, h: bytes, prev: bytes, logged_at: str, tag: bytes | None, aseq: int | None,
+            aprev: int | None) -> list[tuple[int, int, bytes]]:
+        index = self.frontier.size
+        if prev != self.prev:
+            raise _fail(index, "prev does not match the hash of the leaf before it (the hash chain is broken)")
+        if logged_at < self.logged_at:  # fixed-width RFC 3339 UTC strings order like the times they name
+            raise _fail(index, f"logged_at {logged_at} goes back before {self.logged_at}")
+        if tag is not None:
+            last_seq, last_index = self.artists.get(tag, (0, None))
+            if aseq != last_seq + 1 or aprev != last_index:
+                raise _fail(index, f"artist chain broken: aseq {aseq}, aprev {aprev}; expected aseq "
+                                   f"{last_seq + 1}, aprev {last_index}")
+            self.artists[tag] = (aseq, index)
+        self.prev = h
+        self.logged_at = logged_at
+        return self.frontier.append(h)
+
+
+def _verifier(key: str) -> Verifier:
+    try:
+        return Verifier.from_key(key)
+    except NoteError as exc:
+        raise VerificationError(f"bad verifier key: {exc.message}") from None
+
+
+def _open(signed: bytes, verifier: Verifier, origin: str, what: str) -> Checkpoint:
+    try:
+        cp, _ = open_checkpoint(signed, [verifier])
+    except ProofError as exc:
+        raise VerificationError(f"{what} does not verify: {exc.message}") from None
+    if cp.origin != origin:
+        raise VerificationError(f"{what} is for origin {cp.origin!r}, not {origin!r}")
+    return cp
+
+
+# --- local: the fsck ------------------------------------------------------------------------------
+
+
+def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None = None,
+               progress: Progress | None = None) -> Report:
+    t0 = time.perf_counter()
+    store = log.store
+    if vkey is not None and vkey != log.verifier.key:
+        raise VerificationError(f"the database's verifier key is {log.verifier.key}, not the one named")
+    latest = _open(store.latest_checkpoint() or b"", log.verifier, log.origin, "the latest checkpoint")
+    size = store.size()
+    if latest.size != size:
+        raise _fail(min(latest.size, size), f"the latest checkpoint covers {latest.size} leaves but the store holds {size}")
+    checkpoints = {s: _open(store.checkpoint_at(s) or b"", log.verifier, log.origin, f"checkpoint at size {s}")
+                   for s in store.checkpoint_sizes()}
+    want_roots = {s: (cp.root, f"its signed checkpoint") for s, cp in checkpoints.items()}
+    if trusted is not None:
+        old = _open(trusted, log.verifier, log.origin, "the trusted checkpoint")
+        if old.size > size:
+            raise VerificationError(f"the trusted checkpoint has size {old.size}, larger than the log ({size}): a rollback or a fork")
+        if old.size in want_roots and want_roots[old.size][0] != old.root:
+            raise _fail(old.size - 1, "the trusted checkpoint's root differs from the stored checkpoint at its size: a fork")
+        want_roots[old.size] = (old.root, "the trusted checkpoint (a fork)")
+    if want_roots.get(0, (merkle.EMPTY_ROOT,))[0] != merkle.EMPTY_ROOT:
+        raise VerificationError("the checkpoint at size 0 does not have the empty tree's root")
+
+    checker = ChainChecker()
+    nodes = _StoredNodes(store)
+    tags: dict[str, bytes] = {}
+    tag_key = log.tag_key
+    stats: dict[tuple[str, str, str, str], list[int]] = {}
+    policy_hashes: dict[str, str] = {}
+    stored_hashes: Iterator[tuple[int, bytes]] = store.iter_nodes(0)
+    for start in range(0, size, CHUNK):
+        end = min(start + CHUNK, size)
+        for e in store.entries(start, end):
+            i = checker.size
+            if e.index != i:
+                raise _fail(i, "entry is missing from the store")
+            leaf = entry_leaf(e, checker.prev)
+            h = merkle.leaf_hash(leaf)
+            n, stored = next(stored_hashes, (None, None))
+            if n != i or stored != h:
+                raise _fail(i, "the stored leaf hash does not match the leaf derived from the stored details "
+                               "(details or tree altered)")
+            if e.tag is not None and tag_key is not None:
+                want = tags.get(e.artist_id)
+                if want is None:
+                    want = tags[e.artist_id] = artist_tag(tag_key, e.artist_id)
+                if e.tag != want:
+                    raise _fail(i, f"artist tag does not match HMAC(tag key, artist id) for {e.artist_id!r}")
+            for level, n_, hash_ in checker.add(h, checker.prev, format_logged_at(e.logged_ms), e.tag, e.aseq, e.aprev)[1:]:
+                nodes.check(level, n_, hash_)
+            _count(stats, e)
+            if e.type == "policy":
+                policy_hashes[e.details["policy"]] = e.details["sha256"]
+            want = want_roots.get(i + 1)
+            if want is not None and checker.frontier.root() != want[0]:
+                raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
+        if checker.size != end:
+            raise _fail(checker.size, "entry is missing from the store")
+        if progress:
+            progress(end, size)
+    nodes.finish(size)
+    _check_tables(log, checker, stats, policy_hashes)
+    report = Report(log.origin, size, size, len(checker.artists), len(checkpoints) + (trusted is not None),
+                    time.perf_counter() - t0)
+    if tag_key is None:
+        report.notes.append("artist tags not checked (tag key not readable)")
+    return report
+
+
+def _count(stats: dict[tuple[str, str, str, str], list[int]], e) -> None:  # type: ignore[no-untyped-def]
+    d = e.details
+    use = e.type in ("use", "refusal")
+    key = (format_logged_at(e.logged_ms)[:10], e.type, d.get("purpose", "") if use else "", d.get("decision", "") if use else "")
+    slot = stats.setdefault(key, [0, 0])
+    slot[0] += 1
+    slot[1] += d["invocations"] if use else 0
+
+
+class _StoredNodes:
+    """Walks the stored interior nodes level by level, in step with the recomputed tree."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self.store = store
+        self.iters: dict[int, Iterator[tuple[int, bytes]]] = {}
+
+    def check(self, level: int, n: int, h: bytes) -> None:
+        it = self.iters.get(level)
+        if it is None:
+            it = self.iters[level] = self.store.iter_nodes(level)
+        got = next(it, None)
+        if got != (n, h):
+            raise _fail(n << level, f"stored tree node ({level}, {n}) differs from the recomputed one")
+
+    def finish(self, size: int) -> None:
+        for level in range(0, 64):
+            extra = next(iter(self.store.iter_nodes(level, size >> level)), None)
+            if extra is not None:
+                raise _fail(size, f"the store holds tree node ({level}, {extra[0]}) beyond the log's size")
+            if size >> level == 0:
+                break
+
+
+def _check_tables(log: LocalLog, checker: ChainChecker, stats, policy_hashes) -> None:  # type: ignore[no-untyped-def]
+    store = log.store
+    heads = {a.tag: (a.aseq, a.head) for a in store.artists()}
+    if heads != checker.artists:
+        bad = sorted(v[1] for t, v in checker.artists.items() if heads.get(t) != v) or [None]
+        raise _fail(bad[0], "the stored artist heads do not match the artist chains in the leaves")
+    for rec in store.policies():
+        want = policy_hashes.get(rec.policy_id)
+        if want is None or hashlib.sha256(rec.document).hexdigest() != want:
+            raise _fail(rec.index, f"stored policy {rec.policy_id!r} does not match its policy leaf")
+    stored_stats = {(d, k, p, dec): [n, u] for d, k, p, dec, n, u in store.stats()}
+    if stored_stats != stats:
+        raise VerificationError("the statistics table does not match a recount of the leaves")
