@@ -166,6 +166,7 @@ def test_timestamps_are_kept_as_sent():
         ({"basis": True}, "basis"),
         ({"surprise": 1}, "surprise"),
         ({"a.b": 1}, '["a.b"]'),
+        ({"\ud800": 1}, '["\\ud800"]'),  # named with the surrogate escaped, so the error is valid text
     ],
 )
 def test_each_bad_field_is_named(changes, field):

@@ -7,7 +7,7 @@ over whenever the fast one has any doubt, and that alone writes error messages:
 
 - `canonical`: orjson's string escaping is exactly JCS's (\\b \\t \\n \\f \\r \\" \\\\, lowercase
   \\u00xx for other controls, everything else raw UTF-8; the tests check this against `rfc8785`), and
-  its OPT_SORT_KEYS order equals JCS's UTF-16 order for ASCII keys. Objects with a non-ASCII key go
+  its OPT_SORT_KEYS order equals JCS's UTF-16 order for ASCII keys. A value with any non-ASCII key goes
   to a pure encoder that sorts by UTF-16 code units, since code-point order differs there (a key
   with a character ≥ U+10000 sorts before one with U+E000–U+FFFF in UTF-16).
 - `loads_strict`: orjson refuses bad syntax, bad UTF-8 and lone surrogates but keeps the last of
@@ -38,12 +38,25 @@ _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 def join_path(parent: str, key: str | int) -> str:
     """The JSON path of `key` under `parent`, as error details name it: `records[3].system.id`, or
-    `content["sc:track:1"].no_ai` for keys that are not identifiers. The root's path is ""."""
+    `content["sc:track:1"].no_ai` for keys that are not identifiers. The root's path is "". A key with
+    lone surrogates is shown with them escaped, so that the error itself stays valid text."""
     if isinstance(key, int):
         return f"{parent}[{key}]"
     if _IDENTIFIER.fullmatch(key):
         return f"{parent}.{key}" if parent else key
-    return f"{parent}[{json.dumps(key, ensure_ascii=False)}]"
+    return f"{parent}[{json.dumps(key, ensure_ascii=not is_valid_unicode(key))}]"
+
+
+def is_valid_unicode(s: str) -> bool:
+    """Whether `s` is valid Unicode text (no lone surrogates), i.e. has a UTF-8 encoding. Python strings
+    can hold lone surrogates; JSON text, UTF-8 and JCS cannot."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def problems_error(problems: list[dict[str, str]]) -> ValidationError:
@@ -149,12 +162,7 @@ def _utf16_key(key: Any, path: str) -> bytes:
     try:
         return key.encode("utf-16-be")  # big-endian bytes compare like UTF-16 code units
     except UnicodeEncodeError:
-        raise _invalid(join_path(path, _shown(key)), "object key holds a lone surrogate") from None
-
-
-def _shown(key: str) -> str:
-    """A key with its lone surrogates written as \\uXXXX, so that an error message can name it."""
-    return key.encode("utf-8", "backslashreplace").decode()
+        raise _invalid(join_path(path, key), "object key holds a lone surrogate") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,7 +215,7 @@ def _colons(data: bytes | str) -> int:
 
 def _text(data: bytes | str) -> str:
     if isinstance(data, str):
-        if not _utf8_ok(data):
+        if not is_valid_unicode(data):
             raise _invalid("", "the text holds a lone surrogate")
         text = data
     else:
@@ -296,26 +304,15 @@ def _marked_paths(obj: Any, path: str, out: list[dict[str, str]]) -> list[dict[s
 
 def _surrogate_paths(obj: Any, path: str, out: list[dict[str, str]]) -> list[dict[str, str]]:
     if isinstance(obj, str):
-        if not _utf8_ok(obj):
+        if not is_valid_unicode(obj):
             out.append({"field": path, "message": "string holds a lone surrogate"})
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            if _utf8_ok(key):
+            if is_valid_unicode(key):
                 _surrogate_paths(value, join_path(path, key), out)
             else:
-                out.append({"field": join_path(path, _shown(key)), "message": "object key holds a lone surrogate"})
+                out.append({"field": join_path(path, key), "message": "object key holds a lone surrogate"})
     elif isinstance(obj, list):
         for i, value in enumerate(obj):
             _surrogate_paths(value, join_path(path, i), out)
     return out
-
-
-def _utf8_ok(s: str) -> bool:
-    """Whether `s` is valid Unicode text (no lone surrogates), i.e. has a UTF-8 encoding."""
-    if s.isascii():
-        return True
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

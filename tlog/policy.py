@@ -227,7 +227,9 @@ def _level(obj: dict[str, Any], path: str, purposes: Collection[str] | None, pro
     chosen = {}
     for code, value in settings.items():
         where = join_path(join_path(path, "purposes"), str(code))
-        if type(code) is not str or not PURPOSE_CODE.fullmatch(code) or (purposes is not None and code not in purposes):
+        if type(code) is not str or not PURPOSE_CODE.fullmatch(code):
+            problems.append({"field": where, "message": "not a purpose code"})
+        elif purposes is not None and code not in purposes:
             problems.append({"field": where, "message": "not a purpose of the policy in force"})
         elif type(value) is not str or value not in SETTINGS:
             problems.append({"field": where, "message": 'must be "allow" or "deny"'})

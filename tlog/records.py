@@ -20,7 +20,7 @@ from typing import Any, Final, TypedDict
 
 import orjson
 
-from tlog.canonical import MAX_SAFE_INT, canonical, join_path, problems_error
+from tlog.canonical import MAX_SAFE_INT, canonical, is_valid_unicode, join_path, problems_error
 from tlog.errors import ValidationError
 
 PHASES: Final = frozenset({"training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"})
@@ -41,7 +41,6 @@ EVENT_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 POLICY_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Purpose codes are chosen by the operator (§4) and appear unescaped in leaves, so keep them plain.
 PURPOSE_CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_HEX32 = re.compile(r"[0-9a-f]{64}")
 _LOGGED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 # RFC 3339 §5.6 (T and Z case-insensitive, §5.6 NOTE). Fractions are capped at nanoseconds, and the
 # pattern is ASCII-only: `\d` would also match other scripts' digits.
@@ -99,15 +98,7 @@ def is_platform_id(value: Any) -> bool:
 
 def is_text(value: Any) -> bool:
     """A string that is valid Unicode (no lone surrogates)."""
-    if type(value) is not str:
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return type(value) is str and is_valid_unicode(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,9 +150,12 @@ def parse_logged_at(value: Any, *, field: str = "logged_at") -> int:
 
 def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str = "") -> UseRecord:
     """Checks one submitted use record and returns it normalised. `now` (timezone-aware) bounds
-    `occurred_at`; `purposes` are the codes of the policy in force; `at` is the record's path in the
-    request (e.g. "records[3]"), prefixed to every field the ValidationError names. All problems of the
-    record are reported, not just the first."""
+    `occurred_at` and `window_end` (a window of uses that have not happened yet is refused too);
+    `purposes` are the codes of the policy in force; `at` is the record's path in the request (e.g.
+    "records[3]"), prefixed to every field the ValidationError names. All problems of the record are
+    reported, not just the first."""
+    if now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
     if type(obj) is not dict:
         raise problems_error([{"field": at, "message": "a use record must be a JSON object"}])
     problems: list[tuple[str, str]] = []
@@ -431,7 +425,8 @@ def preference_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, a
 
 def build_leaf(leaf: Leaf) -> bytes:
     """The leaf's JCS bytes. ValidationError if it is not a leaf `parse_leaf` would accept (so the log
-    can never hold one that verifiers refuse)."""
+    can never hold one that verifiers refuse). The field syntax bounds a leaf to about 500 bytes, far
+    under the SPEC's 65,535, which `parse_leaf` enforces on what it is given."""
     if (leaf.type == "use" or leaf.type == "refusal") and _use_leaf_ok(leaf):
         # Every value is known to need no escaping, and the keys are in JCS order (note "artist" <
         # "aseq"), so this is the canonical form without the generic encoder; the tests compare it
@@ -445,10 +440,7 @@ def build_leaf(leaf: Leaf) -> bytes:
     problems = _leaf_problems(leaf)
     if problems:
         raise problems_error(problems)
-    data = canonical(_leaf_object(leaf))
-    if len(data) > MAX_LEAF_SIZE:  # unreachable given the field syntax; kept as the SPEC's limit
-        raise problems_error([{"field": "", "message": f"leaf larger than {MAX_LEAF_SIZE} bytes"}])
-    return data
+    return canonical(_leaf_object(leaf))
 
 
 def _use_leaf_ok(leaf: Leaf) -> bool:
@@ -560,10 +552,11 @@ _LEAF_CHECKS: Final = {
 def parse_leaf(data: bytes) -> Leaf:
     """Decodes a public leaf strictly: the right fields for its type, each well-formed, and the bytes
     exactly canonical (the encoding of what they decode to). ValidationError otherwise."""
+    data = bytes(data)
     if len(data) > MAX_LEAF_SIZE:
         raise problems_error([{"field": "", "message": f"leaf larger than {MAX_LEAF_SIZE} bytes"}])
     try:
-        obj = orjson.loads(data)  # duplicates, floats and odd spacing all fail the re-encoding below
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise problems_error([{"field": "", "message": f"leaf is not JSON: {e}"}]) from None
     if type(obj) is not dict:
@@ -572,22 +565,24 @@ def parse_leaf(data: bytes) -> Leaf:
     fields = _FIELDS_BY_TYPE.get(kind) if type(kind) is str else None
     if fields is None:
         raise problems_error([{"field": "type", "message": f"must be one of {', '.join(sorted(LEAF_TYPES))}"}])
-    problems = [{"field": k, "message": f"not a field of a {kind} leaf"} for k in obj if k not in fields and k not in ("v", "type")]
-    problems += [{"field": k, "message": "required"} for k in sorted(fields) if k not in obj]
-    if obj.get("v") != LEAF_VERSION or type(obj.get("v")) is not int:
-        problems.append({"field": "v", "message": f"must be {LEAF_VERSION}"})
-    values: dict[str, Any] = {}
-    for name in fields & obj.keys():
-        value = obj[name]
-        if name in _HASH_FIELDS:
-            if type(value) is not str or not _HEX32.fullmatch(value):
-                problems.append({"field": name, "message": "must be 64 lowercase hex digits"})
-                continue
-            value = bytes.fromhex(value)
-        values[name] = value
-    if problems:
-        raise problems_error(problems)
+    if obj.keys() != fields | {"v", "type"}:
+        raise problems_error(
+            [{"field": k, "message": f"not a field of a {kind} leaf"} for k in obj if k not in fields | {"v", "type"}]
+            + [{"field": k, "message": "required"} for k in sorted(fields | {"v"}) if k not in obj]
+        )
+    values = {name: obj[name] for name in fields}
+    for name in fields & _HASH_FIELDS:
+        values[name] = _hash_from_hex(values[name], name)
     leaf = Leaf(type=kind, **values)
-    if build_leaf(leaf) != bytes(data):
-        raise problems_error([{"field": "", "message": "leaf is not in canonical form (RFC 8785)"}])
+    # build_leaf checks every field (and v is not a field: it must be 1 to match). Comparing bytes
+    # refuses every other spelling: spacing, key order, escapes, uppercase hex, duplicate keys, 7.0.
+    if build_leaf(leaf) != data:
+        raise problems_error([{"field": "", "message": "leaf is not in canonical form (RFC 8785) or not version 1"}])
     return leaf
+
+
+def _hash_from_hex(value: Any, name: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise problems_error([{"field": name, "message": "must be 64 lowercase hex digits"}]) from None
