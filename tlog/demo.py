@@ -29,12 +29,13 @@ def sample_records(n: int, *, artists: int = 50, seed: int = 1, start: datetime 
     """Yields (service, record) pairs: `n` uses spread over `artists` artists with ~20 tracks each."""
     rnd = random.Random(seed)
     names = list(SERVICES)
-    t0 = start or datetime.now(timezone.utc) - timedelta(days=2)
+    step = 7.0 if n <= 10_000 else 0.1  # seconds between uses; every occurred_at stays in the past
+    t0 = start or datetime.now(timezone.utc) - timedelta(seconds=n * step + 3600)
     for i in range(n):
         service = rnd.choices(names, WEIGHTS)[0]
         system_id, model, phase, purpose, detail = SERVICES[service]
         artist = rnd.randrange(artists)
-        when = t0 + timedelta(seconds=i * 7 + rnd.randrange(5))
+        when = t0 + timedelta(seconds=i * step + rnd.randrange(5))
         yield service, {
             "event_id": f"{service}-{seed}-{i:09d}",
             "content_id": f"sc:track:{artist * 1000 + rnd.randrange(20)}",
@@ -72,7 +73,7 @@ def build_demo(db: str, records: int, origin: str = "demo.tlog.example/log") -> 
             seq.set_preferences(artist_id, prefs, by="artist")
         now = datetime.now(timezone.utc)
         by_service: dict[str, list[dict[str, Any]]] = {}
-        for service, rec in sample_records(records, start=datetime.now(timezone.utc) - timedelta(hours=records * 7 / 3600 + 1)):
+        for service, rec in sample_records(records):
             by_service.setdefault(service, []).append(validate_use(rec, now=now, purposes=seq.policy.purposes))
         seq.append_uses([Submission(s, rs) for s, rs in by_service.items()])
         print(f"demo log {db}: {log.store.size()} leaves, verifier key {log.verifier.key}")

@@ -121,6 +121,14 @@ class Sequencer:
         p.artists[artist_id] = a
         return a
 
+    def _prefetch_artists(self, artist_ids: set[str]) -> None:
+        """Loads the artists of a submission in one query instead of one per artist."""
+        missing = [a for a in artist_ids if a not in self._artists]
+        if missing:
+            found = self.store.artist_states(missing)
+            for a in missing:
+                self._artists[a] = found.get(a)
+
     def _begin(self) -> _Pending:
         logged_ms = max(int(self.clock() * 1000), self.logged_ms)
         return _Pending(
@@ -184,6 +192,7 @@ class Sequencer:
             problems.append({"field": "records", "message": "an event_id appears twice in one request"})
         if problems:
             raise ValidationError("records rejected", problems)
+        self._prefetch_artists({r["artist_id"] for r in sub.records})
         stored = self.store.find_events(sub.service, [i for i in ids if (sub.service, i) not in seen])
         results: list[UseResult] = []
         for r in sub.records:

@@ -277,13 +277,17 @@ class SqliteStore:
         return found
 
     def artist_state(self, artist_id: str) -> ArtistState | None:
-        row = self.conn.execute(
-            "SELECT artist_id, tag, aseq, head, preferences FROM artists WHERE artist_id = ?", (artist_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        prefs = None if row[4] is None else orjson.loads(row[4])
-        return ArtistState(row[0], bytes(row[1]), row[2], row[3], prefs)
+        return self.artist_states([artist_id]).get(artist_id)
+
+    def artist_states(self, artist_ids: Sequence[str]) -> dict[str, ArtistState]:
+        found: dict[str, ArtistState] = {}
+        ids = list(artist_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            q = f"SELECT artist_id, tag, aseq, head, preferences FROM artists WHERE artist_id IN ({','.join('?' * len(chunk))})"
+            for a, t, sq, h, p in self.conn.execute(q, chunk):
+                found[a] = ArtistState(a, bytes(t), sq, h, None if p is None else orjson.loads(p))
+        return found
 
     def artists(self) -> list[ArtistState]:
         rows = self.conn.execute("SELECT artist_id, tag, aseq, head, preferences FROM artists ORDER BY id")
@@ -390,25 +394,7 @@ class SqliteStore:
                         i = new_names[key] = next_name[0]
                     return i
 
-                for a in batch.artists:
-                    prefs = None if a.preferences is None else orjson.dumps(a.preferences, option=orjson.OPT_SORT_KEYS)
-                    rid = self._artist_ids.get(a.artist_id)
-                    if rid is None:
-                        row = c.execute("SELECT id FROM artists WHERE artist_id = ?", (a.artist_id,)).fetchone()
-                        rid = None if row is None else row[0]
-                    if rid is None:
-                        cur = c.execute(
-                            "INSERT INTO artists (artist_id, tag, aseq, head, preferences) VALUES (?, ?, ?, ?, ?)",
-                            (a.artist_id, a.tag, a.aseq, a.head, prefs),
-                        )
-                        rid = int(cur.lastrowid)
-                    else:
-                        c.execute(
-                            "UPDATE artists SET aseq = ?, head = ?, preferences = ? WHERE id = ?",
-                            (a.aseq, a.head, prefs, rid),
-                        )
-                    new_artists[a.artist_id] = rid
-
+                self._write_artists(batch.artists, new_artists)
                 rows = [self._entry_row(e, name_id, new_artists) for e in batch.entries]
                 c.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 21)})", rows)
                 c.executemany(
@@ -451,6 +437,33 @@ class SqliteStore:
             self._names[key] = i
             self._name_of[i] = key
         self._artist_ids.update(new_artists)
+
+    def _write_artists(self, artists: Sequence[ArtistState], ids: dict[str, int]) -> None:
+        """Upserts the batch's artist heads with a handful of statements, whatever their number: ids of
+        known artists come from the cache or one query per 500, new artists get the next free ids."""
+        c = self.conn
+        for a in artists:
+            i = self._artist_ids.get(a.artist_id)
+            if i is not None:
+                ids[a.artist_id] = i
+        unknown = [a.artist_id for a in artists if a.artist_id not in ids]
+        for k in range(0, len(unknown), 500):
+            chunk = unknown[k : k + 500]
+            q = f"SELECT artist_id, id FROM artists WHERE artist_id IN ({','.join('?' * len(chunk))})"
+            ids.update(c.execute(q, chunk).fetchall())
+        next_id = c.execute("SELECT coalesce(max(id), 0) FROM artists").fetchone()[0]
+        inserts, updates = [], []
+        for a in artists:
+            prefs = None if a.preferences is None else orjson.dumps(a.preferences, option=orjson.OPT_SORT_KEYS).decode()
+            i = ids.get(a.artist_id)
+            if i is None:
+                next_id += 1
+                ids[a.artist_id] = next_id
+                inserts.append((next_id, a.artist_id, a.tag, a.aseq, a.head, prefs))
+            else:
+                updates.append((a.aseq, a.head, prefs, i))
+        c.executemany("INSERT INTO artists (id, artist_id, tag, aseq, head, preferences) VALUES (?, ?, ?, ?, ?, ?)", inserts)
+        c.executemany("UPDATE artists SET aseq = ?, head = ?, preferences = ? WHERE id = ?", updates)
 
     def _entry_row(self, e: Entry, name_id: Any, artist_ids: dict[str, int]) -> tuple[Any, ...]:
         d = e.details
