@@ -3,16 +3,17 @@ turned into one line on stderr and a non-zero exit here and nowhere else."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import base64
 import sys
+import time
+from datetime import datetime, timezone
 
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 import click
 import orjson
+from click.core import ParameterSource
 
 from . import merkle
 from .canonical import loads_strict
@@ -284,17 +285,39 @@ def _check_size(log: LocalLog, size: int) -> None:
 
 @main.command()
 @db_option
-@click.option("--vkey", default=None, help="The verifier key you trust; checked against the database's.")
+@click.option("--url", default=None, help="Verify the log served at URL from its public tiles instead (needs --vkey).")
+@click.option("--vkey", default=None, help="The verifier key you trust; checked against the database's, required with --url.")
 @click.option("--trusted", type=click.File("rb"), default=None,
               help="An older signed checkpoint you trust: the log must be consistent with it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def verify(db: Path, vkey: str | None, trusted: IO[bytes] | None, quiet: bool) -> None:
+@click.pass_context
+def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trusted: IO[bytes] | None, quiet: bool) -> None:
     """Check everything: every leaf hash and details commitment, the hash chain, every artist chain, the
     tree and every stored checkpoint, consistency with --trusted. Exit 0 only if all holds; otherwise
-    one line naming the first bad index. Works as the fsck of a local database."""
+    one line naming the first bad index. Works as the fsck of a local database.
+
+    With --url it checks a remote log from its public checkpoint and tiles alone, trusting nothing but
+    --vkey: the signature, every leaf and tile hash, the hash chain, every artist chain, the tree, and
+    that the log still holds the tree of the --trusted checkpoint (keep one from each run for the next).
+
+    \b
+    Examples:
+      tlog verify --db data/tlog.db
+      curl -s https://log.example/checkpoint > seen.checkpoint
+      tlog verify --url https://log.example/ --vkey 'log.example+1a2b3c4d+AU…' --trusted seen.checkpoint
+    """
     from . import verify as verifier
 
     trusted_note = trusted.read() if trusted else None
+    if url is not None:
+        if ctx.get_parameter_source("db") is not ParameterSource.DEFAULT:
+            raise ValidationError("--db and --url are alternatives: verify a local database or a remote log")
+        if vkey is None:
+            raise ValidationError("--url needs --vkey: the verifier key you trust for that log")
+        with _progress(quiet) as progress:
+            report = verifier.verify_remote(url, vkey, trusted=trusted_note, progress=progress)
+        click.echo(report.summary())
+        return
     with _progress(quiet) as progress:
         log = open_log(db, readonly=True)
         try:
@@ -381,12 +404,136 @@ def export(db: Path, public: bool, out: IO[bytes]) -> None:
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-def serve(db: Path, host: str, port: int) -> None:
-    """Run the HTTP server (SPEC §6) on the log. Refuses to start if the stored checkpoint does not
-    verify with the log's key and origin."""
-    from .server.app import run
+@click.option("--max-body", default=8 << 20, show_default=True, type=click.IntRange(1024), help="Largest request body, bytes (413 beyond).")
+@click.option("--max-records", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most records in one POST /v1/uses.")
+@click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Default page size of listings.")
+@click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Largest page size a client may ask for.")
+@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0), help="Requests/s per address without a valid token (0: no limit).")
+@click.option("--burst", default=100.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --rate.")
+def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
+          rate: float, burst: float) -> None:
+    """Run the HTTP server (SPEC §6) on the log.
 
-    run(db, host=host, port=port)
+    Reads are public; writes need the key files beside the database (without them the server is
+    read-only). Refuses to start if the stored checkpoint does not verify with the log's key and origin,
+    or if another server already runs on the same database. Rate limits apply only to requests without
+    a valid token."""
+    from .server.app import run
+    from .server.auth import RateLimit
+    from .server.state import Limits
+
+    limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size)
+    run(db, host=host, port=port, limits=limits, rate_limit=RateLimit(rate=rate, burst=burst))
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke bearer tokens (shown once, stored only as SHA-256)."""
+
+
+@token.command("create")
+@db_option
+@click.option("--service", "service", default=None, help="A service token logging uses as NAME.")
+@click.option("--artist", "artist", default=None, help="An artist token bound to this artist id.")
+@click.option("--auditor", is_flag=True, help="An auditor token (reads every entry's details).")
+def token_create(db: Path, service: str | None, artist: str | None, auditor: bool) -> None:
+    """Create a token; it is printed once, alone on the last line, and never again.
+
+    \b
+    Examples:
+      tlog token create --service recsys
+      tlog token create --artist sc:user:42
+      tlog token create --auditor"""
+    from .tokens import check_subject, new_token
+
+    chosen = [(r, v) for r, v in (("service", service), ("artist", artist), ("auditor", auditor or None)) if v is not None]
+    if len(chosen) != 1:
+        raise ValidationError("name exactly one of --service NAME, --artist ID, --auditor")
+    role, subject = chosen[0]
+    subject = None if role == "auditor" else subject
+    check_subject(role, subject)  # type: ignore[arg-type]
+    secret, digest = new_token()
+    log = open_log(db)
+    try:
+        token_id = log.store.add_token(role, subject, digest, int(time.time() * 1000))  # type: ignore[arg-type]
+    finally:
+        log.close()
+    click.echo(f"token {token_id}: {role}{' ' + subject if subject else ''} (shown once; store it now)", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@db_option
+def token_list(db: Path) -> None:
+    """List tokens (ids, roles, subjects, dates; never the secrets)."""
+    log = open_log(db, readonly=True)
+    try:
+        rows = log.store.tokens()
+    finally:
+        log.close()
+    click.echo(f"{'id':>4}  {'role':<8} {'subject':<32} {'created':<24} revoked")
+    for t in rows:
+        revoked = _iso(t.revoked_ms) if t.revoked_ms else "-"
+        click.echo(f"{t.token_id:>4}  {t.role:<8} {t.subject or '-':<32} {_iso(t.created_ms):<24} {revoked}")
+
+
+def _iso(ms: int) -> str:
+    from .records import format_logged_at
+
+    return format_logged_at(ms)
+
+
+@token.command("revoke")
+@db_option
+@click.argument("token_id", type=click.IntRange(min=1))
+def token_revoke(db: Path, token_id: int) -> None:
+    """Revoke token TOKEN_ID (see `tlog token list`); it stops working at once, also on a running server."""
+    log = open_log(db)
+    try:
+        if not log.store.revoke_token(token_id, int(time.time() * 1000)):
+            raise ValidationError(f"no active token {token_id}")
+    finally:
+        log.close()
+    click.echo(f"token {token_id} revoked")
+
+
+@main.command()
+@click.option("--url", required=True, help="The log's base URL (where /checkpoint and /tile/ are served).")
+@click.option("--vkey", required=True, help="The log's verifier key you trust.")
+@click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory keeping what was checked so far (created if missing); one per log.")
+@click.option("--follow", is_flag=True, help="Keep watching, a round every --interval seconds, until interrupted.")
+@click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between rounds.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def monitor(url: str, vkey: str, state_dir: Path, follow: bool, interval: float, quiet: bool) -> None:
+    """Follow a log from its public API and alert on anything a log must never do.
+
+    Each round checks the new checkpoint's signature and its consistency with the last one checked
+    (the log's consistency proof), then every new leaf: leaf and tile hashes, the hash chain, logged_at
+    order, every artist chain, the tree against the signed root, and the leaf counts by type, purpose
+    and decision against /v1/stats. What passed is kept in --state, so the next run checks only what is
+    new, and a fork between runs (two logs under one key) or a rollback is caught.
+
+    Exit status: 0 all holds; 1 the check could not run (log unreachable, bad arguments); 2 an ALERT:
+    fork, rollback, bad signature, broken chain, logged_at going back, tiles or stats that lie. The
+    conflicting signed checkpoint of a fork or rollback is saved in --state as evidence.
+
+    \b
+    Examples:
+      tlog monitor --url https://log.example/ --vkey 'log.example+1a2b3c4d+AU…' --state ~/.tlog/log.example
+      tlog monitor --url https://log.example/ --vkey … --state ~/.tlog/log.example --follow --interval 60
+    """
+    from .errors import VerificationError
+    from .monitor import run_monitor
+
+    try:
+        with _progress(quiet or follow) as progress:
+            run_monitor(url, vkey, state_dir, follow=follow, interval=interval, echo=click.echo, progress=progress)
+    except VerificationError as alert:
+        click.echo(f"ALERT: {alert.message}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
 
 
 if __name__ == "__main__":

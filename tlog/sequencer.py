@@ -86,7 +86,8 @@ class Sequencer:
     ) -> None:
         self.store = store
         self.origin = origin
-        self.signers = list(signers)
+        # Kept by reference when a list: LocalLog.reload_keys swaps a running server's keys in place.
+        self.signers = signers if isinstance(signers, list) else list(signers)
         self.tag_key = tag_key
         self.clock = clock
         self._artists: dict[str, ArtistState | None] = {}
@@ -235,6 +236,9 @@ class Sequencer:
     ) -> tuple[int, bytes]:
         """Replaces an artist's preferences and appends a `preference` leaf saying who did it. A service
         may only add restrictions (SPEC §4); the artist's own token may do anything."""
+        if not records.is_platform_id(artist_id):
+            raise ValidationError("artist_id must be 1-256 printable characters without spaces",
+                                  [{"field": "artist_id", "message": "not a platform id"}])
         prefs = validate_preferences(preferences)
         if by not in ("artist", "service"):
             raise ValidationError(f"by must be 'artist' or 'service', not {by!r}")
@@ -275,7 +279,7 @@ class Sequencer:
     # --- the batch boundary ------------------------------------------------------------------
 
     def sign(self, size: int, root: bytes) -> bytes:
-        return sign_note(Checkpoint(self.origin, size, root).body(), self.signers)
+        return sign_note(Checkpoint(self.origin, size, root).body(), tuple(self.signers))
 
     def _commit(self, p: _Pending) -> None:
         # SPEC §2.3: the per-batch map leaf goes here, after the batch's last entry and before signing.

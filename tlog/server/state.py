@@ -1,4 +1,4 @@
-"""What the app's handlers share: the opened log (a read connection) and caches."""
+"""What the app's handlers share: the opened log (a read connection), the writer, limits and caches."""
 
 from __future__ import annotations
 
@@ -9,22 +9,37 @@ from aiohttp import web
 
 from ..checkpoint import Checkpoint
 from ..log import LocalLog
+from ..note import parse_note
 from ..store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
+    from ..committer import GroupCommitter
+    from .auth import RateLimit
     from .public import LRU
 
 STATE_KEY = web.AppKey("tlog_state", object)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits with safe defaults; `tlog serve` options override them."""
+
+    max_body: int = 8 << 20
+    max_records: int = 1000
+    page_size: int = 100
+    max_page_size: int = 1000
 
 
 @dataclass
 class State:
     log: LocalLog
     tile_cache: "LRU"
-    writable: bool = False
+    rate_limit: "RateLimit"
+    limits: Limits = field(default_factory=Limits)
+    committer: "GroupCommitter | None" = None
+    extra_verifier_keys: list[str] = field(default_factory=list)
     _note: bytes = b""
     _size: int = 0
-    extra_verifier_keys: list[str] = field(default_factory=list)
 
     @property
     def store(self) -> SqliteStore:
@@ -34,7 +49,7 @@ class State:
         # One indexed query; the checkpoint was verified at start-up and is only ever written by us.
         note = self.store.latest_checkpoint() or b""
         if note != self._note:
-            self._size = Checkpoint.parse(note.split(b"\n\n", 1)[0] + b"\n").size
+            self._size = Checkpoint.parse(parse_note(note)[0]).size
             self._note = note
 
     def published_note(self) -> bytes:

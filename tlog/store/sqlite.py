@@ -79,6 +79,8 @@ class SqliteStore:
                 self._create_schema()
             else:
                 self._check_schema()
+            if not readonly:
+                self._ensure_published_table()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
         self._names: dict[tuple[str, str], int] = {}
@@ -135,6 +137,13 @@ class SqliteStore:
         )
         db["tokens"].create_index(["digest"], unique=True)
         self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def _ensure_published_table(self) -> None:
+        """The checkpoints published under a witness policy (log signature plus cosignatures). Created on
+        open rather than in the schema, so logs made before witnessing existed gain it without a migration."""
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS published (size INTEGER PRIMARY KEY, note BLOB NOT NULL, created_ms INTEGER)"
+        )
 
     def _check_schema(self) -> None:
         try:
@@ -222,6 +231,10 @@ class SqliteStore:
         row = self.conn.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
         return None if row is None else _blob(row[0])
 
+    def checkpoint_created_ms(self, size: int) -> int:
+        row = self.conn.execute("SELECT created_ms FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        return 0 if row is None or row[0] is None else row[0]
+
     def checkpoint_sizes(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT size FROM checkpoints ORDER BY size")]
 
@@ -230,6 +243,54 @@ class SqliteStore:
         self._guard(
             lambda: self.conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)", (size, note, now_ms))
         )
+
+    def replace_checkpoint_notes(self, notes: Sequence[tuple[int, bytes]]) -> None:
+        """Swaps the signed notes of stored checkpoints in one transaction (a key rotation adds the new key's
+        signature to every checkpoint). The caller keeps each note's text; sizes never stored are refused."""
+        c = self.conn
+
+        def write() -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for size, note in notes:
+                    if c.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size)).rowcount != 1:
+                        raise StorageError(f"no stored checkpoint at size {size}")
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+        self._guard(write)
+
+    def set_published(self, size: int, note: bytes, now_ms: int = 0) -> None:
+        """Publishes a cosigned checkpoint. Never rolls back: a size below the latest published one is
+        refused, inside the same transaction that writes, so two publishers cannot undo each other."""
+        c = self.conn
+
+        def write() -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                latest = c.execute("SELECT max(size) FROM published").fetchone()[0]
+                if latest is not None and size < latest:
+                    raise StorageError(f"refusing to publish size {size}: size {latest} is already published")
+                c.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?)", (size, note, now_ms))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+        self._guard(write)
+
+    def published_checkpoint(self) -> bytes | None:
+        """The latest checkpoint published under a witness policy, or None (none yet, or a read-only
+        connection to a log that never had the table)."""
+        try:
+            row = self.conn.execute("SELECT note FROM published ORDER BY size DESC LIMIT 1").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return None if row is None else _blob(row[0])
 
     # --- entries -------------------------------------------------------------------------------
 
@@ -352,9 +413,9 @@ class SqliteStore:
 
     def token_by_digest(self, digest: bytes) -> TokenRecord | None:
         row = self.conn.execute(
-            "SELECT id, role, subject, created_ms, revoked_ms FROM tokens WHERE digest = ?", (digest,)
+            "SELECT id, role, subject, created_ms, revoked_ms, digest FROM tokens WHERE digest = ?", (digest,)
         ).fetchone()
-        return None if row is None else TokenRecord(*row)
+        return None if row is None else TokenRecord(*row[:5], digest=bytes(row[5]))
 
     def tokens(self) -> list[TokenRecord]:
         rows = self.conn.execute("SELECT id, role, subject, created_ms, revoked_ms FROM tokens ORDER BY id")

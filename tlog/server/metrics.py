@@ -1,0 +1,96 @@
+"""Prometheus text metrics: requests and latencies by route template and role (never by artist or
+token), batch sizes, tree size and checkpoint age."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from ..checkpoint import Checkpoint
+from ..errors import TlogError
+from ..note import parse_note
+from .state import get_state
+
+METRICS_KEY = web.AppKey("tlog_metrics", object)
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Metrics:
+    requests: dict[tuple[str, str, str, int], int] = field(default_factory=lambda: defaultdict(int))
+    latency: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # bucket counts, then sum
+
+    def observe(self, method: str, route: str, role: str, status: int, seconds: float) -> None:
+        self.requests[(method, route, role, status)] += 1
+        h = self.latency.get((route, role))
+        if h is None:
+            h = self.latency[(route, role)] = [0.0] * (len(BUCKETS) + 2)
+        for i, b in enumerate(BUCKETS):
+            if seconds <= b:
+                h[i] += 1
+        h[-2] += 1
+        h[-1] += seconds
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except (web.HTTPException, TlogError) as exc:
+        status = exc.status
+        raise
+    finally:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        p = request.get("tlog_principal")
+        role = p.role if p is not None else "public"
+        request.app[METRICS_KEY].observe(request.method, route, role, status, time.perf_counter() - t0)  # type: ignore[attr-defined]
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    m: Metrics = request.app[METRICS_KEY]  # type: ignore[assignment]
+    state = get_state(request)
+    lines = ["# HELP tlog_http_requests_total HTTP requests by route template, role and status.",
+             "# TYPE tlog_http_requests_total counter"]
+    for (method, route, role, status), n in sorted(m.requests.items()):
+        lines.append(f'tlog_http_requests_total{{method="{method}",route="{_label(route)}",role="{role}",status="{status}"}} {n}')
+    lines += ["# HELP tlog_http_request_seconds Request latency.", "# TYPE tlog_http_request_seconds histogram"]
+    for (route, role), h in sorted(m.latency.items()):
+        base = f'route="{_label(route)}",role="{role}"'
+        for b, n in zip(BUCKETS, h):
+            lines.append(f'tlog_http_request_seconds_bucket{{{base},le="{b}"}} {n:.0f}')
+        lines.append(f'tlog_http_request_seconds_bucket{{{base},le="+Inf"}} {h[-2]:.0f}')
+        lines.append(f"tlog_http_request_seconds_count{{{base}}} {h[-2]:.0f}")
+        lines.append(f"tlog_http_request_seconds_sum{{{base}}} {h[-1]:.6f}")
+    note = state.published_note()
+    cp = Checkpoint.parse(parse_note(note)[0])
+    created = state.store.checkpoint_created_ms(cp.size)
+    lines += ["# HELP tlog_tree_size Leaves under the published checkpoint.", "# TYPE tlog_tree_size gauge",
+              f"tlog_tree_size {cp.size}",
+              "# HELP tlog_checkpoint_age_seconds Age of the published checkpoint.", "# TYPE tlog_checkpoint_age_seconds gauge",
+              f"tlog_checkpoint_age_seconds {max(0.0, time.time() - created / 1000):.3f}"]
+    if state.committer is not None:
+        st = state.committer.stats
+        lines += ["# HELP tlog_batches_total Sequencer batches committed.", "# TYPE tlog_batches_total counter",
+                  f"tlog_batches_total {st.batches}",
+                  "# HELP tlog_batched_records_total Records committed in batches.", "# TYPE tlog_batched_records_total counter",
+                  f"tlog_batched_records_total {st.records}",
+                  "# HELP tlog_last_batch_records Records in the last batch.", "# TYPE tlog_last_batch_records gauge",
+                  f"tlog_last_batch_records {st.last_batch_records}"]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})

@@ -1,0 +1,153 @@
+"""Routes for internal services: log uses, fetch receipts, read and restrict preferences.
+
+`POST /v1/uses` answers only after its records are committed and a checkpoint covering them is stored.
+A single-record request gets its tlog-proof receipt inline: the sequencer signs a checkpoint at the end
+of every batch, so the proof exists the moment the answer is sent and costs one O(log n) read. A
+multi-record request gets `receipt_url`s instead: a thousand proofs per request would cost the batch
+path more than the append itself, and a service that wants them fetches them when it needs them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .. import merkle
+from ..canonical import loads_strict
+from ..checkpoint import Checkpoint, Receipt
+from ..errors import Forbidden, NotFound, TlogError, ValidationError
+from ..leaves import iter_leaves
+from ..note import parse_note
+from ..records import validate_use
+from ..sequencer import Submission
+from ..tokens import Principal
+from .auth import require
+from .state import State, get_state
+
+routes = web.RouteTableDef()
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as strict JSON; 415 for another content type, 400 for anything malformed."""
+    if request.content_type != "application/json":
+        raise TlogError("send the body as application/json", code="unsupported_media_type", status=415)
+    return loads_strict(await request.read())
+
+
+def _records(body: Any, max_records: int) -> list[Any]:
+    if isinstance(body, dict) and "records" in body:
+        extra = sorted(set(body) - {"records"})
+        if extra:
+            raise ValidationError(f"unknown field {extra[0]!r} beside 'records'", [{"field": extra[0], "message": "unknown field"}])
+        recs = body["records"]
+        if not isinstance(recs, list) or not 1 <= len(recs) <= max_records:
+            raise ValidationError(f"'records' must be a list of 1 to {max_records} records",
+                                  [{"field": "records", "message": f"1 to {max_records} records"}])
+        return recs
+    if isinstance(body, dict):
+        return [body]
+    raise ValidationError("the body must be a record or {\"records\": [...]}", [{"field": "", "message": "not an object"}])
+
+
+@routes.post("/v1/uses")
+async def post_uses(request: web.Request) -> web.Response:
+    state = get_state(request)
+    who = require(request, "service")
+    body = await read_json(request)
+    batch = isinstance(body, dict) and "records" in body
+    raw = _records(body, state.limits.max_records)
+    now = datetime.now(timezone.utc)
+    purposes = state.committer.sequencer.policy.purposes if state.committer.sequencer.policy else {}
+    valid, problems = [], []
+    for i, r in enumerate(raw):
+        try:
+            valid.append(validate_use(r, now=now, purposes=purposes, at=f"records[{i}]" if batch else ""))
+        except ValidationError as exc:
+            problems.extend(exc.details)
+    if problems:
+        raise ValidationError(f"{len(problems)} problem(s); nothing was logged", problems)
+    results = await state.committer.append(Submission(who.subject, valid))  # type: ignore[arg-type]
+    signed = state.store.latest_checkpoint() if not batch else None
+    out = []
+    for r in results:
+        item: dict[str, Any] = {
+            "event_id": r.event_id, "index": r.index, "decision": r.decision, "leaf_hash": r.leaf_hash.hex(),
+            "duplicate": r.duplicate, "receipt_url": f"/v1/receipts/{r.index}",
+        }
+        if signed is not None:
+            item["receipt"] = receipt_for(state, r.index, signed).format().decode()
+        out.append(item)
+    return web.Response(body=orjson.dumps({"results": out}), content_type="application/json")
+
+
+def receipt_for(state: State, index: int, signed: bytes | None = None) -> Receipt:
+    """A c2sp.org/tlog-proof for leaf `index` against the latest checkpoint (log-signed)."""
+    signed = signed or state.store.latest_checkpoint() or b""
+    cp = Checkpoint.parse(parse_note(signed)[0])
+    if index >= cp.size:
+        raise NotFound(f"no leaf {index} under the latest checkpoint")
+    ((_, leaf, _),) = list(iter_leaves(state.store, index, index + 1))
+    return Receipt(extra=leaf, index=index, proof=merkle.inclusion_proof(index, cp.size, state.store), checkpoint=signed)
+
+
+def may_read_entry(who: Principal, details: dict[str, Any]) -> bool:
+    """The logging service, the artist it concerns, or an auditor."""
+    if who.role == "auditor":
+        return True
+    if who.role == "service":
+        return details.get("service") == who.subject
+    return details.get("artist_id") == who.subject
+
+
+@routes.get("/v1/receipts/{index}")
+async def get_receipt(request: web.Request) -> web.Response:
+    state = get_state(request)
+    who = require(request, "service", "artist", "auditor")
+    index = parse_index(request.match_info["index"])
+    entry = state.store.entry(index)
+    if entry is None:
+        raise NotFound(f"no leaf {index}")
+    if not may_read_entry(who, entry.details):
+        raise Forbidden("this receipt belongs to another service or artist")
+    return web.Response(body=receipt_for(state, index).format(), content_type="text/plain", charset="utf-8")
+
+
+def parse_index(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise ValidationError("index must be a decimal integer", [{"field": "index", "message": raw[:40]}])
+    return int(raw)
+
+
+def _may_see_preferences(who: Principal, artist_id: str) -> None:
+    if who.role == "artist" and who.subject != artist_id:
+        raise Forbidden("an artist token may only read its own preferences")
+
+
+@routes.get("/v1/artists/{artist_id}/preferences")
+async def get_preferences(request: web.Request) -> web.Response:
+    state = get_state(request)
+    artist_id = request.match_info["artist_id"]
+    _may_see_preferences(require(request, "service", "artist", "auditor"), artist_id)
+    a = state.store.artist_state(artist_id)
+    prefs = a.preferences if a and a.preferences is not None else {}
+    return web.Response(body=orjson.dumps({"artist_id": artist_id, "preferences": prefs}), content_type="application/json")
+
+
+@routes.put("/v1/artists/{artist_id}/preferences")
+async def put_preferences(request: web.Request) -> web.Response:
+    state = get_state(request)
+    artist_id = request.match_info["artist_id"]
+    who = require(request, "service", "artist")
+    _may_see_preferences(who, artist_id)
+    doc = await read_json(request)
+    by, service = ("artist", None) if who.role == "artist" else ("service", who.subject)
+    seq = state.committer.sequencer
+    index, leaf_hash = await state.committer.call(lambda: seq.set_preferences(artist_id, doc, by=by, service=service))
+    a = state.store.artist_state(artist_id)
+    return web.Response(
+        body=orjson.dumps({"artist_id": artist_id, "index": index, "leaf_hash": leaf_hash.hex(), "by": by,
+                           "preferences": a.preferences if a else doc}),
+        content_type="application/json",
+    )
