@@ -504,6 +504,11 @@ def _check_hash(value: Any, leaf: Leaf) -> str | None:
 
 
 def _is_logged_at(value: Any) -> bool:
+    return type(value) is str and _logged_at_ok(value)
+
+
+@functools.lru_cache(maxsize=4096)  # leaves of one batch share one timestamp
+def _logged_at_ok(value: str) -> bool:
     try:
         parse_logged_at(value)
     except ValidationError:

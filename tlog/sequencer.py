@@ -177,9 +177,7 @@ class Sequencer:
             self._commit(p)
         return out
 
-    def _append_submission(
-        self, p: _Pending, sub: Submission, seen: dict[tuple[str, str], tuple[dict[str, Any], UseResult]]
-    ) -> list[UseResult]:
+    def _append_submission(self, p: _Pending, sub: Submission, seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[UseResult]:
         policy = p.policy
         if policy is None:
             raise ValidationError("no policy has been published; publish one with `tlog policy publish`")
@@ -201,21 +199,21 @@ class Sequencer:
             prior = seen.get(key)
             if prior is None and r["event_id"] in stored:
                 e = stored[r["event_id"]]
-                first = UseResult(
-                    r["event_id"], e.index, e.details["decision"], self.store.leaf_hashes(e.index, e.index + 1)[0], True
-                )
-                prior = ({k: e.details[k] for k in SUBMITTED_FIELDS}, first)
+                h = self.store.leaf_hashes(e.index, e.index + 1)[0]
+                prior = ({k: e.details[k] for k in SUBMITTED_FIELDS}, UseResult(r["event_id"], e.index, e.details["decision"], h, True))
             if prior is not None:
+                # A validated record holds exactly the submitted fields, so dict equality is body equality.
                 body, first = prior
-                if body != {k: r[k] for k in SUBMITTED_FIELDS}:
+                if body != r:
                     raise Conflict(
                         f"event_id {r['event_id']!r} was already logged by {sub.service} with a different body",
                         [{"field": "event_id", "message": f"first logged at index {first.index}"}],
                     )
                 results.append(UseResult(first.event_id, first.index, first.decision, first.leaf_hash, True))
                 continue
-            results.append(self._append_use(p, sub.service, r, policy))
-            seen[key] = ({k: r[k] for k in SUBMITTED_FIELDS}, results[-1])
+            res = self._append_use(p, sub.service, r, policy)
+            results.append(res)
+            seen[key] = (r, res)
         return results
 
     def _append_use(self, p: _Pending, service: str, r: dict[str, Any], policy: Policy) -> UseResult:

@@ -15,6 +15,7 @@ purposes, services and systems as small integer ids), other details as canonical
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import sqlite3
 from pathlib import Path
@@ -109,7 +110,6 @@ class SqliteStore:
             {"id": int, "artist_id": str, "tag": bytes, "aseq": int, "head": int, "preferences": str}, pk="id"
         )
         db["artists"].create_index(["artist_id"], unique=True)
-        db["artists"].create_index(["tag"], unique=True)
         db["entries"].create(
             {
                 "idx": int, "type": int, "logged_ms": int, "artist": int, "aseq": int, "aprev": int,
@@ -456,7 +456,8 @@ class SqliteStore:
                     return i
 
                 self._write_artists(batch.artists, new_artists)
-                rows = [self._entry_row(e, name_id, new_artists) for e in batch.entries]
+                profiles: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+                rows = [self._entry_row(e, name_id, new_artists, profiles) for e in batch.entries]
                 c.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 21)})", rows)
                 c.executemany(
                     "INSERT INTO nodes (id, hash) VALUES (?, ?)",
@@ -526,21 +527,29 @@ class SqliteStore:
         c.executemany("INSERT INTO artists (id, artist_id, tag, aseq, head, preferences) VALUES (?, ?, ?, ?, ?, ?)", inserts)
         c.executemany("UPDATE artists SET aseq = ?, head = ?, preferences = ? WHERE id = ?", updates)
 
-    def _entry_row(self, e: Entry, name_id: Any, artist_ids: dict[str, int]) -> tuple[Any, ...]:
+    def _entry_row(self, e: Entry, name_id: Any, artist_ids: dict[str, int],
+                   profiles: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[Any, ...]:
         d = e.details
         artist = artist_ids.get(e.artist_id) if e.artist_id is not None else None
         if e.artist_id is not None and artist is None:
             raise StorageError(f"entry {e.index} names artist {e.artist_id!r} with no state in the batch")
         if e.type in _USE_TYPES and d.keys() == _USE_KEYS and d["system"].keys() == _SYSTEM_KEYS:
             s = d["system"]
+            # Most records of a batch share these seven names: resolve them once per combination.
+            key = (e.type, d["service"], d["purpose"], d["phase"], s["id"], s["model"], s["version"], d["basis"],
+                   d["decision"], d["policy"])
+            ids = profiles.get(key)
+            if ids is None:
+                ids = profiles[key] = (
+                    name_id("type", e.type), name_id("service", d["service"]), name_id("purpose", d["purpose"]),
+                    name_id("phase", d["phase"]), name_id("system", orjson.dumps([s["id"], s["model"], s["version"]]).decode()),
+                    name_id("basis", d["basis"]), name_id("decision", d["decision"]), name_id("policy", d["policy"]),
+                )
+            t, service, purpose, phase, system, basis, decision, policy = ids
             return (
-                e.index, name_id("type", e.type), e.logged_ms, artist, e.aseq, e.aprev,
-                name_id("service", d["service"]), d["event_id"], d["content_id"], name_id("purpose", d["purpose"]),
-                name_id("phase", d["phase"]),
-                name_id("system", orjson.dumps([s["id"], s["model"], s["version"]]).decode()),
-                d["occurred_at"], d["window_end"], d["invocations"], d["detail"], name_id("basis", d["basis"]),
-                name_id("decision", d["decision"]), name_id("policy", d["policy"]),
-                base64.b64decode(d["nonce"]), None,
+                e.index, t, e.logged_ms, artist, e.aseq, e.aprev, service, d["event_id"], d["content_id"], purpose,
+                phase, system, d["occurred_at"], d["window_end"], d["invocations"], d["detail"], basis, decision,
+                policy, binascii.a2b_base64(d["nonce"]), None,
             )
         return (
             e.index, name_id("type", e.type), e.logged_ms, artist, e.aseq, e.aprev,
