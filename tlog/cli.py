@@ -502,10 +502,13 @@ def token_revoke(db: Path, token_id: int) -> None:
 @click.option("--vkey", required=True, help="The log's verifier key you trust.")
 @click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory keeping what was checked so far (created if missing); one per log.")
+@click.option("--witness-policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A c2sp.org/tlog-policy file: every checkpoint must carry its quorum's cosignatures.")
 @click.option("--follow", is_flag=True, help="Keep watching, a round every --interval seconds, until interrupted.")
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between rounds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def monitor(url: str, vkey: str, state_dir: Path, follow: bool, interval: float, quiet: bool) -> None:
+def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, follow: bool, interval: float,
+            quiet: bool) -> None:
     """Follow a log from its public API and alert on anything a log must never do.
 
     Each round checks the new checkpoint's signature and its consistency with the last one checked
@@ -514,26 +517,32 @@ def monitor(url: str, vkey: str, state_dir: Path, follow: bool, interval: float,
     and decision against /v1/stats. What passed is kept in --state, so the next run checks only what is
     new, and a fork between runs (two logs under one key) or a rollback is caught.
 
+    With --witness-policy, each checkpoint must also carry the cosignatures of the policy's quorum
+    of witnesses, so that a view shown to this monitor alone is refused.
+
     Exit status: 0 all holds; 1 the check could not run (log unreachable, bad arguments); 2 an ALERT:
-    fork, rollback, bad signature, broken chain, logged_at going back, tiles or stats that lie. The
-    conflicting signed checkpoint of a fork or rollback is saved in --state as evidence.
+    fork, rollback, bad signature, missing quorum, broken chain, logged_at going back, tiles or stats
+    that lie. The conflicting signed checkpoint of a fork or rollback is saved in --state as evidence.
 
     \b
     Examples:
       tlog monitor --url https://log.example/ --vkey 'log.example+1a2b3c4d+AU…' --state ~/.tlog/log.example
       tlog monitor --url https://log.example/ --vkey … --state ~/.tlog/log.example --follow --interval 60
+      tlog monitor --url https://log.example/ --vkey … --state … --witness-policy witnesses.policy
     """
     from .errors import VerificationError
     from .monitor import run_monitor
 
     try:
         with _progress(quiet or follow) as progress:
-            run_monitor(url, vkey, state_dir, follow=follow, interval=interval, echo=click.echo, progress=progress)
+            run_monitor(url, vkey, state_dir, follow=follow, interval=interval, witness_policy=witness_policy,
+                        echo=click.echo, progress=progress)
     except VerificationError as alert:
         click.echo(f"ALERT: {alert.message}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
+
 
 @main.group(invoke_without_command=True)
 @click.option("--url", default=None, help="The log server.")

@@ -8,18 +8,22 @@ artist heads, statistics and policies tables. Every failure names the first bad 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint
-from .errors import NoteError, ProofError, TlogError, VerificationError
+from .errors import NoteError, NotFound, ProofError, TlogError, ValidationError, VerificationError
 from .leaves import entry_leaf
 from .log import LocalLog
 from .note import Verifier
-from .records import artist_tag, format_logged_at
+from .records import Leaf, artist_tag, format_logged_at, parse_leaf
+from .remote import TileClient, cancel
+from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, hash_tiles_for_size, tile_path
 
 Progress = Callable[[int, int], None]
 CHUNK = 16384
@@ -213,3 +217,103 @@ def _check_tables(log: LocalLog, checker: ChainChecker, stats, policy_hashes) ->
     stored_stats = {(d, k, p, dec): [n, u] for d, k, p, dec, n, u in store.stats()}
     if stored_stats != stats:
         raise VerificationError("the statistics table does not match a recount of the leaves")
+
+
+# --- remote: from the public tiles alone ----------------------------------------------------------
+
+
+def verify_remote(url: str, vkey: str, *, trusted: bytes | None = None, progress: Progress | None = None) -> Report:
+    """Verifies the log served at `url` from its public checkpoint and tiles alone, trusting only `vkey`:
+    the checkpoint's signature, every leaf (strictly parsed, hashed against the level-0 tiles), the hash
+    chain, `logged_at` order, every artist chain, the tiles above level 0 and the tree against the signed
+    root; with `trusted` (an older signed checkpoint), that the log still holds the tree it signed."""
+    return asyncio.run(_verify_remote(url, _verifier(vkey), trusted, progress))
+
+
+async def _verify_remote(url: str, verifier: Verifier, trusted: bytes | None, progress: Progress | None) -> Report:
+    t0 = time.perf_counter()
+    origin = verifier.name  # a log's key is named after its origin (SPEC §5)
+    async with TileClient(url) as client:
+        cp = _open(await client.checkpoint(), verifier, origin, "the log's checkpoint")
+        roots = {cp.size: (cp.root, "the signed checkpoint")}
+        if trusted is not None:
+            old = _open(trusted, verifier, origin, "the trusted checkpoint")
+            if old.size > cp.size:
+                raise VerificationError(f"rollback: the log's checkpoint has size {cp.size}, smaller than the "
+                                        f"trusted checkpoint's {old.size}")
+            if old.size == cp.size and old.root != cp.root:
+                raise _fail(max(old.size - 1, 0), "fork: the log's checkpoint and the trusted one have the same size "
+                                                  "but different roots")
+            roots.setdefault(old.size, (old.root, "the trusted checkpoint (a fork)"))
+        checker = ChainChecker()
+        await check_remote_leaves(client, checker, cp.size, roots=roots, progress=progress)
+    return Report(origin, cp.size, cp.size, len(checker.artists), 1 + (trusted is not None), time.perf_counter() - t0)
+
+
+async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: int, *,
+                              roots: dict[int, tuple[bytes, str]], progress: Progress | None = None,
+                              on_leaf: Callable[[Leaf], None] | None = None) -> None:
+    """Extends `checker` over the leaves [checker.size, size) of a remote log (`size` a checkpoint's):
+    each leaf's hash against its level-0 hash tile, the leaf parsed strictly, then the chain rules; every
+    node it completes at a tile level (tree levels 8, 16, …) against the hash tile serving it; the tree at
+    each size in `roots` against the (root, what) given. Tiles are fetched ahead and checked in order, so
+    the error names the first bad index."""
+    start = checker.size
+    _check_root(checker, roots)
+    upper = _UpperTiles(client, start, size)
+    try:
+        async with aclosing(client.leaves(start, size)) as bundles:
+            async for bundle in bundles:
+                for data, tile_hash in zip(bundle.leaves, bundle.hashes):
+                    i = checker.size
+                    h = merkle.leaf_hash(data)
+                    if h != tile_hash:
+                        raise _fail(i, "the leaf's hash differs from the one in the level-0 hash tile")
+                    try:
+                        leaf = parse_leaf(data)
+                    except ValidationError as exc:
+                        raise _fail(i, f"malformed leaf: {exc.message}") from None
+                    for level, n, node in checker.add(h, leaf.prev, leaf.logged_at, leaf.artist, leaf.aseq, leaf.aprev)[1:]:
+                        if level % TILE_HEIGHT == 0:
+                            await upper.check(level, n, node)
+                    _check_root(checker, roots)
+                    if on_leaf is not None:
+                        on_leaf(leaf)
+                if progress:
+                    progress(checker.size - start, size - start)
+    except (NotFound, ValidationError) as exc:  # a bundle or level-0 tile the checkpoint implies
+        raise _fail(checker.size, f"the log does not serve its tiles: {exc.message}") from None
+    finally:
+        await upper.close()
+
+
+def _check_root(checker: ChainChecker, roots: dict[int, tuple[bytes, str]]) -> None:
+    want = roots.get(checker.size)
+    if want is not None and checker.frontier.root() != want[0]:
+        raise _fail(max(checker.size - 1, 0), f"the tree of size {checker.size} does not match {want[1]}")
+
+
+class _UpperTiles:
+    """The hash tiles above level 0 holding the nodes that leaves [start, end) complete, fetched ahead.
+
+    Each tile-level node the checker completes is compared with its tile: the root check alone would
+    pass a log whose tiles lie about nodes no proof of the latest tree happens to use."""
+
+    def __init__(self, client: TileClient, start: int, end: int) -> None:
+        self.tiles: dict[tuple[int, int], tuple[Tile, asyncio.Future[bytes]]] = {}
+        for t in hash_tiles_for_size(end):
+            if t.level and t.index * TILE_WIDTH + t.width > start >> (TILE_HEIGHT * t.level):
+                self.tiles[t.level, t.index] = (t, asyncio.ensure_future(client.tile(t)))
+
+    async def check(self, level: int, n: int, h: bytes) -> None:
+        tile, fetch = self.tiles[level // TILE_HEIGHT, n // TILE_WIDTH]
+        try:
+            data = await fetch
+        except (NotFound, ValidationError) as exc:
+            raise _fail(n << level, f"the log does not serve its tiles: {exc.message}") from None
+        k = n % TILE_WIDTH * merkle.HASH_SIZE
+        if data[k : k + merkle.HASH_SIZE] != h:
+            raise _fail(n << level, f"hash tile {tile_path(tile)} differs from the recomputed tree at node ({level}, {n})")
+
+    async def close(self) -> None:
+        await cancel([fetch for _, fetch in self.tiles.values()])

@@ -1,0 +1,151 @@
+"""A malicious log server for verifier and monitor tests: it serves a checkpoint, tiles and the read API
+from data the test controls, and can sign whatever it likes with the log's own key, as an operator gone
+bad (or one whose key leaked) could. Runs in a thread, so the code under test runs unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tlog import merkle
+from tlog.checkpoint import Checkpoint
+from tlog.leaves import iter_leaves
+from tlog.log import key_paths, open_log
+from tlog.note import Signer, sign_note
+from tlog.records import build_leaf, parse_leaf
+from tlog.tiles import TILE_WIDTH, encode_bundle, entry_bundles_for_size, hash_tiles_for_size, tile_coords, tile_path
+
+
+@dataclass
+class Source:
+    """A real log's public leaves and its signer: the material a forger starts from."""
+
+    leaves: list[bytes]
+    signer: Signer
+
+    @classmethod
+    def from_db(cls, db: Path) -> Source:
+        log = open_log(db, readonly=True)
+        try:
+            leaves = [leaf for _, leaf, _ in iter_leaves(log.store, 0, log.store.size())]
+        finally:
+            log.close()
+        return cls(leaves, Signer.from_key(key_paths(db)[0].read_text().strip()))
+
+    @property
+    def vkey(self) -> str:
+        return self.signer.verifier_key
+
+    def checkpoint(self, leaves: list[bytes], *, root: bytes | None = None, signer: Signer | None = None,
+                   cosigners: Sequence[Signer] = ()) -> bytes:
+        """A checkpoint over `leaves`, signed by the log's key (or `signer`), over their root (or `root`),
+        cosigned by `cosigners` (witness keys)."""
+        if root is None:
+            root = merkle.tree_root(len(leaves), merkle.MemoryHashes(map(merkle.leaf_hash, leaves)))
+        cp = Checkpoint(self.signer.name, len(leaves), root)
+        return sign_note(cp.body(), [signer or self.signer, *cosigners])
+
+
+def edit(leaf: bytes, **changes: Any) -> bytes:
+    """The leaf with some fields changed, re-encoded canonically (a well-formed lie)."""
+    parsed = parse_leaf(leaf)
+    for name, value in changes.items():
+        setattr(parsed, name, value)
+    return build_leaf(parsed)
+
+
+def rechain(leaves: list[bytes], start: int) -> list[bytes]:
+    """Leaves with `prev` recomputed from `start` on, so an edited history is a well-chained one."""
+    out = leaves[:start]
+    for leaf in leaves[start:]:
+        out.append(edit(leaf, prev=merkle.leaf_hash(out[-1]) if out else bytes(32)))
+    return out
+
+
+@dataclass
+class FakeLog:
+    """What the fake server serves: `files` by path ("checkpoint", "tile/…"), consistency proofs from
+    the published tree (`proof_lie` flips one hash), /v1/stats (`stats`, recounted at each publish),
+    and 503 once for each path in `fail_once`."""
+
+    source: Source
+    url: str = ""  # where `serving` serves it
+    files: dict[str, bytes] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    fail_once: set[str] = field(default_factory=set)
+    proof_lie: bool = False
+    hits: Counter[str] = field(default_factory=Counter)
+    _tree: merkle.MemoryHashes = field(default_factory=merkle.MemoryHashes)
+
+    def publish(self, leaves: list[bytes], checkpoint: bytes | None = None) -> bytes:
+        """Serve `leaves` as the whole log: bundles, hash tiles, stats, and `checkpoint` (default: an
+        honest one over them, signed with the log's key)."""
+        tree = merkle.MemoryHashes(merkle.leaf_hash(leaf) for leaf in leaves)
+        files = {}
+        for t in entry_bundles_for_size(len(leaves)):
+            files[tile_path(t)] = encode_bundle(leaves[t.index * TILE_WIDTH : t.index * TILE_WIDTH + t.width])
+        for t in hash_tiles_for_size(len(leaves)):
+            level, first, count = tile_coords(t)
+            files[tile_path(t)] = b"".join(tree.read_nodes([(level, first + i) for i in range(count)]))
+        files["checkpoint"] = checkpoint or self.source.checkpoint(leaves)
+        groups = Counter((o["type"], o.get("purpose"), o.get("decision")) for o in map(orjson.loads, leaves))
+        self.stats = {"size": len(leaves), "totals": [
+            {"type": t, "purpose": p, "decision": d, "leaves": n, "uses": n} for (t, p, d), n in groups.items()]}
+        self.files, self._tree = files, tree
+        return files["checkpoint"]
+
+    def corrupt(self, path: str, offset: int, replacement: bytes) -> None:
+        body = self.files[path]
+        self.files[path] = body[:offset] + replacement + body[offset + len(replacement) :]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        self.hits[path] += 1
+        if path in self.fail_once:
+            self.fail_once.discard(path)
+            return web.Response(status=503, text="try later")
+        if path == "v1/proof/consistency":
+            old, new = int(request.query["old"]), int(request.query["new"])
+            proof = merkle.consistency_proof(old, new, self._tree)
+            if self.proof_lie:
+                proof[0] = bytes(32)
+            return web.json_response({"old": old, "new": new, "proof": [base64.b64encode(h).decode() for h in proof]},
+                                     dumps=lambda o: orjson.dumps(o).decode())
+        if path == "v1/stats":
+            return web.json_response(self.stats, dumps=lambda o: orjson.dumps(o).decode())
+        body = self.files.get(path)
+        if body is None:
+            return web.json_response({"error": {"code": "not_found", "message": f"no {path}", "details": []}}, status=404)
+        return web.Response(body=body)
+
+
+@contextmanager
+def serving(fake: FakeLog) -> Iterator[str]:
+    """Serves `fake` on a free loopback port from a thread; yields its base URL (also in fake.url)."""
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_get("/{path:.*}", fake.handle)
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake.url
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()

@@ -1,0 +1,295 @@
+"""`tlog monitor`: follow a log from its public API and alert on anything a log must never do.
+
+Each round fetches /checkpoint and checks its signature, then compares it with the last checkpoint this
+monitor checked in full (kept in the state directory): a smaller size is a rollback, the same size with
+another root a fork. For a larger one it checks the log's consistency proof from the old checkpoint, then
+continues the saved ChainChecker over the new leaves (leaf and tile hashes, hash chain, `logged_at` order,
+every artist chain, the new root), recounts leaves by type/purpose/decision and compares the counts with
+/v1/stats. Only a round that passes becomes the new state, so after an alert every later run checks the
+same step again and alerts again, and the state never holds anything unverified.
+
+The state is one JSON file, replaced atomically (write, fsync, rename, fsync the directory), so a crash
+or Ctrl-C at any moment leaves either the old state or the new one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from . import merkle
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import NoteError, NotFound, ProofError, StorageError, Unavailable, ValidationError, VerificationError
+from .note import Verifier
+from .records import Leaf
+from .remote import TileClient
+from .verify import ChainChecker, Progress, _open, check_remote_leaves
+
+if TYPE_CHECKING:
+    from .witnessing import WitnessPolicy
+
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+DEFAULT_INTERVAL = 10.0
+
+Group = tuple[str, "str | None", "str | None"]  # (type, purpose, decision), as /v1/stats totals key them
+
+
+@dataclass
+class MonitorState:
+    """What the monitor knows about the log: the last checkpoint it checked in full, the chain rules'
+    state after that checkpoint's last leaf, and leaf counts by group."""
+
+    signed: bytes
+    checkpoint: Checkpoint
+    checker: ChainChecker
+    counts: dict[Group, int] = field(default_factory=dict)
+
+
+def load_state(state_dir: Path, verifier: Verifier) -> MonitorState | None:
+    """The saved state, or None on a first run. Refuses a state kept for another log's key, or one whose
+    saved tree does not match its own signed checkpoint (a damaged file)."""
+    path = state_dir / STATE_FILE
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except orjson.JSONDecodeError as exc:
+        raise StorageError(f"{path} is not JSON ({exc}); move it away to start over") from None
+    if raw.get("vkey") != verifier.key:
+        raise ValidationError(f"{state_dir} follows the log with key {raw.get('vkey')}; use another --state for another log")
+    try:
+        checker = ChainChecker()
+        cp = _open(raw["checkpoint"].encode(), verifier, verifier.name, "the saved checkpoint")
+        checker.frontier = merkle.Frontier(cp.size, [bytes.fromhex(h) for h in raw["frontier"]])
+        checker.prev = bytes.fromhex(raw["prev"])
+        checker.logged_at = raw["logged_at"]
+        checker.artists = {bytes.fromhex(t): (aseq, index) for t, (aseq, index) in raw["artists"].items()}
+        counts: dict[Group, int] = {(t, p, d): n for t, p, d, n in raw["counts"]}
+    except (KeyError, TypeError, ValueError, VerificationError) as exc:
+        raise StorageError(f"{path} is damaged ({exc}); move it away to start over") from None
+    if checker.frontier.root() != cp.root or len(checker.prev) != merkle.HASH_SIZE:
+        raise StorageError(f"{path} is damaged: its tree does not match its checkpoint; move it away to start over")
+    return MonitorState(raw["checkpoint"].encode(), cp, checker, counts)
+
+
+def save_state(state_dir: Path, verifier: Verifier, state: MonitorState) -> None:
+    c = state.checker
+    data = orjson.dumps({
+        "v": STATE_VERSION,
+        "vkey": verifier.key,
+        "checkpoint": state.signed.decode(),
+        "frontier": [h.hex() for h in c.frontier.hashes],
+        "prev": c.prev.hex(),
+        "logged_at": c.logged_at,
+        "artists": {t.hex(): [aseq, index] for t, (aseq, index) in c.artists.items()},
+        "counts": [[*group, n] for group, n in sorted(state.counts.items(), key=_group_order)],
+    })
+    _write_atomically(state_dir / STATE_FILE, data)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself is durable only once the directory is
+    finally:
+        os.close(dir_fd)
+
+
+def _group_order(item: tuple[Group, int]) -> tuple[str, str, str]:
+    t, p, d = item[0]
+    return t, p or "", d or ""
+
+
+def _group(leaf: Leaf) -> Group:
+    return leaf.type, leaf.purpose, leaf.decision
+
+
+# --- one round ------------------------------------------------------------------------------------
+
+
+async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, echo: Callable[[str], None],
+                      progress: Progress | None = None, policy: WitnessPolicy | None = None) -> tuple[Checkpoint, bool]:
+    """Checks the log's current checkpoint (and, with a witness policy, its quorum of cosignatures)
+    against the saved state and saves the new state if all holds. Returns the checkpoint and whether the
+    log grew; VerificationError (an alert) if it does not hold."""
+    origin = verifier.name
+    state = load_state(state_dir, verifier)
+    signed = await client.checkpoint()
+    cp = _open(signed, verifier, origin, "the log's checkpoint")
+    witnessed = _check_quorum(signed, verifier, policy) if policy is not None else ""
+    if state is None:
+        state = MonitorState(b"", Checkpoint(origin, 0, merkle.EMPTY_ROOT), ChainChecker())
+        echo(f"{origin}: first run, checking from leaf 0")
+    old = state.checkpoint
+    if cp.size < old.size:
+        raise VerificationError(f"rollback: the log's checkpoint has size {cp.size}, smaller than the size {old.size} "
+                                f"this monitor checked before{_keep_evidence(state_dir, signed, cp.size)}")
+    if cp.size == old.size:
+        if cp.root != old.root:
+            raise _fork(cp.size - 1, f"the log's checkpoint of size {cp.size} has another root than the one this "
+                                     f"monitor checked before{_keep_evidence(state_dir, signed, cp.size)}")
+        return cp, False
+    echo(f"{origin}: checkpoint of size {cp.size}, root {base64.b64encode(cp.root).decode()}: signature ok{witnessed}")
+    if old.size:
+        proof = await _consistency_proof(client, old.size, cp.size)
+        try:
+            merkle.verify_consistency(old.size, cp.size, old.root, cp.root, proof)
+        except ProofError as exc:
+            raise _fork(old.size - 1, f"the log's checkpoint of size {cp.size} is not consistent with the one of "
+                                      f"size {old.size} this monitor checked before ({exc.message})"
+                                      f"{_keep_evidence(state_dir, signed, cp.size)}") from None
+        echo(f"  consistent with the checkpoint of size {old.size} checked before ({len(proof)}-hash proof)")
+    counts = dict(state.counts)
+    new = dict.fromkeys(counts, 0)
+    artists_before = len(state.checker.artists)
+
+    def count(leaf: Leaf) -> None:
+        g = _group(leaf)
+        counts[g] = counts.get(g, 0) + 1
+        new[g] = new.get(g, 0) + 1
+
+    await check_remote_leaves(client, state.checker, cp.size, roots={cp.size: (cp.root, "the signed checkpoint")},
+                              progress=progress, on_leaf=count)
+    artists = len(state.checker.artists)
+    echo(f"  leaves {old.size}..{cp.size - 1}: leaf and tile hashes, hash chain, logged_at order, "
+         f"{artists} artist chains ({artists - artists_before} new), tree root: ok")
+    for (t, p, d), n in sorted(counts.items(), key=_group_order):
+        echo(f"    {t:<11}{p or '-':<32}{d or '-':<18}{n:>10}  (+{new.get((t, p, d), 0)})")
+    echo(f"  {await _compare_stats(client, cp.size, counts)}")
+    save_state(state_dir, verifier, MonitorState(signed, cp, state.checker, counts))
+    return cp, True
+
+
+def _check_quorum(signed: bytes, verifier: Verifier, policy: WitnessPolicy) -> str:
+    """Which of the policy's witnesses cosigned `signed`; VerificationError unless they make its quorum
+    (a checkpoint the witnesses have not seen may be a view shown to this monitor alone)."""
+    names = {(w.verifier.name, w.verifier.key_hash): w.name for w in policy.witnesses.values()}
+    try:
+        _, note = open_checkpoint(signed, [verifier, *(w.verifier for w in policy.witnesses.values())])
+    except NoteError as exc:
+        raise VerificationError(f"quorum: a cosignature on the log's checkpoint does not verify: {exc.message}") from None
+    cosigners = sorted({names[s.name, s.key_hash] for s in note.verified if (s.name, s.key_hash) in names})
+    if not policy.satisfied(cosigners):
+        raise VerificationError(f"quorum: the log's checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} "
+                                f"of the witness policy, short of its quorum {policy.quorum!r}")
+    return f", cosigned by {', '.join(cosigners) or 'no witness'} (quorum {policy.quorum!r} met)"
+
+
+def _fork(index: int, message: str) -> VerificationError:
+    return VerificationError(f"fork (split view): {message}", index=max(index, 0))
+
+
+def _keep_evidence(state_dir: Path, signed: bytes, size: int) -> str:
+    """Saves the conflicting checkpoint beside the state: the two signed checkpoints are the proof of the
+    log's misbehaviour, to show to anyone. Returns the sentence that says where it is."""
+    path = state_dir / f"conflicting-{size}.checkpoint"
+    _write_atomically(path, signed)
+    return f"; the conflicting signed checkpoint is saved in {path}"
+
+
+async def _consistency_proof(client: TileClient, old: int, new: int) -> list[bytes]:
+    try:
+        body = await client.json("v1/proof/consistency", old=old, new=new)
+        return [base64.b64decode(h, validate=True) for h in body["proof"]]
+    except (NotFound, ValidationError) as exc:
+        raise VerificationError(f"consistency: the log gives no consistency proof from {old} to {new}: {exc.message}") from None
+    except (KeyError, TypeError, binascii.Error) as exc:
+        raise VerificationError(f"consistency: the log's consistency proof from {old} to {new} is malformed ({exc})") from None
+
+
+async def _compare_stats(client: TileClient, size: int, counts: dict[Group, int]) -> str:
+    """Compares /v1/stats with the recount; they are the log's published figures, so any difference is
+    an alert. Stats of another size (the log grew meanwhile) are not comparable and are only noted."""
+    try:
+        stats = await client.json("v1/stats")
+        if stats["size"] != size:
+            return f"/v1/stats is at size {stats['size']}, not {size}: not compared this round"
+        claimed: dict[Group, int] = {}
+        for t in stats["totals"]:
+            g = (t["type"], t["purpose"], t["decision"])
+            claimed[g] = claimed.get(g, 0) + t["leaves"]
+    except (NotFound, ValidationError) as exc:
+        raise VerificationError(f"stats: the log's /v1/stats cannot be read: {exc.message}") from None
+    except (KeyError, TypeError) as exc:
+        raise VerificationError(f"stats: the log's /v1/stats is malformed ({exc!r})") from None
+    for g in sorted(claimed.keys() | counts.keys(), key=lambda g: _group_order((g, 0))):
+        if claimed.get(g, 0) != counts.get(g, 0):
+            raise VerificationError(f"stats: /v1/stats claims {claimed.get(g, 0)} leaves of {'/'.join(x or '-' for x in g)}, "
+                                    f"the leaves hold {counts.get(g, 0)}")
+    return f"/v1/stats agrees with the recount ({size} leaves in {len(counts)} groups)"
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def run_monitor(url: str, vkey: str, state_dir: Path, *, follow: bool = False, interval: float = DEFAULT_INTERVAL,
+                witness_policy: Path | None = None, echo: Callable[[str], None] = print,
+                progress: Progress | None = None) -> None:
+    """One round, or with `follow` a round every `interval` seconds until interrupted. In follow mode an
+    unreachable log is a warning (checked again next round); an alert always ends the run. With a
+    c2sp.org/tlog-policy file, every checkpoint must carry its quorum's cosignatures."""
+    try:
+        verifier = Verifier.from_key(vkey)
+    except NoteError as exc:
+        raise ValidationError(f"--vkey is not a verifier key: {exc.message}") from None
+    policy = _load_policy(witness_policy, verifier) if witness_policy is not None else None
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(state_dir):
+        asyncio.run(_run(url, verifier, state_dir, follow, interval, echo, progress, policy))
+
+
+def _load_policy(path: Path, verifier: Verifier) -> WitnessPolicy:
+    from .witnessing import load_witness_policy
+
+    policy = load_witness_policy(path)
+    # Unlike the log's publisher, a monitor needs no witness URLs: it only checks cosignatures.
+    if policy.logs and verifier.key not in {v.key for v in policy.logs}:
+        raise ValidationError(f"the witness policy {path} lists logs, but not the key {verifier.key}")
+    return policy
+
+
+async def _run(url: str, verifier: Verifier, state_dir: Path, follow: bool, interval: float,
+               echo: Callable[[str], None], progress: Progress | None, policy: WitnessPolicy | None) -> None:
+    async with TileClient(url) as client:
+        while True:
+            try:
+                cp, grew = await check_round(client, verifier, state_dir, echo, progress, policy)
+                if not grew and not follow:  # in follow mode a round that finds nothing new says nothing
+                    echo(f"{cp.origin}: size {cp.size}, unchanged (signature ok)")
+            except Unavailable as exc:
+                if not follow:
+                    raise
+                echo(f"warning: {exc.message}; trying again in {interval:g}s")
+            if not follow:
+                return
+            await asyncio.sleep(interval)
+
+
+@contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """One monitor per state directory: two would race to replace the state."""
+    fd = os.open(state_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StorageError(f"another monitor is using {state_dir}") from None
+        yield
+    finally:
+        os.close(fd)
