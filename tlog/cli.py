@@ -410,8 +410,11 @@ def export(db: Path, public: bool, out: IO[bytes]) -> None:
 @click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Largest page size a client may ask for.")
 @click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0), help="Requests/s per address without a valid token (0: no limit).")
 @click.option("--burst", default=100.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --rate.")
+@click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A c2sp.org/tlog-policy file (log/witness/group/quorum lines; witnesses with their URLs): "
+                   "/checkpoint then advances only once its quorum of witnesses has cosigned.")
 def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
-          rate: float, burst: float) -> None:
+          rate: float, burst: float, witness_policy: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
 
     Reads are public; writes need the key files beside the database (without them the server is
@@ -421,9 +424,11 @@ def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_
     from .server.app import run
     from .server.auth import RateLimit
     from .server.state import Limits
+    from .witnessing import load_witness_policy
 
     limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size)
-    run(db, host=host, port=port, limits=limits, rate_limit=RateLimit(rate=rate, burst=burst))
+    policy = load_witness_policy(witness_policy) if witness_policy else None
+    run(db, host=host, port=port, limits=limits, rate_limit=RateLimit(rate=rate, burst=burst), witness_policy=policy)
 
 
 @main.group()
@@ -609,6 +614,13 @@ def _http_get(url: str, token: str) -> bytes:
     except urllib.error.URLError as e:
         raise TlogError(f"cannot reach {url}: {e.reason}") from None
 
+
+# Command groups defined in their own modules (they import nothing from here, so no cycle).
+from .keys_cli import key_group  # noqa: E402
+from .witness.cli import witness  # noqa: E402
+
+main.add_command(key_group(db_option))
+main.add_command(witness)
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,11 @@ the database or any export:
 - `<name>.tag.key`: the 32-byte HMAC key of the artist tags, hex.
 The database keeps the public verifier key and origin, so a copied database can be verified without the
 secrets, and the server refuses to start if the stored checkpoint does not verify under them.
+
+Key rotation (`tlog key rotate`) adds `<name>.signer.<hex8>.key` beside them. The meta row `vkeys` lists the
+active verifier keys, one a line (absent: just `vkey`, the primary); every active key signs every checkpoint,
+and only key files whose key is listed there are loaded. Rotating and retiring first make every stored
+checkpoint carry a signature by each remaining key, so the log's history verifies under any active key.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, StorageError, TlogError, ValidationError
-from .note import Signer, Verifier, generate_key, is_valid_name
+from .note import Signer, Verifier, generate_key, is_valid_name, parse_note, sign_note
 from .sequencer import Sequencer
 from .store.sqlite import SqliteStore
 
@@ -34,7 +39,13 @@ def key_paths(db: Path) -> tuple[Path, Path]:
     return Path(f"{stem}.signer.key"), Path(f"{stem}.tag.key")
 
 
-def _write_secret(path: Path, text: str) -> None:
+def rotated_key_path(db: Path, key_hash: int) -> Path:
+    """Where `tlog key rotate` writes a new signer key: beside the first, named by its key hash."""
+    first, _ = key_paths(db)
+    return first.with_name(f"{first.name.removesuffix('.key')}.{key_hash:08x}.key")
+
+
+def write_secret(path: Path, text: str) -> None:
     # O_EXCL: never overwrite a key; 0600 from the first byte, not chmod after the fact.
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -43,7 +54,7 @@ def _write_secret(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def _read_secret(path: Path, what: str) -> str:
+def read_secret(path: Path, what: str) -> str:
     try:
         return path.read_text().strip()
     except OSError as exc:
@@ -52,7 +63,9 @@ def _read_secret(path: Path, what: str) -> str:
 
 @dataclass
 class LocalLog:
-    """An opened log: its store and, when the secrets are readable, what is needed to write."""
+    """An opened log: its store and, when the secrets are readable, what is needed to write. `verifier` is
+    the primary key, `verifiers` every active one (the primary first); `signers` is shared with the
+    sequencers made here, so `reload_keys` moves a running server to a rotated key set."""
 
     path: Path
     store: SqliteStore
@@ -60,6 +73,11 @@ class LocalLog:
     verifier: Verifier
     signers: list[Signer]
     tag_key: bytes | None
+    verifiers: list[Verifier] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.verifiers:
+            self.verifiers = [self.verifier]
 
     def sequencer(self, **kwargs: object) -> Sequencer:
         if not self.signers or self.tag_key is None:
@@ -67,20 +85,105 @@ class LocalLog:
         return Sequencer(self.store, origin=self.origin, signers=self.signers, tag_key=self.tag_key, **kwargs)  # type: ignore[arg-type]
 
     def latest_checkpoint(self) -> tuple[Checkpoint, bytes]:
-        """The latest stored checkpoint, verified with the log's key and origin."""
+        """The latest stored checkpoint, verified with the log's keys and origin."""
         signed = self.store.latest_checkpoint()
         if signed is None:
             raise StorageError(f"{self.path} has no checkpoint")
         try:
-            cp, _ = open_checkpoint(signed, [self.verifier])
+            cp, _ = open_checkpoint(signed, self.verifiers)
         except NoteError as exc:
             raise StorageError(f"the stored checkpoint does not verify with the log's key: {exc}") from exc
         if cp.origin != self.origin:
             raise StorageError(f"the stored checkpoint names origin {cp.origin!r}, not {self.origin!r}")
         return cp, signed
 
+    # --- keys ----------------------------------------------------------------------------------
+
+    def reload_keys(self) -> bool:
+        """Re-reads the active keys from the database (another process may have rotated them); returns
+        whether they changed. Signers are reloaded only when this log was opened with its secrets."""
+        vkeys = active_vkeys(self.store)
+        if vkeys == [v.key for v in self.verifiers]:
+            return False
+        verifiers = [Verifier.from_key(k) for k in vkeys]
+        if self.signers:
+            self.signers[:] = _load_signers(self.path, vkeys)
+        self.verifiers, self.verifier = verifiers, verifiers[0]
+        return True
+
+    def rotate_key(self) -> Signer:
+        """Adds a new signer key (a file beside the database, mode 0600, never overwriting one). From now
+        on checkpoints carry its signature beside the others', and so does every stored checkpoint."""
+        self._need_signers("rotate the log's key")
+        skey, vkey = generate_key(self.origin)
+        signer = Signer.from_key(skey)
+        write_secret(rotated_key_path(self.path, signer.key_hash), skey)
+        self._set_active([*active_vkeys(self.store), vkey])
+        self.sign_history()
+        return signer
+
+    def retire_key(self, vkey: str) -> None:
+        """Stops signing with vkey. The remaining keys first sign every stored checkpoint, so the whole
+        history still verifies without the retired key. Its key file is left for the operator to destroy."""
+        self._need_signers("retire a key")
+        active = active_vkeys(self.store)
+        if vkey not in active:
+            raise ValidationError(f"{vkey} is not an active key of this log; active: {', '.join(active)}")
+        if len(active) == 1:
+            raise ValidationError("refusing to retire the log's only key: run `tlog key rotate` first")
+        self.sign_history()
+        self._set_active([k for k in active if k != vkey])
+
+    def sign_history(self) -> int:
+        """Adds a signature by every active key to each stored checkpoint that lacks one, keeping the
+        signatures it has; the texts, and so the tree heads, are unchanged. Returns how many changed."""
+        self.reload_keys()
+        self._need_signers("sign checkpoints")
+        changed = []
+        for size in self.store.checkpoint_sizes():
+            note = self.store.checkpoint_at(size) or b""
+            text, sigs = parse_note(note)
+            have = {(s.name, s.key_hash) for s in sigs}
+            missing = [s for s in self.signers if (s.name, s.key_hash) not in have]
+            if missing:
+                changed.append((size, sign_note(text, missing, existing=sigs)))
+        self.store.replace_checkpoint_notes(changed)
+        return len(changed)
+
+    def _set_active(self, vkeys: list[str]) -> None:
+        self.store.set_meta("vkeys", "\n".join(vkeys))
+        self.store.set_meta("vkey", vkeys[0])
+        self.reload_keys()
+
+    def _need_signers(self, what: str) -> None:
+        if not self.signers:
+            raise StorageError(f"the key files beside {self.path} are needed to {what}")
+
     def close(self) -> None:
         self.store.close()
+
+
+def active_vkeys(store: SqliteStore) -> list[str]:
+    """The verifier keys that sign new checkpoints, the primary first."""
+    listed = store.get_meta("vkeys")
+    if listed:
+        return listed.split("\n")
+    vkey = store.get_meta("vkey")
+    return [vkey] if vkey else []
+
+
+def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
+    """The signer of each listed key, from the `*.signer*.key` files beside db; files of other keys (a
+    retired one, say) are ignored, a listed key without a file is an error."""
+    first, _ = key_paths(db)
+    found: dict[str, Signer] = {}
+    for path in sorted(first.parent.glob(first.name.removesuffix(".key") + "*.key")):
+        signer = Signer.from_key(read_secret(path, "signer key"))
+        found.setdefault(signer.verifier_key, signer)
+    missing = [k for k in vkeys if k not in found]
+    if missing:
+        raise StorageError(f"no signer key file beside {db} holds the log's key {missing[0]}")
+    return [found[k] for k in vkeys]
 
 
 def init_log(db: str | os.PathLike[str], origin: str) -> LocalLog:
@@ -95,8 +198,8 @@ def init_log(db: str | os.PathLike[str], origin: str) -> LocalLog:
     path.parent.mkdir(parents=True, exist_ok=True)
     skey, vkey = generate_key(origin)
     tag_key = secrets.token_bytes(32)
-    _write_secret(signer_path, skey)
-    _write_secret(tag_path, tag_key.hex())
+    write_secret(signer_path, skey)
+    write_secret(tag_path, tag_key.hex())
     store = SqliteStore(path, create=True)
     store.set_meta("origin", origin)
     store.set_meta("vkey", vkey)
@@ -111,25 +214,22 @@ def open_log(db: str | os.PathLike[str], *, secrets_needed: bool = False, readon
     path = Path(db)
     store = SqliteStore(path, readonly=readonly)
     try:
-        origin, vkey = store.get_meta("origin"), store.get_meta("vkey")
-        if origin is None or vkey is None:
+        origin, vkeys = store.get_meta("origin"), active_vkeys(store)
+        if origin is None or not vkeys:
             raise StorageError(f"{path} has no origin or verifier key; was `tlog init` interrupted?")
-        verifier = Verifier.from_key(vkey)
+        verifiers = [Verifier.from_key(k) for k in vkeys]
         signer_path, tag_path = key_paths(path)
         signers: list[Signer] = []
         tag_key: bytes | None = None
         if secrets_needed or (signer_path.exists() and tag_path.exists()):
-            signer = Signer.from_key(_read_secret(signer_path, "signer key"))
-            if signer.verifier_key != vkey:
-                raise StorageError(f"{signer_path} is not the key of this log (its verifier key differs)")
-            signers = [signer]
+            signers = _load_signers(path, vkeys)
             try:
-                tag_key = bytes.fromhex(_read_secret(tag_path, "tag key"))
+                tag_key = bytes.fromhex(read_secret(tag_path, "tag key"))
             except ValueError:
                 raise StorageError(f"{tag_path} is not a hex key") from None
             if len(tag_key) != 32:
                 raise StorageError(f"{tag_path} must hold 32 bytes")
-        return LocalLog(path, store, origin, verifier, signers, tag_key)
+        return LocalLog(path, store, origin, verifiers[0], signers, tag_key, verifiers)
     except TlogError:
         store.close()
         raise

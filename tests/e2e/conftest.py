@@ -77,3 +77,26 @@ def served(tmp_path_factory) -> Iterator[Server]:
     yield server
     out = stop_server(server)
     assert "Traceback" not in out, out
+
+
+def start_witness(db: Path, *log_vkeys: str, port: int | None = None) -> Server:
+    """A real `tlog witness serve` on the witness database db, witnessing the logs named by their
+    verifier keys (on `port`, or a free one); returns once its /healthz answers."""
+    port = port or free_port()
+    logs = [arg for vkey in log_vkeys for arg in ("--log", vkey)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlog.cli", "witness", "serve", "--db", str(db), "--port", str(port), *logs],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"witness exited: {proc.stdout.read().decode()}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return Server(url, db, proc)
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("witness did not start in 20 s")

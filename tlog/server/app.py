@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
 from aiohttp import web
 
 from ..committer import GroupCommitter
-from ..errors import StorageError
+from ..errors import StorageError, TlogError
 from ..log import LocalLog, open_log
 from . import artist, metrics, public, service
+from ..witnessing import NONE, WitnessPolicy, publisher_context
 from .auth import RateLimit, auth_middleware
 from .errors import error_middleware
 from .state import STATE_KEY, Limits, State
 
 TILE_CACHE_ENTRIES = 4096  # full tiles and bundles are at most ~8-16 KiB each
+KEY_RELOAD_SECONDS = 1.0
 log = logging.getLogger("tlog.server")
 
 
 def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits = Limits(),
-             rate_limit: RateLimit | None = None) -> web.Application:
+             rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
     connection, with the secrets) feeds the sequencer thread. Without a writer the server is read-only.
+    With a witness policy, /checkpoint serves only what the policy's quorum cosigned.
     Refuses a log whose stored checkpoint does not verify with its key and origin."""
     reader.latest_checkpoint()  # raises StorageError with the reason
     app = web.Application(middlewares=[error_middleware, metrics.middleware, auth_middleware],
@@ -42,7 +48,41 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
         app.add_routes(artist.routes)
         app.on_startup.append(_start_committer)
         app.on_cleanup.append(_stop_committer)
+    app.cleanup_ctx.append(_key_watcher(reader, writer, state))
+    if witness_policy is not None and witness_policy.quorum != NONE:
+        witness_policy.check_for_log([v.key for v in reader.verifiers])
+        state.witnessed = True
+        app.cleanup_ctx.append(publisher_context(reader.path, witness_policy))
     return app
+
+
+def _key_watcher(reader: LocalLog, writer: LocalLog | None,
+                 state: State) -> Callable[[web.Application], AsyncIterator[None]]:
+    """`tlog key rotate` and `retire` run in another process: within a second the server lists the new
+    keys and its sequencer signs with them, without a restart."""
+
+    async def watch() -> None:
+        pending = False  # the reader saw new keys that the sequencer has not loaded yet
+        while True:
+            await asyncio.sleep(KEY_RELOAD_SECONDS)
+            try:
+                pending |= reader.reload_keys()
+                if pending and writer is not None and state.committer is not None:
+                    await state.committer.call(writer.reload_keys)
+                if pending:
+                    log.info("the log's keys are now %s", ", ".join(v.key for v in reader.verifiers))
+                pending = False
+            except TlogError as exc:
+                log.error("cannot load the log's keys: %s", exc.message)
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(watch(), name="tlog-keys")
+        yield
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    return context
 
 
 async def _start_committer(app: web.Application) -> None:
@@ -65,16 +105,19 @@ def _lock(db: Path) -> IO[str]:
 
 
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
-        rate_limit: RateLimit | None = None) -> None:
+        rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = Path(db)
     reader = open_log(path)
     lock = _lock(path)
     writer = open_log(path, secrets_needed=True) if reader.signers else None
-    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit)
+    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy)
     cp, _ = reader.latest_checkpoint()
     mode = "read-write" if writer else "read-only (the key files are not readable)"
     print(f"tlog serving {reader.origin} (size {cp.size}, {mode}) on http://{host}:{port}/", flush=True)
+    if witness_policy is not None and witness_policy.quorum != NONE:
+        print(f"witness policy: /checkpoint advances once quorum {witness_policy.quorum!r} of "
+              f"{len(witness_policy.witnesses)} witness(es) has cosigned", flush=True)
     try:
         web.run_app(app, host=host, port=port, print=None, access_log=None)
     finally:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..checkpoint import Checkpoint
+from ..errors import Unavailable
 from ..log import LocalLog
 from ..note import parse_note
 from ..store.sqlite import SqliteStore
@@ -38,6 +39,7 @@ class State:
     limits: Limits = field(default_factory=Limits)
     committer: "GroupCommitter | None" = None
     extra_verifier_keys: list[str] = field(default_factory=list)
+    witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
     _note: bytes = b""
     _size: int = 0
 
@@ -47,13 +49,16 @@ class State:
 
     def _refresh(self) -> None:
         # One indexed query; the checkpoint was verified at start-up and is only ever written by us.
-        note = self.store.latest_checkpoint() or b""
+        store = self.store
+        note = (store.published_checkpoint() if self.witnessed else store.latest_checkpoint()) or b""
         if note != self._note:
             self._size = Checkpoint.parse(parse_note(note)[0]).size
             self._note = note
 
     def published_note(self) -> bytes:
         self._refresh()
+        if not self._note:
+            raise Unavailable("no checkpoint has been cosigned by the witness policy's quorum yet")
         return self._note
 
     def published_size(self) -> int:
@@ -61,7 +66,7 @@ class State:
         return self._size
 
     def verifier_keys(self) -> list[str]:
-        return [self.log.verifier.key, *self.extra_verifier_keys]
+        return [*(v.key for v in self.log.verifiers), *self.extra_verifier_keys]
 
 
 def get_state(request: web.Request) -> State:

@@ -9,6 +9,8 @@
 //	                                          for comparison) over tlog's roots and proofs
 //	gocheck check-tiles DIR SIZE ROOT         reads a c2sp.org/tlog-tiles directory (tile/<L>/..., tile/
 //	                                          entries/...) and checks entries, tiles and root for SIZE
+//	gocheck prove-tree DIR OLD NEW ROOT       tlog.ProveTree from OLD to NEW over the tiles of DIR, read
+//	                                          through sumdb's authenticated TileHashReader (ROOT: NEW's root)
 //
 // Errors go to stderr with exit status 1; results are JSON on stdout.
 package main
@@ -36,7 +38,7 @@ const tileHeight = 8
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(errors.New("usage: gocheck verify-note|sign-note|parse-checkpoint|check-tree|check-tiles ..."))
+		fail(errors.New("usage: gocheck verify-note|sign-note|parse-checkpoint|check-tree|check-tiles|prove-tree ..."))
 	}
 	var out any
 	var err error
@@ -56,6 +58,8 @@ func main() {
 		out, err = checkTree(stdin())
 	case "check-tiles":
 		out, err = checkTiles(args)
+	case "prove-tree":
+		out, err = proveTree(args)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -479,4 +483,28 @@ func checkTiles(args []string) (any, error) {
 		}
 	}
 	return map[string]any{"size": n, "root": want.String(), "entries": len(entries), "tiles": tiles}, nil
+}
+
+// proveTree is a log's side of c2sp.org/tlog-witness done by sumdb/tlog alone: the consistency proof a log
+// sends a witness, from the tiles of DIR (authenticated against ROOT as they are read).
+func proveTree(args []string) (any, error) {
+	if len(args) != 4 {
+		return nil, errors.New("usage: gocheck prove-tree DIR OLD NEW ROOT")
+	}
+	old, err1 := strconv.ParseInt(args[1], 10, 64)
+	n, err2 := strconv.ParseInt(args[2], 10, 64)
+	if err1 != nil || err2 != nil || old < 0 || old > n {
+		return nil, fmt.Errorf("bad sizes %q %q", args[1], args[2])
+	}
+	root, err := tlog.ParseHash(args[3])
+	if err != nil {
+		return nil, fmt.Errorf("bad root %q: %w", args[3], err)
+	}
+	proof := tlog.TreeProof{}
+	if 0 < old && old < n {
+		if proof, err = tlog.ProveTree(n, old, tlog.TileHashReader(tlog.Tree{N: n, Hash: root}, tileDir(args[0]))); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{"proof": proof}, nil
 }
