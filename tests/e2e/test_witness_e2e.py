@@ -80,7 +80,8 @@ def test_checkpoints_are_published_only_once_cosigned(tmp_path: Path) -> None:
     witness = None
     try:
         # The witness is down: the log serves, but publishes nothing it has not had cosigned.
-        assert server.get("/checkpoint")[0] == 503 and server.get("/healthz")[0] == 200
+        assert server.get("/checkpoint")[0] == 503
+        assert server.get("/healthz")[0] == server.get("/metrics")[0] == 200
         witness = start_witness(wdb, log_v.key, port=port)
         cp, names = wait_for("the first cosigned checkpoint", lambda: cosigned(server, log_v, Verifier.from_key(wvkey)))
         assert names == [ORIGIN, "witness.example/w1"] and cp.size == 1

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..checkpoint import Checkpoint
-from ..errors import TlogError
+from ..errors import TlogError, Unavailable
 from ..note import parse_note
 from .state import get_state
 
@@ -77,13 +77,17 @@ async def metrics(request: web.Request) -> web.Response:
         lines.append(f'tlog_http_request_seconds_bucket{{{base},le="+Inf"}} {h[-2]:.0f}')
         lines.append(f"tlog_http_request_seconds_count{{{base}}} {h[-2]:.0f}")
         lines.append(f"tlog_http_request_seconds_sum{{{base}}} {h[-1]:.6f}")
-    note = state.published_note()
-    cp = Checkpoint.parse(parse_note(note)[0])
-    created = state.store.checkpoint_created_ms(cp.size)
-    lines += ["# HELP tlog_tree_size Leaves under the published checkpoint.", "# TYPE tlog_tree_size gauge",
-              f"tlog_tree_size {cp.size}",
-              "# HELP tlog_checkpoint_age_seconds Age of the published checkpoint.", "# TYPE tlog_checkpoint_age_seconds gauge",
-              f"tlog_checkpoint_age_seconds {max(0.0, time.time() - created / 1000):.3f}"]
+    try:
+        note: bytes | None = state.published_note()
+    except Unavailable:  # under a witness policy, until its quorum first cosigns
+        note = None
+    if note is not None:
+        cp = Checkpoint.parse(parse_note(note)[0])
+        created = state.store.checkpoint_created_ms(cp.size)
+        lines += ["# HELP tlog_tree_size Leaves under the published checkpoint.", "# TYPE tlog_tree_size gauge",
+                  f"tlog_tree_size {cp.size}",
+                  "# HELP tlog_checkpoint_age_seconds Age of the published checkpoint.", "# TYPE tlog_checkpoint_age_seconds gauge",
+                  f"tlog_checkpoint_age_seconds {max(0.0, time.time() - created / 1000):.3f}"]
     if state.committer is not None:
         st = state.committer.stats
         lines += ["# HELP tlog_batches_total Sequencer batches committed.", "# TYPE tlog_batches_total counter",
