@@ -408,19 +408,21 @@ def export(db: Path, public: bool, out: IO[bytes]) -> None:
 @click.option("--max-records", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most records in one POST /v1/uses.")
 @click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Default page size of listings.")
 @click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Largest page size a client may ask for.")
-@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0), help="Requests/s per address without a valid token (0: no limit).")
-@click.option("--burst", default=100.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --rate.")
+@click.option("--rate", default=1000.0, show_default=True, type=click.FloatRange(0), help="Requests/s per address without a token (0: no limit).")
+@click.option("--burst", default=2000.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --rate.")
+@click.option("--auth-fail-rate", default=5.0, show_default=True, type=click.FloatRange(0), help="Failed authentications/s per address before 429 (0: no limit).")
+@click.option("--auth-fail-burst", default=20.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --auth-fail-rate.")
 @click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A c2sp.org/tlog-policy file (log/witness/group/quorum lines; witnesses with their URLs): "
                    "/checkpoint then advances only once its quorum of witnesses has cosigned.")
 def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
-          rate: float, burst: float, witness_policy: Path | None) -> None:
+          rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, witness_policy: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
 
     Reads are public; writes need the key files beside the database (without them the server is
     read-only). Refuses to start if the stored checkpoint does not verify with the log's key and origin,
     or if another server already runs on the same database. Rate limits apply only to requests without
-    a valid token."""
+    a token and to failed authentications, never to a valid token."""
     from .server.app import run
     from .server.auth import RateLimit
     from .server.state import Limits
@@ -428,7 +430,7 @@ def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_
 
     limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size)
     policy = load_witness_policy(witness_policy) if witness_policy else None
-    run(db, host=host, port=port, limits=limits, rate_limit=RateLimit(rate=rate, burst=burst), witness_policy=policy)
+    run(db, host=host, port=port, limits=limits, rate_limit=RateLimit(rate, burst, auth_fail_rate, auth_fail_burst), witness_policy=policy)
 
 
 @main.group()

@@ -1,16 +1,20 @@
-"""Group commit: the asyncio front of the sequencer.
+"""Group commit: the front of the sequencer for concurrent callers.
 
-Concurrent callers enqueue work; one writer task drains whatever is queued into a single sequencer batch
-and runs it on one dedicated thread (the sequencer and its store connection never leave that thread).
-Each caller's future resolves only after the batch's transaction has committed and its checkpoint is
-stored, so "200 OK" always means durable. Under load, batches grow by themselves; idle, a lone request
-is committed at once.
+Callers (request handlers on the event loop) enqueue work and await a future. One writer thread owns
+the sequencer and its store connection: it drains whatever is queued into a single sequencer batch,
+commits it, resolves the callers' futures, and goes straight on to the next batch while the event loop
+writes the answers. (An asyncio task in its place only got its turn after every answer of the previous
+batch was written, which left the writer idle most of the time.) Each future resolves only after the
+batch's transaction has committed and its checkpoint is stored, so "200 OK" always means durable.
+Under load batches grow by themselves; idle, a lone request is committed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,6 +22,7 @@ from .errors import TlogError, Unavailable
 from .sequencer import Sequencer, Submission, UseResult
 
 MAX_BATCH_RECORDS = 8000
+log = logging.getLogger("tlog.committer")
 
 
 @dataclass
@@ -41,79 +46,121 @@ class GroupCommitter:
         self.max_batch_records = max_batch_records
         self.on_commit = on_commit
         self.stats = BatchStats()
-        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlog-sequencer")
-        self._task: asyncio.Task[None] | None = None
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._held: _Work | None = None  # a call met while draining a batch: it runs next, alone
+        self._thread = threading.Thread(target=self._run, name="tlog-sequencer", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="tlog-committer")
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        while not self._queue.empty():
-            self._queue.get_nowait().future.set_exception(Unavailable("the server is shutting down"))
-        self._executor.shutdown(wait=True)
+        if self._thread.is_alive():
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     async def append(self, submission: Submission) -> list[UseResult]:
         """Appends one caller's records (all or nothing) in the next batch."""
-        return await self._enqueue(_Work(submission, None, asyncio.get_running_loop().create_future()))
+        return await self._enqueue(submission, None)
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Runs another sequencer operation (preferences, policies) in order with the batches."""
-        return await self._enqueue(_Work(None, fn, asyncio.get_running_loop().create_future()))
+        return await self._enqueue(None, fn)
 
-    async def _enqueue(self, work: _Work) -> Any:
-        if self._closing:
-            raise Unavailable("the server is shutting down")
-        await self._queue.put(work)
+    async def _enqueue(self, submission: Submission | None, call: Callable[[], Any] | None) -> Any:
+        if self._closing or not self._thread.is_alive():
+            raise Unavailable("the log's writer is not running")
+        work = _Work(submission, call, asyncio.get_running_loop().create_future())
+        self._queue.put(work)
         return await work.future
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    # --- the writer thread -----------------------------------------------------------------------
+
+    def _next(self) -> _Work | None:
+        if self._held is not None:
+            work, self._held = self._held, None
+            return work
+        return self._queue.get()
+
+    def _run(self) -> None:
         while True:
-            first = await self._queue.get()
+            first = self._next()
+            if first is None:
+                break
             if first.call is not None:
-                await self._settle([first], loop.run_in_executor(self._executor, first.call), single=True)
+                self._settle([first], first.call, single=True)
                 continue
             group = [first]
             count = len(first.submission.records)  # type: ignore[union-attr]
-            while count < self.max_batch_records and not self._queue.empty():
-                nxt = self._queue._queue[0]  # type: ignore[attr-defined]  # peek: calls run alone
-                if nxt.call is not None:
+            stop = False
+            while count < self.max_batch_records:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
                     break
-                group.append(self._queue.get_nowait())
-                count += len(nxt.submission.records)
+                if nxt is None:  # closing: finish this batch, then stop
+                    stop = True
+                    break
+                if nxt.call is not None:
+                    self._held = nxt
+                    break
+                group.append(nxt)
+                count += len(nxt.submission.records)  # type: ignore[union-attr]
             subs = [w.submission for w in group]
-            await self._settle(group, loop.run_in_executor(self._executor, self.sequencer.append_uses, subs), single=False)
-            self.stats.batches += 1
-            self.stats.records += count
-            self.stats.last_batch_records = count
+            if self._settle(group, lambda: self.sequencer.append_uses(subs), single=False):  # type: ignore[arg-type]
+                self.stats.batches += 1
+                self.stats.records += count
+                self.stats.last_batch_records = count
+            if stop:
+                break
+        self._fail_pending()
 
-    async def _settle(self, group: list[_Work], fut: asyncio.Future[Any], *, single: bool) -> None:
+    def _settle(self, group: list[_Work], fn: Callable[[], Any], *, single: bool) -> bool:
+        """Runs `fn` and answers the group; False if it failed (and nothing was written)."""
         try:
-            result = await fut
+            result = fn()
         except BaseException as exc:  # a failed batch fails every caller in it; nothing was written
             err = exc if isinstance(exc, TlogError) else Unavailable(f"the log could not commit: {exc}")
+            if not isinstance(exc, TlogError):
+                log.error("batch failed: %s", exc)
             for w in group:
-                if not w.future.done():
-                    w.future.set_exception(err)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
+                self._resolve(w.future, None, err)
+            if not isinstance(exc, Exception):
+                raise  # the thread ends; later callers get 503 instead of waiting forever
+            return False
         if self.on_commit is not None:
             self.on_commit(self.sequencer.size)
         results = [result] if single else result
         for w, r in zip(group, results):
-            if w.future.done():
-                continue
             if isinstance(r, BaseException) and not single:
-                w.future.set_exception(r)
+                self._resolve(w.future, None, r)
             else:
-                w.future.set_result(r)
+                self._resolve(w.future, r, None)
+        return True
+
+    def _resolve(self, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+        def done() -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(done)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                w = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if w is not None:
+                self._resolve(w.future, None, Unavailable("the server is shutting down"))

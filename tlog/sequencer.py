@@ -43,6 +43,7 @@ class UseResult:
     decision: str
     leaf_hash: bytes
     duplicate: bool = False
+    leaf: bytes | None = None  # the public leaf, when this call appended it (saves re-deriving it)
 
 
 @dataclass(slots=True)
@@ -96,15 +97,25 @@ class Sequencer:
     # --- state -------------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """(Re)reads the state a batch starts from. Called at start and after any failed write."""
+        """(Re)reads the state a batch starts from. Called at start and after any failed write.
+
+        All or nothing: every read happens before any field changes, so a read that fails half-way (the
+        disk that just failed a write may fail again) cannot leave a new size beside an old frontier or
+        chain head, which the next batch would extend into a corrupt tree. Until a reload succeeds the
+        state is marked stale and the next batch reloads first."""
+        self._stale = True
         self._artists.clear()
-        self.size = self.store.size()
-        self.frontier = merkle.Frontier.from_reader(self.size, self.store)
-        self.prev = self.store.leaf_hashes(self.size - 1, self.size)[0] if self.size else bytes(32)
-        last = self.store.entry(self.size - 1) if self.size else None
-        self.logged_ms = last.logged_ms if last else 0
+        size = self.store.size()
+        frontier = merkle.Frontier.from_reader(size, self.store)
+        prev = self.store.leaf_hashes(size - 1, size)[0] if size else bytes(32)
+        last = self.store.entry(size - 1) if size else None
         pols = self.store.policies()
-        self.policy = parse_policy(pols[-1].document, pols[-1].policy_id) if pols else None
+        policy = parse_policy(pols[-1].document, pols[-1].policy_id) if pols else None
+        checkpoint = self.store.latest_checkpoint()
+        self.size, self.frontier, self.prev, self.checkpoint = size, frontier, prev, checkpoint
+        self.logged_ms = last.logged_ms if last else 0
+        self.policy = policy
+        self._stale = False
 
     def _artist(self, p: _Pending, artist_id: str) -> ArtistState:
         """The artist's state as of the batch being built (staged, cached, stored or new)."""
@@ -131,6 +142,8 @@ class Sequencer:
                 self._artists[a] = found.get(a)
 
     def _begin(self) -> _Pending:
+        if self._stale:
+            self.reload()
         logged_ms = max(int(self.clock() * 1000), self.logged_ms)
         return _Pending(
             start=self.size, frontier=self.frontier.copy(), prev=self.prev,
@@ -139,12 +152,14 @@ class Sequencer:
 
     # --- leaves ------------------------------------------------------------------------------
 
-    def _add(self, p: _Pending, entry: Entry) -> bytes:
-        h = merkle.leaf_hash(entry_leaf(entry, p.prev))
+    def _add(self, p: _Pending, entry: Entry) -> tuple[bytes, bytes]:
+        """Appends `entry` to the batch; returns its leaf and leaf hash."""
+        leaf = entry_leaf(entry, p.prev)
+        h = merkle.leaf_hash(leaf)
         p.nodes.extend(p.frontier.append(h))
         p.entries.append(entry)
         p.prev = h
-        return h
+        return leaf, h
 
     def _artist_entry(self, p: _Pending, artist: ArtistState, kind: str, details: dict[str, Any]) -> Entry:
         index = p.size
@@ -225,7 +240,8 @@ class Sequencer:
             r, service=service, index=entry.index, logged_at=p.logged_at, decision=decision,
             policy=policy.id, nonce=os.urandom(16),
         )
-        return UseResult(r["event_id"], entry.index, decision, self._add(p, entry))
+        leaf, h = self._add(p, entry)
+        return UseResult(r["event_id"], entry.index, decision, h, leaf=leaf)
 
     # --- preferences and policies ------------------------------------------------------------
 
@@ -253,7 +269,7 @@ class Sequencer:
             artist_id, prefs, by=by, service=service, index=entry.index, logged_at=p.logged_at, nonce=os.urandom(16)
         )
         artist.preferences = prefs
-        h = self._add(p, entry)
+        _, h = self._add(p, entry)
         self._commit(p)
         return entry.index, h
 
@@ -265,7 +281,7 @@ class Sequencer:
         p = self._begin()
         sha = hashlib.sha256(policy.document).hexdigest()
         entry = Entry(p.size, "policy", p.logged_ms, {"policy": policy.id, "sha256": sha})
-        h = self._add(p, entry)
+        _, h = self._add(p, entry)
         p.policies.append(PolicyRecord(policy.id, entry.index, policy.document))
         p.policy = policy
         self._commit(p)
@@ -289,6 +305,7 @@ class Sequencer:
             self.reload()
             raise
         # Durable: now memory may move forward.
+        self.checkpoint = checkpoint
         self.size, self.frontier, self.prev, self.logged_ms = p.size, p.frontier, p.prev, p.logged_ms
         self.policy = p.policy
         for a in p.artists.values():

@@ -24,11 +24,11 @@ PRINCIPAL = "tlog_principal"
 
 
 @dataclass
-class RateLimit:
+class Bucket:
     """A token bucket per client address: `rate` requests/s sustained, `burst` at once. rate <= 0 is off."""
 
-    rate: float = 50.0
-    burst: float = 100.0
+    rate: float
+    burst: float
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def allow(self, key: str, now: float) -> bool:
@@ -43,6 +43,22 @@ class RateLimit:
             return False
         self._buckets[key] = (tokens - 1, now)
         return True
+
+
+@dataclass
+class RateLimit:
+    """Two budgets per address: requests without a token (generous: a remote verifier fetches two tiles
+    per 256 leaves, and tiles are cheap, cacheable reads), and failed authentications (tight: guessing
+    tokens is the abuse worth stopping). A valid token is never limited."""
+
+    rate: float = 1000.0
+    burst: float = 2000.0
+    failed_rate: float = 5.0
+    failed_burst: float = 20.0
+
+    def __post_init__(self) -> None:
+        self.public = Bucket(self.rate, self.burst)
+        self.failed = Bucket(self.failed_rate, self.failed_burst)
 
 
 def _authenticate(request: web.Request) -> Principal | None:
@@ -68,10 +84,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         principal = _authenticate(request)
     except Unauthorized as exc:
-        if not state.rate_limit.allow(peer, time.monotonic()):
+        if not state.rate_limit.failed.allow(peer, time.monotonic()):
             return error_response(429, "rate_limited", "too many failed requests; slow down", headers={"Retry-After": "1"})
         return error_response(401, exc.code, exc.message, headers={"WWW-Authenticate": 'Bearer realm="tlog"'})
-    if principal is None and not state.rate_limit.allow(peer, time.monotonic()):
+    if principal is None and not state.rate_limit.public.allow(peer, time.monotonic()):
         return error_response(429, "rate_limited", "too many requests without a token; slow down", headers={"Retry-After": "1"})
     request[PRINCIPAL] = principal
     return await handler(request)

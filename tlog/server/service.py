@@ -20,7 +20,7 @@ from ..checkpoint import Checkpoint, Receipt
 from ..errors import Forbidden, NotFound, TlogError, ValidationError
 from ..leaves import iter_leaves
 from ..note import parse_note
-from ..records import validate_use
+from ..records import is_platform_id, validate_use
 from ..sequencer import Submission
 from ..tokens import Principal
 from .auth import require
@@ -69,7 +69,9 @@ async def post_uses(request: web.Request) -> web.Response:
     if problems:
         raise ValidationError(f"{len(problems)} problem(s); nothing was logged", problems)
     results = await state.committer.append(Submission(who.subject, valid))  # type: ignore[arg-type]
-    signed = state.store.latest_checkpoint() if not batch else None
+    # The sequencer's latest checkpoint covers every leaf it has acknowledged (stored in the same
+    # transaction), so it serves as the receipt's checkpoint without a read.
+    signed = None if batch else state.committer.sequencer.checkpoint
     out = []
     for r in results:
         item: dict[str, Any] = {
@@ -77,18 +79,20 @@ async def post_uses(request: web.Request) -> web.Response:
             "duplicate": r.duplicate, "receipt_url": f"/v1/receipts/{r.index}",
         }
         if signed is not None:
-            item["receipt"] = receipt_for(state, r.index, signed).format().decode()
+            item["receipt"] = receipt_for(state, r.index, signed, leaf=r.leaf).format().decode()
         out.append(item)
     return web.Response(body=orjson.dumps({"results": out}), content_type="application/json")
 
 
-def receipt_for(state: State, index: int, signed: bytes | None = None) -> Receipt:
-    """A c2sp.org/tlog-proof for leaf `index` against the latest checkpoint (log-signed)."""
+def receipt_for(state: State, index: int, signed: bytes | None = None, *, leaf: bytes | None = None) -> Receipt:
+    """A c2sp.org/tlog-proof for leaf `index` against `signed` (default: the latest log-signed
+    checkpoint). `leaf` saves re-deriving a leaf the caller already holds."""
     signed = signed or state.store.latest_checkpoint() or b""
-    cp = Checkpoint.parse(parse_note(signed)[0])
+    cp = state.parse_checkpoint(signed)
     if index >= cp.size:
         raise NotFound(f"no leaf {index} under the latest checkpoint")
-    ((_, leaf, _),) = list(iter_leaves(state.store, index, index + 1))
+    if leaf is None:
+        ((_, leaf, _),) = list(iter_leaves(state.store, index, index + 1))
     return Receipt(extra=leaf, index=index, proof=merkle.inclusion_proof(index, cp.size, state.store), checkpoint=signed)
 
 
@@ -114,15 +118,30 @@ async def get_receipt(request: web.Request) -> web.Response:
     return web.Response(body=receipt_for(state, index).format(), content_type="text/plain", charset="utf-8")
 
 
+# Tree sizes are int64 (SQLite, sumdb/tlog, Tessera), so a leaf index, always below a size, is < 2^63 - 1;
+# the store may then compute index + 1 without overflowing SQLite's INTEGER.
+MAX_INDEX = 2**63 - 2
+
+
 def parse_index(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        raise ValidationError("index must be a decimal integer", [{"field": "index", "message": raw[:40]}])
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_INDEX:
+        raise ValidationError("index must be a decimal integer below 2^63 - 1", [{"field": "index", "message": raw[:40]}])
     return int(raw)
+
+
+def check_artist_id(artist_id: str) -> str:
+    """The {artist_id} of a path, which must be a platform id (SPEC §2.1). Callers check the token first,
+    so an artist asking about any other id, well-formed or not, gets 403, never a hint."""
+    if not is_platform_id(artist_id):
+        raise ValidationError("artist_id must be 1-256 printable characters without spaces",
+                              [{"field": "artist_id", "message": "not a platform id"}])
+    return artist_id
 
 
 def _may_see_preferences(who: Principal, artist_id: str) -> None:
     if who.role == "artist" and who.subject != artist_id:
         raise Forbidden("an artist token may only read its own preferences")
+    check_artist_id(artist_id)
 
 
 @routes.get("/v1/artists/{artist_id}/preferences")

@@ -41,6 +41,7 @@ class State:
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
     _note: bytes = b""
+    _parsed: tuple[bytes, Checkpoint | None] = (b"", None)
     _size: int = 0
 
     @property
@@ -64,6 +65,12 @@ class State:
     def published_size(self) -> int:
         self._refresh()
         return self._size
+
+    def parse_checkpoint(self, signed: bytes) -> Checkpoint:
+        """The body of a checkpoint this server signed (memoised: every receipt of a batch shares it)."""
+        if signed != self._parsed[0]:
+            self._parsed = (signed, Checkpoint.parse(parse_note(signed)[0]))
+        return self._parsed[1]  # type: ignore[return-value]
 
     def verifier_keys(self) -> list[str]:
         return [*(v.key for v in self.log.verifiers), *self.extra_verifier_keys]
