@@ -36,8 +36,9 @@ class Server:
             return e.code, dict(e.headers), e.read()
 
 
-def start_server(db: Path, *extra: str) -> Server:
-    port = free_port()
+def start_server(db: Path, *extra: str, port: int | None = None) -> Server:
+    """`tlog serve` on db (on `port`, or a free one: a restart on the same port lets clients reconnect)."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

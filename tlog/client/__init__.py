@@ -1,0 +1,19 @@
+"""The Python client of a tlog log (asyncio, aiohttp).
+
+- `TlogClient`: one request per call (`use`, `log_many`, `receipt`, preferences), every receipt verified
+  against the log's verifier key before it is returned.
+- `BatchLogger`: for hot paths; a durable local spool, coalesced requests, retries, backpressure.
+- `Aggregator`: folds high-volume uses into one record per key and time window.
+"""
+
+from .aggregate import Aggregator
+from .batch import BatchLogger
+from .client import LogInfo, PreferenceChange, TlogClient, UseReceipt, VerifiedReceipt
+from .errors import ProtocolError, RateLimited, ReceiptError, SpoolError, TooLarge, TransientError, UseRefused
+from .spool import FailedRecord
+
+__all__ = [
+    "Aggregator", "BatchLogger", "FailedRecord", "LogInfo", "PreferenceChange", "ProtocolError", "RateLimited",
+    "ReceiptError", "SpoolError", "TlogClient", "TooLarge", "TransientError", "UseReceipt", "UseRefused",
+    "VerifiedReceipt",
+]
