@@ -201,3 +201,63 @@ def test_policy_publication(log):
     assert log.store.entry(res[0].index).details["policy"] == "2026-12"
     with pytest.raises(Conflict):
         seq.publish_policy(doc, "2026-12")
+
+
+def _stream(seq, n_batches, size=50, seed=40):
+    now = datetime.now(timezone.utc)
+    for k in range(n_batches):
+        recs = [validate_use(r, now=now, purposes=seq.policy.purposes) for r in records(size, seed=seed + k, artists=7)]
+        yield [Submission("stream", recs)]
+
+
+def test_pipeline_appends_like_one_batch_at_a_time(log):
+    from tlog.store.sqlite import SqliteStore
+    from tlog.verify import verify_log
+
+    reader = SqliteStore(log.path, readonly=True)
+    seq = log.sequencer(reader=reader)
+    got = [res for (res,) in seq.append_pipeline(_stream(seq, 6))]
+    assert [r.index for res in got for r in res] == list(range(1, 301))
+    # A repeat across batches (one still being written) is a duplicate, not a second leaf.
+    again = [res for (res,) in seq.append_pipeline(_stream(seq, 2, seed=44))]
+    assert all(r.duplicate for res in again for r in res)
+    assert [r.index for res in again for r in res] == list(range(201, 301))
+    assert log.store.size() == 301 and seq.size == 301
+    assert log.store.checkpoint_sizes()[-6:] == [51, 101, 151, 201, 251, 301]
+    assert verify_log(log).size == 301
+    reader.close()
+
+
+def test_pipeline_failure_drops_the_batch_built_on_it(log):
+    from tlog.store.sqlite import SqliteStore
+    from tlog.verify import verify_log
+
+    reader = SqliteStore(log.path, readonly=True)
+    seq = log.sequencer(reader=reader)
+    store = _FailingStore(log.store)
+    seq.store = store
+    landed = []
+    with pytest.raises(StorageError):
+        for k, (res,) in enumerate(seq.append_pipeline(_stream(seq, 5, seed=60))):
+            landed.append(res)
+            if k == 1:
+                store.fail = True  # the third batch's write fails; the fourth was already built on it
+    assert len(landed) == 2 and log.store.size() == 101 and seq.size == 101
+    res = append(seq, records(10, seed=99))
+    assert [r.index for r in res] == list(range(101, 111))
+    assert verify_log(log).size == 111
+    reader.close()
+
+
+def test_pipeline_dedups_against_the_batch_still_being_written(log):
+    from tlog.store.sqlite import SqliteStore
+
+    reader = SqliteStore(log.path, readonly=True)
+    seq = log.sequencer(reader=reader)
+    (batch,) = list(_stream(seq, 1, seed=70))
+    changed = [Submission("stream", [dict(batch[0].records[0], detail="other")])]
+    out = [res for (res,) in seq.append_pipeline([batch, batch, changed])]
+    assert [r.index for r in out[0]] == [r.index for r in out[1]] == list(range(1, 51))
+    assert all(r.duplicate for r in out[1]) and isinstance(out[2], Conflict)
+    assert log.store.size() == 51
+    reader.close()

@@ -40,11 +40,9 @@ class BatchStats:
 
 
 class GroupCommitter:
-    def __init__(self, sequencer: Sequencer, *, max_batch_records: int = MAX_BATCH_RECORDS,
-                 on_commit: Callable[[int], None] | None = None) -> None:
+    def __init__(self, sequencer: Sequencer, *, max_batch_records: int = MAX_BATCH_RECORDS) -> None:
         self.sequencer = sequencer
         self.max_batch_records = max_batch_records
-        self.on_commit = on_commit
         self.stats = BatchStats()
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._held: _Work | None = None  # a call met while draining a batch: it runs next, alone
@@ -110,16 +108,13 @@ class GroupCommitter:
                 group.append(nxt)
                 count += len(nxt.submission.records)  # type: ignore[union-attr]
             subs = [w.submission for w in group]
-            if self._settle(group, lambda: self.sequencer.append_uses(subs), single=False):  # type: ignore[arg-type]
-                self.stats.batches += 1
-                self.stats.records += count
-                self.stats.last_batch_records = count
+            self._settle(group, lambda: self.sequencer.append_uses(subs), single=False, records=count)  # type: ignore[arg-type]
             if stop:
                 break
         self._fail_pending()
 
-    def _settle(self, group: list[_Work], fn: Callable[[], Any], *, single: bool) -> bool:
-        """Runs `fn` and answers the group; False if it failed (and nothing was written)."""
+    def _settle(self, group: list[_Work], fn: Callable[[], Any], *, single: bool, records: int = 0) -> None:
+        """Runs `fn` and answers the group (statistics first: an answered caller may read them)."""
         try:
             result = fn()
         except BaseException as exc:  # a failed batch fails every caller in it; nothing was written
@@ -130,16 +125,17 @@ class GroupCommitter:
                 self._resolve(w.future, None, err)
             if not isinstance(exc, Exception):
                 raise  # the thread ends; later callers get 503 instead of waiting forever
-            return False
-        if self.on_commit is not None:
-            self.on_commit(self.sequencer.size)
+            return
+        if not single:
+            self.stats.batches += 1
+            self.stats.records += records
+            self.stats.last_batch_records = records
         results = [result] if single else result
         for w, r in zip(group, results):
             if isinstance(r, BaseException) and not single:
                 self._resolve(w.future, None, r)
             else:
                 self._resolve(w.future, r, None)
-        return True
 
     def _resolve(self, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
         def done() -> None:

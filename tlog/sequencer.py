@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import merkle, records
-from .leaves import entry_leaf
 from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
+from .leaves import entry_leaf
 from .note import Signer, sign_note
 from .policy import DEFAULT_POLICY, Policy, decide, loosenings, parse_policy, validate_preferences
 from .store.base import ArtistState, Batch, Entry, PolicyRecord, Store
@@ -68,6 +69,7 @@ class _Pending:
     artists: dict[str, ArtistState] = field(default_factory=dict)
     policies: list[PolicyRecord] = field(default_factory=list)
     policy: Policy | None = None
+    parent: "_Pending | None" = None  # the batch still being written when this one was started
 
     @property
     def size(self) -> int:
@@ -84,8 +86,12 @@ class Sequencer:
         signers: Sequence[Signer],
         tag_key: bytes,
         clock: Callable[[], float] = time.time,
+        reader: Store | None = None,
     ) -> None:
         self.store = store
+        # Where batches are built from. A separate connection lets `append_pipeline` build the next
+        # batch while this one's transaction is still being written on `store`.
+        self.reader = reader if reader is not None else store
         self.origin = origin
         # Kept by reference when a list: LocalLog.reload_keys swaps a running server's keys in place.
         self.signers = signers if isinstance(signers, list) else list(signers)
@@ -122,10 +128,12 @@ class Sequencer:
         a = p.artists.get(artist_id)
         if a is not None:
             return a
-        if artist_id in self._artists:
+        if p.parent is not None and artist_id in p.parent.artists:
+            cur: ArtistState | None = p.parent.artists[artist_id]
+        elif artist_id in self._artists:
             cur = self._artists[artist_id]
         else:
-            cur = self._artists[artist_id] = self.store.artist_state(artist_id)
+            cur = self._artists[artist_id] = self.reader.artist_state(artist_id)
         if cur is None:
             a = ArtistState(artist_id, records.artist_tag(self.tag_key, artist_id), 0, -1, None)
         else:
@@ -137,17 +145,22 @@ class Sequencer:
         """Loads the artists of a submission in one query instead of one per artist."""
         missing = [a for a in artist_ids if a not in self._artists]
         if missing:
-            found = self.store.artist_states(missing)
+            found = self.reader.artist_states(missing)
             for a in missing:
                 self._artists[a] = found.get(a)
 
-    def _begin(self) -> _Pending:
-        if self._stale:
+    def _begin(self, parent: _Pending | None = None) -> _Pending:
+        """A new batch on top of the committed state, or on top of `parent` while it is being written."""
+        if parent is None and self._stale:
             self.reload()
-        logged_ms = max(int(self.clock() * 1000), self.logged_ms)
+        if parent is not None:
+            start, frontier, prev, last_ms, policy = parent.size, parent.frontier, parent.prev, parent.logged_ms, parent.policy
+        else:
+            start, frontier, prev, last_ms, policy = self.size, self.frontier, self.prev, self.logged_ms, self.policy
+        logged_ms = max(int(self.clock() * 1000), last_ms)
         return _Pending(
-            start=self.size, frontier=self.frontier.copy(), prev=self.prev,
-            logged_ms=logged_ms, logged_at=records.format_logged_at(logged_ms), policy=self.policy,
+            start=start, frontier=frontier.copy(), prev=prev, logged_ms=logged_ms,
+            logged_at=records.format_logged_at(logged_ms), policy=policy, parent=parent,
         )
 
     # --- leaves ------------------------------------------------------------------------------
@@ -175,8 +188,61 @@ class Sequencer:
         """Appends every acceptable submission in one batch. Each submission gets its results (in its
         records' order) or the error that rejected it alone; a rejected submission writes nothing."""
         p = self._begin()
+        out = self._build_uses(p, submissions, {})
+        if p.entries:
+            self._commit(p)
+        return out
+
+    def append_pipeline(self, batches: Iterable[Sequence[Submission]]) -> Iterator[list[list[UseResult] | TlogError]]:
+        """Like `append_uses` for a stream of batches, yielding each batch's results once it is durable.
+
+        While one batch's transaction is written (SQLite and fsync release the GIL), the next is built
+        on top of it in memory. If a write fails, the batch built on it is dropped unwritten and the
+        error is raised: everything yielded before is durable, nothing after it was written. Needs a
+        `reader` connection of its own (the writer's is busy)."""
+        if self.reader is self.store:
+            raise ValueError("append_pipeline needs a separate reader connection")
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlog-writer") as writer:
+            inflight: tuple[Future[None], _Pending, bytes, list[list[UseResult] | TlogError]] | None = None
+            seen: dict[tuple[str, str], tuple[Any, UseResult]] = {}
+            try:
+                for subs in batches:
+                    p = self._begin(inflight[1] if inflight else None)
+                    out = self._build_uses(p, subs, seen)
+                    if inflight is not None:
+                        yield self._land(*inflight, seen)
+                        inflight = None
+                        p.parent = None  # its state is committed now
+                    if p.entries:
+                        checkpoint, batch = self._seal(p)
+                        inflight = (writer.submit(self.store.write_batch, batch), p, checkpoint, out)
+                    else:
+                        yield out
+                if inflight is not None:
+                    yield self._land(*inflight, seen)
+                    inflight = None
+            finally:
+                if inflight is not None:  # abandoned mid-stream: still wait, so memory matches disk
+                    try:
+                        self._land(*inflight, seen)
+                    except BaseException:
+                        pass
+
+    def _land(self, fut: Future[None], p: _Pending, checkpoint: bytes, out: list[list[UseResult] | TlogError],
+              seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[list[UseResult] | TlogError]:
+        try:
+            fut.result()
+        except BaseException:
+            self.reload()
+            raise
+        self._advance(p, checkpoint)
+        for key in [k for k, (_, r) in seen.items() if r.index < p.size]:
+            del seen[key]  # durable now: the reader finds them
+        return out
+
+    def _build_uses(self, p: _Pending, submissions: Sequence[Submission],
+                    seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[list[UseResult] | TlogError]:
         out: list[list[UseResult] | TlogError] = []
-        seen: dict[tuple[str, str], tuple[dict[str, Any], UseResult]] = {}
         for sub in submissions:
             mark = (len(p.entries), len(p.nodes), p.prev, p.frontier.copy(), _snapshot(p.artists))
             try:
@@ -188,8 +254,6 @@ class Sequencer:
                 for key in [k for k, (_, r) in seen.items() if r.index >= p.start + n_entries and not r.duplicate]:
                     del seen[key]
                 out.append(exc)
-        if p.entries:
-            self._commit(p)
         return out
 
     def _append_submission(self, p: _Pending, sub: Submission, seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[UseResult]:
@@ -207,14 +271,14 @@ class Sequencer:
         if problems:
             raise ValidationError("records rejected", problems)
         self._prefetch_artists({r["artist_id"] for r in sub.records})
-        stored = self.store.find_events(sub.service, [i for i in ids if (sub.service, i) not in seen])
+        stored = self.reader.find_events(sub.service, [i for i in ids if (sub.service, i) not in seen])
         results: list[UseResult] = []
         for r in sub.records:
             key = (sub.service, r["event_id"])
             prior = seen.get(key)
             if prior is None and r["event_id"] in stored:
                 e = stored[r["event_id"]]
-                h = self.store.leaf_hashes(e.index, e.index + 1)[0]
+                h = self.reader.leaf_hashes(e.index, e.index + 1)[0]
                 prior = ({k: e.details[k] for k in SUBMITTED_FIELDS}, UseResult(r["event_id"], e.index, e.details["decision"], h, True))
             if prior is not None:
                 # A validated record holds exactly the submitted fields, so dict equality is body equality.
@@ -295,16 +359,22 @@ class Sequencer:
     def sign(self, size: int, root: bytes) -> bytes:
         return sign_note(Checkpoint(self.origin, size, root).body(), tuple(self.signers))
 
-    def _commit(self, p: _Pending) -> None:
+    def _seal(self, p: _Pending) -> tuple[bytes, Batch]:
         # SPEC §2.3: the per-batch map leaf goes here, after the batch's last entry and before signing.
         checkpoint = self.sign(p.size, p.frontier.root())
-        batch = Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint)
+        return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint)
+
+    def _commit(self, p: _Pending) -> None:
+        checkpoint, batch = self._seal(p)
         try:
             self.store.write_batch(batch)
         except BaseException:
             self.reload()
             raise
-        # Durable: now memory may move forward.
+        self._advance(p, checkpoint)
+
+    def _advance(self, p: _Pending, checkpoint: bytes) -> None:
+        """Durable: now memory may move forward."""
         self.checkpoint = checkpoint
         self.size, self.frontier, self.prev, self.logged_ms = p.size, p.frontier, p.prev, p.logged_ms
         self.policy = p.policy
