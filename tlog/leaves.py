@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from . import merkle
-from .errors import StorageError
+from .errors import StorageError, TlogError
 from .records import Leaf, build_leaf, format_logged_at, preference_leaf, use_leaf
 from .store.base import Entry, Store
 
@@ -27,6 +27,17 @@ def entry_leaf(entry: Entry, prev: bytes) -> bytes:
     return build_leaf(leaf)
 
 
+def checked_entry_leaf(entry: Entry, prev: bytes) -> bytes:
+    """`entry_leaf` for stored entries: details that cannot make a leaf at all (a key missing, a wrong
+    type: the database was altered) are a StorageError naming the index, not a crash."""
+    try:
+        return entry_leaf(entry, prev)
+    except (KeyError, TypeError, ValueError, TlogError) as exc:
+        why = exc.message if isinstance(exc, TlogError) else f"{type(exc).__name__}: {exc}"
+        raise StorageError(f"leaf {entry.index} cannot be derived from its stored details (the database was "
+                           f"altered): {why}") from None
+
+
 def iter_leaves(store: Store, start: int, end: int) -> Iterator[tuple[Entry, bytes, bytes]]:
     """(entry, leaf bytes, leaf hash) for indexes [start, end), each checked against the stored hash."""
     stored = store.leaf_hashes(max(start - 1, 0), end)
@@ -34,7 +45,7 @@ def iter_leaves(store: Store, start: int, end: int) -> Iterator[tuple[Entry, byt
     hashes = stored[1:] if start else stored
     count = 0
     for entry, want in zip(store.entries(start, end), hashes):
-        leaf = entry_leaf(entry, prev)
+        leaf = checked_entry_leaf(entry, prev)
         h = merkle.leaf_hash(leaf)
         if h != want:
             raise StorageError(f"leaf {entry.index} does not match its stored hash: the database was altered")

@@ -178,7 +178,10 @@ def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
     first, _ = key_paths(db)
     found: dict[str, Signer] = {}
     for path in sorted(first.parent.glob(first.name.removesuffix(".key") + "*.key")):
-        signer = Signer.from_key(read_secret(path, "signer key"))
+        try:
+            signer = Signer.from_key(read_secret(path, "signer key"))
+        except NoteError as exc:  # a damaged key file is named, not just "a key"
+            raise StorageError(f"{path} is not a valid signer key: {exc.message}") from None
         found.setdefault(signer.verifier_key, signer)
     missing = [k for k in vkeys if k not in found]
     if missing:

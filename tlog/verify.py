@@ -13,12 +13,12 @@ import hashlib
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint
-from .errors import NoteError, NotFound, ProofError, TlogError, ValidationError, VerificationError
-from .leaves import entry_leaf
+from .errors import NoteError, NotFound, ProofError, StorageError, TlogError, ValidationError, VerificationError
+from .leaves import checked_entry_leaf
 from .log import LocalLog
 from .note import Verifier
 from .records import Leaf, artist_tag, format_logged_at, parse_leaf
@@ -131,39 +131,53 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
     tag_key = log.tag_key
     stats: dict[tuple[str, str, str, str], list[int]] = {}
     policy_hashes: dict[str, str] = {}
+    preferences: dict[str, tuple[int, Any]] = {}  # artist id → (index, preferences) of its latest preference leaf
     stored_hashes: Iterator[tuple[int, bytes]] = store.iter_nodes(0)
     for start in range(0, size, CHUNK):
         end = min(start + CHUNK, size)
-        for e in store.entries(start, end):
-            i = checker.size
-            if e.index != i:
-                raise _fail(i, "entry is missing from the store")
-            leaf = entry_leaf(e, checker.prev)
-            h = merkle.leaf_hash(leaf)
-            n, stored = next(stored_hashes, (None, None))
-            if n != i or stored != h:
-                raise _fail(i, "the stored leaf hash does not match the leaf derived from the stored details "
-                               "(details or tree altered)")
-            if e.tag is not None and tag_key is not None:
-                want = tags.get(e.artist_id)
-                if want is None:
-                    want = tags[e.artist_id] = artist_tag(tag_key, e.artist_id)
-                if e.tag != want:
-                    raise _fail(i, f"artist tag does not match HMAC(tag key, artist id) for {e.artist_id!r}")
-            for level, n_, hash_ in checker.add(h, checker.prev, format_logged_at(e.logged_ms), e.tag, e.aseq, e.aprev)[1:]:
-                nodes.check(level, n_, hash_)
-            _count(stats, e)
-            if e.type == "policy":
-                policy_hashes[e.details["policy"]] = e.details["sha256"]
-            want = want_roots.get(i + 1)
-            if want is not None and checker.frontier.root() != want[0]:
-                raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
+        try:  # an entry that cannot be read, or cannot make a leaf, fails at the index it should have had
+            for e in store.entries(start, end):
+                i = checker.size
+                if e.index != i:
+                    raise _fail(i, "entry is missing from the store")
+                leaf = checked_entry_leaf(e, checker.prev)
+                h = merkle.leaf_hash(leaf)
+                n, stored = next(stored_hashes, (None, None))
+                if n != i or stored != h:
+                    raise _fail(i, "the stored leaf hash does not match the leaf derived from the stored details "
+                                   "(details or tree altered)")
+                if e.type not in ("policy", "preference"):
+                    kind = "refusal" if e.details.get("decision") == "refused" else "use"
+                    if e.type != kind:  # the type is stored beside the details; statistics count by it
+                        raise _fail(i, f"the stored type {e.type!r} differs from the leaf's {kind!r}")
+                elif e.type == "preference":
+                    preferences[e.artist_id] = (i, e.details.get("preferences"))  # type: ignore[index]
+                if e.tag is not None and tag_key is not None:
+                    want = tags.get(e.artist_id)
+                    if want is None:
+                        want = tags[e.artist_id] = artist_tag(tag_key, e.artist_id)
+                    if e.tag != want:
+                        raise _fail(i, f"artist tag does not match HMAC(tag key, artist id) for {e.artist_id!r} "
+                                       "(the stored tag, or the tag key file, was altered)")
+                for level, n_, hash_ in checker.add(h, checker.prev, format_logged_at(e.logged_ms), e.tag, e.aseq, e.aprev)[1:]:
+                    nodes.check(level, n_, hash_)
+                _count(stats, e)
+                if e.type == "policy":
+                    policy_hashes[e.details["policy"]] = e.details["sha256"]
+                want = want_roots.get(i + 1)
+                if want is not None and checker.frontier.root() != want[0]:
+                    raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
+        except StorageError as exc:
+            raise _fail(checker.size, exc.message) from None
         if checker.size != end:
             raise _fail(checker.size, "entry is missing from the store")
         if progress:
             progress(end, size)
     nodes.finish(size)
-    _check_tables(log, checker, stats, policy_hashes)
+    try:
+        _check_tables(log, checker, stats, policy_hashes, preferences)
+    except StorageError as exc:  # a table row that cannot even be read
+        raise VerificationError(exc.message) from None
     report = Report(log.origin, size, size, len(checker.artists), len(checkpoints) + (trusted is not None),
                     time.perf_counter() - t0)
     if tag_key is None:
@@ -204,12 +218,18 @@ class _StoredNodes:
                 break
 
 
-def _check_tables(log: LocalLog, checker: ChainChecker, stats, policy_hashes) -> None:  # type: ignore[no-untyped-def]
+def _check_tables(log: LocalLog, checker: ChainChecker, stats, policy_hashes, preferences) -> None:  # type: ignore[no-untyped-def]
     store = log.store
-    heads = {a.tag: (a.aseq, a.head) for a in store.artists()}
+    artists = store.artists()
+    heads = {a.tag: (a.aseq, a.head) for a in artists}
     if heads != checker.artists:
         bad = sorted(v[1] for t, v in checker.artists.items() if heads.get(t) != v) or [None]
         raise _fail(bad[0], "the stored artist heads do not match the artist chains in the leaves")
+    # The preferences the sequencer decides by must be those the artist's latest preference leaf committed to.
+    for a in artists:
+        index, want = preferences.get(a.artist_id, (a.head, None))
+        if a.preferences != want:
+            raise _fail(index, f"the stored preferences of artist {a.artist_id!r} differ from its latest preference leaf")
     for rec in store.policies():
         want = policy_hashes.get(rec.policy_id)
         if want is None or hashlib.sha256(rec.document).hexdigest() != want:

@@ -18,6 +18,7 @@ import base64
 import binascii
 import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -44,9 +45,9 @@ _ENTRY_COLUMNS = (
     "occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra"
 )
 _ENTRY_SELECT = (
-    "SELECT e.idx, e.type, e.logged_ms, a.artist_id, a.tag, e.aseq, e.aprev, e.service, e.event_id, "
+    "SELECT e.idx, e.type, e.logged_ms, a.artist_id, CAST(a.tag AS BLOB), e.aseq, e.aprev, e.service, e.event_id, "
     "e.content_id, e.purpose, e.phase, e.system, e.occurred_at, e.window_end, e.invocations, e.detail, "
-    "e.basis, e.decision, e.policy, e.nonce, e.extra FROM entries e LEFT JOIN artists a ON a.id = e.artist"
+    "e.basis, e.decision, e.policy, CAST(e.nonce AS BLOB), e.extra FROM entries e LEFT JOIN artists a ON a.id = e.artist"
 )
 
 
@@ -65,9 +66,7 @@ class SqliteStore:
             raise StorageError(f"{self.path} already exists; refusing to overwrite a log")
         try:
             if readonly:
-                self.conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-                )
+                self.conn = self._connect_readonly()
             else:
                 if create:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +82,11 @@ class SqliteStore:
             if not readonly:
                 self._ensure_published_table()
         except sqlite3.Error as exc:
+            if not readonly and not os.access(self.path.parent, os.W_OK):
+                raise StorageError(
+                    f"cannot open {self.path} for writing: {self.path.parent} is read-only (SQLite needs to write "
+                    "its -wal and -shm files there); read-only commands such as `tlog verify` still work"
+                ) from exc
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
         self._names: dict[tuple[str, str], int] = {}
         self._name_of: dict[int, tuple[str, str]] = {}
@@ -90,6 +94,28 @@ class SqliteStore:
         self._load_names()
 
     # --- setup ---------------------------------------------------------------------------------
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A read-only connection (`mode=ro`). A WAL database needs its `-shm` file, which SQLite cannot
+        create in a read-only directory (a read-only mount, a snapshot, an auditor's copy): if there is
+        no write-ahead log to read, nothing on such a medium can change the file, so it is opened
+        `immutable`. A write-ahead log left by a writer that did not close is never skipped."""
+        uri = "file:" + urllib.parse.quote(str(self.path.absolute()))
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # CANTOPEN shows at the first read
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            wal = Path(f"{self.path}-wal")
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_CANTOPEN:
+                raise
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StorageError(
+                    f"cannot open {self.path} read-only: its write-ahead log {wal.name} holds commits that "
+                    "only a read-write open (or a copy on writable storage) can read"
+                ) from exc
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
     def _configure(self, readonly: bool) -> None:
         c = self.conn
@@ -203,7 +229,7 @@ class SqliteStore:
         ids = [node_id(level, n) for level, n in coords]
         found = dict(
             self.conn.execute(
-                f"SELECT id, hash FROM nodes WHERE id IN ({','.join('?' * len(ids))})", ids
+                f"SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id IN ({','.join('?' * len(ids))})", ids
             ).fetchall()
         )
         if len(found) < len(set(ids)):
@@ -218,7 +244,7 @@ class SqliteStore:
         lo = node_id(level, start)
         hi = node_id(level + 1, 0) if end is None else node_id(level, end)
         mask = (1 << _LEVEL_SHIFT) - 1
-        for i, h in self.conn.execute("SELECT id, hash FROM nodes WHERE id >= ? AND id < ? ORDER BY id", (lo, hi)):
+        for i, h in self.conn.execute("SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id >= ? AND id < ? ORDER BY id", (lo, hi)):
             yield i & mask, h
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -295,33 +321,45 @@ class SqliteStore:
     # --- entries -------------------------------------------------------------------------------
 
     def _entry(self, row: tuple[Any, ...]) -> Entry:
+        """Decodes one entries row. A row that cannot be decoded (edited by hand, bit rot) is a StorageError
+        naming its index, never a crash: `tlog verify` reports it, the server answers 503."""
         (idx, type_, logged_ms, artist_id, tag, aseq, aprev, service, event_id, content_id, purpose, phase,
          system, occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra) = row
         name = self._name
-        kind = name(type_)
-        if extra is not None:
-            details = orjson.loads(extra)
-        else:
-            sys_id, model, version = orjson.loads(name(system))
-            details = {
-                "event_id": event_id, "content_id": content_id, "artist_id": artist_id,
-                "purpose": name(purpose), "phase": name(phase),
-                "system": {"id": sys_id, "model": model, "version": version},
-                "occurred_at": occurred_at, "invocations": invocations, "window_end": window_end,
-                "detail": detail, "basis": name(basis), "service": name(service), "index": idx,
-                "logged_at": format_logged_at(logged_ms), "decision": name(decision),
-                "policy": name(policy), "nonce": base64.b64encode(nonce).decode(),
-            }
-        return Entry(idx, kind, logged_ms, details, artist_id, None if tag is None else bytes(tag), aseq, aprev)
+        try:
+            kind = name(type_)
+            if extra is not None:
+                details = orjson.loads(extra)
+            else:
+                sys_id, model, version = orjson.loads(name(system))
+                details = {
+                    "event_id": event_id, "content_id": content_id, "artist_id": artist_id,
+                    "purpose": name(purpose), "phase": name(phase),
+                    "system": {"id": sys_id, "model": model, "version": version},
+                    "occurred_at": occurred_at, "invocations": invocations, "window_end": window_end,
+                    "detail": detail, "basis": name(basis), "service": name(service), "index": idx,
+                    "logged_at": format_logged_at(logged_ms), "decision": name(decision),
+                    "policy": name(policy), "nonce": base64.b64encode(nonce).decode(),
+                }
+        except (KeyError, TypeError, ValueError) as exc:  # JSON and base64 errors are ValueErrors
+            raise StorageError(f"entry {idx} cannot be read from {self.path.name} (the database was altered): "
+                               f"{type(exc).__name__}: {exc}") from None
+        return Entry(idx, kind, logged_ms, details, artist_id, tag, aseq, aprev)
 
     def entries(self, start: int, end: int) -> Iterator[Entry]:
         rows = self.conn.execute(f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? ORDER BY e.idx", (start, end))
-        for row in rows:
-            yield self._entry(row)
+        index = start
+        try:
+            for row in rows:
+                entry = self._entry(row)
+                index = entry.index + 1
+                yield entry
+        except sqlite3.Error as exc:  # e.g. a byte flipped into a TEXT column is no longer UTF-8
+            raise StorageError(f"entry {index} cannot be read from {self.path.name} (the database was "
+                               f"altered): {exc}") from None
 
     def entry(self, index: int) -> Entry | None:
-        row = self.conn.execute(f"{_ENTRY_SELECT} WHERE e.idx = ?", (index,)).fetchone()
-        return None if row is None else self._entry(row)
+        return next(self.entries(index, index + 1), None)
 
     def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]:
         sid = self._name_id("service", service)
@@ -347,12 +385,12 @@ class SqliteStore:
             chunk = ids[k : k + 500]
             q = f"SELECT artist_id, tag, aseq, head, preferences FROM artists WHERE artist_id IN ({','.join('?' * len(chunk))})"
             for a, t, sq, h, p in self.conn.execute(q, chunk):
-                found[a] = ArtistState(a, bytes(t), sq, h, None if p is None else orjson.loads(p))
+                found[a] = ArtistState(a, _blob(t), sq, h, _preferences(a, p))
         return found
 
     def artists(self) -> list[ArtistState]:
         rows = self.conn.execute("SELECT artist_id, tag, aseq, head, preferences FROM artists ORDER BY id")
-        return [ArtistState(a, bytes(t), s, h, None if p is None else orjson.loads(p)) for a, t, s, h, p in rows]
+        return [ArtistState(a, _blob(t), s, h, _preferences(a, p)) for a, t, s, h, p in rows]
 
     def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]:
         row = self.conn.execute("SELECT id FROM artists WHERE artist_id = ?", (artist_id,)).fetchone()
@@ -562,6 +600,18 @@ class SqliteStore:
             return fn()
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
+
+
+def _preferences(artist_id: str, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        prefs = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        prefs = None
+    if not isinstance(prefs, dict):
+        raise StorageError(f"the stored preferences of artist {artist_id!r} are not a JSON object (the database was altered)")
+    return prefs
 
 
 def _blob(value: Any) -> bytes:

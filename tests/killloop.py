@@ -1,0 +1,259 @@
+"""The kill loop: a real `tlog serve` under load from real clients, SIGKILLed at random moments.
+
+Shared by tests/test_killloop.py (a few kills) and scripts/reliability (fifty and more). Every request a
+client sends is resent, unchanged, until the log acknowledges it (as the client library's spool does),
+so at the end every event a client ever sent must be in the log exactly once, at the index and with the
+leaf hash of its acknowledgement. A poller keeps every checkpoint `/checkpoint` ever served; each must
+be consistent with the final log (so with every later one), and the size served must never go down.
+
+`spool_outage` does the same through the client's BatchLogger (durable SQLite spool): the service keeps
+logging through server outages of a second or more; nothing it logged may be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import aiohttp
+
+from tlog.client import BatchLogger, TlogClient
+from tlog.client.errors import is_transient
+from tlog.errors import TlogError
+from tlog.log import init_log, open_log
+
+from .faultkit import Served, check_log, free_port, make_token, serve, stop
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class KillReport:
+    scenario: str
+    kills: int = 0
+    sent: int = 0  # distinct events the clients logged
+    acknowledged: int = 0
+    lost: int = 0
+    wrong: int = 0  # acknowledged at an index or leaf hash the log does not hold
+    duplicates: int = 0
+    unexpected: int = 0  # answers that are neither success nor transient (4xx, broken receipts)
+    retried: int = 0  # requests resent after a kill
+    duplicate_answers: int = 0  # resends answered "already logged": saved but not acknowledged before the kill
+    checkpoints: int = 0
+    forks: int = 0
+    rollbacks: int = 0
+    size: int = 0
+    seconds: float = 0.0
+    tracebacks: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return not (self.lost or self.wrong or self.duplicates or self.unexpected or self.forks or self.rollbacks
+                    or self.tracebacks or self.acknowledged != self.sent)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+WHEN = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+
+
+def use(client: int, n: int) -> dict[str, Any]:
+    return {
+        "event_id": f"c{client}-{n:07d}", "content_id": f"sc:track:{(client * 7919 + n) % 997}",
+        "artist_id": f"sc:user:{(client * 31 + n) % 60}", "purpose": "recommendation", "phase": "inference",
+        "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.07.3"},
+        "occurred_at": WHEN, "invocations": 1 + n % 3, "detail": "kill loop",
+    }
+
+
+def _setup(workdir: Path) -> tuple[Path, str, str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "tlog.db"
+    log = init_log(db, "killloop.example/log")
+    vkey = log.verifier.key
+    log.close()
+    return db, vkey, make_token(db, "--service", "loadgen")
+
+
+class _Run:
+    """The moving parts of one kill loop: the server (restarted in place) and what was seen."""
+
+    def __init__(self, db: Path, port: int) -> None:
+        self.db, self.port = db, port
+        self.server: Served | None = None
+        self.served: list[bytes] = []
+        self.up = asyncio.Event()
+        self.done = False
+
+    async def start(self) -> None:
+        self.server = await asyncio.get_running_loop().run_in_executor(None, serve, self.db, self.port)
+        self.up.set()
+
+    async def kill(self) -> None:
+        self.up.clear()
+        assert self.server is not None
+        await asyncio.get_running_loop().run_in_executor(None, lambda: stop(self.server, kill=True))  # type: ignore[arg-type]
+
+    async def poll_checkpoints(self, session: aiohttp.ClientSession) -> None:
+        url = f"http://127.0.0.1:{self.port}/checkpoint"
+        while not self.done:
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        note = await r.read()
+                        if not self.served or self.served[-1] != note:
+                            self.served.append(note)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.01)
+
+
+async def kill_loop(workdir: Path, *, kills: int = 5, clients: int = 4, max_batch: int = 25, seed: int = 1,
+                    gap: tuple[float, float] = (0.05, 0.5), say: Say = lambda s: None) -> KillReport:
+    """SIGKILLs `tlog serve` `kills` times, at random moments under load, restarting it each time."""
+    rnd = random.Random(seed)
+    t0 = time.monotonic()
+    db, vkey, token = await asyncio.get_running_loop().run_in_executor(None, _setup, workdir)
+    rep = KillReport("kill loop")
+    run = _Run(db, free_port())
+    await run.start()
+    acked: dict[tuple[str, str], tuple[int, str]] = {}
+
+    async def client(c: int, log: TlogClient) -> None:
+        n = 0
+        crand = random.Random(seed * 1000 + c)
+        while not run.done:
+            recs = [use(c, n + k) for k in range(crand.randint(1, max_batch))]
+            n += len(recs)
+            rep.sent += len(recs)
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    if len(recs) == 1 and crand.random() < 0.5:
+                        results = [await log.use(recs[0])]  # the inline receipt is verified against vkey
+                    else:
+                        results = await log.log_many(recs)
+                    break
+                except TlogError as exc:
+                    if not is_transient(exc):  # only "could not answer now" is worth resending
+                        rep.unexpected += 1
+                        rep.notes.append(f"client {c}: {type(exc).__name__}: {exc.message}")
+                        return
+                    await asyncio.sleep(0.02 if run.up.is_set() else 0.05)
+            if attempt > 1:
+                rep.retried += 1
+            for r in results:
+                rep.duplicate_answers += r.duplicate
+                acked[("loadgen", r.event_id)] = (r.index, r.leaf_hash.hex())
+
+    async with aiohttp.ClientSession() as session:
+        logs = [TlogClient(f"http://127.0.0.1:{run.port}", token, vkey=vkey, session=session, retries=0, timeout=10)
+                for _ in range(clients)]
+        tasks = [asyncio.create_task(client(c, lg)) for c, lg in enumerate(logs)]
+        poller = asyncio.create_task(run.poll_checkpoints(session))
+        for k in range(kills):
+            await asyncio.sleep(rnd.uniform(*gap))
+            await run.kill()
+            rep.kills += 1
+            await run.start()
+            if (k + 1) % 10 == 0:
+                say(f"  {k + 1} kills, {len(acked)} acknowledged")
+        await asyncio.sleep(rnd.uniform(*gap))
+        run.done = True  # clients finish (and resend until acknowledged) what they have in flight
+        await asyncio.gather(*tasks)
+        await poller
+    assert run.server is not None
+    rc = stop(run.server)
+    out = run.server.output()
+    rep.tracebacks = out.count("Traceback")
+    if rc != 0:
+        rep.notes.append(f"the last server exited {rc} on SIGTERM")
+    rep.acknowledged = len(acked)
+    _check(rep, db, acked, run.served)
+    rep.seconds = time.monotonic() - t0
+    return rep
+
+
+def _check(rep: KillReport, db: Path, acked: dict[tuple[str, str], tuple[int, str]], served: list[bytes]) -> None:
+    c = check_log(db, acked=acked, served=served)
+    rep.lost, rep.wrong, rep.duplicates, rep.forks, rep.rollbacks = c.lost, c.wrong, c.duplicates, c.forks, c.rollbacks
+    rep.checkpoints, rep.size = c.checkpoints, c.size
+    log = open_log(db, readonly=True)
+    try:  # nothing in the log that no client sent (an unacknowledged half of a batch, say)
+        extra = log.store.conn.execute("SELECT count(*) FROM entries WHERE event_id IS NOT NULL").fetchone()[0] - len(acked)
+    finally:
+        log.close()
+    if extra:
+        rep.notes.append(f"{extra} uses in the log that were never acknowledged")
+        rep.unexpected += abs(extra)
+
+
+async def spool_outage(workdir: Path, *, records: int = 400, outages: int = 3, outage: float = 1.0,
+                       rate: float = 200.0, seed: int = 2, say: Say = lambda s: None) -> KillReport:
+    """A service logs uses through BatchLogger at about `rate`/s (at least `records` of them) while the
+    server is SIGKILLed and kept down for `outage` seconds, `outages` times; then the logger drains.
+    Nothing the service logged may be lost."""
+    rnd = random.Random(seed)
+    t0 = time.monotonic()
+    db, vkey, token = await asyncio.get_running_loop().run_in_executor(None, _setup, workdir)
+    rep = KillReport("spool outage")
+    run = _Run(db, free_port())
+    await run.start()
+    futures: list[asyncio.Future[Any]] = []
+    async with aiohttp.ClientSession() as session:
+        poller = asyncio.create_task(run.poll_checkpoints(session))
+        client = TlogClient(f"http://127.0.0.1:{run.port}", token, vkey=vkey, session=session, retries=0, timeout=5)
+        logger = BatchLogger(client, workdir / "service.spool", max_delay=0.02, backoff_cap=0.5)
+        await logger.start()
+
+        async def outages_() -> None:
+            for _ in range(outages):
+                await asyncio.sleep(rnd.uniform(0.2, 0.6))
+                await run.kill()
+                rep.kills += 1
+                await asyncio.sleep(outage)  # the service keeps logging into its spool meanwhile
+                await run.start()
+
+        downs = asyncio.create_task(outages_())
+        i = 0
+        while i < records or not downs.done():
+            futures.append(await logger.log(use(99, i)))
+            i += 1
+            await asyncio.sleep(1 / rate)
+        rep.sent = i
+        await downs
+        left = await logger.close(timeout=60)
+        if left:
+            rep.notes.append(f"{left} records still in the spool after 60 s")
+        run.done = True
+        await poller
+    acked: dict[tuple[str, str], tuple[int, str]] = {}
+    for f in futures:
+        if f.done() and not f.cancelled() and f.exception() is None:
+            r = f.result()
+            rep.duplicate_answers += r.duplicate
+            acked[("loadgen", r.event_id)] = (r.index, r.leaf_hash.hex())
+        else:
+            rep.notes.append(f"a spooled record was not acknowledged: {f.exception() if f.done() else 'pending'}")
+    assert run.server is not None
+    stop(run.server)
+    rep.tracebacks = run.server.output().count("Traceback")
+    rep.acknowledged = len(acked)
+    _check(rep, db, acked, run.served)
+    rep.seconds = time.monotonic() - t0
+    say(f"  spool: {rep.sent} logged through {rep.kills} outages of {outage:.1f} s, {rep.acknowledged} acknowledged")
+    return rep
+
+
+def run_kill_loop(workdir: Path, **kw: Any) -> KillReport:
+    return asyncio.run(kill_loop(workdir, **kw))
+
+
+def run_spool_outage(workdir: Path, **kw: Any) -> KillReport:
+    return asyncio.run(spool_outage(workdir, **kw))

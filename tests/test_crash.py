@@ -1,0 +1,347 @@
+"""The crash matrix: fail at every step of an append, in both ways Sunlight tests them.
+
+- "failed and not saved": the step raises before COMMIT; the transaction rolls back, the caller gets an
+  error, memory and disk agree on the old size, and the next append takes the next dense index.
+- "failed but saved": COMMIT succeeded, then the process fails before answering or before its memory
+  moved; the caller gets an error, the batch is all there, and a retry gets `duplicate: true` answers
+  with the indexes first given.
+- process death: a forked child opens the log, appends and `os._exit`s at the step (uncommitted WAL
+  frames on disk included); the parent reopens the file as a restarted server would.
+
+After each: the fsck passes, nothing acknowledged is missing, no batch is half-written, every checkpoint
+ever served is consistent with the log now, and appending continues with dense indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tlog.committer import GroupCommitter
+from tlog.demo import sample_records
+from tlog.errors import StorageError, TlogError
+from tlog.log import LocalLog, open_log
+from tlog.policy import DEFAULT_POLICY
+from tlog.records import validate_use
+from tlog.sequencer import Sequencer, Submission
+
+from .conftest import records
+from .faultkit import STEP_LABELS, Injected, check_log, fail_at, hooked, recorder, survived
+
+KILLED = 77
+
+
+class History:
+    """What a client and a reader of the log have seen: acknowledged records and served checkpoints."""
+
+    def __init__(self, log: LocalLog) -> None:
+        self.db = log.path
+        self.acked: dict[tuple[str, str], tuple[int, str]] = {}
+        self.served: list[bytes] = [log.store.latest_checkpoint() or b""]
+        self.k = 0
+
+    def serve(self, log: LocalLog) -> None:
+        self.served.append(log.store.latest_checkpoint() or b"")
+
+    def check(self) -> None:
+        c = check_log(self.db, acked=self.acked, served=self.served)
+        assert not c.problems(), c
+
+
+START = datetime.now(timezone.utc) - timedelta(days=1)
+
+
+def _uses(k: int, n: int = 6) -> tuple[str, list[dict[str, Any]]]:
+    """A batch that reaches every statement of `write_batch`: a new service and system (new names), known
+    artists (updates) and a new artist (insert). The same (k, n) gives the same bodies, as a retry must
+    (also in a forked child)."""
+    recs = [r for _, r in sample_records(n, seed=1000 + k, artists=4, start=START)]
+    recs[-1]["artist_id"] = f"sc:user:new-{k}"
+    recs[0]["system"] = {"id": f"sys-{k}", "model": "m", "version": "1"}
+    return f"svc-{k}", recs
+
+
+def _submit(seq: Sequencer, service: str, recs: list[dict[str, Any]]) -> list[Any]:
+    now = datetime.now(timezone.utc)
+    valid = [validate_use(r, now=now, purposes=seq.policy.purposes) for r in recs]  # type: ignore[union-attr]
+    (res,) = seq.append_uses([Submission(service, valid)])
+    if isinstance(res, TlogError):
+        raise res
+    return res
+
+
+# Each operation returns the (service, event_id) → (index, leaf hash) it acknowledged, and how many leaves
+# it appends.
+Op = Callable[[Sequencer, int], dict[tuple[str, str], tuple[int, str]]]
+
+
+def op_uses(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
+    service, recs = _uses(k)
+    return {(service, r.event_id): (r.index, r.leaf_hash.hex()) for r in _submit(seq, service, recs)}
+
+
+def op_preferences(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
+    seq.set_preferences(f"sc:user:pref-{k}", {"no_ai": True}, by="artist")
+    return {}
+
+
+def op_policy(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
+    seq.publish_policy(DEFAULT_POLICY.document, f"crash-{k}")
+    return {}
+
+
+OPS: dict[str, tuple[Op, int]] = {"uses": (op_uses, 6), "preferences": (op_preferences, 1), "policy": (op_policy, 1)}
+
+
+@pytest.fixture
+def history(log: LocalLog) -> History:
+    seq = log.sequencer()
+    h = History(log)
+    h.acked.update(op_uses(seq, -1))
+    h.serve(log)
+    return h
+
+
+def _reached(log: LocalLog, op: Op, k: int) -> list[str]:
+    """The statements `op` runs inside its write transaction (BEGIN to COMMIT)."""
+    steps: list[str] = []
+    seq = log.sequencer()
+    with hooked(log.store, recorder(steps)):
+        op(seq, k)
+    return steps[steps.index("begin") : len(steps) - steps[::-1].index("commit")]
+
+
+def test_the_matrix_covers_every_statement_of_a_batch(log, history):
+    """A step added to `write_batch` must get its crash case: the uses batch runs exactly these."""
+    steps = _reached(log, op_uses, 0)
+    assert "other" not in steps, steps
+    assert sorted(set(steps), key=STEP_LABELS.index) == list(STEP_LABELS)
+    assert steps[0] == "begin" and steps[-1] == "commit"
+
+
+def test_durability_settings(log):
+    """Power-loss safety rests on WAL + synchronous=FULL (fsync of the WAL at every COMMIT)."""
+    c = log.store.conn
+    assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_failed_and_not_saved_at_every_step(log, history, name):
+    op, n = OPS[name]
+    seq = log.sequencer()
+    _reached(log, op, 100)  # first-time work (a new name) is done; the loop sees the steady state
+    steps = ["sign", *dict.fromkeys(_reached(log, op, 101))]
+    history.serve(log)
+    seq.reload()
+    for k, step in enumerate(steps):
+        size, note = log.store.size(), log.store.latest_checkpoint()
+        if step == "sign":
+            real = seq.sign
+            seq.sign = lambda *a: (_ for _ in ()).throw(Injected("injected fault while signing"))  # type: ignore[method-assign]
+            try:
+                with pytest.raises(Injected):
+                    op(seq, k)
+            finally:
+                seq.sign = real  # type: ignore[method-assign]
+        else:
+            with hooked(log.store, fail_at(step, "before")), pytest.raises(StorageError, match="injected"):
+                op(seq, k)
+        assert (log.store.size(), log.store.latest_checkpoint()) == (size, note), step
+        assert seq.size == size, step
+        history.check()
+        got = op(seq, k)  # the same work again: same indexes, nothing skipped
+        assert log.store.size() == size + n, step
+        assert all(index >= size for index, _ in got.values()), step
+        history.acked.update(got)
+        history.serve(log)
+        survived("failed and not saved")
+    history.check()
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_failed_but_saved_after_commit(log, history, name):
+    """COMMIT returned, then the write path failed before memory moved or the caller was told."""
+    op, n = OPS[name]
+    seq = log.sequencer()
+    size = log.store.size()
+    with hooked(log.store, fail_at("commit", "after")), pytest.raises(StorageError, match="injected"):
+        op(seq, 1)
+    assert log.store.size() == size + n
+    assert seq.size == size + n  # reloaded from disk
+    history.serve(log)
+    history.check()
+    if name == "uses":
+        service, recs = _uses(1)
+        again = _submit(seq, service, recs)  # the client retries: the first answers, marked duplicate
+        assert all(r.duplicate for r in again)
+        assert sorted(r.index for r in again) == list(range(size, size + n))
+        history.acked.update({(service, r.event_id): (r.index, r.leaf_hash.hex()) for r in again})
+    history.acked.update(op(seq, 2))
+    assert log.store.size() == size + 2 * n
+    history.serve(log)
+    history.check()
+    survived("failed but saved")
+
+
+@pytest.mark.parametrize("read", ["FROM nodes WHERE id IN", "FROM nodes WHERE id >=", "FROM entries e", "FROM policies"])
+def test_saved_but_reload_fails_does_not_corrupt(log, history, read):
+    """After a failed-but-saved write the sequencer reloads from disk. If one of those reads fails too
+    (the frontier, the chain head, the last entry, the policy), the next batch must neither build on a
+    mix of old and new state nor be refused: it reloads first. (Found by this test: a half-done reload
+    once left a new size beside the old chain head, and the next batch was signed over a broken chain.)"""
+    seq = log.sequencer()
+    size = log.store.size()
+    state = {"committed": False}
+
+    def hook(label: str, phase: str, sql: str) -> None:
+        if label == "commit" and phase == "after":
+            state["committed"] = True
+            raise Injected("injected fault after commit")
+        if state["committed"] and read in sql and phase == "before":
+            state["committed"] = False
+            raise Injected("injected fault while reloading")
+
+    with hooked(log.store, hook), pytest.raises(Injected, match="while reloading"):
+        op_uses(seq, 1)
+    assert log.store.size() == size + 6
+    got = op_uses(seq, 2)
+    assert sorted(i for i, _ in got.values()) == list(range(size + 6, size + 12))
+    history.acked.update(got)
+    history.serve(log)
+    history.check()
+    survived("failed but saved, then the reload failed")
+
+
+# --- process death ----------------------------------------------------------------------------
+
+
+def _die_at(db: Path, step: str, phase: str, op: Op, k: int) -> int:
+    """Forks a child that opens the log, runs `op` and os._exit(KILLED)s when `step` reaches `phase`;
+    returns the child's exit status (0: the step was not reached and the op completed)."""
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 1
+        try:
+            log = open_log(db, secrets_needed=True)
+            log.store.conn.execute("PRAGMA cache_size = 2")  # spill uncommitted pages into the WAL
+
+            def hook(label: str, ph: str, sql: str) -> None:
+                if label == step and ph == phase:
+                    wal = Path(f"{db}-wal")
+                    Path(f"{db}.died").write_text(str(wal.stat().st_size if wal.exists() else 0))
+                    os._exit(KILLED)
+
+            seq = log.sequencer()
+            with hooked(log.store, hook):
+                op(seq, k)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def op_big_uses(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
+    service, recs = _uses(k, 150)
+    return {(service, r.event_id): (r.index, r.leaf_hash.hex()) for r in _submit(seq, service, recs)}
+
+
+@pytest.mark.parametrize("name", ["uses", "preferences", "policy"])
+def test_process_death_at_every_step(log, history, name):
+    op, n = {"uses": (op_big_uses, 150), "preferences": OPS["preferences"], "policy": OPS["policy"]}[name]
+    _reached(log, op, 100)
+    steps = [(s, "before") for s in dict.fromkeys(_reached(log, op, 101))] + [("commit", "after")]
+    history.serve(log)
+    db = log.path
+    log.close()
+    for k, (step, phase) in enumerate(steps):
+        lg = open_log(db, secrets_needed=True)
+        size, note = lg.store.size(), lg.store.latest_checkpoint()
+        lg.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        lg.close()
+        assert _die_at(db, step, phase, op, k) == KILLED, (step, phase)
+        if name == "uses" and step in ("upsert stats", "store checkpoint", "commit"):
+            # Uncommitted pages were on disk when the process died: recovery must ignore them.
+            assert int(Path(f"{db}.died").read_text()) > 0, (step, phase)
+        lg = open_log(db, secrets_needed=True)
+        try:
+            saved = (step, phase) == ("commit", "after")
+            assert lg.store.size() == size + (n if saved else 0), (step, phase)
+            if not saved:
+                assert lg.store.latest_checkpoint() == note, (step, phase)
+            history.serve(lg)
+            history.check()
+            seq = lg.sequencer()
+            if saved and name in ("uses",):
+                service, recs = _uses(k, n)
+                again = _submit(seq, service, recs)
+                assert all(r.duplicate for r in again) and sorted(r.index for r in again) == list(range(size, size + n))
+                history.acked.update({(service, r.event_id): (r.index, r.leaf_hash.hex()) for r in again})
+            elif not saved:
+                history.acked.update(op(seq, k))  # the unacknowledged work, sent again, lands at the old size
+                assert lg.store.size() == size + n
+            history.serve(lg)
+        finally:
+            lg.close()
+        survived("process death (os._exit)")
+    history.check()
+
+
+# --- the group committer ----------------------------------------------------------------------
+
+
+async def _group(committer: GroupCommitter, subs: list[Submission]) -> list[Any]:
+    return await asyncio.gather(*(committer.append(s) for s in subs), return_exceptions=True)
+
+
+def _subs(seq: Sequencer, k: int, callers: int = 5) -> list[Submission]:
+    now = datetime.now(timezone.utc)
+    out = []
+    for c in range(callers):
+        recs = records(3, seed=5000 + k * 10 + c, artists=3)
+        out.append(Submission(f"caller-{c}", [validate_use(r, now=now, purposes=seq.policy.purposes) for r in recs]))  # type: ignore[union-attr]
+    return out
+
+
+@pytest.mark.parametrize("phase", ["before", "after"])
+async def test_group_commit_fails_every_caller_of_a_failed_batch(log, history, phase):
+    """One transaction for many callers: a fault fails all of them with 503 (before COMMIT nothing is
+    there; after, everything is, and the retries are answered as duplicates); the committer goes on."""
+    seq = log.sequencer()
+    committer = GroupCommitter(seq)
+    committer.start()
+    try:
+        size = log.store.size()
+        subs = _subs(seq, 1)
+        with hooked(log.store, fail_at("commit", phase, times=0)):
+            # Every commit fails while the hook is on, however the writer groups the callers.
+            out = await _group(committer, subs)
+        assert all(isinstance(r, StorageError) and r.status == 503 for r in out), out
+        saved = 15 if phase == "after" else 0
+        assert log.store.size() == size + saved
+        history.serve(log)
+        history.check()
+        again = await _group(committer, subs)
+        assert not any(isinstance(r, BaseException) for r in again), again
+        flat = [r for res in again for r in res]
+        assert sorted(r.index for r in flat) == list(range(size, size + 15))
+        assert all(r.duplicate for r in flat) == (phase == "after")
+        for s, res in zip(subs, again):
+            history.acked.update({(s.service, r.event_id): (r.index, r.leaf_hash.hex()) for r in res})
+        subs2 = _subs(seq, 2)
+        more = await _group(committer, subs2)
+        assert sorted(r.index for res in more for r in res) == list(range(size + 15, size + 30))
+        for s, res in zip(subs2, more):
+            history.acked.update({(s.service, r.event_id): (r.index, r.leaf_hash.hex()) for r in res})
+        assert committer.stats.batches >= 2  # committed batches: the failed one is not counted
+        history.serve(log)
+    finally:
+        await committer.close()
+    history.check()
+    survived("group commit " + ("failed but saved" if phase == "after" else "failed and not saved"), len(subs))
