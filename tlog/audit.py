@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import merkle
+from .canonical import canonical
 from .checkpoint import open_checkpoint
 from .errors import ProofError, ValidationError, VerificationError
 from .note import Verifier
@@ -46,18 +47,31 @@ def _bad(index: int | None, message: str) -> VerificationError:
 
 
 def _b64(value: Any, what: str, index: int | None) -> bytes:
+    """Canonical padded base64 only: b64decode ignores the unused low bits of the last character, so
+    without the re-encoding check one hash would have several spellings and a flipped bit could pass."""
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        raise _bad(index, f"{what} is not base64") from None
+        raw = base64.b64decode(value, validate=True) if type(value) is str else None
+    except (binascii.Error, ValueError):
+        raw = None
+    if raw is None or base64.b64encode(raw).decode() != value:
+        raise _bad(index, f"{what} is not canonical base64")
+    return raw
 
 
 def verify_bundle(bundle: Any, verifier: Verifier) -> AuditReport:
+    """Checks a bundle as parsed from its JSON. ValidationError if it is not a bundle, VerificationError
+    naming the first bad index if it does not hold; nothing else, whatever the input."""
+    try:
+        canonical(bundle)  # only what strict JSON can hold: no floats, lone surrogates, huge integers
+    except ValidationError as exc:
+        raise ValidationError(f"not a tlog audit bundle: {exc.message}") from None
     if not isinstance(bundle, dict) or set(bundle) != _BUNDLE_FIELDS or bundle.get("version") != 1:
         raise ValidationError("not a tlog audit bundle (version 1)")
+    if type(bundle["checkpoint"]) is not str:
+        raise ValidationError("the bundle's checkpoint is not a string")
     artist_id = bundle["artist_id"]
     try:
-        cp, _ = open_checkpoint(str(bundle["checkpoint"]).encode(), [verifier])
+        cp, _ = open_checkpoint(bundle["checkpoint"].encode(), [verifier])
     except ProofError as exc:
         raise VerificationError(f"the bundle's checkpoint does not verify with the named key: {exc.message}") from None
     if cp.origin != bundle["origin"]:

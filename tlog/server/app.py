@@ -16,10 +16,10 @@ from aiohttp import web
 from ..committer import GroupCommitter
 from ..errors import StorageError, TlogError
 from ..log import LocalLog, open_log
-from . import artist, metrics, public, service
 from ..witnessing import NONE, WitnessPolicy, publisher_context
+from . import artist, metrics, openapi, public, service
 from .auth import RateLimit, auth_middleware
-from .errors import error_middleware
+from .errors import error_middleware, quiet_malformed_requests
 from .state import STATE_KEY, Limits, State
 
 TILE_CACHE_ENTRIES = 4096  # full tiles and bundles are at most ~8-16 KiB each
@@ -42,6 +42,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app[metrics.METRICS_KEY] = metrics.Metrics()
     app.add_routes(public.routes)
     app.add_routes(metrics.routes)
+    app.add_routes(openapi.routes)
     if writer is not None:
         state.committer = GroupCommitter(writer.sequencer())
         app.add_routes(service.routes)
@@ -107,6 +108,7 @@ def _lock(db: Path) -> IO[str]:
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
         rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_malformed_requests()
     path = Path(db)
     reader = open_log(path)
     lock = _lock(path)

@@ -18,10 +18,10 @@ from ..checkpoint import Checkpoint
 from ..errors import Forbidden, NotFound, ValidationError
 from ..leaves import iter_leaves
 from ..note import parse_note
-from ..records import format_logged_at, parse_rfc3339
+from ..records import DECISIONS, PURPOSE_CODE, format_logged_at, is_platform_id, parse_rfc3339
 from ..store.base import Entry, UseFilter
 from .auth import require
-from .service import parse_index
+from .service import MAX_INDEX, check_artist_id, parse_index
 from .state import get_state
 
 routes = web.RouteTableDef()
@@ -36,7 +36,7 @@ def _own(request: web.Request) -> str:
     who = require(request, "artist", "auditor")
     if who.role == "artist" and who.subject != artist_id:
         raise Forbidden("an artist token may only read its own entries")
-    return artist_id
+    return check_artist_id(artist_id)
 
 
 def _time_ms(request: web.Request, name: str) -> int | None:
@@ -53,7 +53,7 @@ def _cursor(raw: str | None) -> int:
     try:
         text = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "after" or not value.isdigit() or len(value) > 19:
+        if kind != "after" or not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_INDEX:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeError):
@@ -80,7 +80,16 @@ def _filter(request: web.Request) -> UseFilter:
     unknown = sorted(set(q) - known)
     if unknown:
         raise ValidationError(f"unknown query parameter {unknown[0]!r}", [{"field": unknown[0], "message": "unknown"}])
-    return UseFilter(purpose=q.get("purpose"), content_id=q.get("content_id"), decision=q.get("decision"),
+    # A filter value that can match nothing is a typo, not an empty answer.
+    purpose, content_id, decision = q.get("purpose"), q.get("content_id"), q.get("decision")
+    if purpose is not None and not PURPOSE_CODE.fullmatch(purpose):
+        raise ValidationError("purpose must be a purpose code", [{"field": "purpose", "message": purpose[:40]}])
+    if content_id is not None and not is_platform_id(content_id):
+        raise ValidationError("content_id must be a platform id", [{"field": "content_id", "message": content_id[:40]}])
+    if decision is not None and decision not in DECISIONS:
+        raise ValidationError(f"decision must be one of {', '.join(sorted(DECISIONS))}",
+                              [{"field": "decision", "message": decision[:40]}])
+    return UseFilter(purpose=purpose, content_id=content_id, decision=decision,
                      since_ms=_time_ms(request, "since"), until_ms=_time_ms(request, "until"), after=_cursor(q.get("cursor")))
 
 

@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import TlogError
 
@@ -39,7 +40,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if status >= 500 and status != 503:
             log.error("internal error on %s: %s", request.path, exc.message)
             return error_response(500, "internal", "internal error")
-        return error_response(status, exc.code, exc.message, exc.details)
+        # RFC 9110 §15.5.2: a 401 names the scheme that would work.
+        headers = {"WWW-Authenticate": 'Bearer realm="tlog"'} if status == 401 else None
+        return error_response(status, exc.code, exc.message, exc.details, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -49,3 +52,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error")
+
+
+class MalformedRequestLogFilter(logging.Filter):
+    """aiohttp answers a request it cannot parse (a control byte in a header, a line too long) with a
+    400 itself, before any middleware, and logs it at ERROR with a traceback and the offending bytes,
+    which may be an Authorization header. That is the client's error, not ours: one line at INFO, with
+    the peer and the kind of error but nothing of the request (tokens are never logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "rejected a malformed HTTP request from %s (%s)", (peer, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Installs MalformedRequestLogFilter on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestLogFilter) for f in logger.filters):
+        logger.addFilter(MalformedRequestLogFilter())

@@ -1,0 +1,365 @@
+"""The OpenAPI 3.1 description of the whole HTTP API (SPEC §6), served at `GET /openapi.json`.
+
+Hand-written and static, so that it says what the API promises rather than what the code happens to
+do: tests/test_openapi.py checks that every route the app registers is described here and vice versa,
+and tests/e2e/test_fuzz.py runs schemathesis from it against a real server (every answer must be
+documented and match its schema; data the schema forbids must be refused with a 4xx).
+
+The request schemas are as strict as the server where JSON Schema can say it (unknown fields, types,
+lengths, patterns) and never stricter; what JSON Schema cannot say (integers only, no duplicate keys,
+"printable", not in the future, a purpose of the policy in force) is in the descriptions.
+`x-tlog-roles` on each operation names the roles that may call it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .. import __version__
+
+routes = web.RouteTableDef()
+
+MAX_INT64 = 2**63 - 1
+MAX_SAFE_INT = 2**53 - 1
+
+# --- shared pieces ---------------------------------------------------------------------------------
+
+_HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_B64_HASH = {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$", "description": "a SHA-256 hash, base64"}
+_PLATFORM_ID = {
+    "type": "string", "minLength": 1, "maxLength": 256, "pattern": "^\\S+$",
+    "description": "an opaque platform id: 1–256 printable characters, no spaces",
+}
+_TEXT_128 = {"type": "string", "minLength": 1, "maxLength": 128}
+_RFC3339 = {
+    "type": "string", "format": "date-time",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+    "description": "RFC 3339 date-time with a zone",
+}
+_LOGGED_AT = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"}
+_PURPOSE_CODE = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}
+_DECISION = {"type": "string", "enum": ["allowed", "allowed_override", "flagged", "refused"]}
+_PHASE = {"type": "string", "enum": ["training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"]}
+_LEAF_TYPE = {"type": "string", "enum": ["use", "refusal", "preference", "policy", "map"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None, *, closed: bool = True, **kw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": props, "required": required if required is not None else list(props)}
+    if closed:
+        out["additionalProperties"] = False
+    return {**out, **kw}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_SETTINGS = _obj({
+    "no_ai": {"type": "boolean", "description": "the platform's 'no AI' tag: refuses both training purposes and third_party_ai_access"},
+    "strict": {"type": "boolean", "description": "refuses every purpose"},
+    "purposes": {"type": "object", "propertyNames": _PURPOSE_CODE, "additionalProperties": {"enum": ["allow", "deny"]}},
+}, required=[])
+
+_PURPOSE = _obj({
+    "covers": {"type": "string"}, "category": _nullable({"type": "string"}),
+    "default": {"enum": ["allowed", "flagged", "refused"]}, "override_eligible": {"type": "boolean"},
+})
+_STATS_ROW = _obj({"type": _LEAF_TYPE, "purpose": _nullable({"type": "string"}), "decision": _nullable({"type": "string"}),
+                   "leaves": {"type": "integer", "minimum": 0}, "uses": {"type": "integer", "minimum": 0}})
+_ENTRY = _obj({
+    "index": {"type": "integer", "minimum": 0}, "type": _LEAF_TYPE, "logged_at": _LOGGED_AT,
+    "aseq": _nullable({"type": "integer", "minimum": 1}),
+    "details": {"type": "object", "description": "the private details the leaf commits to (SPEC §2.2)"},
+})
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({
+        "error": _obj({
+            "code": {"type": "string", "description": "stable, machine-readable"},
+            "message": {"type": "string", "description": "one line for a person"},
+            "details": {"type": "array", "items": {"type": "object"},
+                        "description": "per-field problems, each {\"field\", \"message\"}"},
+        }),
+    }),
+    "System": _obj({"id": _TEXT_128, "model": _TEXT_128, "version": _TEXT_128}),
+    "UseRecord": _obj({
+        "event_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                     "description": "the caller's idempotency key, unique per service"},
+        "content_id": _PLATFORM_ID,
+        "artist_id": _PLATFORM_ID,
+        "purpose": {**_PURPOSE_CODE, "description": "a purpose code of the policy in force (GET /v1/log)"},
+        "phase": _PHASE,
+        "system": _ref("System"),
+        "occurred_at": {**_RFC3339, "description": "RFC 3339 with a zone, not more than 5 minutes in the future"},
+        "invocations": {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT, "default": 1,
+                        "description": "uses aggregated in one window (a JSON integer: 1.0 is refused)"},
+        "window_end": _nullable(_RFC3339),
+        "detail": _nullable({"type": "string", "maxLength": 500}),
+        "basis": {"enum": ["legal_obligation", "legitimate_interest_security", None],
+                  "description": "only to claim an override (SPEC §4)"},
+    }, required=["event_id", "content_id", "artist_id", "purpose", "phase", "system", "occurred_at"],
+        description="One AI use (SPEC §2.1). Strict JSON: no unknown fields, floats, duplicate keys, lone surrogates "
+                    "or integers beyond 2^53; every problem is answered 400 naming its field."),
+    "UseBatch": _obj({"records": {"type": "array", "items": _ref("UseRecord"), "minItems": 1, "maxItems": 1000}},
+                     description="1–1000 records (`tlog serve --max-records`), logged all or nothing"),
+    "UseResult": _obj({
+        "event_id": {"type": "string"}, "index": {"type": "integer", "minimum": 0}, "decision": _DECISION,
+        "leaf_hash": _HEX32, "duplicate": {"type": "boolean"}, "receipt_url": {"type": "string"},
+        "receipt": {"type": "string", "description": "c2sp.org/tlog-proof@v1 (single-record requests only)"},
+    }, required=["event_id", "index", "decision", "leaf_hash", "duplicate", "receipt_url"]),
+    "UseResults": _obj({"results": {"type": "array", "items": _ref("UseResult")}}),
+    "Preferences": _obj({
+        **_SETTINGS["properties"],
+        "content": {"type": "object", "propertyNames": _PLATFORM_ID, "additionalProperties": _SETTINGS},
+    }, required=[], description="An artist's AI preferences (SPEC §4); a PUT replaces the whole document"),
+    "ArtistPreferences": _obj({"artist_id": {"type": "string"}, "preferences": _ref("Preferences")}),
+    "PreferencesSet": _obj({
+        "artist_id": {"type": "string"}, "index": {"type": "integer", "minimum": 0}, "leaf_hash": _HEX32,
+        "by": {"enum": ["artist", "service"]}, "preferences": _ref("Preferences"),
+    }),
+    "Leaf": _obj({
+        "v": {"const": 1}, "type": _LEAF_TYPE, "prev": _HEX32, "logged_at": _LOGGED_AT, "purpose": _PURPOSE_CODE,
+        "phase": _PHASE, "decision": _DECISION, "policy": {"type": "string"}, "artist": _HEX32,
+        "aseq": {"type": "integer", "minimum": 1}, "aprev": _nullable({"type": "integer", "minimum": 0}),
+        "details": _HEX32, "by": {"enum": ["artist", "service"]}, "root": _HEX32,
+    }, required=["v", "type", "prev", "logged_at"],
+        description="A public leaf (SPEC §2.2): RFC 8785 canonical JSON; fields that do not apply to a type are omitted"),
+    "Purpose": _PURPOSE,
+    "PolicyDocument": _obj({"purposes": {"type": "object", "additionalProperties": _ref("Purpose")}, "text": {"type": "string"}}),
+    "LogInfo": _obj({
+        "origin": {"type": "string"},
+        "verifier_keys": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                          "description": "golang.org/x/mod/sumdb/note verifier keys, the primary first"},
+        "size": {"type": "integer", "minimum": 0, "description": "leaves under the published checkpoint"},
+        "policy": _nullable({"type": "string"}),
+        "purposes": {"type": "array", "items": _obj({"code": _PURPOSE_CODE, **_PURPOSE["properties"]})},
+    }),
+    "InclusionProof": _obj({"index": {"type": "integer", "minimum": 0}, "size": {"type": "integer", "minimum": 1},
+                            "proof": {"type": "array", "items": _B64_HASH, "maxItems": 63}}),
+    "ConsistencyProof": _obj({"old": {"type": "integer", "minimum": 1}, "new": {"type": "integer", "minimum": 1},
+                              "proof": {"type": "array", "items": _B64_HASH, "maxItems": 126}}),
+    "StatsRow": _STATS_ROW,
+    "Stats": _obj({
+        "size": {"type": "integer", "minimum": 0},
+        "totals": {"type": "array", "items": _ref("StatsRow")},
+        "by_day": {"type": "array", "items": _obj({"day": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+                                                   **_STATS_ROW["properties"]})},
+    }),
+    "PolicyRef": _obj({"id": {"type": "string"}, "index": {"type": "integer", "minimum": 0}, "url": {"type": "string"}}),
+    "Entry": _ENTRY,
+    "EntryWithLeaf": _obj({**_ENTRY["properties"], "leaf": _ref("Leaf"), "leaf_hash": _HEX32}),
+    "EntryPage": _obj({"artist_id": {"type": "string"}, "entries": {"type": "array", "items": _ref("Entry")},
+                       "next_cursor": _nullable({"type": "string"})}),
+    "AuditEntry": _obj({
+        "index": {"type": "integer", "minimum": 0}, "leaf": {"type": "string", "description": "the leaf bytes, base64"},
+        "details": {"type": "object"}, "proof": {"type": "array", "items": _B64_HASH},
+    }),
+    "AuditBundle": _obj({
+        "version": {"const": 1}, "origin": {"type": "string"}, "artist_id": {"type": "string"},
+        "tag": _nullable(_HEX32), "checkpoint": {"type": "string", "description": "the signed checkpoint the proofs are against"},
+        "entries": {"type": "array", "items": _ref("AuditEntry")},
+        "head": _obj({"aseq": {"type": "integer", "minimum": 0}, "index": _nullable({"type": "integer", "minimum": 0})}),
+    }, description="Everything an artist needs to check its history offline (`tlog audit verify`)"),
+    "Health": _obj({"ok": {"const": True}, "size": {"type": "integer", "minimum": 0}}),
+}
+
+_ERROR_TEXT = {
+    400: "bad input: the details name each bad field; nothing changed",
+    401: "no valid token: missing, malformed, unknown or revoked",
+    403: "the token's role (or artist) may not do this",
+    404: "not found",
+    409: "conflict: the event_id was logged before with a different body",
+    413: "the body is too large (`tlog serve --max-body`)",
+    415: "send the body as application/json",
+    429: "too many requests without a valid token, or with a failed one; see Retry-After",
+    503: "the log cannot answer now (storage unavailable, or no witnessed checkpoint yet)",
+}
+
+
+def _error(status: int) -> dict[str, Any]:
+    resp: dict[str, Any] = {"description": _ERROR_TEXT[status], "content": {"application/json": {"schema": _ref("Error")}}}
+    if status == 429:
+        resp["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    if status == 401:
+        resp["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return resp
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _text(description: str, media: str = "text/plain") -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
+
+
+PUBLIC, SERVICE, ARTIST, AUDITOR = "public", "service", "artist", "auditor"
+
+
+def _op(summary: str, roles: list[str], ok: dict[str, Any], errors: tuple[int, ...] = (), *,
+        params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
+        description: str | None = None, example: dict[str, Any] | None = None) -> dict[str, Any]:
+    statuses = sorted({*errors, 401, 429, 503} | ({400, 413, 415} if body else set()))
+    op: dict[str, Any] = {
+        "summary": summary,
+        "operationId": "",  # filled in below from method and path
+        "x-tlog-roles": roles,
+        "security": [{}, {"bearer": []}] if roles == [PUBLIC] else [{"bearer": []}],
+        "responses": {"200": ok, **{str(s): _error(s) for s in statuses}},
+    }
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body, **(example or {})}}}
+    return op
+
+
+def _path_param(name: str, schema: dict[str, Any], description: str, example: Any) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description, "example": example}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, *, required: bool = False, example: Any = None) -> dict[str, Any]:
+    p = {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+    if example is not None:
+        p["example"] = example
+    return p
+
+
+_SPEC_EXAMPLE = {  # SPEC §2.1
+    "event_id": "recs-2026-08-01-000123", "content_id": "sc:track:123", "artist_id": "sc:user:42",
+    "purpose": "recommendation", "phase": "inference",
+    "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.07.3"},
+    "occurred_at": "2026-08-01T12:00:00Z", "invocations": 1, "detail": "daily candidate scoring", "basis": None,
+}
+_INDEX = {"type": "integer", "minimum": 0, "maximum": MAX_INT64 - 1}  # below a size, and sizes are int64
+_SIZE = {"type": "integer", "minimum": 1, "maximum": MAX_INT64}
+_INDEX_PARAM = _path_param("index", _INDEX, "a leaf index (decimal)", 0)
+_ARTIST_PARAM = _path_param("artist_id", _PLATFORM_ID, "the artist's platform id", "sc:user:42")
+_TILE_PATH = {
+    "type": "string",
+    "pattern": "^(entries|[0-9]{1,2})/(x[0-9]{3}/){0,6}[0-9]{3}(\\.p/[0-9]{1,3})?$",
+    "description": "the rest of a c2sp.org/tlog-tiles path, e.g. `0/x001/234`, `1/000.p/17`, `entries/000`: "
+                   "clients send it with literal slashes (`/tile/0/x001/234`)",
+}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/checkpoint": {"get": _op(
+        "The latest signed checkpoint", [PUBLIC], _text("c2sp.org/tlog-checkpoint signed as a c2sp.org/signed-note"),
+        description="With a witness policy, the latest checkpoint its quorum has cosigned (503 until there is one).")},
+    "/tile/{path}": {"get": _op(
+        "A hash tile or entry bundle (c2sp.org/tlog-tiles)", [PUBLIC],
+        _text("raw hashes (32 bytes each) or an entry bundle (uint16 big-endian length-prefixed leaves)",
+              "application/octet-stream"),
+        (404,), params=[_path_param("path", _TILE_PATH, "the tile below /tile/", "0/000.p/1")],
+        description="Full tiles are immutable; every partial tile a published checkpoint implied stays servable. "
+                    "Non-canonical paths and tiles beyond the published size are 404.")},
+    "/v1/log": {"get": _op("Origin, verifier keys, size, policy in force and its purposes", [PUBLIC], _json(_ref("LogInfo")))},
+    "/v1/proof/inclusion": {"get": _op(
+        "Inclusion proof of leaf `index` in the tree of `size` leaves", [PUBLIC], _json(_ref("InclusionProof")), (400,),
+        params=[_query("index", _INDEX, "leaf index, below size", required=True, example=0),
+                _query("size", _SIZE, "tree size, at most the published size", required=True, example=1)])},
+    "/v1/proof/consistency": {"get": _op(
+        "Consistency proof from the tree of `old` leaves to the tree of `new` leaves", [PUBLIC],
+        _json(_ref("ConsistencyProof")), (400,),
+        params=[_query("old", _SIZE, "older tree size, at most new", required=True, example=1),
+                _query("new", _SIZE, "newer tree size, at most the published size", required=True, example=1)])},
+    "/v1/leaves/{index}": {"get": _op(
+        "A public leaf's exact bytes", [PUBLIC], _json(_ref("Leaf"), "the leaf, byte for byte"), (400, 404),
+        params=[_INDEX_PARAM])},
+    "/v1/stats": {"get": _op("Counts by type × purpose × decision, in total and by day", [PUBLIC], _json(_ref("Stats")))},
+    "/v1/policies": {"get": _op("Every published policy version", [PUBLIC], _json({"type": "array", "items": _ref("PolicyRef")}))},
+    "/v1/policies/{policy_id}": {"get": _op(
+        "A policy document, byte for byte as its leaf commits to it", [PUBLIC], _json(_ref("PolicyDocument")), (404,),
+        params=[_path_param("policy_id", {"type": "string", "minLength": 1}, "a policy id", "default")])},
+    "/healthz": {"get": _op("Liveness", [PUBLIC], _json(_ref("Health")))},
+    "/metrics": {"get": _op("Prometheus text metrics, labelled by route template and role", [PUBLIC],
+                            _text("Prometheus text exposition format"))},
+    "/openapi.json": {"get": _op("This document", [PUBLIC], _json({"type": "object"}))},
+    "/v1/uses": {"post": _op(
+        "Log AI uses", [SERVICE], _json(_ref("UseResults"), "durable: committed under a signed checkpoint"), (403, 409),
+        body={"oneOf": [_ref("UseRecord"), _ref("UseBatch")]},
+        example={"examples": {"one": {"value": _SPEC_EXAMPLE}, "batch": {"value": {"records": [_SPEC_EXAMPLE]}}}},
+        description="One record or {\"records\": [...]}, all or nothing. The same event_id again from the same "
+                    "service returns the first answer (duplicate: true); a different body under it is 409.")},
+    "/v1/receipts/{index}": {"get": _op(
+        "A c2sp.org/tlog-proof receipt for a leaf against the latest checkpoint", [SERVICE, ARTIST, AUDITOR],
+        _text("c2sp.org/tlog-proof@v1"), (400, 403, 404), params=[_INDEX_PARAM],
+        description="For the service that logged the leaf, the artist it concerns, or an auditor.")},
+    "/v1/artists/{artist_id}/preferences": {
+        "get": _op("An artist's current preferences", [SERVICE, ARTIST, AUDITOR], _json(_ref("ArtistPreferences")),
+                   (400, 403), params=[_ARTIST_PARAM],
+                   description="An artist token may read only its own (403 for any other id, existing or not)."),
+        "put": _op("Replace an artist's preferences (appends a preference leaf)", [SERVICE, ARTIST],
+                   _json(_ref("PreferencesSet")), (403,), params=[_ARTIST_PARAM], body=_ref("Preferences"),
+                   description="A service may only add restrictions (403 otherwise); only the artist's own token may "
+                               "loosen them."),
+    },
+    "/v1/artists/{artist_id}/uses": {"get": _op(
+        "An artist's entries with their private details, in log order", [ARTIST, AUDITOR],
+        {"description": "a page of entries; X-Next-Cursor names the next page when there is one",
+         "headers": {"X-Next-Cursor": {"schema": {"type": "string"}}},
+         "content": {"application/json": {"schema": _ref("EntryPage")},
+                     "application/x-ndjson": {"schema": {"type": "string"}},
+                     "text/csv": {"schema": {"type": "string"}}}},
+        (400, 403), params=[
+            _ARTIST_PARAM,
+            _query("purpose", _PURPOSE_CODE, "only entries of this purpose"),
+            _query("content_id", _PLATFORM_ID, "only entries about this content"),
+            _query("decision", _DECISION, "only entries with this decision"),
+            _query("since", _RFC3339, "only entries logged at or after"),
+            _query("until", _RFC3339, "only entries logged before"),
+            _query("cursor", {"type": "string", "maxLength": 64}, "next_cursor of the previous page"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+                   "page size (default 100; the maximum is `tlog serve --max-page-size`)"),
+            _query("format", {"enum": ["json", "jsonl", "csv"]}, "json (default), jsonl or csv"),
+        ], description="An artist token may read only its own (403 for any other id, existing or not). Unknown "
+                       "query parameters are 400.")},
+    "/v1/artists/{artist_id}/audit": {"get": _op(
+        "A self-contained audit bundle: checkpoint, entries with details, inclusion proofs, the artist chain",
+        [ARTIST, AUDITOR], _json(_ref("AuditBundle")), (400, 403), params=[_ARTIST_PARAM],
+        description="An artist token may read only its own (403 for any other id, existing or not).")},
+    "/v1/entries/{index}": {"get": _op(
+        "One entry's private details and its leaf", [AUDITOR], _json(_ref("EntryWithLeaf")), (400, 403, 404),
+        params=[_INDEX_PARAM])},
+}
+
+for _path, _ops in PATHS.items():
+    for _method, _o in _ops.items():
+        _o["operationId"] = _method + "".join(
+            part.strip("{}").replace(".", "_").replace("_", " ").title().replace(" ", "")
+            for part in _path.split("/") if part)
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "tlog",
+        "version": __version__,
+        "summary": "A verifiable log of every AI use of artists' content",
+        "description": "Errors are JSON {\"error\": {\"code\", \"message\", \"details\"}}; a rejected request changes "
+                       "nothing; a 5xx never follows from bad input. A request with a token that is not valid gets 401 "
+                       "on every route, public ones included.",
+        "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+    },
+    "servers": [{"url": "/"}],
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "a token from `tlog token create` (role service, artist or auditor)"}},
+    },
+    "paths": PATHS,
+}
+
+_BODY = orjson.dumps(DOCUMENT)
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_BODY, content_type="application/json", headers={"Cache-Control": "public, max-age=300"})
