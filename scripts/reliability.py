@@ -216,6 +216,9 @@ def _print(figures: dict[str, Any], kl: KillReport, sp: KillReport, suites: dict
         row(f"  {kind}", n)
     p, f, s, failed = _outcomes(crash)
     row("  scenarios passed / failed", f"{p} / {f}", f == 0 and crash.get("returncode") == 0)
+    for n in failed:
+        rows.append((f"    failed: {n.split('::')[-1]}", "", "FAIL"))
+        say(f"--- {n}\n{crash['tests'][n].get('message', '')}")
     for name in ("faults", "tamper"):
         p, f, s, failed = _outcomes(suites[name])
         title = {"faults": "disk and resource faults (tests/test_faults.py)",
@@ -224,6 +227,7 @@ def _print(figures: dict[str, Any], kl: KillReport, sp: KillReport, suites: dict
         row("  scenarios passed / failed / skipped", f"{p} / {f} / {s}", f == 0 and suites[name].get("returncode") == 0)
         for n in failed:
             rows.append((f"    failed: {n.split('::')[-1]}", "", "FAIL"))
+            say(f"--- {n}\n{suites[name]['tests'][n].get('message', '')}")
         for n, t in suites[name].get("tests", {}).items():
             if t["outcome"] == "skipped":
                 rows.append((f"    skipped: {n.split('::')[-1]}: {t.get('reason', '')[:60]}", "", ""))

@@ -324,6 +324,8 @@ def pytest_runtest_logreport(report: Any) -> None:
         entry = {"outcome": report.outcome}
         if report.skipped and isinstance(report.longrepr, tuple):
             entry["reason"] = report.longrepr[2]
+        elif report.failed:
+            entry["message"] = report.longreprtext[-2000:]
         _OUTCOMES[report.nodeid] = entry
 
 

@@ -315,3 +315,39 @@ def test_a_second_server_on_the_same_database_exits_with_one_line(log):
     finally:
         stop(second)
     assert not check_log(db, acked=acked).problems()
+
+
+def test_cli_writes_beside_a_running_server_fail_no_request(log, tmp_path):
+    """`tlog append` and `tlog policy publish` may run while the server does: the store refuses the
+    server's next batch built on the old size (no fork), and the sequencer builds it again on the new
+    state instead of answering 503; uses are decided under the policy just published. (Found by this
+    test: the next request after any CLI write failed with "another writer?".)"""
+    from tlog.policy import DEFAULT_POLICY
+
+    db = log.path
+    token = _token(log)
+    log.close()
+    server = serve(db)
+    acked: dict[tuple[str, str], tuple[int, str]] = {}
+    try:
+        status, data = http("POST", server.url + "/v1/uses", _body(2, 1), token)
+        assert status == 200
+        acked.update(_acked(orjson.loads(data)["results"]))
+        (tmp_path / "r.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in records(3, seed=2)))
+        assert cli("append", "--db", str(db), "--service", "cli", str(tmp_path / "r.jsonl")).returncode == 0
+        (tmp_path / "policy.json").write_bytes(DEFAULT_POLICY.document)
+        assert cli("policy", "publish", "--db", str(db), "--id", "2026-12", str(tmp_path / "policy.json")).returncode == 0
+        status, data = http("POST", server.url + "/v1/uses", _body(2, 3), token)
+        assert status == 200, data
+        results = orjson.loads(data)["results"]
+        assert [r["index"] for r in results] == [7, 8]  # policy 0, 2 + 3 + policy 6
+        acked.update(_acked(results))
+    finally:
+        stop(server)
+    c = check_log(db, acked=acked)
+    assert not c.problems() and c.size == 9
+    lg = open_log(db, readonly=True)
+    try:
+        assert lg.store.entry(8).details["policy"] == "2026-12"
+    finally:
+        lg.close()

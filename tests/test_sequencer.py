@@ -186,10 +186,17 @@ def test_a_failed_write_leaves_memory_and_disk_agreeing(log):
 def test_a_second_writer_cannot_fork_the_log(log):
     a, b = log.sequencer(), log.sequencer()
     append(a, records(2, seed=1))
-    with pytest.raises(StorageError, match="another writer"):
-        append(b, records(2, seed=2))
-    assert log.store.size() == 3
-    assert [r.index for r in append(b, records(2, seed=2))] == [3, 4]  # b reloaded after the refusal
+    # The store refuses b's batch built on the old size (no fork); b reloads and builds it again on top.
+    assert [r.index for r in append(b, records(2, seed=2))] == [3, 4]
+    assert [r.index for r in append(a, records(2, seed=3))] == [5, 6]
+    from tlog.store.base import Batch
+
+    with pytest.raises(StorageError, match="another writer") as err:
+        log.store.write_batch(Batch(3, [], []))
+    assert err.value.code == "stale_state"
+    from tlog.verify import verify_log
+
+    assert verify_log(log).size == 7
 
 
 def test_policy_publication(log):

@@ -20,15 +20,17 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from . import merkle, records
 from .checkpoint import Checkpoint
-from .errors import Conflict, Forbidden, TlogError, ValidationError
+from .errors import Conflict, Forbidden, StorageError, TlogError, ValidationError
 from .leaves import entry_leaf
 from .note import Signer, sign_note
 from .policy import DEFAULT_POLICY, Policy, decide, loosenings, parse_policy, validate_preferences
-from .store.base import ArtistState, Batch, Entry, PolicyRecord, Store
+from .store.base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, Store
+
+T = TypeVar("T")
 
 # The submitted fields of a use record; the rest of its details are the server's.
 SUBMITTED_FIELDS = (
@@ -187,11 +189,11 @@ class Sequencer:
     def append_uses(self, submissions: Sequence[Submission]) -> list[list[UseResult] | TlogError]:
         """Appends every acceptable submission in one batch. Each submission gets its results (in its
         records' order) or the error that rejected it alone; a rejected submission writes nothing."""
-        p = self._begin()
-        out = self._build_uses(p, submissions, {})
-        if p.entries:
-            self._commit(p)
-        return out
+        def build() -> tuple[_Pending, list[list[UseResult] | TlogError]]:
+            p = self._begin()
+            return p, self._build_uses(p, submissions, {})
+
+        return self._build_and_commit(build)
 
     def append_pipeline(self, batches: Iterable[Sequence[Submission]]) -> Iterator[list[list[UseResult] | TlogError]]:
         """Like `append_uses` for a stream of batches, yielding each batch's results once it is durable.
@@ -320,36 +322,42 @@ class Sequencer:
         prefs = validate_preferences(preferences)
         if by not in ("artist", "service"):
             raise ValidationError(f"by must be 'artist' or 'service', not {by!r}")
-        p = self._begin()
-        artist = self._artist(p, artist_id)
-        if by == "service":
-            loosened = loosenings(artist.preferences or {}, prefs)
-            if loosened:
-                raise Forbidden(
-                    "only the artist may loosen preferences", [{"field": "preferences", "message": m} for m in loosened]
-                )
-        entry = self._artist_entry(p, artist, "preference", {})
-        entry.details = records.preference_details(
-            artist_id, prefs, by=by, service=service, index=entry.index, logged_at=p.logged_at, nonce=os.urandom(16)
-        )
-        artist.preferences = prefs
-        _, h = self._add(p, entry)
-        self._commit(p)
-        return entry.index, h
+
+        def build() -> tuple[_Pending, tuple[int, bytes]]:
+            p = self._begin()
+            artist = self._artist(p, artist_id)
+            if by == "service":
+                loosened = loosenings(artist.preferences or {}, prefs)
+                if loosened:
+                    raise Forbidden(
+                        "only the artist may loosen preferences", [{"field": "preferences", "message": m} for m in loosened]
+                    )
+            entry = self._artist_entry(p, artist, "preference", {})
+            entry.details = records.preference_details(
+                artist_id, prefs, by=by, service=service, index=entry.index, logged_at=p.logged_at, nonce=os.urandom(16)
+            )
+            artist.preferences = prefs
+            _, h = self._add(p, entry)
+            return p, (entry.index, h)
+
+        return self._build_and_commit(build)
 
     def publish_policy(self, document: bytes, policy_id: str) -> tuple[int, bytes]:
         """Appends a `policy` leaf; uses sequenced after it are decided under it."""
         policy = parse_policy(document, policy_id)
-        if self.store.policy(policy_id) is not None:
-            raise Conflict(f"policy {policy_id!r} was already published")
-        p = self._begin()
-        sha = hashlib.sha256(policy.document).hexdigest()
-        entry = Entry(p.size, "policy", p.logged_ms, {"policy": policy.id, "sha256": sha})
-        _, h = self._add(p, entry)
-        p.policies.append(PolicyRecord(policy.id, entry.index, policy.document))
-        p.policy = policy
-        self._commit(p)
-        return entry.index, h
+
+        def build() -> tuple[_Pending, tuple[int, bytes]]:
+            if self.store.policy(policy_id) is not None:
+                raise Conflict(f"policy {policy_id!r} was already published")
+            p = self._begin()
+            sha = hashlib.sha256(policy.document).hexdigest()
+            entry = Entry(p.size, "policy", p.logged_ms, {"policy": policy.id, "sha256": sha})
+            _, h = self._add(p, entry)
+            p.policies.append(PolicyRecord(policy.id, entry.index, policy.document))
+            p.policy = policy
+            return p, (entry.index, h)
+
+        return self._build_and_commit(build)
 
     def publish_default_policy(self) -> tuple[int, bytes]:
         return self.publish_policy(DEFAULT_POLICY.document, DEFAULT_POLICY.id)
@@ -363,6 +371,24 @@ class Sequencer:
         # SPEC §2.3: the per-batch map leaf goes here, after the batch's last entry and before signing.
         checkpoint = self.sign(p.size, p.frontier.root())
         return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint)
+
+    def _build_and_commit(self, build: Callable[[], tuple[_Pending, T]]) -> T:
+        """Builds a batch and commits it. If the store refuses it because another process appended since
+        this sequencer read its state (`tlog append` or `tlog policy publish` beside a running server),
+        nothing was written and the state was reloaded: the batch is built once more on the new state
+        (duplicates found, decisions made under the policy now in force) instead of failing its callers."""
+        for attempt in range(2):
+            p, result = build()
+            if not p.entries:
+                return result
+            try:
+                self._commit(p)
+            except StorageError as exc:
+                if exc.code != STALE_STATE or attempt:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")
 
     def _commit(self, p: _Pending) -> None:
         checkpoint, batch = self._seal(p)

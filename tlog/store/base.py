@@ -45,6 +45,11 @@ class PolicyRecord:
     document: bytes
 
 
+# The `code` of the StorageError `write_batch` raises when `Batch.start` is not the store's size: another
+# process appended since the writer read its state. Nothing was written; the batch may be rebuilt.
+STALE_STATE = "stale_state"
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one sequencer batch writes, committed atomically or not at all.

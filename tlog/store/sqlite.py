@@ -27,7 +27,7 @@ import sqlite_utils
 
 from ..errors import StorageError
 from ..records import format_logged_at
-from .base import ArtistState, Batch, Entry, PolicyRecord, TokenRecord, UseFilter
+from .base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, TokenRecord, UseFilter
 
 SCHEMA_VERSION = "1"
 _LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
@@ -479,7 +479,8 @@ class SqliteStore:
                 size = self.size()
                 if size != batch.start:
                     raise StorageError(
-                        f"log is at size {size} but the batch starts at {batch.start}: another writer?"
+                        f"log is at size {size} but the batch starts at {batch.start}: another writer?",
+                        code=STALE_STATE,
                     )
                 next_name = [c.execute("SELECT coalesce(max(id), 0) FROM names").fetchone()[0]]
 
