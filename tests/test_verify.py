@@ -30,16 +30,22 @@ def _tamper(log, sql, *args):
     conn.close()
 
 
-def _verify(log):
+def _verify(log, **kw):
     fresh = open_log(log.path, readonly=True)
     try:
-        return verify_log(fresh)
+        return verify_log(fresh, **kw)
     finally:
         fresh.close()
 
 
-def test_a_sound_log_verifies(filled):
-    report = _verify(filled)
+# One range in this process, and small ranges in two worker processes stitched together: the same
+# verdicts, at the same first bad index.
+SPLITS = [{}, {"workers": 2, "range_size": 37}]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_a_sound_log_verifies(filled, split):
+    report = _verify(filled, **split)
     assert report.size == 162 and report.leaves == 162
     assert report.checkpoints == 7  # size 0, init, preference, four batches
     assert "ok:" in report.summary()
@@ -59,10 +65,11 @@ def test_a_sound_log_verifies(filled):
         ("DELETE FROM entries WHERE idx = ?", (44,), 44),
     ],
 )
-def test_tampering_is_found_at_the_first_bad_index(filled, sql, args, index):
+@pytest.mark.parametrize("split", SPLITS)
+def test_tampering_is_found_at_the_first_bad_index(filled, sql, args, index, split):
     _tamper(filled, sql, *args)
     with pytest.raises(VerificationError) as err:
-        _verify(filled)
+        _verify(filled, **split)
     assert err.value.index == index, err.value.message
     assert f"index {index}" in err.value.message
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -26,7 +29,7 @@ from .remote import TileClient, cancel
 from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, hash_tiles_for_size, tile_path
 
 Progress = Callable[[int, int], None]
-CHUNK = 16384
+RANGE = 50_000  # leaves a verify worker re-derives at a time
 
 
 @dataclass
@@ -52,33 +55,49 @@ def _fail(index: int | None, message: str) -> VerificationError:
 
 
 class ChainChecker:
-    """Public-leaf rules, applied leaf by leaf from index 0."""
+    """Public-leaf rules, applied leaf by leaf in index order.
 
-    def __init__(self) -> None:
-        self.frontier = merkle.Frontier()
-        self.prev = bytes(32)
+    From index 0 (the default) it also rebuilds the tree. For a range of a log checked on its own
+    (`start`, `prev`: the hash of the leaf before it, `tree=False`), an artist's first leaf in the range
+    cannot be checked against history it has not seen: it is kept in `firsts` for the caller to stitch."""
+
+    def __init__(self, *, start: int = 0, prev: bytes = bytes(32), tree: bool = True) -> None:
+        self.frontier: merkle.Frontier | None = merkle.Frontier() if tree else None
+        self._next = start
+        self.prev = prev
         self.logged_at = ""
+        self.first_logged_at: str | None = None
         self.artists: dict[bytes, tuple[int, int]] = {}  # tag → (aseq, index of the latest leaf)
+        self.firsts: dict[bytes, tuple[int, int | None, int | None]] | None = None if tree and not start else {}
 
     @property
     def size(self) -> int:
-        return self.frontier.size
+        return self.frontier.size if self.frontier is not None else self._next
 
     def add(self, h: bytes, prev: bytes, logged_at: str, tag: bytes | None, aseq: int | None,
             aprev: int | None) -> list[tuple[int, int, bytes]]:
-        index = self.frontier.size
+        index = self.size
         if prev != self.prev:
             raise _fail(index, "prev does not match the hash of the leaf before it (the hash chain is broken)")
         if logged_at < self.logged_at:  # fixed-width RFC 3339 UTC strings order like the times they name
             raise _fail(index, f"logged_at {logged_at} goes back before {self.logged_at}")
         if tag is not None:
-            last_seq, last_index = self.artists.get(tag, (0, None))
-            if aseq != last_seq + 1 or aprev != last_index:
-                raise _fail(index, f"artist chain broken: aseq {aseq}, aprev {aprev}; expected aseq "
-                                   f"{last_seq + 1}, aprev {last_index}")
-            self.artists[tag] = (aseq, index)
+            last = self.artists.get(tag)
+            if last is None and self.firsts is not None:
+                self.firsts[tag] = (index, aseq, aprev)
+            else:
+                last_seq, last_index = last or (0, None)
+                if aseq != last_seq + 1 or aprev != last_index:
+                    raise _fail(index, f"artist chain broken: aseq {aseq}, aprev {aprev}; expected aseq "
+                                       f"{last_seq + 1}, aprev {last_index}")
+            self.artists[tag] = (aseq, index)  # type: ignore[assignment]
+        if self.first_logged_at is None:
+            self.first_logged_at = logged_at
         self.prev = h
         self.logged_at = logged_at
+        if self.frontier is None:
+            self._next += 1
+            return []
         return self.frontier.append(h)
 
 
@@ -103,7 +122,9 @@ def _open(signed: bytes, verifier: Verifier, origin: str, what: str) -> Checkpoi
 
 
 def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None = None,
-               progress: Progress | None = None) -> Report:
+               progress: Progress | None = None, workers: int | None = None, range_size: int = RANGE) -> Report:
+    """The fsck. Leaves are re-derived range by range (in parallel on a large log), the tree is rebuilt
+    from the stored hashes, and the ranges are stitched together in order; the first bad index wins."""
     t0 = time.perf_counter()
     store = log.store
     if vkey is not None and vkey != log.verifier.key:
@@ -125,64 +146,181 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
     if want_roots.get(0, (merkle.EMPTY_ROOT,))[0] != merkle.EMPTY_ROOT:
         raise VerificationError("the checkpoint at size 0 does not have the empty tree's root")
 
-    checker = ChainChecker()
-    nodes = _StoredNodes(store)
-    tags: dict[str, bytes] = {}
-    tag_key = log.tag_key
-    stats: dict[tuple[str, str, str, str], list[int]] = {}
-    policy_hashes: dict[str, str] = {}
-    preferences: dict[str, tuple[int, Any]] = {}  # artist id → (index, preferences) of its latest preference leaf
-    stored_hashes: Iterator[tuple[int, bytes]] = store.iter_nodes(0)
-    for start in range(0, size, CHUNK):
-        end = min(start + CHUNK, size)
-        try:  # an entry that cannot be read, or cannot make a leaf, fails at the index it should have had
-            for e in store.entries(start, end):
-                i = checker.size
-                if e.index != i:
-                    raise _fail(i, "entry is missing from the store")
-                leaf = checked_entry_leaf(e, checker.prev)
-                h = merkle.leaf_hash(leaf)
-                n, stored = next(stored_hashes, (None, None))
-                if n != i or stored != h:
-                    raise _fail(i, "the stored leaf hash does not match the leaf derived from the stored details "
-                                   "(details or tree altered)")
-                if e.type not in ("policy", "preference"):
-                    kind = "refusal" if e.details.get("decision") == "refused" else "use"
-                    if e.type != kind:  # the type is stored beside the details; statistics count by it
-                        raise _fail(i, f"the stored type {e.type!r} differs from the leaf's {kind!r}")
-                elif e.type == "preference":
-                    preferences[e.artist_id] = (i, e.details.get("preferences"))  # type: ignore[index]
-                if e.tag is not None and tag_key is not None:
-                    want = tags.get(e.artist_id)
-                    if want is None:
-                        want = tags[e.artist_id] = artist_tag(tag_key, e.artist_id)
-                    if e.tag != want:
-                        raise _fail(i, f"artist tag does not match HMAC(tag key, artist id) for {e.artist_id!r} "
-                                       "(the stored tag, or the tag key file, was altered)")
-                for level, n_, hash_ in checker.add(h, checker.prev, format_logged_at(e.logged_ms), e.tag, e.aseq, e.aprev)[1:]:
-                    nodes.check(level, n_, hash_)
-                _count(stats, e)
-                if e.type == "policy":
-                    policy_hashes[e.details["policy"]] = e.details["sha256"]
-                want = want_roots.get(i + 1)
-                if want is not None and checker.frontier.root() != want[0]:
-                    raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
-        except StorageError as exc:
-            raise _fail(checker.size, exc.message) from None
-        if checker.size != end:
-            raise _fail(checker.size, "entry is missing from the store")
-        if progress:
-            progress(end, size)
-    nodes.finish(size)
+    ranges = [(lo, min(lo + range_size, size)) for lo in range(0, size, range_size)]
+    results: list[_Range] = []
+    tree_error: tuple[int, str, int] | None = None
+    if len(ranges) > 1 and (workers or os.cpu_count() or 1) > 1:
+        # Leaves are re-derived in worker processes, a range each, while this process rebuilds the tree.
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=ctx) as pool:
+            futures = [pool.submit(_check_range, str(log.path), log.tag_key, lo, hi) for lo, hi in ranges]
+            tree_error = _check_tree(store, size, want_roots)
+            for f in futures:
+                results.append(f.result())
+                if progress:
+                    progress(results[-1].end, size)
+    else:
+        for lo, hi in ranges:
+            results.append(_check_range_in(store, log.tag_key, lo, hi))
+            if progress:
+                progress(hi, size)
+        tree_error = _check_tree(store, size, want_roots)
+    merged = _stitch(results)
+    errors = list(merged.errors)
+    if tree_error is not None:
+        # A stored interior node that differs spans leaves [lo, hi): a bad leaf in that span explains it.
+        lo, message, hi = tree_error
+        if not any(i is not None and lo <= i < hi for i, _ in errors):
+            errors.append((lo, message))
+    if errors:
+        index, message = min(errors, key=lambda e: (e[0] is None, e[0] or 0))
+        raise _fail(index, message)
     try:
-        _check_tables(log, checker, stats, policy_hashes, preferences)
+        _check_tables(log, merged.artists, merged.stats, merged.policies, merged.preferences)
     except StorageError as exc:  # a table row that cannot even be read
         raise VerificationError(exc.message) from None
-    report = Report(log.origin, size, size, len(checker.artists), len(checkpoints) + (trusted is not None),
+    report = Report(log.origin, size, size, len(merged.artists), len(checkpoints) + (trusted is not None),
                     time.perf_counter() - t0)
-    if tag_key is None:
+    if log.tag_key is None:
         report.notes.append("artist tags not checked (tag key not readable)")
     return report
+
+
+@dataclass
+class _Range:
+    """What one range of leaves showed: its first failure, and what the ranges around it must agree with."""
+
+    start: int
+    end: int
+    error: tuple[int, str] | None = None
+    first_logged_at: str | None = None
+    last_logged_at: str = ""
+    firsts: dict[bytes, tuple[int, int | None, int | None]] = field(default_factory=dict)
+    lasts: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
+    preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)
+
+
+_worker_stores: dict[str, Any] = {}
+
+
+def _check_range(path: str, tag_key: bytes | None, start: int, end: int) -> _Range:
+    """In a worker process: its own read-only connection, kept for the next range."""
+    from .store.sqlite import SqliteStore
+
+    store = _worker_stores.get(path)
+    if store is None:
+        store = _worker_stores[path] = SqliteStore(path, readonly=True)
+    return _check_range_in(store, tag_key, start, end)
+
+
+def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int) -> _Range:
+    """Re-derives leaves [start, end) from the stored details, against the stored leaf hashes."""
+    r = _Range(start, end)
+    tags: dict[str, bytes] = {}
+    checker: ChainChecker | None = None
+    try:
+        stored = store.leaf_hashes(max(start - 1, 0), end)
+        prev = stored[0] if start else bytes(32)
+        hashes = stored[1:] if start else stored
+        checker = ChainChecker(start=start, prev=prev, tree=False)
+        for e in store.entries(start, end):
+            i = checker.size
+            if e.index != i or i - start >= len(hashes):
+                raise _fail(i, "entry is missing from the store")
+            leaf = checked_entry_leaf(e, checker.prev)
+            h = merkle.leaf_hash(leaf)
+            if hashes[i - start] != h:
+                raise _fail(i, "the stored leaf hash does not match the leaf derived from the stored details "
+                               "(details or tree altered)")
+            if e.type not in ("policy", "preference"):
+                kind = "refusal" if e.details.get("decision") == "refused" else "use"
+                if e.type != kind:  # the type is stored beside the details; statistics count by it
+                    raise _fail(i, f"the stored type {e.type!r} differs from the leaf's {kind!r}")
+            elif e.type == "preference":
+                r.preferences[e.artist_id] = (i, e.details.get("preferences"))  # type: ignore[index]
+            if e.tag is not None and tag_key is not None:
+                want = tags.get(e.artist_id)  # type: ignore[arg-type]
+                if want is None:
+                    want = tags[e.artist_id] = artist_tag(tag_key, e.artist_id)  # type: ignore[index,arg-type]
+                if e.tag != want:
+                    raise _fail(i, f"artist tag does not match HMAC(tag key, artist id) for {e.artist_id!r} "
+                                   "(the stored tag, or the tag key file, was altered)")
+            checker.add(h, checker.prev, format_logged_at(e.logged_ms), e.tag, e.aseq, e.aprev)
+            _count(r.stats, e)
+            if e.type == "policy":
+                r.policies[e.details["policy"]] = e.details["sha256"]
+        if checker.size != end:
+            raise _fail(checker.size, "entry is missing from the store")
+    except VerificationError as exc:
+        r.error = (exc.index, exc.message)  # type: ignore[assignment]
+    except StorageError as exc:  # an entry that cannot be read fails at the index it should have had
+        r.error = (checker.size if checker else start, exc.message)
+    if checker is not None:
+        r.first_logged_at, r.last_logged_at = checker.first_logged_at, checker.logged_at
+        r.firsts, r.lasts = checker.firsts or {}, checker.artists
+    return r
+
+
+@dataclass
+class _Merged:
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    artists: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
+    preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)
+
+
+def _stitch(results: list[_Range]) -> _Merged:
+    """Joins ranges in order: each range's first logged_at and each artist's first leaf in it must
+    follow on from the ranges before."""
+    m = _Merged()
+    last_logged = ""
+    for r in results:
+        if r.error is not None:
+            m.errors.append(r.error)
+        if r.first_logged_at is not None and r.first_logged_at < last_logged:
+            m.errors.append((r.start, f"logged_at {r.first_logged_at} goes back before {last_logged}"))
+        for tag, (i, aseq, aprev) in r.firsts.items():
+            last_seq, last_index = m.artists.get(tag, (0, None))  # type: ignore[arg-type]
+            if aseq != last_seq + 1 or aprev != last_index:
+                m.errors.append((i, f"artist chain broken: aseq {aseq}, aprev {aprev}; expected aseq "
+                                    f"{last_seq + 1}, aprev {last_index}"))
+        m.artists.update(r.lasts)
+        last_logged = r.last_logged_at or last_logged
+        for k, (n, u) in r.stats.items():
+            slot = m.stats.setdefault(k, [0, 0])
+            slot[0] += n
+            slot[1] += u
+        m.policies.update(r.policies)
+        m.preferences.update(r.preferences)
+    return m
+
+
+def _check_tree(store: Any, size: int, want_roots: dict[int, tuple[bytes, str]]) -> tuple[int, str, int] | None:
+    """Rebuilds the tree from the stored leaf hashes: every stored interior node and every signed root
+    must match. (The leaf hashes themselves are checked against the details by the ranges.) A failure
+    comes back as (first index, message, end of the leaves it covers)."""
+    frontier = merkle.Frontier()
+    nodes = _StoredNodes(store)
+    try:
+        for i, h in store.iter_nodes(0, 0, size):
+            if i != frontier.size:
+                raise _fail(frontier.size, "the stored leaf hash is missing")
+            for level, n, node in frontier.append(h)[1:]:
+                nodes.check(level, n, node)
+            want = want_roots.get(i + 1)
+            if want is not None and frontier.root() != want[0]:
+                raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
+        if frontier.size != size:
+            raise _fail(frontier.size, "the stored leaf hash is missing")
+        nodes.finish(size)
+    except VerificationError as exc:
+        return exc.index, exc.message, nodes.span_end or exc.index + 1  # type: ignore[return-value,operator]
+    except StorageError as exc:
+        return frontier.size, exc.message, frontier.size + 1
+    return None
 
 
 def _count(stats: dict[tuple[str, str, str, str], list[int]], e) -> None:  # type: ignore[no-untyped-def]
@@ -200,6 +338,7 @@ class _StoredNodes:
     def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
         self.store = store
         self.iters: dict[int, Iterator[tuple[int, bytes]]] = {}
+        self.span_end: int | None = None  # of the node that failed
 
     def check(self, level: int, n: int, h: bytes) -> None:
         it = self.iters.get(level)
@@ -207,6 +346,7 @@ class _StoredNodes:
             it = self.iters[level] = self.store.iter_nodes(level)
         got = next(it, None)
         if got != (n, h):
+            self.span_end = (n + 1) << level
             raise _fail(n << level, f"stored tree node ({level}, {n}) differs from the recomputed one")
 
     def finish(self, size: int) -> None:
@@ -218,12 +358,12 @@ class _StoredNodes:
                 break
 
 
-def _check_tables(log: LocalLog, checker: ChainChecker, stats, policy_hashes, preferences) -> None:  # type: ignore[no-untyped-def]
+def _check_tables(log: LocalLog, chains, stats, policy_hashes, preferences) -> None:  # type: ignore[no-untyped-def]
     store = log.store
     artists = store.artists()
     heads = {a.tag: (a.aseq, a.head) for a in artists}
-    if heads != checker.artists:
-        bad = sorted(v[1] for t, v in checker.artists.items() if heads.get(t) != v) or [None]
+    if heads != chains:
+        bad = sorted(v[1] for t, v in chains.items() if heads.get(t) != v) or [None]
         raise _fail(bad[0], "the stored artist heads do not match the artist chains in the leaves")
     # The preferences the sequencer decides by must be those the artist's latest preference leaf committed to.
     for a in artists:
