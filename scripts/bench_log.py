@@ -36,25 +36,19 @@ def bench_append(db: Path, n: int, batch: int, artists: int) -> None:
     print(f"generating {n:,} realistic records ({artists:,} artists)…", flush=True)
     lines = _gen_lines(n, artists)
     log = init_log(db, "bench.tlog.example/log")
-    reader = SqliteStore(db, readonly=True)
-    seq = log.sequencer(reader=reader)
+    seq = log.sequencer()
     purposes = seq.policy.purposes
     t_start = time.perf_counter()
     marks = [(0, t_start)]
-
-    def batches():
-        for i in range(0, n, batch):
-            # The whole pipeline is timed: parse + validate + decide + canonical JSON + hashing + durable
-            # commit (the next batch is parsed and built while this one is written).
-            now = datetime.now(timezone.utc)
-            chunk = lines[i : i + batch]
-            yield [Submission(chunk[0][0], [validate_use(loads_strict(b), now=now, purposes=purposes) for _, b in chunk])]
-
-    done = 0
-    for (res,) in seq.append_pipeline(batches()):
+    for i in range(0, n, batch):
+        # The whole pipeline is timed: parse + validate + decide + canonical JSON + hashing + durable commit.
+        now = datetime.now(timezone.utc)
+        chunk = lines[i : i + batch]
+        recs = [validate_use(loads_strict(b), now=now, purposes=purposes) for _, b in chunk]
+        (res,) = seq.append_uses([Submission(chunk[0][0], recs)])
         if isinstance(res, Exception):
             raise res
-        done += len(res)
+        done = i + len(chunk)
         if done % 100_000 == 0 or done == n:
             marks.append((done, time.perf_counter()))
             d0, t0 = marks[-2]
@@ -65,7 +59,6 @@ def bench_append(db: Path, n: int, batch: int, artists: int) -> None:
     print(f"append: {n / total:,.0f} records/s average over {n:,} (batches of {batch}, durable: WAL + synchronous=FULL)")
     if last is not None:
         print(f"append: {last_n / (marks[-1][1] - last):,.0f} records/s for the last {last_n:,}")
-    reader.close()
     log.close()
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
     print(f"database: {size:,} bytes for {n + 1:,} entries = {size / (n + 1):,.0f} bytes/entry")

@@ -15,7 +15,6 @@ ever served is consistent with the log now, and appending continues with dense i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -346,78 +345,3 @@ async def test_group_commit_fails_every_caller_of_a_failed_batch(log, history, p
         await committer.close()
     history.check()
     survived("group commit " + ("failed but saved" if phase == "after" else "failed and not saved"), len(subs))
-
-
-# --- the pipelined append (tlog append) ---------------------------------------------------------
-
-
-def _pipeline(log: LocalLog, k: int, *, hook: Any = None) -> dict[tuple[str, str], tuple[int, str]]:
-    """`tlog append`'s path: three batches of 40, each built while the one before is being written."""
-    from tlog.store.sqlite import SqliteStore
-
-    reader = SqliteStore(log.path, readonly=True)
-    try:
-        seq = log.sequencer(reader=reader)
-        now = datetime.now(timezone.utc)
-        batches = []
-        for b in range(3):
-            service, recs = _uses(k * 10 + b, 40)
-            batches.append([Submission("pipe", [validate_use(r, now=now, purposes=seq.policy.purposes) for r in recs])])  # type: ignore[union-attr]
-        acked: dict[tuple[str, str], tuple[int, str]] = {}
-        with contextlib.ExitStack() as stack:
-            if hook is not None:
-                stack.enter_context(hooked(log.store, hook))
-            for (res,) in seq.append_pipeline(batches):
-                assert not isinstance(res, Exception), res
-                acked.update({("pipe", r.event_id): (r.index, r.leaf_hash.hex()) for r in res})
-        return acked
-    finally:
-        reader.close()
-
-
-@pytest.mark.parametrize("phase", ["before", "after"])
-def test_pipelined_append_fails_at_the_second_batch(log, history, phase):
-    size = log.store.size()
-    got: dict[tuple[str, str], tuple[int, str]] = {}
-    with pytest.raises(StorageError, match="injected"):
-        got.update(_pipeline(log, 1, hook=fail_at("commit", phase, times=2)))
-    assert log.store.size() == size + (80 if phase == "after" else 40)  # the third batch never written
-    history.serve(log)
-    history.check()
-    again = _pipeline(log, 1)  # the operator runs the same `tlog append` again
-    assert sorted(i for i, _ in again.values()) == list(range(size, size + 120))
-    history.acked.update(again)
-    history.serve(log)
-    history.check()
-    survived("pipelined append " + ("failed but saved" if phase == "after" else "failed and not saved"))
-
-
-@pytest.mark.parametrize("phase", ["before", "after"])
-def test_pipelined_append_process_death_at_the_second_batch(log, history, phase):
-    size = log.store.size()
-    db = log.path
-    log.close()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            lg = open_log(db, secrets_needed=True)
-            _pipeline(lg, 2, hook=fail_at("commit", phase, times=2, exc=lambda: os._exit(KILLED)))  # type: ignore[arg-type, return-value]
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == KILLED
-    lg = open_log(db, secrets_needed=True)
-    try:
-        assert lg.store.size() == size + (80 if phase == "after" else 40)
-        history.serve(lg)
-        history.check()
-        again = _pipeline(lg, 2)
-        assert sorted(i for i, _ in again.values()) == list(range(size, size + 120))
-        history.acked.update(again)
-        history.serve(lg)
-    finally:
-        lg.close()
-    history.check()
-    survived("process death (os._exit)")

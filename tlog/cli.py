@@ -21,7 +21,6 @@ from .errors import TlogError, ValidationError
 from .log import LocalLog, default_db, init_log, open_log
 from .records import validate_use
 from .sequencer import Submission
-from .store.sqlite import SqliteStore
 
 APPEND_BATCH = 1000
 
@@ -126,9 +125,8 @@ def append(db: Path, service: str, file: IO[bytes]) -> None:
     if not service or any(c.isspace() for c in service) or len(service) > 128:
         raise ValidationError(f"--service {service!r} must be 1-128 characters without spaces")
     log = open_log(db, secrets_needed=True)
-    reader = SqliteStore(log.path, readonly=True)  # builds the next batch while one is being written
     try:
-        seq = log.sequencer(reader=reader)
+        seq = log.sequencer()
         purposes = seq.policy.purposes if seq.policy else {}
         now = datetime.now(timezone.utc)
         recs: list[dict[str, Any]] = []
@@ -143,8 +141,8 @@ def append(db: Path, service: str, file: IO[bytes]) -> None:
             raise ValidationError(f"{len(problems)} problem(s) in {file.name}; nothing was appended", problems)
         counts = {"appended": 0, "duplicate": 0}
         decisions: dict[str, int] = {}
-        batches = ([Submission(service, recs[i : i + APPEND_BATCH])] for i in range(0, len(recs), APPEND_BATCH))
-        for (res,) in seq.append_pipeline(batches):
+        for i in range(0, len(recs), APPEND_BATCH):
+            (res,) = seq.append_uses([Submission(service, recs[i : i + APPEND_BATCH])])
             if isinstance(res, TlogError):
                 raise res
             for r in res:
@@ -154,7 +152,6 @@ def append(db: Path, service: str, file: IO[bytes]) -> None:
         summary = ", ".join(f"{v} {k}" for k, v in sorted(decisions.items()))
         click.echo(f"{counts['appended']} appended, {counts['duplicate']} duplicate ({summary or 'none'}); size {cp.size}")
     finally:
-        reader.close()
         log.close()
 
 

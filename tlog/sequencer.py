@@ -18,9 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from . import merkle, records
 from .checkpoint import Checkpoint
@@ -71,7 +70,6 @@ class _Pending:
     artists: dict[str, ArtistState] = field(default_factory=dict)
     policies: list[PolicyRecord] = field(default_factory=list)
     policy: Policy | None = None
-    parent: "_Pending | None" = None  # the batch still being written when this one was started
 
     @property
     def size(self) -> int:
@@ -88,12 +86,8 @@ class Sequencer:
         signers: Sequence[Signer],
         tag_key: bytes,
         clock: Callable[[], float] = time.time,
-        reader: Store | None = None,
     ) -> None:
         self.store = store
-        # Where batches are built from. A separate connection lets `append_pipeline` build the next
-        # batch while this one's transaction is still being written on `store`.
-        self.reader = reader if reader is not None else store
         self.origin = origin
         # Kept by reference when a list: LocalLog.reload_keys swaps a running server's keys in place.
         self.signers = signers if isinstance(signers, list) else list(signers)
@@ -130,12 +124,10 @@ class Sequencer:
         a = p.artists.get(artist_id)
         if a is not None:
             return a
-        if p.parent is not None and artist_id in p.parent.artists:
-            cur: ArtistState | None = p.parent.artists[artist_id]
-        elif artist_id in self._artists:
+        if artist_id in self._artists:
             cur = self._artists[artist_id]
         else:
-            cur = self._artists[artist_id] = self.reader.artist_state(artist_id)
+            cur = self._artists[artist_id] = self.store.artist_state(artist_id)
         if cur is None:
             a = ArtistState(artist_id, records.artist_tag(self.tag_key, artist_id), 0, -1, None)
         else:
@@ -147,22 +139,17 @@ class Sequencer:
         """Loads the artists of a submission in one query instead of one per artist."""
         missing = [a for a in artist_ids if a not in self._artists]
         if missing:
-            found = self.reader.artist_states(missing)
+            found = self.store.artist_states(missing)
             for a in missing:
                 self._artists[a] = found.get(a)
 
-    def _begin(self, parent: _Pending | None = None) -> _Pending:
-        """A new batch on top of the committed state, or on top of `parent` while it is being written."""
-        if parent is None and self._stale:
+    def _begin(self) -> _Pending:
+        if self._stale:
             self.reload()
-        if parent is not None:
-            start, frontier, prev, last_ms, policy = parent.size, parent.frontier, parent.prev, parent.logged_ms, parent.policy
-        else:
-            start, frontier, prev, last_ms, policy = self.size, self.frontier, self.prev, self.logged_ms, self.policy
-        logged_ms = max(int(self.clock() * 1000), last_ms)
+        logged_ms = max(int(self.clock() * 1000), self.logged_ms)
         return _Pending(
-            start=start, frontier=frontier.copy(), prev=prev, logged_ms=logged_ms,
-            logged_at=records.format_logged_at(logged_ms), policy=policy, parent=parent,
+            start=self.size, frontier=self.frontier.copy(), prev=self.prev, logged_ms=logged_ms,
+            logged_at=records.format_logged_at(logged_ms), policy=self.policy,
         )
 
     # --- leaves ------------------------------------------------------------------------------
@@ -183,7 +170,6 @@ class Sequencer:
         artist.head = index
         return Entry(index, kind, p.logged_ms, details, artist.artist_id, artist.tag, artist.aseq, aprev)
 
-
     # --- uses --------------------------------------------------------------------------------
 
     def append_uses(self, submissions: Sequence[Submission]) -> list[list[UseResult] | TlogError]:
@@ -194,53 +180,6 @@ class Sequencer:
             return p, self._build_uses(p, submissions, {})
 
         return self._build_and_commit(build)
-
-    def append_pipeline(self, batches: Iterable[Sequence[Submission]]) -> Iterator[list[list[UseResult] | TlogError]]:
-        """Like `append_uses` for a stream of batches, yielding each batch's results once it is durable.
-
-        While one batch's transaction is written (SQLite and fsync release the GIL), the next is built
-        on top of it in memory. If a write fails, the batch built on it is dropped unwritten and the
-        error is raised: everything yielded before is durable, nothing after it was written. Needs a
-        `reader` connection of its own (the writer's is busy)."""
-        if self.reader is self.store:
-            raise ValueError("append_pipeline needs a separate reader connection")
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlog-writer") as writer:
-            inflight: tuple[Future[None], _Pending, bytes, list[list[UseResult] | TlogError]] | None = None
-            seen: dict[tuple[str, str], tuple[Any, UseResult]] = {}
-            try:
-                for subs in batches:
-                    p = self._begin(inflight[1] if inflight else None)
-                    out = self._build_uses(p, subs, seen)
-                    if inflight is not None:
-                        yield self._land(*inflight, seen)
-                        inflight = None
-                        p.parent = None  # its state is committed now
-                    if p.entries:
-                        checkpoint, batch = self._seal(p)
-                        inflight = (writer.submit(self.store.write_batch, batch), p, checkpoint, out)
-                    else:
-                        yield out
-                if inflight is not None:
-                    yield self._land(*inflight, seen)
-                    inflight = None
-            finally:
-                if inflight is not None:  # abandoned mid-stream: still wait, so memory matches disk
-                    try:
-                        self._land(*inflight, seen)
-                    except BaseException:
-                        pass
-
-    def _land(self, fut: Future[None], p: _Pending, checkpoint: bytes, out: list[list[UseResult] | TlogError],
-              seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[list[UseResult] | TlogError]:
-        try:
-            fut.result()
-        except BaseException:
-            self.reload()
-            raise
-        self._advance(p, checkpoint)
-        for key in [k for k, (_, r) in seen.items() if r.index < p.size]:
-            del seen[key]  # durable now: the reader finds them
-        return out
 
     def _build_uses(self, p: _Pending, submissions: Sequence[Submission],
                     seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[list[UseResult] | TlogError]:
@@ -273,14 +212,14 @@ class Sequencer:
         if problems:
             raise ValidationError("records rejected", problems)
         self._prefetch_artists({r["artist_id"] for r in sub.records})
-        stored = self.reader.find_events(sub.service, [i for i in ids if (sub.service, i) not in seen])
+        stored = self.store.find_events(sub.service, [i for i in ids if (sub.service, i) not in seen])
         results: list[UseResult] = []
         for r in sub.records:
             key = (sub.service, r["event_id"])
             prior = seen.get(key)
             if prior is None and r["event_id"] in stored:
                 e = stored[r["event_id"]]
-                h = self.reader.leaf_hashes(e.index, e.index + 1)[0]
+                h = self.store.leaf_hashes(e.index, e.index + 1)[0]
                 prior = ({k: e.details[k] for k in SUBMITTED_FIELDS}, UseResult(r["event_id"], e.index, e.details["decision"], h, True))
             if prior is not None:
                 # A validated record holds exactly the submitted fields, so dict equality is body equality.
