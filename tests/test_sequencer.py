@@ -209,3 +209,25 @@ def test_policy_publication(log):
     with pytest.raises(Conflict):
         seq.publish_policy(doc, "2026-12")
 
+
+
+def test_a_rejected_submission_restores_artists_touched_earlier_in_the_batch(log):
+    seq = log.sequencer()
+    now = datetime.now(timezone.utc)
+
+    def valid(recs):
+        return [validate_use(r, now=now, purposes=seq.policy.purposes) for r in recs]
+
+    first = append(seq, records(1, seed=7, artist_id="sc:user:x"))
+    a = valid(records(2, seed=8, artist_id="sc:user:x"))
+    # b touches the same artist, then fails on its second record (an event_id logged with another body).
+    b = valid([records(1, seed=9, artist_id="sc:user:x")[0], dict(records(1, seed=7, artist_id="sc:user:x")[0], detail="changed")])
+    res = seq.append_uses([Submission("recsys", a), Submission("recsys", b)])
+    assert [r.index for r in res[0]] == [2, 3] and isinstance(res[1], Conflict)
+    later = append(seq, records(1, seed=10, artist_id="sc:user:x"))
+    leaf = orjson.loads(next(iter_leaves(log.store, later[0].index, later[0].index + 1))[1])
+    assert later[0].index == 4 and leaf["aseq"] == 4 and leaf["aprev"] == 3
+    assert first[0].index == 1
+    from tlog.verify import verify_log
+
+    assert verify_log(log).size == 5

@@ -184,20 +184,35 @@ class Sequencer:
     def _build_uses(self, p: _Pending, submissions: Sequence[Submission],
                     seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[list[UseResult] | TlogError]:
         out: list[list[UseResult] | TlogError] = []
+        # One query each for every submission's artists and earlier events, not one per submission.
+        self._prefetch_artists({r["artist_id"] for sub in submissions for r in sub.records})
+        stored: dict[str, dict[str, Entry]] = {}
+        for service in {sub.service for sub in submissions}:
+            ids = [r["event_id"] for sub in submissions if sub.service == service for r in sub.records
+                   if (service, r["event_id"]) not in seen]
+            stored[service] = self.store.find_events(service, ids)
         for sub in submissions:
-            mark = (len(p.entries), len(p.nodes), p.prev, p.frontier.copy(), _snapshot(p.artists))
+            # Only this submission's artists can change: their states are all an undo needs.
+            touched = {r["artist_id"]: p.artists.get(r["artist_id"]) for r in sub.records}
+            mark = (len(p.entries), len(p.nodes), p.prev, p.frontier.copy(), _snapshot(touched))
             try:
-                out.append(self._append_submission(p, sub, seen))
+                out.append(self._append_submission(p, sub, seen, stored[sub.service]))
             except TlogError as exc:
                 # Undo this submission's staged work; earlier submissions in the batch stand.
-                n_entries, n_nodes, p.prev, p.frontier, p.artists = mark
+                n_entries, n_nodes, p.prev, p.frontier, before = mark
+                for artist_id, state in before.items():
+                    if state is None:
+                        p.artists.pop(artist_id, None)
+                    else:
+                        p.artists[artist_id] = state
                 del p.entries[n_entries:], p.nodes[n_nodes:]
                 for key in [k for k, (_, r) in seen.items() if r.index >= p.start + n_entries and not r.duplicate]:
                     del seen[key]
                 out.append(exc)
         return out
 
-    def _append_submission(self, p: _Pending, sub: Submission, seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[UseResult]:
+    def _append_submission(self, p: _Pending, sub: Submission, seen: dict[tuple[str, str], tuple[Any, UseResult]],
+                           stored: dict[str, Entry]) -> list[UseResult]:
         policy = p.policy
         if policy is None:
             raise ValidationError("no policy has been published; publish one with `tlog policy publish`")
@@ -211,8 +226,6 @@ class Sequencer:
             problems.append({"field": "records", "message": "an event_id appears twice in one request"})
         if problems:
             raise ValidationError("records rejected", problems)
-        self._prefetch_artists({r["artist_id"] for r in sub.records})
-        stored = self.store.find_events(sub.service, [i for i in ids if (sub.service, i) not in seen])
         results: list[UseResult] = []
         for r in sub.records:
             key = (sub.service, r["event_id"])
@@ -351,5 +364,6 @@ class Sequencer:
         return self.sign(0, merkle.EMPTY_ROOT)
 
 
-def _snapshot(artists: dict[str, ArtistState]) -> dict[str, ArtistState]:
-    return {k: ArtistState(a.artist_id, a.tag, a.aseq, a.head, a.preferences) for k, a in artists.items()}
+def _snapshot(artists: dict[str, ArtistState | None]) -> dict[str, ArtistState | None]:
+    return {k: None if a is None else ArtistState(a.artist_id, a.tag, a.aseq, a.head, a.preferences)
+            for k, a in artists.items()}

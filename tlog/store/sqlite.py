@@ -30,6 +30,7 @@ from ..records import format_logged_at
 from .base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, TokenRecord, UseFilter
 
 SCHEMA_VERSION = "1"
+NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
 _LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
 
 # The fixed shape of use and refusal details (records.use_details always fills every field).
@@ -91,6 +92,7 @@ class SqliteStore:
         self._names: dict[tuple[str, str], int] = {}
         self._name_of: dict[int, tuple[str, str]] = {}
         self._artist_ids: dict[str, int] = {}
+        self._node_cache: dict[int, bytes] = {}
         self._load_names()
 
     # --- setup ---------------------------------------------------------------------------------
@@ -227,15 +229,25 @@ class SqliteStore:
         if not coords:
             return []
         ids = [node_id(level, n) for level, n in coords]
-        found = dict(
-            self.conn.execute(
-                f"SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id IN ({','.join('?' * len(ids))})", ids
-            ).fetchall()
-        )
-        if len(found) < len(set(ids)):
-            level, n = next(c for c, i in zip(coords, ids) if i not in found)
-            raise StorageError(f"tree node ({level}, {n}) is missing from {self.path}")
-        return [found[i] for i in ids]
+        # Stored nodes never change (the tree only grows), so the ones proofs keep asking for (the
+        # right edge, the upper levels) are cached; only what was never read goes to SQLite.
+        cache = self._node_cache
+        missing = [i for i in ids if i not in cache]
+        if missing:
+            found = dict(
+                self.conn.execute(
+                    f"SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id IN ({','.join('?' * len(missing))})", missing
+                ).fetchall()
+            )
+            if len(found) < len(set(missing)):
+                level, n = next(c for c, i in zip(coords, ids) if i not in found and i not in cache)
+                raise StorageError(f"tree node ({level}, {n}) is missing from {self.path}")
+            out = [found[i] if i in found else cache[i] for i in ids]
+            if len(cache) + len(found) > NODE_CACHE:
+                cache.clear()
+            cache.update(found)
+            return out
+        return [cache[i] for i in ids]
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
         return [h for _, h in self.iter_nodes(0, start, end)]
