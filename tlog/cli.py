@@ -4,6 +4,7 @@ turned into one line on stderr and a non-zero exit here and nowhere else."""
 from __future__ import annotations
 
 import base64
+import gc
 import sys
 import time
 from datetime import datetime, timezone
@@ -139,6 +140,9 @@ def append(db: Path, service: str, file: IO[bytes]) -> None:
                                 for d in (exc.details or [{"message": exc.message}]))
         if problems:
             raise ValidationError(f"{len(problems)} problem(s) in {file.name}; nothing was appended", problems)
+        # The validated records live until the end: keep them out of the cyclic collector's scans (with
+        # a million of them those scans cost about a quarter of the append time).
+        gc.freeze()
         counts = {"appended": 0, "duplicate": 0}
         decisions: dict[str, int] = {}
         for i in range(0, len(recs), APPEND_BATCH):
