@@ -20,7 +20,7 @@ from .errors import error_response
 from .state import get_state
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PRINCIPAL = "tlog_principal"
+PRINCIPAL = web.RequestKey("tlog_principal", Principal)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from aiohttp import web
 from ..checkpoint import Checkpoint
 from ..errors import TlogError, Unavailable
 from ..note import parse_note
+from .auth import PRINCIPAL
 from .state import get_state
 
 METRICS_KEY = web.AppKey("tlog_metrics", object)
@@ -52,7 +53,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     finally:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
-        p = request.get("tlog_principal")
+        p = request.get(PRINCIPAL)
         role = p.role if p is not None else "public"
         request.app[METRICS_KEY].observe(request.method, route, role, status, time.perf_counter() - t0)  # type: ignore[attr-defined]
 
