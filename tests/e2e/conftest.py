@@ -39,22 +39,27 @@ class Server:
 def start_server(db: Path, *extra: str, port: int | None = None) -> Server:
     """`tlog serve` on db (on `port`, or a free one: a restart on the same port lets clients reconnect)."""
     port = port or free_port()
+    return _spawn(db, port, "server", "serve", "--db", str(db), "--port", str(port), *extra)
+
+
+def _spawn(db: Path, port: int, what: str, *args: str) -> Server:
+    """Runs `python -m tlog.cli ARGS` and returns once its /healthz answers on `port`."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port), *extra],
+        [sys.executable, "-m", "tlog.cli", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode()}")
+            raise RuntimeError(f"{what} exited: {proc.stdout.read().decode()}")
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1):
                 return Server(url, db, proc)
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("server did not start in 20 s")
+    raise RuntimeError(f"{what} did not start in 20 s")
 
 
 def stop_server(server: Server) -> str:
@@ -85,19 +90,4 @@ def start_witness(db: Path, *log_vkeys: str, port: int | None = None) -> Server:
     verifier keys (on `port`, or a free one); returns once its /healthz answers."""
     port = port or free_port()
     logs = [arg for vkey in log_vkeys for arg in ("--log", vkey)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tlog.cli", "witness", "serve", "--db", str(db), "--port", str(port), *logs],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"witness exited: {proc.stdout.read().decode()}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                return Server(url, db, proc)
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("witness did not start in 20 s")
+    return _spawn(db, port, "witness", "witness", "serve", "--db", str(db), "--port", str(port), *logs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import sqlite3
 import urllib.parse
@@ -285,39 +286,23 @@ class SqliteStore:
     def replace_checkpoint_notes(self, notes: Sequence[tuple[int, bytes]]) -> None:
         """Swaps the signed notes of stored checkpoints in one transaction (a key rotation adds the new key's
         signature to every checkpoint). The caller keeps each note's text; sizes never stored are refused."""
-        c = self.conn
-
         def write() -> None:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate() as c:
                 for size, note in notes:
                     if c.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size)).rowcount != 1:
                         raise StorageError(f"no stored checkpoint at size {size}")
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
 
         self._guard(write)
 
     def set_published(self, size: int, note: bytes, now_ms: int = 0) -> None:
         """Publishes a cosigned checkpoint. Never rolls back: a size below the latest published one is
         refused, inside the same transaction that writes, so two publishers cannot undo each other."""
-        c = self.conn
-
         def write() -> None:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate() as c:
                 latest = c.execute("SELECT max(size) FROM published").fetchone()[0]
                 if latest is not None and size < latest:
                     raise StorageError(f"refusing to publish size {size}: size {latest} is already published")
                 c.execute("INSERT OR REPLACE INTO published VALUES (?, ?, ?)", (size, note, now_ms))
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
 
         self._guard(write)
 
@@ -607,6 +592,19 @@ class SqliteStore:
             None, None, None, None, None, None, None, None, None, None, None, None, None, None,
             orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode(),
         )
+
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, BEGIN IMMEDIATE … COMMIT, rolled back on any failure."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
 
     def _guard(self, fn: Any) -> Any:
         try:
