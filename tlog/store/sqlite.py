@@ -94,6 +94,7 @@ class SqliteStore:
         self._name_of: dict[int, tuple[str, str]] = {}
         self._artist_ids: dict[str, int] = {}
         self._node_cache: dict[int, bytes] = {}
+        self._profiles: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # name ids → decoded names, for _entry
         self._load_names()
 
     # --- setup ---------------------------------------------------------------------------------
@@ -185,6 +186,7 @@ class SqliteStore:
     def _load_names(self) -> None:
         self._names.clear()
         self._name_of.clear()
+        self._profiles.clear()
         for i, kind, value in self.conn.execute("SELECT id, kind, value FROM names"):
             self._names[(kind, value)] = i
             self._name_of[i] = (kind, value)
@@ -328,15 +330,22 @@ class SqliteStore:
             if extra is not None:
                 details = orjson.loads(extra)
             else:
-                sys_id, model, version = orjson.loads(name(system))
+                ids = (purpose, phase, system, basis, service, decision, policy)
+                names = self._profiles.get(ids)
+                if names is None:  # rows of one batch share these: decode each combination once
+                    names = self._profiles[ids] = (
+                        name(purpose), name(phase), tuple(orjson.loads(name(system))), name(basis),  # type: ignore[arg-type]
+                        name(service), name(decision), name(policy),
+                    )
+                purpose_, phase_, (sys_id, model, version), basis_, service_, decision_, policy_ = names
                 details = {
                     "event_id": event_id, "content_id": content_id, "artist_id": artist_id,
-                    "purpose": name(purpose), "phase": name(phase),
+                    "purpose": purpose_, "phase": phase_,
                     "system": {"id": sys_id, "model": model, "version": version},
                     "occurred_at": occurred_at, "invocations": invocations, "window_end": window_end,
-                    "detail": detail, "basis": name(basis), "service": name(service), "index": idx,
-                    "logged_at": format_logged_at(logged_ms), "decision": name(decision),
-                    "policy": name(policy), "nonce": base64.b64encode(nonce).decode(),
+                    "detail": detail, "basis": basis_, "service": service_, "index": idx,
+                    "logged_at": format_logged_at(logged_ms), "decision": decision_,
+                    "policy": policy_, "nonce": binascii.b2a_base64(nonce, newline=False).decode(),
                 }
         except (KeyError, TypeError, ValueError) as exc:  # JSON and base64 errors are ValueErrors
             raise StorageError(f"entry {idx} cannot be read from {self.path.name} (the database was altered): "
