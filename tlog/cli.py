@@ -42,6 +42,7 @@ class TlogGroup(click.Group):
 
 def _fail(message: str, details: list[dict[str, Any]]) -> None:
     click.echo(f"error: {message}", err=True)
+    details = [d for d in details if d.get("message") != message or d.get("field") or d.get("line")]
     for d in details[:20]:
         where = d.get("field") or d.get("line") or ""
         click.echo(f"  {where}: {d.get('message', '')}" if where else f"  {d.get('message', '')}", err=True)
