@@ -74,10 +74,11 @@ def test_tampering_is_found_at_the_first_bad_index(filled, sql, args, index, spl
     assert f"index {index}" in err.value.message
 
 
-def test_a_forged_checkpoint_is_found(filled):
+@pytest.mark.parametrize("split", SPLITS)
+def test_a_forged_checkpoint_is_found(filled, split):
     _tamper(filled, "UPDATE checkpoints SET note = replace(note, X'0A0A', X'0A0A20') WHERE size = 82")
     with pytest.raises(VerificationError, match="checkpoint at size 82"):
-        _verify(filled)
+        _verify(filled, **split)
 
 
 def test_a_wrong_artist_tag_is_found(filled):

@@ -30,6 +30,7 @@ from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, hash_tiles_for_size, tile_path
 
 Progress = Callable[[int, int], None]
 RANGE = 50_000  # leaves a verify worker re-derives at a time
+CHECKPOINTS_PER_TASK = 2_000
 
 
 @dataclass
@@ -133,38 +134,33 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
     size = store.size()
     if latest.size != size:
         raise _fail(min(latest.size, size), f"the latest checkpoint covers {latest.size} leaves but the store holds {size}")
-    checkpoints = {s: _open(store.checkpoint_at(s) or b"", log.verifier, log.origin, f"checkpoint at size {s}")
-                   for s in store.checkpoint_sizes()}
-    want_roots = {s: (cp.root, f"its signed checkpoint") for s, cp in checkpoints.items()}
-    if trusted is not None:
-        old = _open(trusted, log.verifier, log.origin, "the trusted checkpoint")
-        if old.size > size:
-            raise VerificationError(f"the trusted checkpoint has size {old.size}, larger than the log ({size}): a rollback or a fork")
-        if old.size in want_roots and want_roots[old.size][0] != old.root:
-            raise _fail(old.size - 1, "the trusted checkpoint's root differs from the stored checkpoint at its size: a fork")
-        want_roots[old.size] = (old.root, "the trusted checkpoint (a fork)")
-    if want_roots.get(0, (merkle.EMPTY_ROOT,))[0] != merkle.EMPTY_ROOT:
-        raise VerificationError("the checkpoint at size 0 does not have the empty tree's root")
-
+    notes = list(store.iter_checkpoints())
     ranges = [(lo, min(lo + range_size, size)) for lo in range(0, size, range_size)]
-    results: list[_Range] = []
-    tree_error: tuple[int, str, int] | None = None
-    if len(ranges) > 1 and (workers or os.cpu_count() or 1) > 1:
-        # Leaves are re-derived in worker processes, a range each, while this process rebuilds the tree.
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=ctx) as pool:
-            futures = [pool.submit(_check_range, str(log.path), log.tag_key, lo, hi) for lo, hi in ranges]
-            tree_error = _check_tree(store, size, want_roots)
-            for f in futures:
-                results.append(f.result())
-                if progress:
-                    progress(results[-1].end, size)
-    else:
-        for lo, hi in ranges:
-            results.append(_check_range_in(store, log.tag_key, lo, hi))
-            if progress:
-                progress(hi, size)
-        tree_error = _check_tree(store, size, want_roots)
+    parallel = len(ranges) > 1 and (workers or os.cpu_count() or 1) > 1
+    # Every stored checkpoint's signature is checked (a busy server stores one per batch: tens of
+    # thousands), in the worker processes when there are any.
+    pool = (ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=multiprocessing.get_context("fork"))
+            if parallel else None)
+    try:
+        chunks = [notes[k : k + CHECKPOINTS_PER_TASK] for k in range(0, len(notes), CHECKPOINTS_PER_TASK)]
+        args = (log.verifier.key, log.origin)
+        opened = ([f.result() for f in [pool.submit(_open_all, c, *args) for c in chunks]] if pool
+                  else [_open_all(c, *args) for c in chunks])
+        want_roots = {sz: (root, "its signed checkpoint") for part in opened for sz, root in part}
+        report_checkpoints = len(want_roots)
+        if trusted is not None:
+            old = _open(trusted, log.verifier, log.origin, "the trusted checkpoint")
+            if old.size > size:
+                raise VerificationError(f"the trusted checkpoint has size {old.size}, larger than the log ({size}): a rollback or a fork")
+            if old.size in want_roots and want_roots[old.size][0] != old.root:
+                raise _fail(old.size - 1, "the trusted checkpoint's root differs from the stored checkpoint at its size: a fork")
+            want_roots[old.size] = (old.root, "the trusted checkpoint (a fork)")
+        if want_roots.get(0, (merkle.EMPTY_ROOT,))[0] != merkle.EMPTY_ROOT:
+            raise VerificationError("the checkpoint at size 0 does not have the empty tree's root")
+        results, tree_error = _check_leaves_and_tree(log, store, size, ranges, want_roots, pool, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     merged = _stitch(results)
     errors = list(merged.errors)
     if tree_error is not None:
@@ -179,11 +175,44 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
         _check_tables(log, merged.artists, merged.stats, merged.policies, merged.preferences)
     except StorageError as exc:  # a table row that cannot even be read
         raise VerificationError(exc.message) from None
-    report = Report(log.origin, size, size, len(merged.artists), len(checkpoints) + (trusted is not None),
+    report = Report(log.origin, size, size, len(merged.artists), report_checkpoints + (trusted is not None),
                     time.perf_counter() - t0)
     if log.tag_key is None:
         report.notes.append("artist tags not checked (tag key not readable)")
     return report
+
+
+def _open_all(notes: list[tuple[int, bytes]], vkey: str, origin: str) -> list[tuple[int, bytes]]:
+    """(size, root) of each stored checkpoint, each signature verified (in a worker process)."""
+    verifier = Verifier.from_key(vkey)
+    out = []
+    for size, note in notes:
+        cp = _open(note, verifier, origin, f"checkpoint at size {size}")
+        if cp.size != size:
+            raise VerificationError(f"the checkpoint stored at size {size} says size {cp.size}")
+        out.append((size, cp.root))
+    return out
+
+
+def _check_leaves_and_tree(log: LocalLog, store: Any, size: int, ranges: list[tuple[int, int]],
+                           want_roots: dict[int, tuple[bytes, str]], pool: ProcessPoolExecutor | None,
+                           progress: Progress | None) -> tuple[list["_Range"], tuple[int, str, int] | None]:
+    """Leaves are re-derived range by range (in the pool's processes when there is one) while this
+    process rebuilds the tree from the stored hashes."""
+    results: list[_Range] = []
+    if pool is not None:
+        futures = [pool.submit(_check_range, str(log.path), log.tag_key, lo, hi) for lo, hi in ranges]
+        tree_error = _check_tree(store, size, want_roots)
+        for f in futures:
+            results.append(f.result())
+            if progress:
+                progress(results[-1].end, size)
+        return results, tree_error
+    for lo, hi in ranges:
+        results.append(_check_range_in(store, log.tag_key, lo, hi))
+        if progress:
+            progress(hi, size)
+    return results, _check_tree(store, size, want_roots)
 
 
 @dataclass

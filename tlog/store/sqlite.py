@@ -279,6 +279,10 @@ class SqliteStore:
     def checkpoint_sizes(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT size FROM checkpoints ORDER BY size")]
 
+    def iter_checkpoints(self) -> Iterator[tuple[int, bytes]]:
+        for size, note in self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size"):
+            yield size, _blob(note)
+
     def add_checkpoint(self, size: int, note: bytes, now_ms: int) -> None:
         """Stores a checkpoint outside a batch (`tlog init` signs the empty log's)."""
         self._guard(
