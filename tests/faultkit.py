@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from tlog import merkle
 from tlog.checkpoint import Checkpoint, open_checkpoint
 from tlog.log import LocalLog, open_log
 from tlog.verify import verify_log
+
+from .e2e.conftest import free_port
 
 # (label, SQL prefix): every statement `SqliteStore.write_batch` runs, in order.
 WRITE_STEPS: tuple[tuple[str, str], ...] = (
@@ -222,12 +223,6 @@ def consistent(log: LocalLog, old: Checkpoint, new: Checkpoint, size_now: int) -
 
 
 # --- real servers -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -91,3 +91,13 @@ def start_witness(db: Path, *log_vkeys: str, port: int | None = None) -> Server:
     port = port or free_port()
     logs = [arg for vkey in log_vkeys for arg in ("--log", vkey)]
     return _spawn(db, port, "witness", "witness", "serve", "--db", str(db), "--port", str(port), *logs)
+
+
+@pytest.fixture
+def fake(source):
+    """The module's `source` log (tests/e2e/fakelog.py), served by a FakeLog on a free loopback port."""
+    from .fakelog import FakeLog, serving
+
+    log = FakeLog(source)
+    with serving(log):
+        yield log

@@ -25,7 +25,7 @@ from tlog.records import parse_leaf
 
 from ..conftest import append, records
 from .conftest import start_server, stop_server
-from .fakelog import FakeLog, Source, edit, rechain, serving
+from .fakelog import Source, edit, rechain
 
 
 def _monitor(url: str, vkey: str, state: Path, *extra: str) -> Result:
@@ -98,13 +98,6 @@ def source(tmp_path_factory) -> Source:
     db = tmp_path_factory.mktemp("monitor") / "tlog.db"
     build_demo(str(db), 600)
     return Source.from_db(db)
-
-
-@pytest.fixture
-def fake(source):
-    log = FakeLog(source)
-    with serving(log):
-        yield log
 
 
 @pytest.fixture

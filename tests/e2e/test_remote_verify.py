@@ -22,7 +22,7 @@ from tlog.store.sqlite import node_id
 from tlog.verify import verify_remote
 
 from .conftest import start_server, stop_server
-from .fakelog import FakeLog, Source, edit, rechain, serving
+from .fakelog import Source, edit, rechain
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,6 @@ def demo_db(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def source(demo_db) -> Source:
     return Source.from_db(demo_db)
-
-
-@pytest.fixture
-def fake(source):
-    log = FakeLog(source)
-    with serving(log):
-        yield log
 
 
 @pytest.fixture
