@@ -42,3 +42,68 @@ def test_a_missing_node_is_named_even_when_others_are_cached(grown):
     grown.store.read_nodes([(0, 1), (1, 0)])
     with pytest.raises(StorageError, match=r"tree node \(0, %d\) is missing" % size):
         grown.store.read_nodes([(0, 1), (0, size), (1, 0)])
+
+
+def _listing(store, artist_id, flt):
+    from tlog.store.base import UseFilter
+
+    return [e.index for e in store.artist_entries(artist_id, UseFilter(**flt), 10_000)]
+
+
+@pytest.mark.parametrize("bits", [0, 2, 5])
+def test_artist_listings_are_the_same_whatever_the_epoch_width(tmp_path, monkeypatch, bits):
+    """The artist index is keyed by epoch: a listing seeks once per epoch and must still return every
+    entry of the artist, in order, from any cursor (an epoch of one entry is the extreme case)."""
+    from tlog.log import init_log
+
+    monkeypatch.setattr(sqlite_store, "ARTIST_EPOCH_BITS", bits)
+    lg = init_log(tmp_path / "e.db", "test.tlog.example/log")
+    seq = lg.sequencer()
+    for seed in range(4):
+        append(seq, records(60, seed=seed, artists=7))
+    want: dict[str, list[int]] = {}
+    for e in lg.store.entries(0, lg.store.size()):
+        if e.artist_id is not None:
+            want.setdefault(e.artist_id, []).append(e.index)
+    assert len(want) == 7
+    for artist_id, indexes in want.items():
+        assert _listing(lg.store, artist_id, {}) == indexes
+        for cut in (indexes[0], indexes[len(indexes) // 2], indexes[-1]):
+            assert _listing(lg.store, artist_id, {"after": cut}) == [i for i in indexes if i > cut]
+    plan = " ".join(r[3] for r in lg.store.conn.execute(
+        f"EXPLAIN QUERY PLAN SELECT idx FROM entries WHERE (idx >> {bits}) IN (0, 1) AND artist = 1"))
+    lg.close()
+    assert "INDEX entries_artist" in plan
+
+
+def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path):
+    """Schema 1 kept artist heads in `artists` and indexed entries by (artist, idx). Rebuild that layout
+    from a current log, open it: the heads, listings and a verify must come out the same."""
+    import sqlite3
+
+    from tlog.log import open_log
+    from tlog.verify import verify_log
+
+    path = grown.store.path
+    before = {a.artist_id: (a.aseq, a.head) for a in grown.store.artists()}
+    listing = _listing(grown.store, "sc:user:3", {})
+    grown.close()
+    c = sqlite3.connect(path)
+    c.executescript(
+        "ALTER TABLE artists ADD COLUMN aseq INTEGER; ALTER TABLE artists ADD COLUMN head INTEGER;"
+        "UPDATE artists SET aseq = (SELECT aseq FROM heads WHERE heads.id = artists.id),"
+        " head = (SELECT head FROM heads WHERE heads.id = artists.id);"
+        "DROP TABLE heads; DROP INDEX entries_artist;"
+        "CREATE INDEX entries_artist ON entries(artist, idx) WHERE artist IS NOT NULL;"
+        "UPDATE meta SET value = '1' WHERE key = 'schema';"
+    )
+    c.close()
+    with pytest.raises(StorageError, match="has schema 1; open it once read-write"):
+        sqlite_store.SqliteStore(path, readonly=True)
+    lg = open_log(path)
+    assert {a.artist_id: (a.aseq, a.head) for a in lg.store.artists()} == before
+    assert _listing(lg.store, "sc:user:3", {}) == listing
+    assert lg.store.get_meta("schema") == sqlite_store.SCHEMA_VERSION
+    append(lg.sequencer(), records(10, seed=9))
+    assert verify_log(lg).leaves == lg.store.size()
+    lg.close()

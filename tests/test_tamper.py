@@ -213,8 +213,9 @@ def artist_id(db: Path) -> str:
 
 
 def artist_head(db: Path) -> str:
-    (head,) = _q(db, "SELECT head FROM artists WHERE artist_id = 'sc:user:9'")
-    flip(db, "artists", "head", "artist_id = 'sc:user:9'")
+    where = "id = (SELECT id FROM artists WHERE artist_id = 'sc:user:9')"
+    (head,) = _q(db, f"SELECT head FROM heads WHERE {where}")
+    flip(db, "heads", "head", where)
     return f"index {head}: the stored artist heads do not match"
 
 

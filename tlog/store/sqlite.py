@@ -10,6 +10,14 @@ Crash-safety invariants (kept here, where the writes happen):
 
 Public leaves are not stored. Use and refusal details are stored as columns (repeated strings such as
 purposes, services and systems as small integer ids), other details as canonical JSON in `extra`.
+
+Write amplification, which is what limits a growing log (every page a batch dirties is written to the WAL
+and again at the checkpoint):
+- The artist index is keyed by (epoch, artist) with epoch = idx >> ARTIST_EPOCH_BITS. An index on
+  (artist, idx) gets ~1000 inserts per batch scattered over the whole index, dirtying a page each; keyed
+  by epoch they land in the newest epoch's few hundred pages. An artist's listing seeks once per epoch.
+- Artist heads, the only rows a batch updates in place, live in the narrow `heads` table (a few bytes
+  a row) rather than beside the artist's id, tag and preferences, so a batch dirties few pages for them.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from ..errors import StorageError
 from ..records import format_logged_at
 from .base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, TokenRecord, UseFilter
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+ARTIST_EPOCH_BITS = 15  # entries per artist-index epoch: see the module docstring
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
 _LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
 
@@ -41,6 +50,16 @@ _USE_KEYS = frozenset(
     "service index logged_at decision policy nonce".split()
 )
 _SYSTEM_KEYS = frozenset(("id", "model", "version"))
+
+
+
+def _artist_index() -> str:
+    return f"CREATE INDEX entries_artist ON entries((idx >> {ARTIST_EPOCH_BITS}), artist) WHERE artist IS NOT NULL"
+
+
+_ARTIST_STATE = (
+    "SELECT a.artist_id, a.tag, h.aseq, h.head, a.preferences FROM artists a JOIN heads h ON h.id = a.id"
+)
 
 _ENTRY_COLUMNS = (
     "idx, type, logged_ms, artist, aseq, aprev, service, event_id, content_id, purpose, phase, system, "
@@ -80,7 +99,7 @@ class SqliteStore:
             if create:
                 self._create_schema()
             else:
-                self._check_schema()
+                self._check_schema(readonly)
             if not readonly:
                 self._ensure_published_table()
         except sqlite3.Error as exc:
@@ -136,10 +155,9 @@ class SqliteStore:
         db["meta"].create({"key": str, "value": str}, pk="key")
         db["names"].create({"id": int, "kind": str, "value": str}, pk="id")
         db["names"].create_index(["kind", "value"], unique=True)
-        db["artists"].create(
-            {"id": int, "artist_id": str, "tag": bytes, "aseq": int, "head": int, "preferences": str}, pk="id"
-        )
+        db["artists"].create({"id": int, "artist_id": str, "tag": bytes, "preferences": str}, pk="id")
         db["artists"].create_index(["artist_id"], unique=True)
+        db["heads"].create({"id": int, "aseq": int, "head": int}, pk="id")
         db["entries"].create(
             {
                 "idx": int, "type": int, "logged_ms": int, "artist": int, "aseq": int, "aprev": int,
@@ -153,7 +171,7 @@ class SqliteStore:
         self.conn.execute(
             "CREATE UNIQUE INDEX entries_event ON entries(service, event_id) WHERE event_id IS NOT NULL"
         )
-        self.conn.execute("CREATE INDEX entries_artist ON entries(artist, idx) WHERE artist IS NOT NULL")
+        self.conn.execute(_artist_index())
         db["nodes"].create({"id": int, "hash": bytes}, pk="id")
         db["checkpoints"].create({"size": int, "note": bytes, "created_ms": int}, pk="size")
         db["policies"].create({"policy_id": str, "idx": int, "document": bytes}, pk="policy_id")
@@ -175,13 +193,28 @@ class SqliteStore:
             "CREATE TABLE IF NOT EXISTS published (size INTEGER PRIMARY KEY, note BLOB NOT NULL, created_ms INTEGER)"
         )
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, readonly: bool) -> None:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path} is not a tlog database: {exc}") from exc
-        if row is None or row[0] != SCHEMA_VERSION:
-            raise StorageError(f"{self.path} is not a tlog database of schema {SCHEMA_VERSION}")
+        if row is not None and row[0] == "1" and not readonly:
+            self._migrate_from_1()
+        elif row is None or row[0] != SCHEMA_VERSION:
+            found = "" if row is None else f" (it has schema {row[0]}; open it once read-write to upgrade it)"
+            raise StorageError(f"{self.path} is not a tlog database of schema {SCHEMA_VERSION}{found}")
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 kept heads in `artists` and indexed entries by (artist, idx): one transaction moves the
+        heads to their own table and rebuilds the index by epoch. Nothing in the log changes."""
+        with self._immediate() as c:
+            c.execute("CREATE TABLE heads (id INTEGER PRIMARY KEY, aseq INTEGER, head INTEGER)")
+            c.execute("INSERT INTO heads SELECT id, aseq, head FROM artists")
+            c.execute("ALTER TABLE artists DROP COLUMN aseq")
+            c.execute("ALTER TABLE artists DROP COLUMN head")
+            c.execute("DROP INDEX entries_artist")
+            c.execute(_artist_index())
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def _load_names(self) -> None:
         self._names.clear()
@@ -393,20 +426,24 @@ class SqliteStore:
         ids = list(artist_ids)
         for k in range(0, len(ids), 500):
             chunk = ids[k : k + 500]
-            q = f"SELECT artist_id, tag, aseq, head, preferences FROM artists WHERE artist_id IN ({','.join('?' * len(chunk))})"
+            q = f"{_ARTIST_STATE} WHERE a.artist_id IN ({','.join('?' * len(chunk))})"
             for a, t, sq, h, p in self.conn.execute(q, chunk):
                 found[a] = ArtistState(a, _blob(t), sq, h, _preferences(a, p))
         return found
 
     def artists(self) -> list[ArtistState]:
-        rows = self.conn.execute("SELECT artist_id, tag, aseq, head, preferences FROM artists ORDER BY id")
+        rows = self.conn.execute(f"{_ARTIST_STATE} ORDER BY a.id")
         return [ArtistState(a, _blob(t), s, h, _preferences(a, p)) for a, t, s, h, p in rows]
 
     def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]:
-        row = self.conn.execute("SELECT id FROM artists WHERE artist_id = ?", (artist_id,)).fetchone()
-        if row is None:
+        row = self.conn.execute(
+            "SELECT a.id, h.head FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id = ?", (artist_id,)
+        ).fetchone()
+        if row is None or row[1] <= flt.after:
             return []
-        where = ["e.artist = ?", "e.idx > ?"]
+        # One seek per epoch of the artist index from the cursor to the artist's head (module docstring).
+        epochs = ",".join(str(k) for k in range((flt.after + 1) >> ARTIST_EPOCH_BITS, (row[1] >> ARTIST_EPOCH_BITS) + 1))
+        where = [f"(e.idx >> {ARTIST_EPOCH_BITS}) IN ({epochs})", "e.artist = ?", "e.idx > ?"]
         args: list[Any] = [row[0], flt.after]
         for column, kind, value in (("purpose", "purpose", flt.purpose), ("decision", "decision", flt.decision)):
             if value is not None:
@@ -504,7 +541,7 @@ class SqliteStore:
                         i = new_names[key] = next_name[0]
                     return i
 
-                self._write_artists(batch.artists, new_artists)
+                self._write_artists(batch, new_artists)
                 profiles: dict[tuple[Any, ...], tuple[Any, ...]] = {}
                 rows = [self._entry_row(e, name_id, new_artists, profiles) for e in batch.entries]
                 c.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 21)})", rows)
@@ -549,10 +586,12 @@ class SqliteStore:
             self._name_of[i] = key
         self._artist_ids.update(new_artists)
 
-    def _write_artists(self, artists: Sequence[ArtistState], ids: dict[str, int]) -> None:
+    def _write_artists(self, batch: Batch, ids: dict[str, int]) -> None:
         """Upserts the batch's artist heads with a handful of statements, whatever their number: ids of
-        known artists come from the cache or one query per 500, new artists get the next free ids."""
+        known artists come from the cache or one query per 500, new artists get the next free ids.
+        Preferences are written only for the artists the batch has a preference leaf for."""
         c = self.conn
+        artists = batch.artists
         for a in artists:
             i = self._artist_ids.get(a.artist_id)
             if i is not None:
@@ -563,18 +602,24 @@ class SqliteStore:
             q = f"SELECT artist_id, id FROM artists WHERE artist_id IN ({','.join('?' * len(chunk))})"
             ids.update(c.execute(q, chunk).fetchall())
         next_id = c.execute("SELECT coalesce(max(id), 0) FROM artists").fetchone()[0]
-        inserts, updates = [], []
+        changed = {e.artist_id for e in batch.entries if e.type == "preference"}
+        inserts, heads, prefs = [], [], []
         for a in artists:
-            prefs = None if a.preferences is None else orjson.dumps(a.preferences, option=orjson.OPT_SORT_KEYS).decode()
             i = ids.get(a.artist_id)
             if i is None:
                 next_id += 1
-                ids[a.artist_id] = next_id
-                inserts.append((next_id, a.artist_id, a.tag, a.aseq, a.head, prefs))
-            else:
-                updates.append((a.aseq, a.head, prefs, i))
-        c.executemany("INSERT INTO artists (id, artist_id, tag, aseq, head, preferences) VALUES (?, ?, ?, ?, ?, ?)", inserts)
-        c.executemany("UPDATE artists SET aseq = ?, head = ?, preferences = ? WHERE id = ?", updates)
+                i = ids[a.artist_id] = next_id
+                inserts.append((i, a.artist_id, a.tag, _dump_preferences(a.preferences)))
+            elif a.artist_id in changed:
+                prefs.append((_dump_preferences(a.preferences), i))
+            heads.append((i, a.aseq, a.head))
+        c.executemany("INSERT INTO artists (id, artist_id, tag, preferences) VALUES (?, ?, ?, ?)", inserts)
+        c.executemany("UPDATE artists SET preferences = ? WHERE id = ?", prefs)
+        c.executemany(
+            "INSERT INTO heads (id, aseq, head) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET aseq = excluded.aseq, head = excluded.head",
+            heads,
+        )
 
     def _entry_row(self, e: Entry, name_id: Any, artist_ids: dict[str, int],
                    profiles: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -624,6 +669,10 @@ class SqliteStore:
             return fn()
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
+
+
+def _dump_preferences(prefs: dict[str, Any] | None) -> str | None:
+    return None if prefs is None else orjson.dumps(prefs, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _preferences(artist_id: str, value: Any) -> dict[str, Any] | None:
