@@ -412,6 +412,20 @@ def test_fast_use_leaf_equals_canonical(leaf):
     assert parse_leaf(data) == leaf
 
 
+@settings(max_examples=300, deadline=None)
+@given(use_leaves, st.sampled_from(["recs", "fraud-ml"]), st.integers(0, MAX_SAFE_INT))
+def test_the_sequencers_leaf_is_the_checked_leaf(leaf, service, index):
+    """The sequencer skips the leaf's re-check (it vouches for every value): its bytes must be those the
+    checked path builds, for every decision, first leaf (aprev null) or not."""
+    record = validate_use(submitted(purpose=leaf.purpose, phase=leaf.phase), now=NOW, purposes={leaf.purpose})
+    details = use_details(record, service=service, index=index, logged_at=leaf.logged_at, decision=leaf.decision,
+                          policy=leaf.policy, nonce=NONCE)
+    checked = build_leaf(use_leaf(details, prev=leaf.prev, artist=leaf.artist, aseq=leaf.aseq, aprev=leaf.aprev))
+    fast = records.sequenced_use_leaf(details, prev=leaf.prev, artist=leaf.artist, aseq=leaf.aseq, aprev=leaf.aprev)
+    assert fast == checked
+    assert parse_leaf(fast).details == details_hash(details)
+
+
 # Field values that are wrong for a use leaf in one way or another, to hold the per-record fast check
 # to the field-by-field one that explains failures.
 odd_values = st.sampled_from([None, "", 0, -1, 1, True, 1.0, b"", b"\x00" * 31, b"\x00" * 33, "x" * 65, "Refused", "A", ["use"]])
