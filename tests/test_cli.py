@@ -69,7 +69,7 @@ def test_append_checkpoint_prove_verify(tmp_path, runner, db):
     proof = runner.invoke(main, ["prove", "inclusion", "7", "--db", str(db)])
     assert proof.exit_code == 0
     hashes = [base64.b64decode(line) for line in proof.stdout.split()]
-    leaf = sqlite3.connect(db).execute("SELECT hash FROM nodes WHERE id = 7").fetchone()[0]
+    leaf = sqlite3.connect(db).execute("SELECT hash FROM entries WHERE idx = 7").fetchone()[0]
     merkle.verify_inclusion(leaf, 7, 26, hashes, cp.root)
 
     cons = runner.invoke(main, ["prove", "consistency", "3", "26", "--db", str(db), "--json"])

@@ -189,7 +189,7 @@ def test_failed_but_saved_after_commit(log, history, name):
     survived("failed but saved")
 
 
-@pytest.mark.parametrize("read", ["FROM nodes WHERE id IN", "FROM nodes WHERE id >=", "FROM entries e", "FROM policies"])
+@pytest.mark.parametrize("read", ["FROM nodes WHERE id IN", "FROM entries WHERE idx IN", "FROM entries WHERE idx >=", "FROM entries e", "FROM policies"])
 def test_saved_but_reload_fails_does_not_corrupt(log, history, read):
     """After a failed-but-saved write the sequencer reloads from disk. If one of those reads fails too
     (the frontier, the chain head, the last entry, the policy), the next batch must neither build on a

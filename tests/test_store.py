@@ -77,8 +77,9 @@ def test_artist_listings_are_the_same_whatever_the_epoch_width(tmp_path, monkeyp
 
 
 def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path):
-    """Schema 1 kept artist heads in `artists` and indexed entries by (artist, idx). Rebuild that layout
-    from a current log, open it: the heads, listings and a verify must come out the same."""
+    """Schema 1 kept artist heads in `artists`, indexed entries by (artist, idx) and kept leaf hashes in
+    `nodes`. Rebuild that layout from a current log, open it: the heads, listings, proofs and a verify
+    must come out the same."""
     import sqlite3
 
     from tlog.log import open_log
@@ -87,6 +88,8 @@ def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path
     path = grown.store.path
     before = {a.artist_id: (a.aseq, a.head) for a in grown.store.artists()}
     listing = _listing(grown.store, "sc:user:3", {})
+    size = grown.store.size()
+    proof = merkle.inclusion_proof(5, size, grown.store)
     grown.close()
     c = sqlite3.connect(path)
     c.executescript(
@@ -94,6 +97,7 @@ def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path
         "UPDATE artists SET aseq = (SELECT aseq FROM heads WHERE heads.id = artists.id),"
         " head = (SELECT head FROM heads WHERE heads.id = artists.id);"
         "DROP TABLE heads; DROP INDEX entries_artist;"
+        "INSERT INTO nodes SELECT idx, hash FROM entries; ALTER TABLE entries DROP COLUMN hash;"
         "CREATE INDEX entries_artist ON entries(artist, idx) WHERE artist IS NOT NULL;"
         "UPDATE meta SET value = '1' WHERE key = 'schema';"
     )
@@ -103,6 +107,8 @@ def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path
     lg = open_log(path)
     assert {a.artist_id: (a.aseq, a.head) for a in lg.store.artists()} == before
     assert _listing(lg.store, "sc:user:3", {}) == listing
+    assert merkle.inclusion_proof(5, size, lg.store) == proof
+    assert lg.store.conn.execute("SELECT count(*) FROM nodes WHERE id < ?", (sqlite_store.node_id(1, 0),)).fetchone()[0] == 0
     assert lg.store.get_meta("schema") == sqlite_store.SCHEMA_VERSION
     append(lg.sequencer(), records(10, seed=9))
     assert verify_log(lg).leaves == lg.store.size()

@@ -170,7 +170,10 @@ def type_column(db: Path) -> str:
 
 def node(level: int, n: int, index: int) -> Case:
     def case(db: Path) -> str:
-        flip(db, "nodes", "hash", "id = ?", node_id(level, n), byte=31, bit=3)
+        if level == 0:  # leaf hashes are kept in their entry's row
+            flip(db, "entries", "hash", "idx = ?", n, byte=31, bit=3)
+        else:
+            flip(db, "nodes", "hash", "id = ?", node_id(level, n), byte=31, bit=3)
         return f"index {index}: " + ("the stored leaf hash" if level == 0 else f"stored tree node ({level}, {n}) differs")
     return case
 

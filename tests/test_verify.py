@@ -60,7 +60,7 @@ def test_a_sound_log_verifies(filled, split):
         ("UPDATE entries SET invocations = invocations + 1 WHERE idx = ?", (100,), 100),
         ("UPDATE entries SET logged_ms = logged_ms - 1000 WHERE idx = ?", (70,), 70),
         ("UPDATE entries SET aseq = aseq + 1 WHERE idx = ?", (80,), 80),
-        ("UPDATE nodes SET hash = zeroblob(32) WHERE id = ?", (node_id(0, 33),), 33),
+        ("UPDATE entries SET hash = zeroblob(32) WHERE idx = ?", (33,), 33),
         ("UPDATE nodes SET hash = zeroblob(32) WHERE id = ?", (node_id(3, 5),), 40),
         ("DELETE FROM entries WHERE idx = ?", (44,), 44),
     ],

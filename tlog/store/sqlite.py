@@ -18,6 +18,8 @@ and again at the checkpoint):
   by epoch they land in the newest epoch's few hundred pages. An artist's listing seeks once per epoch.
 - Artist heads, the only rows a batch updates in place, live in the narrow `heads` table (a few bytes
   a row) rather than beside the artist's id, tag and preferences, so a batch dirties few pages for them.
+- Leaf hashes (level 0 of the tree) are a column of their entry's row, not rows of `nodes`: one row
+  written per leaf instead of two. `nodes` holds levels 1 and up.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ SCHEMA_VERSION = "2"
 ARTIST_EPOCH_BITS = 15  # entries per artist-index epoch: see the module docstring
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
 _LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
+_FIRST_NODE = 1 << _LEVEL_SHIFT  # ids below are leaf hashes, kept in `entries`
 
 # The fixed shape of use and refusal details (records.use_details always fills every field).
 _USE_TYPES = ("use", "refusal")
@@ -63,7 +66,7 @@ _ARTIST_STATE = (
 
 _ENTRY_COLUMNS = (
     "idx, type, logged_ms, artist, aseq, aprev, service, event_id, content_id, purpose, phase, system, "
-    "occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra"
+    "occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra, hash"
 )
 _ENTRY_SELECT = (
     "SELECT e.idx, e.type, e.logged_ms, a.artist_id, CAST(a.tag AS BLOB), e.aseq, e.aprev, e.service, e.event_id, "
@@ -163,7 +166,7 @@ class SqliteStore:
                 "idx": int, "type": int, "logged_ms": int, "artist": int, "aseq": int, "aprev": int,
                 "service": int, "event_id": str, "content_id": str, "purpose": int, "phase": int,
                 "system": int, "occurred_at": str, "window_end": str, "invocations": int, "detail": str,
-                "basis": int, "decision": int, "policy": int, "nonce": bytes, "extra": str,
+                "basis": int, "decision": int, "policy": int, "nonce": bytes, "extra": str, "hash": bytes,
             },
             pk="idx",
         )
@@ -205,8 +208,9 @@ class SqliteStore:
             raise StorageError(f"{self.path} is not a tlog database of schema {SCHEMA_VERSION}{found}")
 
     def _migrate_from_1(self) -> None:
-        """Schema 1 kept heads in `artists` and indexed entries by (artist, idx): one transaction moves the
-        heads to their own table and rebuilds the index by epoch. Nothing in the log changes."""
+        """Schema 1 kept heads in `artists`, indexed entries by (artist, idx) and leaf hashes in `nodes`:
+        one transaction moves heads and leaf hashes and rebuilds the index by epoch. Nothing in the log
+        changes."""
         with self._immediate() as c:
             c.execute("CREATE TABLE heads (id INTEGER PRIMARY KEY, aseq INTEGER, head INTEGER)")
             c.execute("INSERT INTO heads SELECT id, aseq, head FROM artists")
@@ -214,6 +218,9 @@ class SqliteStore:
             c.execute("ALTER TABLE artists DROP COLUMN head")
             c.execute("DROP INDEX entries_artist")
             c.execute(_artist_index())
+            c.execute("ALTER TABLE entries ADD COLUMN hash BLOB")
+            c.execute("UPDATE entries SET hash = (SELECT hash FROM nodes WHERE nodes.id = entries.idx)")
+            c.execute("DELETE FROM nodes WHERE id < ?", (node_id(1, 0),))
             c.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def _load_names(self) -> None:
@@ -270,11 +277,11 @@ class SqliteStore:
         cache = self._node_cache
         missing = [i for i in ids if i not in cache]
         if missing:
-            found = dict(
-                self.conn.execute(
-                    f"SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id IN ({','.join('?' * len(missing))})", missing
-                ).fetchall()
-            )
+            leaves = [i for i in missing if i < _FIRST_NODE]
+            inner = [i for i in missing if i >= _FIRST_NODE]
+            found = dict(self._select_nodes("entries", "idx", leaves)) if leaves else {}
+            if inner:
+                found.update(self._select_nodes("nodes", "id", inner))
             if len(found) < len(set(missing)):
                 level, n = next(c for c, i in zip(coords, ids) if i not in found and i not in cache)
                 raise StorageError(f"tree node ({level}, {n}) is missing from {self.path}")
@@ -285,6 +292,10 @@ class SqliteStore:
             return out
         return [cache[i] for i in ids]
 
+    def _select_nodes(self, table: str, key: str, ids: list[int]) -> list[tuple[int, bytes]]:
+        q = f"SELECT {key}, CAST(hash AS BLOB) FROM {table} WHERE {key} IN ({','.join('?' * len(ids))})"
+        return [(i, h) for i, h in self.conn.execute(q, ids) if h is not None]
+
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
         return [h for _, h in self.iter_nodes(0, start, end)]
 
@@ -292,7 +303,11 @@ class SqliteStore:
         lo = node_id(level, start)
         hi = node_id(level + 1, 0) if end is None else node_id(level, end)
         mask = (1 << _LEVEL_SHIFT) - 1
-        for i, h in self.conn.execute("SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id >= ? AND id < ? ORDER BY id", (lo, hi)):
+        table, key = ("entries", "idx") if level == 0 else ("nodes", "id")
+        q = f"SELECT {key}, CAST(hash AS BLOB) FROM {table} WHERE {key} >= ? AND {key} < ? ORDER BY {key}"
+        for i, h in self.conn.execute(q, (lo, hi)):
+            if h is None:  # an entries row without its hash: the node is missing
+                return
             yield i & mask, h
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -543,11 +558,14 @@ class SqliteStore:
 
                 self._write_artists(batch, new_artists)
                 profiles: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-                rows = [self._entry_row(e, name_id, new_artists, profiles) for e in batch.entries]
-                c.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 21)})", rows)
+                leaves = [h for level, _, h in batch.nodes if level == 0]
+                if len(leaves) != len(batch.entries):
+                    raise StorageError(f"the batch at {batch.start} has {len(batch.entries)} entries but {len(leaves)} leaf hashes")
+                rows = [self._entry_row(e, h, name_id, new_artists, profiles) for e, h in zip(batch.entries, leaves)]
+                c.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 22)})", rows)
                 c.executemany(
                     "INSERT INTO nodes (id, hash) VALUES (?, ?)",
-                    [((level << _LEVEL_SHIFT) | n, h) for level, n, h in batch.nodes],
+                    [((level << _LEVEL_SHIFT) | n, h) for level, n, h in batch.nodes if level],
                 )
                 if new_names:
                     c.executemany(
@@ -621,7 +639,7 @@ class SqliteStore:
             heads,
         )
 
-    def _entry_row(self, e: Entry, name_id: Any, artist_ids: dict[str, int],
+    def _entry_row(self, e: Entry, leaf_hash: bytes, name_id: Any, artist_ids: dict[str, int],
                    profiles: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[Any, ...]:
         d = e.details
         artist = artist_ids.get(e.artist_id) if e.artist_id is not None else None
@@ -643,12 +661,12 @@ class SqliteStore:
             return (
                 e.index, t, e.logged_ms, artist, e.aseq, e.aprev, service, d["event_id"], d["content_id"], purpose,
                 phase, system, d["occurred_at"], d["window_end"], d["invocations"], d["detail"], basis, decision,
-                policy, binascii.a2b_base64(d["nonce"]), None,
+                policy, binascii.a2b_base64(d["nonce"]), None, leaf_hash,
             )
         return (
             e.index, name_id("type", e.type), e.logged_ms, artist, e.aseq, e.aprev,
             None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-            orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode(),
+            orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode(), leaf_hash,
         )
 
     @contextlib.contextmanager
