@@ -11,19 +11,23 @@ from typing import Iterator
 
 from . import merkle
 from .errors import StorageError, TlogError
-from .records import Leaf, build_leaf, format_logged_at, preference_leaf, use_leaf
+from .records import Leaf, build_leaf, format_logged_at, preference_leaf, use_leaf_unchecked
 from .store.base import Entry, Store
 
 
 def entry_leaf(entry: Entry, prev: bytes) -> bytes:
-    """The canonical public leaf of `entry`, given the hash of the leaf before it."""
+    """The canonical public leaf of `entry`, given the hash of the leaf before it. Use and refusal leaves
+    skip the leaf's re-check: every reader compares what this returns with the stored leaf hash, and
+    the sequencer builds them from validated values."""
     d = entry.details
+    if entry.type in ("use", "refusal"):
+        return use_leaf_unchecked(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
     if entry.type == "policy":
         leaf = Leaf("policy", prev, format_logged_at(entry.logged_ms), details=bytes.fromhex(d["sha256"]), policy=d["policy"])
     elif entry.type == "preference":
         leaf = preference_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
     else:
-        leaf = use_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
+        raise ValueError(f"unknown entry type {entry.type!r}")
     return build_leaf(leaf)
 
 

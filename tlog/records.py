@@ -449,10 +449,11 @@ def build_leaf(leaf: Leaf) -> bytes:
     return canonical(_leaf_object(leaf))
 
 
-def sequenced_use_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, aseq: int, aprev: int | None) -> bytes:
-    """`build_leaf(use_leaf(...))` for the sequencer, which vouches for every value: the record passed
-    `validate_use` against the policy in force, and the rest (hashes, tag, counters, decision, time) it
-    made itself. So the leaf's own re-check is skipped; a test holds the two to the same bytes."""
+def use_leaf_unchecked(details: Mapping[str, Any], *, prev: bytes, artist: bytes, aseq: int, aprev: int | None) -> bytes:
+    """`build_leaf(use_leaf(...))` without the leaf's own re-check, for callers that vouch for every
+    value another way: the sequencer (the record passed `validate_use` against the policy in force, the
+    rest it made itself) and readers of stored entries, which compare the leaf with its stored hash, so
+    an altered value cannot pass as a leaf. A test holds the two to the same bytes."""
     decision = details["decision"]
     return _use_leaf_bytes("refusal" if decision == "refused" else "use", prev, details["logged_at"],
                            details_hash(details), details["purpose"], details["phase"], decision,

@@ -86,8 +86,12 @@ class Sequencer:
         signers: Sequence[Signer],
         tag_key: bytes,
         clock: Callable[[], float] = time.time,
+        on_commit: Callable[[Batch], None] | None = None,
     ) -> None:
         self.store = store
+        # Told of every durable batch (the server warms its reader's node cache with it: the receipt of
+        # a fresh leaf then needs no read of what was just written).
+        self.on_commit = on_commit
         self.origin = origin
         # Kept by reference when a list: LocalLog.reload_keys swaps a running server's keys in place.
         self.signers = signers if isinstance(signers, list) else list(signers)
@@ -263,7 +267,7 @@ class Sequencer:
             r, service=service, index=entry.index, logged_at=p.logged_at, decision=decision,
             policy=policy.id, nonce=nonce,
         )
-        leaf = records.sequenced_use_leaf(d, prev=p.prev, artist=artist.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
+        leaf = records.use_leaf_unchecked(d, prev=p.prev, artist=artist.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
         h = self._push(p, entry, leaf)
         return UseResult(r["event_id"], entry.index, decision, h, leaf=leaf)
 
@@ -356,6 +360,8 @@ class Sequencer:
             self.reload()
             raise
         self._advance(p, checkpoint)
+        if self.on_commit is not None:
+            self.on_commit(batch)
 
     def _advance(self, p: _Pending, checkpoint: bytes) -> None:
         """Durable: now memory may move forward."""

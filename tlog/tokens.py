@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ValidationError
 from .records import is_platform_id
@@ -25,6 +25,34 @@ class Principal:
 
     def is_artist(self, artist_id: str) -> bool:
         return self.role == "artist" and self.subject == artist_id
+
+
+TOKEN_CACHE_SECONDS = 5.0
+TOKEN_CACHE_ENTRIES = 10_000
+
+
+@dataclass
+class TokenCache:
+    """Valid tokens by digest, so a request needs no database read to authenticate. A revocation (any
+    process: `tlog token revoke`) changes the store's `tokens_version`, which empties the cache before
+    the next request is served; entries also expire after TOKEN_CACHE_SECONDS, which bounds how long a
+    revocation that could not signal (its stamp file unwritable) goes unnoticed. Only tokens that were
+    found valid are kept: unknown ones cannot fill it."""
+
+    version: object = None
+    entries: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
+
+    def get(self, want: bytes, version: object, now: float) -> Principal | None:
+        if version != self.version:
+            self.entries.clear()
+            self.version = version
+        hit = self.entries.get(want)
+        return hit[0] if hit is not None and hit[1] > now else None
+
+    def put(self, want: bytes, principal: Principal, now: float) -> None:
+        if len(self.entries) >= TOKEN_CACHE_ENTRIES:
+            self.entries.clear()
+        self.entries[want] = (principal, now + TOKEN_CACHE_SECONDS)
 
 
 def new_token() -> tuple[str, bytes]:

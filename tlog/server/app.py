@@ -44,7 +44,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(metrics.routes)
     app.add_routes(openapi.routes)
     if writer is not None:
-        state.committer = GroupCommitter(writer.sequencer())
+        state.committer = GroupCommitter(writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes)))
         app.add_routes(service.routes)
         app.add_routes(artist.routes)
         app.on_startup.append(_start_committer)

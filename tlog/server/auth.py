@@ -69,12 +69,21 @@ def _authenticate(request: web.Request) -> Principal | None:
     if scheme.lower() != "bearer" or not token or len(token) > 256:
         raise Unauthorized("use 'Authorization: Bearer <token>'")
     want = digest(token.strip())
-    rec = get_state(request).store.token_by_digest(want)
+    state = get_state(request)
+    now = time.monotonic()
+    # Read the version before the lookup: a revocation committed after it changes it for the next request.
+    version = state.store.tokens_version()
+    known = state.token_cache.get(want, version, now)
+    if known is not None:
+        return known
+    rec = state.store.token_by_digest(want)
     # The index lookup is by SHA-256 of the token, which no attacker can steer byte by byte; the final
     # comparison is constant-time as well.
     if rec is None or not hmac.compare_digest(want, rec.digest) or rec.revoked_ms is not None:
         raise Unauthorized("unknown or revoked token")
-    return Principal(rec.role, rec.subject, rec.token_id)
+    principal = Principal(rec.role, rec.subject, rec.token_id)
+    state.token_cache.put(want, principal, now)
+    return principal
 
 
 @web.middleware

@@ -12,6 +12,7 @@ from ..errors import Unavailable
 from ..log import LocalLog
 from ..note import parse_note
 from ..store.sqlite import SqliteStore
+from ..tokens import TokenCache
 
 if TYPE_CHECKING:
     from ..committer import GroupCommitter
@@ -40,6 +41,7 @@ class State:
     committer: "GroupCommitter | None" = None
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
+    token_cache: TokenCache = field(default_factory=TokenCache)
     _note: bytes = b""
     _parsed: tuple[bytes, Checkpoint | None] = (b"", None)
     _size: int = 0

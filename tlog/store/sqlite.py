@@ -274,23 +274,32 @@ class SqliteStore:
         ids = [node_id(level, n) for level, n in coords]
         # Stored nodes never change (the tree only grows), so the ones proofs keep asking for (the
         # right edge, the upper levels) are cached; only what was never read goes to SQLite.
+        # One lookup per node: the server's writer thread may add to (or clear) the cache meanwhile.
         cache = self._node_cache
-        missing = [i for i in ids if i not in cache]
-        if missing:
-            leaves = [i for i in missing if i < _FIRST_NODE]
-            inner = [i for i in missing if i >= _FIRST_NODE]
-            found = dict(self._select_nodes("entries", "idx", leaves)) if leaves else {}
-            if inner:
-                found.update(self._select_nodes("nodes", "id", inner))
-            if len(found) < len(set(missing)):
-                level, n = next(c for c, i in zip(coords, ids) if i not in found and i not in cache)
-                raise StorageError(f"tree node ({level}, {n}) is missing from {self.path}")
-            out = [found[i] if i in found else cache[i] for i in ids]
-            if len(cache) + len(found) > NODE_CACHE:
-                cache.clear()
-            cache.update(found)
-            return out
-        return [cache[i] for i in ids]
+        out = [cache.get(i) for i in ids]
+        missing = [i for i, h in zip(ids, out) if h is None]
+        if not missing:
+            return out  # type: ignore[return-value]
+        leaves = [i for i in missing if i < _FIRST_NODE]
+        inner = [i for i in missing if i >= _FIRST_NODE]
+        found = dict(self._select_nodes("entries", "idx", leaves)) if leaves else {}
+        if inner:
+            found.update(self._select_nodes("nodes", "id", inner))
+        if len(found) < len(set(missing)):
+            level, n = next(c for c, i, h in zip(coords, ids, out) if h is None and i not in found)
+            raise StorageError(f"tree node ({level}, {n}) is missing from {self.path}")
+        if len(cache) + len(found) > NODE_CACHE:
+            cache.clear()
+        cache.update(found)
+        return [found[i] if h is None else h for i, h in zip(ids, out)]
+
+    def remember_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Adds nodes another connection has committed (the server's writer) to this one's node cache.
+        Safe from another thread: stored nodes never change, and single dict operations are atomic."""
+        cache = self._node_cache
+        if len(cache) + len(nodes) > NODE_CACHE:
+            cache.clear()
+        cache.update(((level << _LEVEL_SHIFT) | n, h) for level, n, h in nodes)
 
     def _select_nodes(self, table: str, key: str, ids: list[int]) -> list[tuple[int, bytes]]:
         q = f"SELECT {key}, CAST(hash AS BLOB) FROM {table} WHERE {key} IN ({','.join('?' * len(ids))})"
@@ -511,6 +520,30 @@ class SqliteStore:
         )
         return int(cur.lastrowid)
 
+    def tokens_version(self) -> tuple[int, int] | None:
+        """Changes whenever a token is revoked (by any process), read without a query: a read of the
+        database after the writer's latest commit re-reads its pages, so a server that looked every
+        token up would pay that on every request. None until a token is first revoked."""
+        try:
+            st = os.stat(self._tokens_stamp)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    @property
+    def _tokens_stamp(self) -> str:
+        return f"{self.path}.tokens-changed"
+
+    def _stamp_tokens(self) -> None:
+        """After a revocation is committed. A new file each time: its inode changes even within one tick
+        of a coarse clock. If it cannot be written, a running server still drops the token from its
+        cache within TOKEN_CACHE_SECONDS (tokens.py)."""
+        tmp = f"{self._tokens_stamp}.{os.getpid()}"
+        with contextlib.suppress(OSError):
+            with open(tmp, "w") as f:
+                f.write("a token was revoked; tlog serve forgets the tokens it knew\n")
+            os.replace(tmp, self._tokens_stamp)
+
     def token_by_digest(self, digest: bytes) -> TokenRecord | None:
         row = self.conn.execute(
             "SELECT id, role, subject, created_ms, revoked_ms, digest FROM tokens WHERE digest = ?", (digest,)
@@ -527,6 +560,7 @@ class SqliteStore:
                 "UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL", (now_ms, token_id)
             )
         )
+        self._stamp_tokens()
         return cur.rowcount == 1
 
     # --- the one write path --------------------------------------------------------------------

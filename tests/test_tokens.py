@@ -1,0 +1,42 @@
+"""Tokens: the cache that spares the server a database read per request, and what invalidates it."""
+
+from __future__ import annotations
+
+from tlog import tokens
+from tlog.tokens import Principal, TokenCache, new_token
+
+SERVICE = Principal("service", "recsys", 1)
+
+
+def test_a_cached_token_is_served_until_the_version_changes_or_it_expires():
+    cache = TokenCache()
+    _, digest = new_token()
+    assert cache.get(digest, None, 0.0) is None
+    cache.put(digest, SERVICE, 0.0)
+    assert cache.get(digest, None, 1.0) == SERVICE
+    assert cache.get(digest, None, tokens.TOKEN_CACHE_SECONDS + 0.1) is None  # expired
+    cache.put(digest, SERVICE, 10.0)
+    assert cache.get(digest, (1, 2), 10.5) is None  # a revocation somewhere: everything is forgotten
+    assert cache.entries == {}
+
+
+def test_the_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(tokens, "TOKEN_CACHE_ENTRIES", 3)
+    cache = TokenCache()
+    digests = [new_token()[1] for _ in range(4)]
+    for d in digests:
+        cache.put(d, SERVICE, 0.0)
+    assert len(cache.entries) <= 3 and cache.get(digests[-1], None, 0.0) == SERVICE
+
+
+def test_revoking_changes_the_stores_tokens_version(log):
+    store = log.store
+    _, digest = new_token()
+    token_id = store.add_token("service", "recsys", digest, 0)
+    before = store.tokens_version()
+    assert store.revoke_token(token_id, 1)
+    after = store.tokens_version()
+    assert after is not None and after != before
+    _, other = new_token()
+    assert store.revoke_token(store.add_token("auditor", None, other, 2), 3)
+    assert store.tokens_version() not in (before, after)
