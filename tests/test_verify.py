@@ -40,7 +40,7 @@ def _verify(log, **kw):
 
 # One range in this process, and small ranges in two worker processes stitched together: the same
 # verdicts, at the same first bad index.
-SPLITS = [{}, {"workers": 2, "range_size": 37}]
+SPLITS = [{}, {"workers": 2, "range_size": 32}]
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -62,6 +62,10 @@ def test_a_sound_log_verifies(filled, split):
         ("UPDATE entries SET aseq = aseq + 1 WHERE idx = ?", (80,), 80),
         ("UPDATE entries SET hash = zeroblob(32) WHERE idx = ?", (33,), 33),
         ("UPDATE nodes SET hash = zeroblob(32) WHERE id = ?", (node_id(3, 5),), 40),
+        # With ranges of 32 leaves: a range's own root, and a node above the ranges (this process checks it).
+        ("UPDATE nodes SET hash = zeroblob(32) WHERE id = ?", (node_id(5, 2),), 64),
+        ("UPDATE nodes SET hash = zeroblob(32) WHERE id = ?", (node_id(6, 1),), 64),
+        ("DELETE FROM nodes WHERE id = ?", (node_id(7, 0),), 0),
         ("DELETE FROM entries WHERE idx = ?", (44,), 44),
     ],
 )

@@ -29,7 +29,7 @@ from .remote import TileClient, cancel
 from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, hash_tiles_for_size, tile_path
 
 Progress = Callable[[int, int], None]
-RANGE = 50_000  # leaves a verify worker re-derives at a time
+RANGE = 1 << 15  # leaves a verify worker re-derives at a time (a power of two: a range is a subtree)
 CHECKPOINTS_PER_TASK = 2_000
 
 
@@ -135,6 +135,8 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
     if latest.size != size:
         raise _fail(min(latest.size, size), f"the latest checkpoint covers {latest.size} leaves but the store holds {size}")
     notes = list(store.iter_checkpoints())
+    if range_size < 1 or range_size & (range_size - 1):
+        raise ValueError(f"range_size must be a power of two, not {range_size}")
     ranges = [(lo, min(lo + range_size, size)) for lo in range(0, size, range_size)]
     parallel = len(ranges) > 1 and (workers or os.cpu_count() or 1) > 1
     # Every stored checkpoint's signature is checked (a busy server stores one per batch: tens of
@@ -197,22 +199,24 @@ def _open_all(notes: list[tuple[int, bytes]], vkey: str, origin: str) -> list[tu
 def _check_leaves_and_tree(log: LocalLog, store: Any, size: int, ranges: list[tuple[int, int]],
                            want_roots: dict[int, tuple[bytes, str]], pool: ProcessPoolExecutor | None,
                            progress: Progress | None) -> tuple[list["_Range"], tuple[int, str, int] | None]:
-    """Leaves are re-derived range by range (in the pool's processes when there is one) while this
-    process rebuilds the tree from the stored hashes."""
+    """Each range is a subtree (ranges are aligned powers of two): its leaves are re-derived, its nodes
+    rebuilt and the signed roots within it checked, in the pool's processes when there is one; this
+    process then checks the few stored nodes above the ranges."""
+    block = (ranges[0][1] - ranges[0][0]).bit_length() - 1 if len(ranges) > 1 else 64
+    tasks = [(lo, hi, {s: r for s, r in want_roots.items() if lo < s <= hi}) for lo, hi in ranges]
     results: list[_Range] = []
     if pool is not None:
-        futures = [pool.submit(_check_range, str(log.path), log.tag_key, lo, hi) for lo, hi in ranges]
-        tree_error = _check_tree(store, size, want_roots)
+        futures = [pool.submit(_check_range, str(log.path), log.tag_key, lo, hi, block, roots) for lo, hi, roots in tasks]
         for f in futures:
             results.append(f.result())
             if progress:
                 progress(results[-1].end, size)
-        return results, tree_error
-    for lo, hi in ranges:
-        results.append(_check_range_in(store, log.tag_key, lo, hi))
-        if progress:
-            progress(hi, size)
-    return results, _check_tree(store, size, want_roots)
+    else:
+        for lo, hi, roots in tasks:
+            results.append(_check_range_in(store, log.tag_key, lo, hi, block, roots))
+            if progress:
+                progress(hi, size)
+    return results, _check_top(store, size, block)
 
 
 @dataclass
@@ -234,18 +238,22 @@ class _Range:
 _worker_stores: dict[str, Any] = {}
 
 
-def _check_range(path: str, tag_key: bytes | None, start: int, end: int) -> _Range:
+def _check_range(path: str, tag_key: bytes | None, start: int, end: int, block: int,
+                 roots: dict[int, tuple[bytes, str]]) -> _Range:
     """In a worker process: its own read-only connection, kept for the next range."""
     from .store.sqlite import SqliteStore
 
     store = _worker_stores.get(path)
     if store is None:
         store = _worker_stores[path] = SqliteStore(path, readonly=True)
-    return _check_range_in(store, tag_key, start, end)
+    return _check_range_in(store, tag_key, start, end, block, roots)
 
 
-def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int) -> _Range:
-    """Re-derives leaves [start, end) from the stored details, against the stored leaf hashes."""
+def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int, block: int,
+                    roots: dict[int, tuple[bytes, str]]) -> _Range:
+    """Re-derives leaves [start, end) from the stored details, against the stored leaf hashes; rebuilds
+    the range's stored nodes up to level `block` (the range is an aligned subtree) and the tree's root
+    at each size in `roots`, from the frontier stored before the range."""
     r = _Range(start, end)
     tags: dict[str, bytes] = {}
     checker: ChainChecker | None = None
@@ -254,6 +262,8 @@ def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int) -> 
         prev = stored[0] if start else bytes(32)
         hashes = stored[1:] if start else stored
         checker = ChainChecker(start=start, prev=prev, tree=False)
+        frontier = merkle.Frontier.from_reader(start, store)
+        nodes = _StoredNodes(store, start)
         for e in store.entries(start, end):
             i = checker.size
             if e.index != i or i - start >= len(hashes):
@@ -277,6 +287,12 @@ def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int) -> 
                     raise _fail(i, f"artist tag does not match HMAC(tag key, artist id) for {e.artist_id!r} "
                                    "(the stored tag, or the tag key file, was altered)")
             checker.add(h, checker.prev, format_logged_at(e.logged_ms), e.tag, e.aseq, e.aprev)
+            for level, n, node in frontier.append(h)[1:]:
+                if level <= block:  # nodes above the range are checked by _check_top
+                    nodes.check(level, n, node)
+            want = roots.get(i + 1)
+            if want is not None and frontier.root() != want[0]:
+                raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
             _count(r.stats, e)
             if e.type == "policy":
                 r.policies[e.details["policy"]] = e.details["sha256"]
@@ -327,28 +343,26 @@ def _stitch(results: list[_Range]) -> _Merged:
     return m
 
 
-def _check_tree(store: Any, size: int, want_roots: dict[int, tuple[bytes, str]]) -> tuple[int, str, int] | None:
-    """Rebuilds the tree from the stored leaf hashes: every stored interior node and every signed root
-    must match. (The leaf hashes themselves are checked against the details by the ranges.) A failure
-    comes back as (first index, message, end of the leaves it covers)."""
-    frontier = merkle.Frontier()
+def _check_top(store: Any, size: int, block: int) -> tuple[int, str, int] | None:
+    """The stored nodes above the ranges, rebuilt from the stored level-`block` nodes (each the root of
+    a range, checked there), and no stored node beyond the log's size. A failure comes back as (first
+    index, message, end of the leaves it covers)."""
     nodes = _StoredNodes(store)
+    frontier = merkle.Frontier()
     try:
-        for i, h in store.iter_nodes(0, 0, size):
-            if i != frontier.size:
-                raise _fail(frontier.size, "the stored leaf hash is missing")
-            for level, n, node in frontier.append(h)[1:]:
-                nodes.check(level, n, node)
-            want = want_roots.get(i + 1)
-            if want is not None and frontier.root() != want[0]:
-                raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
-        if frontier.size != size:
-            raise _fail(frontier.size, "the stored leaf hash is missing")
+        if size >> block:
+            for k, h in store.iter_nodes(block, 0, size >> block):
+                if k != frontier.size:
+                    raise _fail(frontier.size << block, f"tree node ({block}, {frontier.size}) is missing from the store")
+                for level, n, node in frontier.append(h)[1:]:
+                    nodes.check(level + block, n, node)
+            if frontier.size != size >> block:
+                raise _fail(frontier.size << block, f"tree node ({block}, {frontier.size}) is missing from the store")
         nodes.finish(size)
     except VerificationError as exc:
         return exc.index, exc.message, nodes.span_end or exc.index + 1  # type: ignore[return-value,operator]
     except StorageError as exc:
-        return frontier.size, exc.message, frontier.size + 1
+        return frontier.size << block, exc.message, (frontier.size + 1) << block
     return None
 
 
@@ -364,15 +378,16 @@ def _count(stats: dict[tuple[str, str, str, str], list[int]], e) -> None:  # typ
 class _StoredNodes:
     """Walks the stored interior nodes level by level, in step with the recomputed tree."""
 
-    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, store, start: int = 0) -> None:  # type: ignore[no-untyped-def]
         self.store = store
+        self.start = start  # the first leaf whose nodes are checked: at each level, from node start >> level
         self.iters: dict[int, Iterator[tuple[int, bytes]]] = {}
         self.span_end: int | None = None  # of the node that failed
 
     def check(self, level: int, n: int, h: bytes) -> None:
         it = self.iters.get(level)
         if it is None:
-            it = self.iters[level] = self.store.iter_nodes(level)
+            it = self.iters[level] = self.store.iter_nodes(level, self.start >> level)
         got = next(it, None)
         if got != (n, h):
             self.span_end = (n + 1) << level
