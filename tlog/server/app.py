@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from pathlib import Path
@@ -22,6 +23,10 @@ from .auth import RateLimit, auth_middleware
 from .errors import error_middleware, quiet_malformed_requests
 from .state import STATE_KEY, Limits, State
 
+# The sequencer's thread releases the GIL inside every SQLite call (per row of a batch) and must get it
+# back from the event loop's thread, which holds it until the switch interval runs out: 5 ms by default.
+# At 0.5 ms both ingest figures of scripts/bench-server rise by about 12%; below 0.2 ms switching costs more.
+GIL_SWITCH_INTERVAL = 0.0005
 TILE_CACHE_ENTRIES = 4096  # full tiles and bundles are at most ~8-16 KiB each
 KEY_RELOAD_SECONDS = 1.0
 log = logging.getLogger("tlog.server")
@@ -109,6 +114,7 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
         rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_malformed_requests()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     path = Path(db)
     reader = open_log(path)
     lock = _lock(path)
