@@ -236,6 +236,15 @@ class _Range:
 
 
 _worker_stores: dict[str, Any] = {}
+_worker_tags: dict[bytes | None, dict[str, bytes]] = {}
+TAG_CACHE = 1 << 20  # artist tags a process keeps between ranges (most artists recur in every range)
+
+
+def _tag_cache(tag_key: bytes | None) -> dict[str, bytes]:
+    tags = _worker_tags.setdefault(tag_key, {})
+    if len(tags) > TAG_CACHE:
+        tags.clear()
+    return tags
 
 
 def _check_range(path: str, tag_key: bytes | None, start: int, end: int, block: int,
@@ -255,7 +264,7 @@ def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int, blo
     the range's stored nodes up to level `block` (the range is an aligned subtree) and the tree's root
     at each size in `roots`, from the frontier stored before the range."""
     r = _Range(start, end)
-    tags: dict[str, bytes] = {}
+    tags = _tag_cache(tag_key)
     checker: ChainChecker | None = None
     try:
         stored = store.leaf_hashes(max(start - 1, 0), end)
