@@ -109,8 +109,9 @@ def _read_jsonl(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 @main.command()
 @db_option
 @click.option("--service", required=True, help="The service the records are logged as (as a service token would).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.argument("file", type=click.File("rb"))
-def append(db: Path, service: str, file: IO[bytes]) -> None:
+def append(db: Path, service: str, quiet: bool, file: IO[bytes]) -> None:
     """Append AI-use records from FILE (JSON Lines, one record of SPEC §2.1 a line; - for stdin).
 
     Every record is validated first: if any is invalid, nothing is written and every problem is listed
@@ -146,13 +147,15 @@ def append(db: Path, service: str, file: IO[bytes]) -> None:
         gc.freeze()
         counts = {"appended": 0, "duplicate": 0}
         decisions: dict[str, int] = {}
-        for i in range(0, len(recs), APPEND_BATCH):
-            (res,) = seq.append_uses([Submission(service, recs[i : i + APPEND_BATCH])])
-            if isinstance(res, TlogError):
-                raise res
-            for r in res:
-                counts["duplicate" if r.duplicate else "appended"] += 1
-                decisions[r.decision] = decisions.get(r.decision, 0) + 1
+        with _progress(quiet, "appending") as progress:
+            for i in range(0, len(recs), APPEND_BATCH):
+                (res,) = seq.append_uses([Submission(service, recs[i : i + APPEND_BATCH])])
+                if isinstance(res, TlogError):
+                    raise res
+                for r in res:
+                    counts["duplicate" if r.duplicate else "appended"] += 1
+                    decisions[r.decision] = decisions.get(r.decision, 0) + 1
+                progress(i + len(res), len(recs))
         cp, _ = log.latest_checkpoint()
         summary = ", ".join(f"{v} {k}" for k, v in sorted(decisions.items()))
         click.echo(f"{counts['appended']} appended, {counts['duplicate']} duplicate ({summary or 'none'}); size {cp.size}")
@@ -335,8 +338,9 @@ def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trus
 class _progress:
     """A click progress bar fed by a callback (done, total), or nothing when quiet or not a terminal."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, label: str = "verifying") -> None:
         self.quiet = quiet or not sys.stderr.isatty()
+        self.label = label
         self.bar: Any = None
         self.done = 0
 
@@ -347,7 +351,7 @@ class _progress:
         if self.quiet:
             return
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label="verifying", file=sys.stderr, show_pos=True)
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
             self.bar.__enter__()
         self.bar.update(done - self.done)
         self.done = done
