@@ -113,3 +113,8 @@ def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path
     append(lg.sequencer(), records(10, seed=9))
     assert verify_log(lg).leaves == lg.store.size()
     lg.close()
+
+
+def test_new_logs_use_the_larger_page_size(log):
+    assert log.store.conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_store.PAGE_SIZE
+    assert log.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -42,6 +42,7 @@ from .base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, TokenRec
 
 SCHEMA_VERSION = "2"
 ARTIST_EPOCH_BITS = 15  # entries per artist-index epoch: see the module docstring
+PAGE_SIZE = 8192  # pages of new logs: appends fill fewer of them than of 4 KiB (scripts/bench: ~+7%)
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
 _LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
 _FIRST_NODE = 1 << _LEVEL_SHIFT  # ids below are leaf hashes, kept in `entries`
@@ -98,6 +99,8 @@ class SqliteStore:
                     fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
                     os.close(fd)
                 self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if create:  # before the first table: the page size is fixed from then on
+                self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self._configure(readonly)
             if create:
                 self._create_schema()
