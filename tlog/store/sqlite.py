@@ -56,7 +56,6 @@ _USE_KEYS = frozenset(
 _SYSTEM_KEYS = frozenset(("id", "model", "version"))
 
 
-
 def _artist_index() -> str:
     return f"CREATE INDEX entries_artist ON entries((idx >> {ARTIST_EPOCH_BITS}), artist) WHERE artist IS NOT NULL"
 
