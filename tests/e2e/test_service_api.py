@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from tlog import merkle
+from tlog import intake, merkle
 from tlog.checkpoint import Receipt, open_checkpoint, verify_receipt
 from tlog.demo import build_demo
 from tlog.note import Verifier
@@ -275,3 +277,37 @@ def test_rate_limit_for_failed_auth(tmp_path):
         assert 429 in codes
     finally:
         stop_server(server)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_the_request_checking_worker_dies_with_a_killed_server(tmp_path):
+    """A large request is checked in a worker process (intake.py). A SIGKILLed server must not leave it
+    behind: it would wait on its queue forever, holding the server's output open."""
+    db = tmp_path / "tlog.db"
+    build_demo(str(db), 10)
+    server = start_server(db)
+    api = Api(server)
+    body = {"records": [_rec(70_000 + i, content_id=f"sc:track:w{i}") for i in range(400)]}
+    assert len(orjson.dumps(body)) >= intake.PARALLEL_MIN_BYTES
+    status, answer = api.json("POST", "/v1/uses", make_token(db, "--service", "recsys"), body)
+    assert status == 200 and len(answer["results"]) == 400
+    workers = [p for child in _children(server.proc.pid) for p in [child, *_children(child)]]
+    assert workers, "no worker process was started for the large request"
+    server.proc.kill()
+    server.proc.communicate(timeout=10)  # returns once nothing else holds the server's output
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..committer import GroupCommitter
 from ..errors import StorageError, TlogError
+from ..intake import Intake
 from ..log import LocalLog, open_log
 from ..witnessing import NONE, WitnessPolicy, publisher_context
 from . import artist, metrics, openapi, public, service
@@ -50,6 +51,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(openapi.routes)
     if writer is not None:
         state.committer = GroupCommitter(writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes)))
+        state.intake = Intake()
         app.add_routes(service.routes)
         app.add_routes(artist.routes)
         app.on_startup.append(_start_committer)
@@ -96,7 +98,9 @@ async def _start_committer(app: web.Application) -> None:
 
 
 async def _stop_committer(app: web.Application) -> None:
-    await app[STATE_KEY].committer.close()  # type: ignore[attr-defined]
+    state = app[STATE_KEY]
+    await state.committer.close()  # type: ignore[attr-defined]
+    await asyncio.get_running_loop().run_in_executor(None, state.intake.close)  # type: ignore[attr-defined]
 
 
 def _lock(db: Path) -> IO[str]:

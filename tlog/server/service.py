@@ -20,7 +20,7 @@ from ..checkpoint import Checkpoint, Receipt
 from ..errors import Forbidden, NotFound, TlogError, ValidationError
 from ..leaves import iter_leaves
 from ..note import parse_note
-from ..records import is_platform_id, validate_use
+from ..records import is_platform_id
 from ..sequencer import Submission
 from ..tokens import Principal
 from .auth import require
@@ -29,46 +29,29 @@ from .state import State, get_state
 routes = web.RouteTableDef()
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body as strict JSON; 415 for another content type, 400 for anything malformed."""
+def _json_content(request: web.Request) -> None:
     if request.content_type != "application/json":
         raise TlogError("send the body as application/json", code="unsupported_media_type", status=415)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as strict JSON; 415 for another content type, 400 for anything malformed."""
+    _json_content(request)
     return loads_strict(await request.read())
-
-
-def _records(body: Any, max_records: int) -> list[Any]:
-    if isinstance(body, dict) and "records" in body:
-        extra = sorted(set(body) - {"records"})
-        if extra:
-            raise ValidationError(f"unknown field {extra[0]!r} beside 'records'", [{"field": extra[0], "message": "unknown field"}])
-        recs = body["records"]
-        if not isinstance(recs, list) or not 1 <= len(recs) <= max_records:
-            raise ValidationError(f"'records' must be a list of 1 to {max_records} records",
-                                  [{"field": "records", "message": f"1 to {max_records} records"}])
-        return recs
-    if isinstance(body, dict):
-        return [body]
-    raise ValidationError("the body must be a record or {\"records\": [...]}", [{"field": "", "message": "not an object"}])
 
 
 @routes.post("/v1/uses")
 async def post_uses(request: web.Request) -> web.Response:
     state = get_state(request)
     who = require(request, "service")
-    body = await read_json(request)
-    batch = isinstance(body, dict) and "records" in body
-    raw = _records(body, state.limits.max_records)
-    now = datetime.now(timezone.utc)
-    purposes = state.committer.sequencer.policy.purposes if state.committer.sequencer.policy else {}
-    valid, problems = [], []
-    for i, r in enumerate(raw):
-        try:
-            valid.append(validate_use(r, now=now, purposes=purposes, at=f"records[{i}]" if batch else ""))
-        except ValidationError as exc:
-            problems.extend(exc.details)
-    if problems:
-        raise ValidationError(f"{len(problems)} problem(s); nothing was logged", problems)
-    results = await state.committer.append(Submission(who.subject, valid))  # type: ignore[arg-type]
+    _json_content(request)
+    policy = state.committer.sequencer.policy  # type: ignore[union-attr]
+    checked = await state.intake.check_body(  # type: ignore[union-attr]
+        await request.read(), now=datetime.now(timezone.utc), purposes=policy.purposes if policy else {},
+        max_records=state.limits.max_records,
+    )
+    batch = checked.batch
+    results = await state.committer.append(Submission(who.subject, checked.records))  # type: ignore[union-attr]
     # The sequencer's latest checkpoint covers every leaf it has acknowledged (stored in the same
     # transaction), so it serves as the receipt's checkpoint without a read.
     signed = None if batch else state.committer.sequencer.checkpoint

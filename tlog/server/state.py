@@ -16,6 +16,7 @@ from ..tokens import TokenCache
 
 if TYPE_CHECKING:
     from ..committer import GroupCommitter
+    from ..intake import Intake
     from .auth import RateLimit
     from .public import LRU
 
@@ -39,6 +40,7 @@ class State:
     rate_limit: "RateLimit"
     limits: Limits = field(default_factory=Limits)
     committer: "GroupCommitter | None" = None
+    intake: "Intake | None" = None  # checks large write requests in a worker process
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
     token_cache: TokenCache = field(default_factory=TokenCache)
