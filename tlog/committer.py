@@ -121,8 +121,7 @@ class GroupCommitter:
             err = exc if isinstance(exc, TlogError) else Unavailable(f"the log could not commit: {exc}")
             if not isinstance(exc, TlogError):
                 log.error("batch failed: %s", exc)
-            for w in group:
-                self._resolve(w.future, None, err)
+            self._resolve([(w.future, None, err) for w in group])
             if not isinstance(exc, Exception):
                 raise  # the thread ends; later callers get 503 instead of waiting forever
             return
@@ -131,20 +130,19 @@ class GroupCommitter:
             self.stats.records += records
             self.stats.last_batch_records = records
         results = [result] if single else result
-        for w, r in zip(group, results):
-            if isinstance(r, BaseException) and not single:
-                self._resolve(w.future, None, r)
-            else:
-                self._resolve(w.future, r, None)
+        self._resolve([(w.future, None, r) if isinstance(r, BaseException) and not single else (w.future, r, None)
+                       for w, r in zip(group, results)])
 
-    def _resolve(self, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    def _resolve(self, answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        """Answers a whole group with one wake-up of the event loop, not one per caller."""
         def done() -> None:
-            if fut.done():
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
+            for fut, result, exc in answers:
+                if fut.done():
+                    continue
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
 
         assert self._loop is not None
         try:
@@ -159,4 +157,4 @@ class GroupCommitter:
             except queue.Empty:
                 return
             if w is not None:
-                self._resolve(w.future, None, Unavailable("the server is shutting down"))
+                self._resolve([(w.future, None, Unavailable("the server is shutting down"))])
