@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import subprocess
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint
-from .errors import NoteError, NotFound, ProofError, StorageError, TlogError, ValidationError, VerificationError
+from .errors import NoteError, NotFound, ProofError, StorageError, ValidationError, VerificationError
 from .leaves import checked_entry_leaf
 from .log import LocalLog
 from .note import Verifier

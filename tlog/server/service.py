@@ -16,10 +16,9 @@ from aiohttp import web
 
 from .. import merkle
 from ..canonical import loads_strict
-from ..checkpoint import Checkpoint, Receipt
+from ..checkpoint import Receipt
 from ..errors import Forbidden, NotFound, TlogError, ValidationError
 from ..leaves import iter_leaves
-from ..note import parse_note
 from ..records import is_platform_id
 from ..sequencer import Submission
 from ..tokens import Principal

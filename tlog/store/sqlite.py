@@ -24,7 +24,6 @@ and again at the checkpoint):
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import os
