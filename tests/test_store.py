@@ -118,3 +118,49 @@ def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path
 def test_new_logs_use_the_larger_page_size(log):
     assert log.store.conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_store.PAGE_SIZE
     assert log.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_wal_is_checkpointed_in_the_background_and_the_thread_stops_with_the_store(tmp_path, monkeypatch):
+    """The writing connection does not checkpoint at COMMIT; a thread does, so the WAL's frames reach the
+    database file (and the WAL can restart) without a COMMIT paying for it."""
+    import sqlite3
+    import time
+
+    from tlog.log import init_log
+
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL", 0.01)
+    lg = init_log(tmp_path / "c.db", "test.tlog.example/log")
+    seq = lg.sequencer()
+    for seed in range(6):
+        append(seq, records(200, seed=seed))
+    assert lg.store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    thread = lg.store._checkpointer._thread
+    assert thread.is_alive() and thread.name == "tlog-checkpoint"
+    other = sqlite3.connect(lg.store.path)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the thread's PASSIVE checkpoint leaves nothing to copy
+        busy, frames, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames > 0 and copied == frames:
+            break
+        append(seq, records(5, seed=100 + int(deadline - time.monotonic())))
+        time.sleep(0.05)
+    other.close()
+    assert frames > 0 and copied == frames
+    lg.close()
+    assert not thread.is_alive()
+
+
+def test_without_a_checkpoint_thread_the_writer_checkpoints_as_sqlite_does(tmp_path, monkeypatch):
+    import sqlite3
+
+    from tlog.log import init_log
+
+    def refuse(path):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite_store, "_Checkpointer", refuse)
+    lg = init_log(tmp_path / "n.db", "test.tlog.example/log")  # its first batch (the policy) is written here
+    append(lg.sequencer(), records(20))
+    assert lg.store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    assert lg.store._checkpointer is None
+    lg.close()
