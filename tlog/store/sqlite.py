@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import os
 import logging
+import os
 import sqlite3
 import threading
 import urllib.parse
@@ -757,7 +757,6 @@ class _Checkpointer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA cache_size = -2048")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tlog-checkpoint", daemon=True)
@@ -777,7 +776,8 @@ class _Checkpointer:
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
-                    log.warning("checkpoint of %s failed (retried after the next commit): %s", self.path, exc)
+                    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:  # busy: another writer's checkpointer
+                        log.warning("checkpoint of %s failed (retried after the next commit): %s", self.path, exc)
                 self._stop.wait(CHECKPOINT_INTERVAL)  # at most one checkpoint per interval; close() cuts it short
         finally:
             conn.close()
