@@ -585,8 +585,7 @@ class SqliteStore:
         new_names: dict[tuple[str, str], int] = {}
         new_artists: dict[str, int] = {}
         try:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate():  # BEGIN IMMEDIATE … COMMIT, rolled back on any failure
                 size = self.size()
                 if size != batch.start:
                     raise StorageError(
@@ -635,11 +634,6 @@ class SqliteStore:
                         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
                         (batch.end, batch.checkpoint, batch.entries[-1].logged_ms if batch.entries else 0),
                     )
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             self._artist_ids.clear()
             self._load_names()
