@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 
@@ -38,23 +39,29 @@ def bench_append(db: Path, n: int, batch: int, artists: int) -> None:
     lines = _gen_lines(n, artists)
     gc.freeze()  # the generated input is not part of what is measured: keep it out of the collector's way
     log = init_log(db, "bench.tlog.example/log")
-    seq = log.sequencer()
+    # As `tlog append` does: batches are written by a child process while the next one is built.
+    seq = log.sequencer(writer=log.process_writer())
     purposes = seq.policy.purposes
+
+    def batches() -> Iterator[list[Submission]]:
+        # The whole pipeline is timed: parse + validate + decide + canonical JSON + hashing + durable commit.
+        for i in range(0, n, batch):
+            now = datetime.now(timezone.utc)
+            chunk = lines[i : i + batch]
+            yield [Submission(chunk[0][0], [validate_use(loads_strict(b), now=now, purposes=purposes) for _, b in chunk])]
+
     t_start = time.perf_counter()
     marks = [(0, t_start)]
-    for i in range(0, n, batch):
-        # The whole pipeline is timed: parse + validate + decide + canonical JSON + hashing + durable commit.
-        now = datetime.now(timezone.utc)
-        chunk = lines[i : i + batch]
-        recs = [validate_use(loads_strict(b), now=now, purposes=purposes) for _, b in chunk]
-        (res,) = seq.append_uses([Submission(chunk[0][0], recs)])
+    done = 0
+    for (res,) in seq.append_all(batches()):  # each batch durable when it comes out
         if isinstance(res, Exception):
             raise res
-        done = i + len(chunk)
+        done += len(res)
         if done % 100_000 == 0 or done == n:
             marks.append((done, time.perf_counter()))
             d0, t0 = marks[-2]
             print(f"  {done:>9,} entries: {(done - d0) / (marks[-1][1] - t0):>8,.0f} records/s (last {done - d0:,})", flush=True)
+    seq.close()
     total = time.perf_counter() - t_start
     last_n = min(100_000, n)
     last = next((t for d, t in marks if d == n - last_n), None)

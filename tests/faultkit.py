@@ -38,6 +38,7 @@ from .e2e.conftest import free_port
 WRITE_STEPS: tuple[tuple[str, str], ...] = (
     ("begin", "BEGIN IMMEDIATE"),
     ("read size", "SELECT max(idx) FROM entries"),
+    ("read previous leaf hash", "SELECT idx, CAST(hash AS BLOB) FROM entries"),
     ("read next name id", "SELECT coalesce(max(id), 0) FROM names"),
     ("read artist ids", "SELECT artist_id, id FROM artists"),
     ("read next artist id", "SELECT coalesce(max(id), 0) FROM artists"),

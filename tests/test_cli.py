@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import multiprocessing
 import os
 import sqlite3
 import stat
@@ -79,6 +80,22 @@ def test_append_checkpoint_prove_verify(tmp_path, runner, db):
     ver = runner.invoke(main, ["verify", "--db", str(db), "--vkey", vkey])
     assert ver.exit_code == 0, ver.output
     assert "ok:" in ver.output and "size 26" in ver.output
+
+
+def test_a_large_append_is_written_by_a_child_that_it_stops(tmp_path, runner, db):
+    """More than one batch: each is written by a child process while the next is built (store/writer.py).
+    The result is the same log, and no child is left behind."""
+    recs = records(2500, artists=300)
+    res = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, recs)])
+    assert res.exit_code == 0, res.output
+    assert "2500 appended, 0 duplicate" in res.output and "size 2501" in res.output
+    assert multiprocessing.active_children() == []
+    recs[1200]["detail"] = "another body"  # one changed record among duplicates: refused, named
+    bad = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, recs)])
+    assert bad.exit_code == 1 and "different body" in bad.output and "Traceback" not in bad.output
+    assert multiprocessing.active_children() == []
+    ver = runner.invoke(main, ["verify", "--db", str(db)])
+    assert ver.exit_code == 0 and "size 2501" in ver.output, ver.output
 
 
 def test_an_invalid_file_appends_nothing_and_names_every_problem(tmp_path, runner, db):

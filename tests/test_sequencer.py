@@ -14,6 +14,7 @@ from tlog.errors import Conflict, Forbidden, StorageError, ValidationError
 from tlog.leaves import iter_leaves
 from tlog.records import parse_leaf, validate_use
 from tlog.sequencer import Submission
+from tlog.store.writer import InlineWriter
 
 from .conftest import append, records
 
@@ -169,8 +170,7 @@ class _FailingStore:
 
 def test_a_failed_write_leaves_memory_and_disk_agreeing(log):
     store = _FailingStore(log.store)
-    seq = log.sequencer()
-    seq.store = store
+    seq = log.sequencer(writer=InlineWriter(store))
     append(seq, records(3, seed=1))
     store.fail = True
     with pytest.raises(StorageError):

@@ -128,6 +128,7 @@ def append(db: Path, service: str, quiet: bool, file: IO[bytes]) -> None:
     if not service or any(c.isspace() for c in service) or len(service) > 128:
         raise ValidationError(f"--service {service!r} must be 1-128 characters without spaces")
     log = open_log(db, secrets_needed=True)
+    seq = None
     try:
         seq = log.sequencer()
         purposes = seq.policy.purposes if seq.policy else {}
@@ -147,19 +148,26 @@ def append(db: Path, service: str, quiet: bool, file: IO[bytes]) -> None:
         gc.freeze()
         counts = {"appended": 0, "duplicate": 0}
         decisions: dict[str, int] = {}
+        if len(recs) > APPEND_BATCH:  # more than one batch: write each while the next is built
+            seq = log.sequencer(writer=log.process_writer())
+        batches = ([Submission(service, recs[i : i + APPEND_BATCH])] for i in range(0, len(recs), APPEND_BATCH))
+        done = 0
         with _progress(quiet, "appending") as progress:
-            for i in range(0, len(recs), APPEND_BATCH):
-                (res,) = seq.append_uses([Submission(service, recs[i : i + APPEND_BATCH])])
+            for (res,) in seq.append_all(batches):
                 if isinstance(res, TlogError):
                     raise res
                 for r in res:
                     counts["duplicate" if r.duplicate else "appended"] += 1
                     decisions[r.decision] = decisions.get(r.decision, 0) + 1
-                progress(i + len(res), len(recs))
+                done += len(res)
+                progress(done, len(recs))
+        seq.close()
         cp, _ = log.latest_checkpoint()
         summary = ", ".join(f"{v} {k}" for k, v in sorted(decisions.items()))
         click.echo(f"{counts['appended']} appended, {counts['duplicate']} duplicate ({summary or 'none'}); size {cp.size}")
     finally:
+        if seq is not None:
+            seq.writer.close()  # after a failure: the batches in flight are not waited for
         log.close()
 
 

@@ -12,13 +12,8 @@ gets the same answer and the same error wherever it was checked.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -28,6 +23,7 @@ from typing import Any, Collection
 import orjson
 
 from .canonical import loads_strict
+from .child import die_with_parent
 from .errors import Unavailable, ValidationError
 from .records import UseRecord, validate_use
 
@@ -84,26 +80,6 @@ def _check_in_worker(body: bytes, now: datetime, purposes: frozenset[str], max_r
     return ("ok", checked.batch, orjson.dumps(checked.records))
 
 
-def _worker_init(parent: int) -> None:
-    """The worker must not outlive the server (a SIGKILLed `tlog serve` would leave it blocked on its
-    queue forever, holding the server's stdout open): on Linux the kernel kills it when its parent
-    dies; elsewhere a thread watches for the parent to go. Its own output goes nowhere."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before that took effect
-        os._exit(0)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="tlog-intake-parent").start()
-
-
 class Intake:
     """One worker process (started with `spawn`: a fork of the threaded server could inherit a held
     lock), started at the first large body."""
@@ -116,7 +92,7 @@ class Intake:
             return check_body(body, now=now, purposes=purposes, max_records=max_records)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=(os.getpid(),))
+                                             initializer=die_with_parent, initargs=(os.getpid(),))
         try:
             answer = await asyncio.get_running_loop().run_in_executor(
                 self._pool, _check_in_worker, body, now, frozenset(purposes), max_records)

@@ -15,6 +15,7 @@ checkpoint carry a signature by each remaining key, so the log's history verifie
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import time
@@ -26,6 +27,7 @@ from .errors import NoteError, StorageError, TlogError, ValidationError
 from .note import Signer, Verifier, generate_key, is_valid_name, parse_note, sign_note
 from .sequencer import Sequencer
 from .store.sqlite import SqliteStore
+from .store.writer import ProcessWriter
 
 DEFAULT_DB = "data/tlog.db"
 
@@ -83,6 +85,11 @@ class LocalLog:
         if not self.signers or self.tag_key is None:
             raise StorageError(f"the key files beside {self.path} are needed to write to the log")
         return Sequencer(self.store, origin=self.origin, signers=self.signers, tag_key=self.tag_key, **kwargs)  # type: ignore[arg-type]
+
+    def process_writer(self) -> ProcessWriter:
+        """A writer of this log's batches from a child process (see store/writer.py), for a sequencer that
+        pipelines: `log.sequencer(writer=log.process_writer())`, closed with the sequencer."""
+        return ProcessWriter(functools.partial(SqliteStore, self.path))
 
     def latest_checkpoint(self) -> tuple[Checkpoint, bytes]:
         """The latest stored checkpoint, verified with the log's keys and origin."""

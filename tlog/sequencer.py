@@ -6,11 +6,26 @@ their chain, extends the tree and every touched artist chain, signs a checkpoint
 hands the whole batch to the store as one transaction. Only after the store returns does it update its
 in-memory state and report success, so a failed write leaves memory and disk agreeing on the old size.
 
+Batches may be pipelined: `submit_uses` builds a batch and hands it to the writer (store/writer.py),
+then returns a ticket at once, so the next batch is built while this one is written; `wait` returns a
+ticket's results once its batch is durable. The synchronous calls are `wait(submit(...))`.
+
 Invariants:
 - Indexes are dense and assigned here alone; `Batch.start` guards against a second writer.
 - `logged_at` never decreases along the log (`max(clock, last)`).
-- Every batch ends with a signed checkpoint covering it; the batch boundary is `_commit`, where the
+- Every batch ends with a signed checkpoint covering it; the batch boundary is `_seal`, where the
   per-batch map leaf of SPEC §2.3 will be appended.
+- Two states: the *build* state (size, frontier, chain heads, artists, policy) moves forward as soon as a
+  batch is handed over, so the next one extends it; the *durable* state (`checkpoint`, `on_commit`)
+  moves only as outcomes are received, oldest first. A result reaches its caller only once its batch,
+  and every batch before it, is durable.
+- Events of batches in flight are remembered (`_recent`) until their batch is settled, so an event_id
+  sent again meanwhile is a duplicate of the first, not a second leaf (the store's unique index is the
+  backstop).
+- If a batch fails, every later batch in flight was built on it: all outcomes still owed are received,
+  the state is reloaded from storage, and the later batches are built again from their submissions (as
+  is the failed one when the store said another writer had appended: STALE_STATE). A batch that was
+  written after all (an answer lost with a dying writer) stands.
 """
 
 from __future__ import annotations
@@ -18,8 +33,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from . import merkle, records
 from .checkpoint import Checkpoint
@@ -28,8 +44,10 @@ from .leaves import entry_leaf
 from .note import Signer, sign_note
 from .policy import DEFAULT_POLICY, Policy, decide, loosenings, parse_policy, validate_preferences
 from .store.base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, Store
+from .store.writer import BatchWriter, InlineWriter
 
 T = TypeVar("T")
+MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet settled: one being written, one queued
 
 # The submitted fields of a use record; the rest of its details are the server's.
 SUBMITTED_FIELDS = (
@@ -58,11 +76,12 @@ class Submission:
 
 @dataclass(slots=True)
 class _Pending:
-    """A batch being built: staged copies of everything `_commit` may change."""
+    """A batch being built: staged copies of everything a batch may change."""
 
     start: int
     frontier: merkle.Frontier
     prev: bytes
+    base: bytes  # the hash of the leaf before `start`, which the store checks before writing
     logged_ms: int
     logged_at: str
     entries: list[Entry] = field(default_factory=list)
@@ -76,6 +95,20 @@ class _Pending:
         return self.start + len(self.entries)
 
 
+@dataclass(slots=True, eq=False)
+class Ticket:
+    """One submitted batch, until it is settled (`done`): then `result`, or `error` if it failed."""
+
+    build: Callable[[], tuple[_Pending, Any]] = field(repr=False)
+    rebuilt: bool = False
+    result: Any = None
+    start: int = 0
+    end: int = 0
+    batch: Batch | None = None  # None: nothing to write (every record a duplicate, say)
+    checkpoint: bytes | None = None
+    error: BaseException | None = None
+    done: bool = False
+
 
 class Sequencer:
     def __init__(
@@ -87,8 +120,12 @@ class Sequencer:
         tag_key: bytes,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[Batch], None] | None = None,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.store = store
+        self.writer = writer if writer is not None else InlineWriter(store)
+        self._flight: deque[Ticket] = deque()
+        self._recent: dict[tuple[str, str], tuple[Any, UseResult]] = {}
         # Told of every durable batch (the server warms its reader's node cache with it: the receipt of
         # a fresh leaf then needs no read of what was just written).
         self.on_commit = on_commit
@@ -152,7 +189,7 @@ class Sequencer:
             self.reload()
         logged_ms = max(int(self.clock() * 1000), self.logged_ms)
         return _Pending(
-            start=self.size, frontier=self.frontier.copy(), prev=self.prev, logged_ms=logged_ms,
+            start=self.size, frontier=self.frontier.copy(), prev=self.prev, base=self.prev, logged_ms=logged_ms,
             logged_at=records.format_logged_at(logged_ms), policy=self.policy,
         )
 
@@ -183,11 +220,27 @@ class Sequencer:
     def append_uses(self, submissions: Sequence[Submission]) -> list[list[UseResult] | TlogError]:
         """Appends every acceptable submission in one batch. Each submission gets its results (in its
         records' order) or the error that rejected it alone; a rejected submission writes nothing."""
+        return self.wait(self.submit_uses(submissions))
+
+    def append_all(self, batches: Iterable[Sequence[Submission]]) -> Iterator[list[list[UseResult] | TlogError]]:
+        """Appends batch after batch, each built while the one before it is written (with a
+        ProcessWriter); yields each batch's results, in order, once it is durable."""
+        waiting: deque[Ticket] = deque()
+        for submissions in batches:
+            waiting.append(self.submit_uses(submissions))
+            if len(waiting) > 1:
+                yield self.wait(waiting.popleft())
+        while waiting:
+            yield self.wait(waiting.popleft())
+
+    def submit_uses(self, submissions: Sequence[Submission]) -> Ticket:
+        """`append_uses` without waiting: builds the batch, hands it to the writer and returns its
+        ticket for `wait`. Builds and writes overlap with a ProcessWriter."""
         def build() -> tuple[_Pending, list[list[UseResult] | TlogError]]:
             p = self._begin()
-            return p, self._build_uses(p, submissions, {})
+            return p, self._build_uses(p, submissions, self._recent)
 
-        return self._build_and_commit(build)
+        return self._submit(build)
 
     def _build_uses(self, p: _Pending, submissions: Sequence[Submission],
                     seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[list[UseResult] | TlogError]:
@@ -332,40 +385,126 @@ class Sequencer:
     def _seal(self, p: _Pending) -> tuple[bytes, Batch]:
         # SPEC §2.3: the per-batch map leaf goes here, after the batch's last entry and before signing.
         checkpoint = self.sign(p.size, p.frontier.root())
-        return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint)
+        return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint, p.base)
 
     def _build_and_commit(self, build: Callable[[], tuple[_Pending, T]]) -> T:
-        """Builds a batch and commits it. If the store refuses it because another process appended since
-        this sequencer read its state (`tlog append` or `tlog policy publish` beside a running server),
-        nothing was written and the state was reloaded: the batch is built once more on the new state
-        (duplicates found, decisions made under the policy now in force) instead of failing its callers."""
-        for attempt in range(2):
-            p, result = build()
-            if not p.entries:
-                return result
-            try:
-                self._commit(p)
-            except StorageError as exc:
-                if exc.code != STALE_STATE or attempt:
-                    raise
-                continue
-            return result
-        raise AssertionError("unreachable")
+        """Builds a batch and commits it, after every batch in flight (preferences and policies read
+        what those wrote)."""
+        self.drain()
+        return self.wait(self._submit(build))  # type: ignore[no-any-return]
 
-    def _commit(self, p: _Pending) -> None:
-        checkpoint, batch = self._seal(p)
+    # --- the pipeline ------------------------------------------------------------------------
+
+    def wait(self, ticket: Ticket) -> Any:
+        """The ticket's results once its batch (and every one before it) is durable; raises its error."""
+        while not ticket.done:
+            self._settle_oldest()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
+
+    def drain(self) -> None:
+        """Settles every batch in flight."""
+        while self._flight:
+            self._settle_oldest()
+
+    def close(self) -> None:
         try:
-            self.store.write_batch(batch)
-        except BaseException:
-            self.reload()
-            raise
-        self._advance(p, checkpoint)
-        if self.on_commit is not None:
-            self.on_commit(batch)
+            self.drain()
+        finally:
+            self.writer.close()
 
-    def _advance(self, p: _Pending, checkpoint: bytes) -> None:
-        """Durable: now memory may move forward."""
-        self.checkpoint = checkpoint
+    def _submit(self, build: Callable[[], tuple[_Pending, Any]], *, rebuilt: bool = False) -> Ticket:
+        ticket = Ticket(build, rebuilt)
+        start = self.size
+        try:
+            p, ticket.result = build()
+            ticket.start, ticket.end = p.start, p.size
+            if p.entries:
+                ticket.checkpoint, ticket.batch = self._seal(p)
+                self.writer.send(ticket.batch)
+        except BaseException:
+            self._forget(start, None)  # nothing of this batch is in flight
+            raise
+        if p.entries:
+            self._advance(p)
+        self._flight.append(ticket)
+        while sum(t.batch is not None for t in self._flight) > MAX_IN_FLIGHT:
+            self._settle_oldest()
+        return ticket
+
+    def _settle_oldest(self) -> None:
+        ticket = self._flight[0]
+        if ticket.batch is not None:
+            try:
+                self.writer.receive()
+            except Exception as exc:
+                self._recover(exc)
+                return
+        self._flight.popleft()
+        self._durable(ticket)
+
+    def _durable(self, ticket: Ticket) -> None:
+        self._forget(ticket.start, ticket.end)
+        ticket.done = True
+        if ticket.batch is not None:
+            self.checkpoint = ticket.checkpoint
+            if self.on_commit is not None:
+                self.on_commit(ticket.batch)
+
+    def _recover(self, exc: Exception) -> None:
+        """The oldest batch in flight failed with `exc`: see the module docstring."""
+        tickets = list(self._flight)
+        self._flight.clear()
+        outcomes: list[Exception | None] = [exc]
+        for t in tickets[1:]:
+            try:
+                if t.batch is not None:
+                    self.writer.receive()
+                outcomes.append(None)
+            except Exception as later:
+                outcomes.append(later)
+        self._recent.clear()
+        try:
+            self.reload()
+        except Exception as failed:  # the state stays stale: the next batch reloads first
+            for t in tickets:
+                t.error, t.done = failed, True
+            return
+        for i, (t, err) in enumerate(zip(tickets, outcomes)):
+            if t.batch is not None and err is None:
+                # Written after all (a batch whose answer was lost before it): part of what was reloaded.
+                t.done = True
+                if self.on_commit is not None:
+                    self.on_commit(t.batch)
+            elif t.rebuilt or (i == 0 and not (isinstance(err, StorageError) and err.code == STALE_STATE)):
+                t.error, t.done = err, True
+            else:  # built on a batch that failed, or refused as stale: build it again on what is stored
+                try:
+                    again = self._submit(t.build, rebuilt=True)
+                    t.result = self.wait(again)
+                    t.start, t.end, t.batch, t.checkpoint = again.start, again.end, again.batch, again.checkpoint
+                except Exception as e:
+                    t.error = e
+                t.done = True
+
+    def _forget(self, start: int, end: int | None) -> None:
+        """Drops the remembered events of leaves start..end (end None: all from start). They were
+        remembered in index order, so a settled batch's are at the front and an abandoned one's last."""
+        recent = self._recent
+        if end is None:
+            gone = [k for k, (_, r) in recent.items() if r.index >= start]
+        else:
+            gone = []
+            for k, (_, r) in recent.items():
+                if r.index >= end:
+                    break
+                gone.append(k)
+        for k in gone:
+            del recent[k]
+
+    def _advance(self, p: _Pending) -> None:
+        """The batch is handed over: the next one is built on it."""
         self.size, self.frontier, self.prev, self.logged_ms = p.size, p.frontier, p.prev, p.logged_ms
         self.policy = p.policy
         for a in p.artists.values():

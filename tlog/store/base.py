@@ -54,8 +54,11 @@ STALE_STATE = "stale_state"
 class Batch:
     """Everything one sequencer batch writes, committed atomically or not at all.
 
-    `start` must equal the store's size when the transaction begins: a second writer, or a sequencer
-    working from stale state, is refused instead of forking the log."""
+    `start` must equal the store's size when the transaction begins, and `prev` (when given) the stored
+    hash of the leaf before it (32 zero bytes for the first): a second writer, or a sequencer working from
+    stale state, is refused instead of forking the log. The size alone would not do for a pipelined
+    sequencer: a batch built on one still in flight names the size that batch will leave, which another
+    writer's batch of the same length would leave too."""
 
     start: int
     entries: list[Entry]
@@ -63,6 +66,7 @@ class Batch:
     artists: list[ArtistState] = field(default_factory=list)
     policies: list[PolicyRecord] = field(default_factory=list)
     checkpoint: bytes | None = None
+    prev: bytes | None = None
 
     @property
     def end(self) -> int:

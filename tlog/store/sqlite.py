@@ -592,6 +592,11 @@ class SqliteStore:
                         f"log is at size {size} but the batch starts at {batch.start}: another writer?",
                         code=STALE_STATE,
                     )
+                if batch.prev is not None and batch.prev != (self.leaf_hashes(size - 1, size)[0] if size else bytes(32)):
+                    raise StorageError(
+                        f"the batch at {batch.start} extends a leaf {size - 1} that is not the stored one: another writer?",
+                        code=STALE_STATE,
+                    )
                 next_name = [c.execute("SELECT coalesce(max(id), 0) FROM names").fetchone()[0]]
 
                 def name_id(kind: str, value: str | None) -> int | None:
