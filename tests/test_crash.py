@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -345,3 +346,38 @@ async def test_group_commit_fails_every_caller_of_a_failed_batch(log, history, p
         await committer.close()
     history.check()
     survived("group commit " + ("failed but saved" if phase == "after" else "failed and not saved"), len(subs))
+
+
+async def test_pipelined_group_commit_survives_its_writer_being_killed(log, history):
+    """`tlog serve` hands batches to a child process (store/writer.py) and builds the next meanwhile.
+    Kill that child with batches in flight, three times: callers of the batches it took down get 503,
+    every other caller is answered once its batch is durable, retries are found as duplicates or
+    appended, and the log holds every acknowledged record once."""
+    seq = log.sequencer(writer=log.process_writer())
+    committer = GroupCommitter(seq)
+    committer.start()
+    failed, before = 0, len(history.acked)
+    try:
+        for k in range(3):
+            await committer.append(_subs(seq, 100 + k, callers=1)[0])  # a live writer to kill
+            pid = seq.writer.pid
+            os.kill(pid, signal.SIGSTOP)  # batches queue up in front of it
+            subs = [s for j in range(4) for s in _subs(seq, 10 * k + j, callers=8)]
+            tasks = [asyncio.ensure_future(committer.append(s)) for s in subs]
+            await asyncio.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+            out = await asyncio.gather(*tasks, return_exceptions=True)
+            assert any(isinstance(r, BaseException) for r in out)
+            for s, res in zip(subs, out):
+                if isinstance(res, BaseException):
+                    assert isinstance(res, StorageError) and res.status == 503, res
+                    failed += 1
+                    res = await committer.append(s)  # the caller retries
+                history.acked.update({(s.service, r.event_id): (r.index, r.leaf_hash.hex()) for r in res})
+            assert seq.writer.pid not in (None, pid)
+            history.serve(log)
+    finally:
+        await committer.close()
+    history.check()
+    assert len(history.acked) - before == 3 * 32 * 3
+    survived("pipelined group commit, writer killed", failed)

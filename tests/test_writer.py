@@ -72,12 +72,13 @@ def test_process_writer_leaves_the_log_an_inline_writer_leaves(tmp_path, monkeyp
     init_log(tmp_path / "inline" / "tlog.db", "test.tlog.example/log").close()
     shutil.copytree(tmp_path / "inline", tmp_path / "process")
     monkeypatch.setattr(sequencer_module.os, "urandom", lambda n: bytes(n))
+    recs = [records(300, seed=k, artists=40) for k in range(7)]  # once: their times come from the clock
     hashes = {}
     for name in ("inline", "process"):
         log = open_log(tmp_path / name / "tlog.db", secrets_needed=True)
         writer = InlineWriter(log.store) if name == "inline" else log.process_writer()
         seq = log.sequencer(writer=writer, clock=lambda: 1_790_000_000.0)
-        batches = [_subs(seq, records(300, seed=k, artists=40)) for k in range(7)]
+        batches = [_subs(seq, r) for r in recs]
         results = [r for (res,) in seq.append_all(batches) for r in res]
         seq.close()
         assert [r.index for r in results] == list(range(1, 2101))

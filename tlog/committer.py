@@ -1,12 +1,13 @@
 """Group commit: the front of the sequencer for concurrent callers.
 
-Callers (request handlers on the event loop) enqueue work and await a future. One writer thread owns
-the sequencer and its store connection: it drains whatever is queued into a single sequencer batch,
-commits it, resolves the callers' futures, and goes straight on to the next batch while the event loop
-writes the answers. (An asyncio task in its place only got its turn after every answer of the previous
-batch was written, which left the writer idle most of the time.) Each future resolves only after the
-batch's transaction has committed and its checkpoint is stored, so "200 OK" always means durable.
-Under load batches grow by themselves; idle, a lone request is committed at once.
+Callers (request handlers on the event loop) enqueue work and await a future. One thread owns the
+sequencer: it drains whatever is queued into a single sequencer batch and hands it to the sequencer's
+writer; while a ProcessWriter writes it, the thread builds the next batch from what queued meanwhile,
+then resolves the first batch's callers once it is durable. (An asyncio task in its place only got its
+turn after every answer of the previous batch was written, which left the writer idle most of the time.)
+Each future resolves only after the batch's transaction has committed and its checkpoint is stored, so
+"200 OK" always means durable. Under load batches grow by themselves; idle, a lone request is
+committed at once.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import TlogError, Unavailable
-from .sequencer import Sequencer, Submission, UseResult
+from .sequencer import Sequencer, Submission, Ticket, UseResult
 
 MAX_BATCH_RECORDS = 8000
 log = logging.getLogger("tlog.committer")
@@ -77,18 +79,40 @@ class GroupCommitter:
 
     # --- the writer thread -----------------------------------------------------------------------
 
-    def _next(self) -> _Work | None:
+    def _next(self, block: bool) -> _Work | None:
+        """The next work; queue.Empty if there is none and `block` is false."""
         if self._held is not None:
             work, self._held = self._held, None
             return work
-        return self._queue.get()
+        return self._queue.get() if block else self._queue.get_nowait()
 
     def _run(self) -> None:
+        try:
+            self.sequencer.writer.start()
+        except Exception as exc:  # each batch tries again, and its callers get the error
+            log.error("cannot start the log's writer: %s", exc)
+        # Batches handed to the writer whose callers are not answered yet, oldest first.
+        in_flight: deque[tuple[Ticket, list[_Work], int]] = deque()
+        try:
+            self._loop_batches(in_flight)
+        finally:
+            for _, group, _ in in_flight:  # the thread is ending on an error: nobody waits forever
+                self._resolve([(w.future, None, Unavailable("the log's writer stopped")) for w in group])
+            self._fail_pending()
+            self.sequencer.writer.close()
+
+    def _loop_batches(self, in_flight: deque[tuple[Ticket, list[_Work], int]]) -> None:
         while True:
-            first = self._next()
+            try:
+                first = self._next(block=not in_flight)
+            except queue.Empty:  # nothing new: answer the oldest batch once it is durable
+                self._finish(in_flight.popleft())
+                continue
             if first is None:
                 break
             if first.call is not None:
+                while in_flight:  # a call runs after every batch before it, alone
+                    self._finish(in_flight.popleft())
                 self._settle([first], first.call, single=True)
                 continue
             group = [first]
@@ -108,10 +132,22 @@ class GroupCommitter:
                 group.append(nxt)
                 count += len(nxt.submission.records)  # type: ignore[union-attr]
             subs = [w.submission for w in group]
-            self._settle(group, lambda: self.sequencer.append_uses(subs), single=False, records=count)  # type: ignore[arg-type]
+            try:
+                ticket = self.sequencer.submit_uses(subs)  # type: ignore[arg-type]
+            except BaseException as exc:
+                self._settle(group, _raise(exc), single=False)
+            else:
+                in_flight.append((ticket, group, count))
+            while len(in_flight) > 1:
+                self._finish(in_flight.popleft())
             if stop:
                 break
-        self._fail_pending()
+        while in_flight:
+            self._finish(in_flight.popleft())
+
+    def _finish(self, flight: tuple[Ticket, list[_Work], int]) -> None:
+        ticket, group, count = flight
+        self._settle(group, lambda: self.sequencer.wait(ticket), single=False, records=count)
 
     def _settle(self, group: list[_Work], fn: Callable[[], Any], *, single: bool, records: int = 0) -> None:
         """Runs `fn` and answers the group (statistics first: an answered caller may read them)."""
@@ -158,3 +194,10 @@ class GroupCommitter:
                 return
             if w is not None:
                 self._resolve([(w.future, None, Unavailable("the server is shutting down"))])
+
+
+def _raise(exc: BaseException) -> Callable[[], Any]:
+    def fail() -> Any:
+        raise exc
+
+    return fail

@@ -34,9 +34,12 @@ log = logging.getLogger("tlog.server")
 
 
 def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits = Limits(),
-             rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None) -> web.Application:
+             rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
+             pipelined: bool = False) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
     connection, with the secrets) feeds the sequencer thread. Without a writer the server is read-only.
+    `pipelined`: batches are written by a child process while the next is built (`tlog serve` does;
+    in-process tests that inject faults into the writer's connection do not).
     With a witness policy, /checkpoint serves only what the policy's quorum cosigned.
     Refuses a log whose stored checkpoint does not verify with its key and origin."""
     reader.latest_checkpoint()  # raises StorageError with the reason
@@ -50,7 +53,9 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(metrics.routes)
     app.add_routes(openapi.routes)
     if writer is not None:
-        state.committer = GroupCommitter(writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes)))
+        batches = writer.process_writer() if pipelined else None
+        state.committer = GroupCommitter(
+            writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches))
         state.intake = Intake()
         app.add_routes(service.routes)
         app.add_routes(artist.routes)
@@ -123,7 +128,7 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     reader = open_log(path)
     lock = _lock(path)
     writer = open_log(path, secrets_needed=True) if reader.signers else None
-    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy)
+    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True)
     cp, _ = reader.latest_checkpoint()
     mode = "read-write" if writer else "read-only (the key files are not readable)"
     print(f"tlog serving {reader.origin} (size {cp.size}, {mode}) on http://{host}:{port}/", flush=True)

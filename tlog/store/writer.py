@@ -42,6 +42,10 @@ _LEN = struct.Struct(">I")
 
 
 class BatchWriter(Protocol):
+    def start(self) -> None:
+        """Gets ready to write (a ProcessWriter starts its child), so that a failure shows now and the
+        first batch does not wait for it. `send` does it too if needed."""
+
     def send(self, batch: Batch) -> None:
         """Hands `batch` over. Raises only if it cannot be handed over at all (nothing in flight then
         changes)."""
@@ -59,6 +63,9 @@ class InlineWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._outcomes: list[BaseException | None] = []
+
+    def start(self) -> None:
+        pass
 
     def send(self, batch: Batch) -> None:
         try:
@@ -87,18 +94,27 @@ class ProcessWriter:
         self._conn: Connection | None = None
         self._in_flight = 0
 
-    def send(self, batch: Batch) -> None:
+    def start(self) -> None:
         if self._conn is None:
             if self._in_flight:  # outcomes of a dead child are still owed: receive them first
                 raise StorageError("the writer process died; earlier batches are still unsettled", code=WRITER_DIED)
             self._start()
-        assert self._conn is not None
-        try:
-            self._conn.send_bytes(encode_batch(batch))
-        except OSError as exc:
-            self._died()
-            raise StorageError(f"could not hand the batch at {batch.start} to the writer process: {exc}",
-                               code=WRITER_DIED) from exc
+
+    def send(self, batch: Batch) -> None:
+        data = encode_batch(batch)
+        for attempt in (1, 2):
+            self.start()
+            assert self._conn is not None
+            try:
+                self._conn.send_bytes(data)
+                break
+            except OSError as exc:
+                self._died()
+                # A child that died idle owes nothing: a new one takes the batch. Otherwise the outcomes
+                # of what the dead one was sent must be received (as failures) first.
+                if self._in_flight or attempt == 2:
+                    raise StorageError(f"could not hand the batch at {batch.start} to the writer process: {exc}",
+                                       code=WRITER_DIED) from exc
         self._in_flight += 1
 
     def receive(self) -> None:
