@@ -23,11 +23,15 @@ Invariants of `ProcessWriter` (crash safety lives in the store: each batch is on
 from __future__ import annotations
 
 import base64
-import multiprocessing
 import os
+import pickle
+import socket
 import struct
+import subprocess
+import sys
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Protocol
+from pathlib import Path
+from typing import Callable, Protocol
 
 import orjson
 
@@ -90,7 +94,7 @@ class ProcessWriter:
 
     def __init__(self, open_store: Callable[[], Store]) -> None:
         self._open_store = open_store
-        self._proc: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._in_flight = 0
 
@@ -147,46 +151,72 @@ class ProcessWriter:
             self._conn.close()
             self._conn = None
         if self._proc is not None:
-            self._proc.join(30)
-            if self._proc.is_alive():
+            try:
+                self._proc.wait(30)
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
-                self._proc.join()
+                self._proc.wait()
             self._proc = None
         self._in_flight = 0
 
     def _start(self) -> None:
-        # spawn, not fork: a fork of a threaded parent (the server) could inherit a held lock.
-        ctx = multiprocessing.get_context("spawn")
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(theirs, self._open_store, os.getpid()), daemon=True,
-                           name="tlog-writer")
-        proc.start()
-        theirs.close()
+        # A fresh interpreter that imports only what writing needs (multiprocessing's spawn would also
+        # re-run the parent's main module), handed one end of a socket pair. PYTHONPATH makes it import
+        # this very copy of tlog.
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_TLOG_ROOT), env.get("PYTHONPATH")]))
         try:
-            ready = ours.recv_bytes()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from tlog.store.writer import main; main()", str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+            )
+        except OSError as exc:
+            ours.close()
+            raise StorageError(f"could not start the writer process: {exc}", code=WRITER_DIED) from exc
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        try:
+            conn.send_bytes(pickle.dumps(self._open_store))
+            ready = conn.recv_bytes()
         except (EOFError, OSError):
             ready = orjson.dumps(["the writer process exited as it started", WRITER_DIED])
         if ready != _OK:
-            ours.close()
-            proc.join()
+            conn.close()
+            proc.wait()
             message, code = orjson.loads(ready)
             raise StorageError(message, code=code or "storage")
-        self._proc, self._conn = proc, ours
+        self._proc, self._conn = proc, conn
 
     def _died(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._proc is not None:
-            self._proc.join(5)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
             self._proc = None
 
 
-def _serve(conn: Connection, open_store: Callable[[], Store], parent: int) -> None:
-    """The child: opens the store, then writes each batch it is sent and answers with its outcome. An
-    empty message or a closed pipe ends it."""
+_TLOG_ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    """The child's entry point: `python -c "from tlog.store.writer import main; main()" FD PARENT_PID`."""
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    _serve(Connection(fd), parent)
+
+
+def _serve(conn: Connection, parent: int) -> None:
+    """The child: opens the store with the callable it is sent first, then writes each batch it is sent
+    and answers with its outcome. An empty message or a closed pipe ends it."""
     die_with_parent(parent, keep_stderr=True)  # the store logs its warnings (a failed WAL checkpoint)
     try:
+        open_store: Callable[[], Store] = pickle.loads(conn.recv_bytes())
         store = open_store()
     except Exception as exc:
         conn.send_bytes(orjson.dumps([f"the writer process could not open the log: {exc}", getattr(exc, "code", None)]))
