@@ -146,6 +146,8 @@ class Sequencer:
         disk that just failed a write may fail again) cannot leave a new size beside an old frontier or
         chain head, which the next batch would extend into a corrupt tree. Until a reload succeeds the
         state is marked stale and the next batch reloads first."""
+        if self._flight:
+            raise RuntimeError("the state cannot be reloaded while batches are in flight")
         self._stale = True
         self._artists.clear()
         size = self.store.size()

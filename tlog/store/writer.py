@@ -148,15 +148,7 @@ class ProcessWriter:
                 self._conn.send_bytes(b"")
             except OSError:
                 pass
-            self._conn.close()
-            self._conn = None
-        if self._proc is not None:
-            try:
-                self._proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        self._stop(30)
         self._in_flight = 0
 
     def _start(self) -> None:
@@ -190,12 +182,16 @@ class ProcessWriter:
         self._proc, self._conn = proc, conn
 
     def _died(self) -> None:
+        self._stop(5)
+
+    def _stop(self, timeout: float) -> None:
+        """Closes our end and reaps the child, killing it if it has not gone within `timeout`."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._proc is not None:
             try:
-                self._proc.wait(5)
+                self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
