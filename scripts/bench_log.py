@@ -20,6 +20,8 @@ from typing import Iterator
 
 import orjson
 
+import machine_speed  # scripts/machine_speed.py
+
 from tlog import merkle
 from tlog.canonical import loads_strict
 from tlog.demo import sample_records
@@ -148,11 +150,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         db = Path(tmp) / "bench.db"
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        print(machine_speed.describe(), flush=True)
         bench_append(db, args.entries, args.batch, args.artists)
         bench_proofs(db, args.samples)
         bench_verify(db)
         if not args.no_pymerkle:
             bench_pymerkle(args.entries, min(args.samples, 500), Path(tmp))
+        print("after the run, " + machine_speed.describe())
 
 
 if __name__ == "__main__":

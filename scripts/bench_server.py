@@ -31,6 +31,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+import machine_speed  # scripts/machine_speed.py
+
 from tlog.demo import sample_records
 from tlog.log import init_log
 
@@ -209,6 +211,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None)
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; server and load generator are separate processes")
+    print(machine_speed.describe(), flush=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmpd = Path(tmp)
         # 1. the bare pipelines
@@ -255,6 +258,7 @@ def main() -> None:
             bench_artist_query(db, url)
         finally:
             stop(p)
+    print("after the run, " + machine_speed.describe())
 
 
 def bench_artist_query(db: Path, url: str) -> None:
