@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 from tlog import tokens
+from tlog.server.state import State
 from tlog.tokens import Principal, TokenCache, new_token
 
 SERVICE = Principal("service", "recsys", 1)
@@ -40,3 +44,19 @@ def test_revoking_changes_the_stores_tokens_version(log):
     _, other = new_token()
     assert store.revoke_token(store.add_token("auditor", None, other, 2), 3)
     assert store.tokens_version() not in (before, after)
+
+
+async def test_the_server_reads_the_tokens_version_once_per_loop_iteration():
+    """Requests served in one event loop iteration share one read; the next iteration reads again, so
+    a request that arrives after a revocation sees it (auth.py reads the version before the lookup)."""
+    reads = []
+
+    class Store:
+        def tokens_version(self):
+            reads.append(1)
+            return (len(reads), 0)
+
+    state = State(log=SimpleNamespace(store=Store()), tile_cache=None, rate_limit=None)  # type: ignore[arg-type]
+    assert state.tokens_version() == state.tokens_version() == (1, 0)
+    await asyncio.sleep(0)
+    assert state.tokens_version() == (2, 0) and len(reads) == 2

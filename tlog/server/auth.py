@@ -72,7 +72,7 @@ def _authenticate(request: web.Request) -> Principal | None:
     state = get_state(request)
     now = time.monotonic()
     # Read the version before the lookup: a revocation committed after it changes it for the next request.
-    version = state.store.tokens_version()
+    version = state.tokens_version()
     known = state.token_cache.get(want, version, now)
     if known is not None:
         return known

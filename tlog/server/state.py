@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,7 @@ class State:
     _note: bytes = b""
     _parsed: tuple[bytes, Checkpoint | None] = (b"", None)
     _size: int = 0
+    _tokens_version: tuple[int, int] | None | bool = False  # False: not read in this loop iteration
 
     @property
     def store(self) -> SqliteStore:
@@ -75,6 +77,19 @@ class State:
         if signed != self._parsed[0]:
             self._parsed = (signed, Checkpoint.parse(parse_note(signed)[0]))
         return self._parsed[1]  # type: ignore[return-value]
+
+    def tokens_version(self) -> tuple[int, int] | None:
+        """The store's `tokens_version`, read at most once per event loop iteration: it is a system call,
+        which under load hands the GIL to the sequencer thread and waits to get it back. Every request served in an iteration arrived before that read (the loop polls its
+        sockets first, and the memo is dropped before the next poll's requests run), so a revocation that
+        finished before a request was sent is still seen by it."""
+        if self._tokens_version is False:
+            self._tokens_version = self.store.tokens_version()
+            asyncio.get_running_loop().call_soon(self._forget_tokens_version)
+        return self._tokens_version  # type: ignore[return-value]
+
+    def _forget_tokens_version(self) -> None:
+        self._tokens_version = False
 
     def verifier_keys(self) -> list[str]:
         return [*(v.key for v in self.log.verifiers), *self.extra_verifier_keys]
