@@ -82,20 +82,28 @@ def _check_in_worker(body: bytes, now: datetime, purposes: frozenset[str], max_r
 
 class Intake:
     """One worker process (started with `spawn`: a fork of the threaded server could inherit a held
-    lock), started at the first large body."""
+    lock), started by `start` (at server start-up) or at the first large body, and again after it died."""
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
 
-    async def check_body(self, body: bytes, *, now: datetime, purposes: Collection[str], max_records: int) -> Checked:
-        if len(body) < PARALLEL_MIN_BYTES:
-            return check_body(body, now=now, purposes=purposes, max_records=max_records)
+    def start(self) -> None:
+        """Starts the worker now (it takes about a second to import what it needs), so the first large
+        body after a restart does not wait for it."""
+        self._ensure_pool().submit(os.getpid)
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=die_with_parent, initargs=(os.getpid(),))
+        return self._pool
+
+    async def check_body(self, body: bytes, *, now: datetime, purposes: Collection[str], max_records: int) -> Checked:
+        if len(body) < PARALLEL_MIN_BYTES:
+            return check_body(body, now=now, purposes=purposes, max_records=max_records)
         try:
             answer = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _check_in_worker, body, now, frozenset(purposes), max_records)
+                self._ensure_pool(), _check_in_worker, body, now, frozenset(purposes), max_records)
         except BrokenProcessPool:
             self._pool = None  # a new worker next time
             raise Unavailable("the process checking large requests died; send the request again") from None

@@ -38,8 +38,9 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
              pipelined: bool = False) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
     connection, with the secrets) feeds the sequencer thread. Without a writer the server is read-only.
-    `pipelined`: batches are written by a child process while the next is built (`tlog serve` does;
-    in-process tests that inject faults into the writer's connection do not).
+    `pipelined` (`tlog serve`): batches are written by a child process while the next is built, and the
+    worker that checks large requests starts at once rather than at the first one. (In-process tests
+    that inject faults into the writer's connection go without.)
     With a witness policy, /checkpoint serves only what the policy's quorum cosigned.
     Refuses a log whose stored checkpoint does not verify with its key and origin."""
     reader.latest_checkpoint()  # raises StorageError with the reason
@@ -60,6 +61,8 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
         app.add_routes(service.routes)
         app.add_routes(artist.routes)
         app.on_startup.append(_start_committer)
+        if pipelined:
+            app.on_startup.append(_start_intake)
         app.on_cleanup.append(_stop_committer)
     app.cleanup_ctx.append(_key_watcher(reader, writer, state))
     if witness_policy is not None and witness_policy.quorum != NONE:
@@ -100,6 +103,10 @@ def _key_watcher(reader: LocalLog, writer: LocalLog | None,
 
 async def _start_committer(app: web.Application) -> None:
     app[STATE_KEY].committer.start()  # type: ignore[attr-defined]
+
+
+async def _start_intake(app: web.Application) -> None:
+    app[STATE_KEY].intake.start()  # type: ignore[attr-defined]
 
 
 async def _stop_committer(app: web.Application) -> None:
