@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tlog.committer import GroupCommitter
 from tlog.errors import Conflict, StorageError
 from tlog.log import init_log, open_log
 from tlog.policy import DEFAULT_POLICY
@@ -183,3 +184,19 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_server_whose_writer_cannot_start_answers_503_and_writes_nothing(log, tmp_path):
+    bad = tmp_path / "not-a-log.db"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    seq = log.sequencer(writer=ProcessWriter(partial(SqliteStore, bad)))
+    committer = GroupCommitter(seq)
+    committer.start()
+    try:
+        for _ in range(2):  # the next request tries again, and fails the same way
+            with pytest.raises(StorageError) as err:
+                await committer.append(_subs(seq, records(2))[0])
+            assert err.value.status == 503 and "could not open the log" in err.value.message
+    finally:
+        await committer.close()
+    assert log.store.size() == 1

@@ -135,7 +135,7 @@ class GroupCommitter:
             try:
                 ticket = self.sequencer.submit_uses(subs)  # type: ignore[arg-type]
             except BaseException as exc:
-                self._settle(group, _raise(exc), single=False)
+                self._fail(group, exc)
             else:
                 in_flight.append((ticket, group, count))
             while len(in_flight) > 1:
@@ -153,13 +153,8 @@ class GroupCommitter:
         """Runs `fn` and answers the group (statistics first: an answered caller may read them)."""
         try:
             result = fn()
-        except BaseException as exc:  # a failed batch fails every caller in it; nothing was written
-            err = exc if isinstance(exc, TlogError) else Unavailable(f"the log could not commit: {exc}")
-            if not isinstance(exc, TlogError):
-                log.error("batch failed: %s", exc)
-            self._resolve([(w.future, None, err) for w in group])
-            if not isinstance(exc, Exception):
-                raise  # the thread ends; later callers get 503 instead of waiting forever
+        except BaseException as exc:
+            self._fail(group, exc)
             return
         if not single:
             self.stats.batches += 1
@@ -168,6 +163,15 @@ class GroupCommitter:
         results = [result] if single else result
         self._resolve([(w.future, None, r) if isinstance(r, BaseException) and not single else (w.future, r, None)
                        for w, r in zip(group, results)])
+
+    def _fail(self, group: list[_Work], exc: BaseException) -> None:
+        """A failed batch fails every caller in it (nothing of it was written, or it may not have been)."""
+        err = exc if isinstance(exc, TlogError) else Unavailable(f"the log could not commit: {exc}")
+        if not isinstance(exc, TlogError):
+            log.error("batch failed: %s", exc)
+        self._resolve([(w.future, None, err) for w in group])
+        if not isinstance(exc, Exception):
+            raise exc  # the thread ends; later callers get 503 instead of waiting forever
 
     def _resolve(self, answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         """Answers a whole group with one wake-up of the event loop, not one per caller."""
@@ -194,10 +198,3 @@ class GroupCommitter:
                 return
             if w is not None:
                 self._resolve([(w.future, None, Unavailable("the server is shutting down"))])
-
-
-def _raise(exc: BaseException) -> Callable[[], Any]:
-    def fail() -> Any:
-        raise exc
-
-    return fail
