@@ -3,8 +3,9 @@
 It takes work in batches (group commit): validated use records from one or more callers, preference
 changes, policy publications. For each batch it decides, assigns indexes, builds the public leaves and
 their chain, extends the tree and every touched artist chain, signs a checkpoint over the new size, and
-hands the whole batch to the store as one transaction. Only after the store returns does it update its
-in-memory state and report success, so a failed write leaves memory and disk agreeing on the old size.
+hands the whole batch to its writer, which stores it as one transaction. A result is reported only after
+that transaction has committed; a failed write reloads the state from storage, so memory and disk agree
+again before the next batch.
 
 Batches may be pipelined: `submit_uses` builds a batch and hands it to the writer (store/writer.py),
 then returns a ticket at once, so the next batch is built while this one is written; `wait` returns a
@@ -240,12 +241,12 @@ class Sequencer:
         ticket for `wait`. Builds and writes overlap with a ProcessWriter."""
         def build() -> tuple[_Pending, list[list[UseResult] | TlogError]]:
             p = self._begin()
-            return p, self._build_uses(p, submissions, self._recent)
+            return p, self._build_uses(p, submissions)
 
         return self._submit(build)
 
-    def _build_uses(self, p: _Pending, submissions: Sequence[Submission],
-                    seen: dict[tuple[str, str], tuple[Any, UseResult]]) -> list[list[UseResult] | TlogError]:
+    def _build_uses(self, p: _Pending, submissions: Sequence[Submission]) -> list[list[UseResult] | TlogError]:
+        seen = self._recent  # events of this batch and of every batch in flight
         out: list[list[UseResult] | TlogError] = []
         # One query each for every submission's artists and earlier events, not one per submission.
         self._prefetch_artists({r["artist_id"] for sub in submissions for r in sub.records})
