@@ -25,6 +25,7 @@ import orjson
 from .canonical import loads_strict
 from .child import die_with_parent
 from .errors import Unavailable, ValidationError
+from .gctune import tune_for_batches
 from .records import UseRecord, validate_use
 
 PARALLEL_MIN_BYTES = 64 << 10  # from this body size a worker's round trip pays off
@@ -70,6 +71,11 @@ def _records(body: Any, max_records: int) -> list[Any]:
     raise ValidationError("the body must be a record or {\"records\": [...]}", [{"field": "", "message": "not an object"}])
 
 
+def _init_worker(parent: int) -> None:
+    die_with_parent(parent)
+    tune_for_batches()
+
+
 def _check_in_worker(body: bytes, now: datetime, purposes: frozenset[str], max_records: int) -> tuple[Any, ...]:
     # An answer rather than a raised error: an exception crosses processes by pickling its constructor's
     # arguments, which would drop the details.
@@ -95,7 +101,7 @@ class Intake:
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=die_with_parent, initargs=(os.getpid(),))
+                                             initializer=_init_worker, initargs=(os.getpid(),))
         return self._pool
 
     async def check_body(self, body: bytes, *, now: datetime, purposes: Collection[str], max_records: int) -> Checked:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..committer import GroupCommitter
 from ..errors import StorageError, TlogError
+from ..gctune import tune_for_batches
 from ..intake import Intake
 from ..log import LocalLog, open_log
 from ..witnessing import NONE, WitnessPolicy, publisher_context
@@ -138,6 +139,7 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True)
     cp, _ = reader.latest_checkpoint()
     mode = "read-write" if writer else "read-only (the key files are not readable)"
+    tune_for_batches()
     print(f"tlog serving {reader.origin} (size {cp.size}, {mode}) on http://{host}:{port}/", flush=True)
     if witness_policy is not None and witness_policy.quorum != NONE:
         print(f"witness policy: /checkpoint advances once quorum {witness_policy.quorum!r} of "

@@ -38,6 +38,7 @@ import orjson
 
 from ..child import die_with_parent
 from ..errors import StorageError
+from ..gctune import tune_for_batches
 from .base import ArtistState, Batch, Entry, PolicyRecord, Store
 
 # The `code` of the StorageError for batches in flight when the writer process died.
@@ -219,6 +220,7 @@ def _serve(conn: Connection, parent: int) -> None:
         conn.send_bytes(orjson.dumps([f"the writer process could not open the log: {exc}", getattr(exc, "code", None)]))
         return
     conn.send_bytes(_OK)
+    tune_for_batches()
     try:
         while True:
             try:
