@@ -1,9 +1,11 @@
 """Benchmark of the HTTP service (issue 3). Prints one line per figure.
 
 - batched ingest: 1000 records per request from 4 concurrent clients, against the real server, beside a
-  bare aiohttp + canonical JSON + SHA-256 + SQLite pipeline (no validation, no tree) in the same run,
-  twice: canonical JSON by rfc8785 (the reference Python implementation of RFC 8785), and by orjson with
-  sorted keys (a shortcut that equals RFC 8785 only for ASCII keys and no floats, as here);
+  bare aiohttp + canonical JSON + SHA-256 + SQLite pipeline (no validation, no tree) in the same run:
+  `--rounds` alternating runs of each (bare, tlog, tlog, bare, ...) with canonical JSON by rfc8785 (the
+  reference Python implementation of RFC 8785), and the ratio is the median of the rounds' ratios; then
+  one run of the bare pipeline with orjson's sorted keys instead (a shortcut that equals RFC 8785 only
+  for ASCII keys and no floats, as here);
 - the same past `--entries` (default 1M) entries;
 - single-record requests from 64 concurrent clients: records/s and p50/p99 latency;
 - time from a successful append to a published checkpoint covering it (p50/p99);
@@ -206,7 +208,8 @@ def make_token(db: Path, *args: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entries", type=int, default=1_000_000, help="grow the log to this size with batched ingest")
-    ap.add_argument("--baseline", type=int, default=200_000, help="records for the bare-pipeline comparison")
+    ap.add_argument("--baseline", type=int, default=200_000, help="records per run of the bare-pipeline comparison")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of that comparison (the ratio is their median)")
     ap.add_argument("--singles", type=int, default=20_000)
     ap.add_argument("--dir", type=Path, default=None)
     args = ap.parse_args()
@@ -214,33 +217,49 @@ def main() -> None:
     print(machine_speed.describe(), flush=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmpd = Path(tmp)
-        # 1. the bare pipelines
+        # 1. batched ingest, tlog against the bare pipeline, in alternating rounds: this VM's speed drifts
+        # by tens of percent within a minute, so one run of each, a minute apart, can compare two machines.
         bare = tmpd / "bare.py"
         bare.write_text(BARE)
-        bare_rates = {}
-        for canon in ("rfc8785", "orjson"):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            p = start([sys.executable, str(bare), str(tmpd / f"bare-{canon}.db"), str(port), canon], url)
-            r = run_load("batched", url, "-", str(args.baseline), "11", "4", "20000")
-            stop(p)
-            bare_rates[canon] = r["records"] / r["seconds"]
-            print(f"bare aiohttp + canonical JSON ({canon}) + SHA-256 + SQLite (no validation, no tree): "
-                  f"{bare_rates[canon]:,.0f} records/s")
-
-        # 2. tlog, same load
+        servers: list[subprocess.Popen] = []  # every server started, stopped at the end whatever happens
+        bare_urls = {}
         db = tmpd / "tlog.db"
         init_log(db, "bench.tlog.example/log").close()
         service = make_token(db, "--service", "bench")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        p = start([sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port)], url)
         try:
-            r = run_load("batched", url, service, str(args.baseline), "11", "4", "20000")
-            rate = r["records"] / r["seconds"]
-            print(f"tlog batched ingest (1000/request, 4 clients, durable): {rate:,.0f} records/s = "
-                  f"{rate / bare_rates['rfc8785']:.0%} of bare with rfc8785, {rate / bare_rates['orjson']:.0%} of bare with orjson")
-            done = args.baseline
+            for canon in ("rfc8785", "orjson"):
+                bare_port = free_port()
+                bare_urls[canon] = f"http://127.0.0.1:{bare_port}"
+                servers.append(start([sys.executable, str(bare), str(tmpd / f"bare-{canon}.db"), str(bare_port), canon],
+                                     bare_urls[canon]))
+            servers.append(start([sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port)], url))
+
+            def batched(target: str, token: str, seed: int) -> float:
+                r = run_load("batched", target, token, str(args.baseline), str(seed), "4", "20000")
+                return r["records"] / r["seconds"]
+
+            ratios, rates = [], []
+            for k in range(args.rounds):
+                seed = 11 + k
+                if k % 2 == 0:  # ABBA order: a steady drift favours neither side
+                    b = batched(bare_urls["rfc8785"], "-", seed)
+                    rate = batched(url, service, seed)
+                else:
+                    rate = batched(url, service, seed)
+                    b = batched(bare_urls["rfc8785"], "-", seed)
+                ratios.append(rate / b)
+                rates.append(rate)
+                print(f"  round {k + 1}: bare (rfc8785) {b:,.0f} records/s, tlog {rate:,.0f} records/s = {rate / b:.0%}", flush=True)
+            orjson_rate = batched(bare_urls["orjson"], "-", 11)
+            for bare_server in servers[:2]:
+                stop(bare_server)
+            print(f"bare aiohttp + canonical JSON (orjson) + SHA-256 + SQLite (no validation, no tree): {orjson_rate:,.0f} records/s")
+            print(f"tlog batched ingest (1000/request, 4 clients, durable): median {statistics.median(rates):,.0f} records/s; "
+                  f"median {statistics.median(ratios):.0%} of bare with rfc8785 over {args.rounds} alternating rounds, "
+                  f"{statistics.median(rates) / orjson_rate:.0%} of bare with orjson")
+            done = args.baseline * args.rounds
             seed = 100
             while done < args.entries:
                 n = min(200_000, args.entries - done)
@@ -257,7 +276,8 @@ def main() -> None:
                   f"p99 {lags[int(len(lags) * 0.99)] * 1e3:.1f} ms ({len(lags)} samples; the answer already carries it)")
             bench_artist_query(db, url)
         finally:
-            stop(p)
+            for server in servers:
+                stop(server)
     print("after the run, " + machine_speed.describe())
 
 
