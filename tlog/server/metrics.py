@@ -3,6 +3,7 @@ token), batch sizes, tree size and checkpoint age."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -97,5 +98,9 @@ async def metrics(request: web.Request) -> web.Response:
                   f"tlog_batched_records_total {st.records}",
                   "# HELP tlog_last_batch_records Records in the last batch.", "# TYPE tlog_last_batch_records gauge",
                   f"tlog_last_batch_records {st.last_batch_records}"]
+    # Named as prometheus_client names them. The server tunes its collector (gctune.py); these show it.
+    lines += ["# HELP python_gc_collections_total Runs of the server process's cyclic garbage collector.",
+              "# TYPE python_gc_collections_total counter"]
+    lines += [f'python_gc_collections_total{{generation="{g}"}} {st["collections"]}' for g, st in enumerate(gc.get_stats())]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
