@@ -101,6 +101,6 @@ async def metrics(request: web.Request) -> web.Response:
     # Named as prometheus_client names them. The server tunes its collector (gctune.py); these show it.
     lines += ["# HELP python_gc_collections_total Runs of the server process's cyclic garbage collector.",
               "# TYPE python_gc_collections_total counter"]
-    lines += [f'python_gc_collections_total{{generation="{g}"}} {st["collections"]}' for g, st in enumerate(gc.get_stats())]
+    lines += [f'python_gc_collections_total{{generation="{g}"}} {gen["collections"]}' for g, gen in enumerate(gc.get_stats())]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})

@@ -80,9 +80,10 @@ class State:
 
     def tokens_version(self) -> tuple[int, int] | None:
         """The store's `tokens_version`, read at most once per event loop iteration: it is a system call,
-        which under load hands the GIL to the sequencer thread and waits to get it back. Every request served in an iteration arrived before that read (the loop polls its
-        sockets first, and the memo is dropped before the next poll's requests run), so a revocation that
-        finished before a request was sent is still seen by it."""
+        which under load hands the GIL to the sequencer thread and waits to get it back. Every request
+        served in an iteration arrived before that read (the loop polls its sockets first, and the memo
+        is dropped before the next poll's requests run), so a revocation that finished before a request
+        was sent is still seen by it."""
         if self._tokens_version is False:
             self._tokens_version = self.store.tokens_version()
             asyncio.get_running_loop().call_soon(self._forget_tokens_version)
