@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import timeit
 from dataclasses import replace
@@ -19,13 +18,15 @@ from hypothesis import strategies as st
 
 from tlog import records
 from tlog.canonical import MAX_SAFE_INT, loads_strict
-from tlog.errors import ValidationError
+from tlog.errors import ProofError, ValidationError
+from tlog.vrf import VrfSecret, proof_to_hash
 from tlog.records import (
     MAX_LEAF_SIZE,
     PHASES,
     Leaf,
     artist_tag,
     build_leaf,
+    check_artist_tag,
     details_hash,
     format_logged_at,
     parse_leaf,
@@ -41,7 +42,7 @@ from tlog.records import (
 NOW = datetime(2026, 8, 1, 12, 0, tzinfo=timezone.utc)
 PURPOSES = frozenset({"recommendation", "fraud_detection", "model_training_generative"})
 NONCE = bytes(range(16))
-TAG_KEY = b"k" * 32
+VRF = VrfSecret.from_secret(bytes(range(32)))
 
 
 def submitted(**changes: Any) -> dict[str, Any]:
@@ -261,13 +262,20 @@ def test_preference_details():
 
 
 def test_artist_tag():
-    expected = hmac.new(TAG_KEY, b"artist:sc:user:42", hashlib.sha256).digest()
-    assert artist_tag(TAG_KEY, "sc:user:42") == expected
-    assert artist_tag(TAG_KEY, "sc:user:43") != expected
-    assert artist_tag(b"j" * 32, "sc:user:42") != expected
-    assert artist_tag(TAG_KEY, "ü") == hmac.new(TAG_KEY, "artist:ü".encode(), hashlib.sha256).digest()
-    with pytest.raises(ValueError):
-        artist_tag(b"short", "sc:user:42")
+    """SPEC §2.2: the tag is the first 32 bytes of the VRF output on "artist:" + id, and the proof
+    checks against the VRF public key for that id only."""
+    tag, proof = artist_tag(VRF, "sc:user:42")
+    assert tag == proof_to_hash(VRF.prove(b"artist:sc:user:42"))[:32]
+    check_artist_tag(VRF.pk, "sc:user:42", tag, proof)
+    assert artist_tag(VRF, "sc:user:43")[0] != tag
+    assert artist_tag(VrfSecret.from_secret(b"j" * 32), "sc:user:42")[0] != tag
+    assert artist_tag(VRF, "ü")[0] == proof_to_hash(VRF.prove("artist:ü".encode()))[:32]
+    with pytest.raises(ProofError):
+        check_artist_tag(VRF.pk, "sc:user:43", tag, proof)  # another id
+    with pytest.raises(ProofError):
+        check_artist_tag(VRF.pk, "sc:user:42", artist_tag(VRF, "sc:user:43")[0], proof)  # another tag
+    with pytest.raises(ProofError):
+        check_artist_tag(VrfSecret.from_secret(b"j" * 32).pk, "sc:user:42", tag, proof)  # another key
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -333,7 +341,7 @@ H1, H2, H3 = b"\x01" * 32, b"\xab" * 32, bytes(range(32))
 def use_example(**changes: Any) -> Leaf:
     leaf = Leaf(
         type="use", prev=H1, logged_at="2026-08-01T12:00:00.123Z", details=H2, purpose="recommendation",
-        phase="inference", decision="allowed", policy="default", artist=H3, aseq=7, aprev=1041,
+        phase="inference", decision="allowed", policy="default", artist=H3, aseq=7, aprev=1041, invocations=240,
     )
     return replace(leaf, **changes)
 
@@ -344,25 +352,36 @@ EXAMPLES = [
     use_example(type="refusal", decision="refused", aseq=2, aprev=0),
     Leaf(type="preference", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, artist=H3, aseq=1, aprev=None, by="artist"),
     Leaf(type="preference", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, artist=H3, aseq=9, aprev=5, by="service"),
-    Leaf(type="policy", prev=bytes(32), logged_at="2026-08-01T12:00:00.000Z", details=H2, policy="v2.2026-08"),
+    Leaf(type="policy", prev=bytes(32), logged_at="2026-08-01T12:00:00.000Z", details=H2, policy="v2.2026-08",
+         effective_at="2026-08-01T12:00:00.000Z"),
+    Leaf(type="policy", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, policy="v3",
+         effective_at="2027-01-05T00:00:00.000Z"),
+    Leaf(type="binding", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, artist=H3, aseq=4, aprev=2),
+    Leaf(type="erasure", prev=H1, logged_at="2026-08-01T12:00:00.000Z", artist=H3, erased=12),
+    Leaf(type="log", prev=bytes(32), logged_at="2026-08-01T12:00:00.000Z", origin="example.com/ai-log", vrf=H2),
     Leaf(type="map", prev=H1, logged_at="2026-08-01T12:00:00.000Z", root=H2),
 ]
 
 
 def reference_json(leaf: Leaf) -> bytes:
     """What §2.2 says the leaf is, spelt out field by field, through the reference encoder."""
-    obj: dict[str, Any] = {"v": 1, "type": leaf.type, "prev": leaf.prev.hex(), "logged_at": leaf.logged_at}
+    obj: dict[str, Any] = {"v": 2, "type": leaf.type, "prev": leaf.prev.hex(), "logged_at": leaf.logged_at}
     if leaf.type in ("use", "refusal"):
-        obj |= {"purpose": leaf.purpose, "phase": leaf.phase, "decision": leaf.decision, "policy": leaf.policy}
-    if leaf.type in ("use", "refusal", "preference"):
+        obj |= {"purpose": leaf.purpose, "phase": leaf.phase, "decision": leaf.decision, "policy": leaf.policy,
+                "invocations": leaf.invocations}
+    if leaf.type in ("use", "refusal", "preference", "binding"):
         obj |= {"artist": leaf.artist.hex(), "aseq": leaf.aseq, "aprev": leaf.aprev}
     if leaf.type == "preference":
         obj["by"] = leaf.by
     if leaf.type == "policy":
-        obj["policy"] = leaf.policy
+        obj |= {"policy": leaf.policy, "effective_at": leaf.effective_at}
+    if leaf.type == "erasure":
+        obj |= {"artist": leaf.artist.hex(), "erased": leaf.erased}
+    if leaf.type == "log":
+        obj |= {"origin": leaf.origin, "vrf": leaf.vrf.hex()}
     if leaf.type == "map":
         obj["root"] = leaf.root.hex()
-    else:
+    elif leaf.type not in ("erasure", "log"):
         obj["details"] = leaf.details.hex()
     return rfc8785.dumps(obj)
 
@@ -377,9 +396,9 @@ def test_leaf_roundtrip(leaf):
 def test_spec_example_shape():
     data = json.loads(build_leaf(use_example()))
     assert data == {
-        "v": 1, "type": "use", "prev": H1.hex(), "logged_at": "2026-08-01T12:00:00.123Z", "purpose": "recommendation",
+        "v": 2, "type": "use", "prev": H1.hex(), "logged_at": "2026-08-01T12:00:00.123Z", "purpose": "recommendation",
         "phase": "inference", "decision": "allowed", "policy": "default", "artist": H3.hex(), "aseq": 7, "aprev": 1041,
-        "details": H2.hex(),
+        "invocations": 240, "details": H2.hex(),
     }
 
 
@@ -397,6 +416,7 @@ use_leaves = st.builds(
     artist=hashes,
     aseq=st.integers(1, MAX_SAFE_INT),
     aprev=st.integers(0, MAX_SAFE_INT),
+    invocations=st.integers(1, MAX_SAFE_INT),
 ).map(lambda leaf: replace(
     leaf,
     type="refusal" if leaf.decision == "refused" else "use",
@@ -417,7 +437,8 @@ def test_fast_use_leaf_equals_canonical(leaf):
 def test_the_sequencers_leaf_is_the_checked_leaf(leaf, service, index):
     """The sequencer skips the leaf's re-check (it vouches for every value): its bytes must be those the
     checked path builds, for every decision, first leaf (aprev null) or not."""
-    record = validate_use(submitted(purpose=leaf.purpose, phase=leaf.phase), now=NOW, purposes={leaf.purpose})
+    record = validate_use(submitted(purpose=leaf.purpose, phase=leaf.phase, invocations=leaf.invocations), now=NOW,
+                          purposes={leaf.purpose})
     details = use_details(record, service=service, index=index, logged_at=leaf.logged_at, decision=leaf.decision,
                           policy=leaf.policy, nonce=NONCE)
     checked = build_leaf(use_leaf(details, prev=leaf.prev, artist=leaf.artist, aseq=leaf.aseq, aprev=leaf.aprev))
@@ -458,7 +479,15 @@ def test_fast_check_agrees_with_field_checks(leaf, name, value):
         (use_example(phase="thinking"), "phase"),
         (use_example(type="other"), "type"),
         (Leaf(type="policy", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, policy="p", artist=H3), "artist"),
+        (use_example(invocations=0), "invocations"),
+        (use_example(invocations=None), "invocations"),
         (Leaf(type="map", prev=H1, logged_at="2026-08-01T12:00:00.000Z", root=None), "root"),
+        (Leaf(type="policy", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, policy="p",
+              effective_at="2026-07-31T12:00:00.000Z"), "effective_at"),  # before it was announced
+        (Leaf(type="log", prev=H1, logged_at="2026-08-01T12:00:00.000Z", origin="o", vrf=H2), "prev"),
+        (Leaf(type="log", prev=bytes(32), logged_at="2026-08-01T12:00:00.000Z", origin="a b", vrf=H2), "origin"),
+        (Leaf(type="erasure", prev=H1, logged_at="2026-08-01T12:00:00.000Z", artist=H3, erased=0), "erased"),
+        (Leaf(type="erasure", prev=H1, logged_at="2026-08-01T12:00:00.000Z", artist=H3, erased=1, aseq=1), "aseq"),
         (Leaf(type="preference", prev=H1, logged_at="2026-08-01T12:00:00.000Z", details=H2, artist=H3, aseq=1, by="auditor"), "by"),
     ],
 )
@@ -479,8 +508,9 @@ def _leaf_text(**changes: Any) -> bytes:
     [
         build_leaf(use_example()).replace(b",", b", ", 1),  # not canonical whitespace
         json.dumps(json.loads(build_leaf(use_example()))).encode(),  # not canonical order or spacing
-        build_leaf(use_example())[:-1] + b',"v":1}',  # duplicate key
-        _leaf_text(v=2),
+        build_leaf(use_example())[:-1] + b',"v":2}',  # duplicate key
+        _leaf_text(v=1),
+        _leaf_text(v=3),
         _leaf_text(v=True),
         _leaf_text(extra="x"),
         _leaf_text(by="artist"),
@@ -491,6 +521,8 @@ def _leaf_text(**changes: Any) -> bytes:
         _leaf_text(artist=5),
         _leaf_text(aseq=1),  # aprev 1041 at aseq 1
         _leaf_text(aseq="7"),
+        _leaf_text(invocations=DROP),
+        _leaf_text(invocations=0),
         _leaf_text(decision="refused"),
         _leaf_text(type="refusal"),
         _leaf_text(type="nope"),
@@ -508,10 +540,18 @@ def test_parse_leaf_rejects(data):
         parse_leaf(data)
 
 
+def test_a_version_1_leaf_is_refused_by_name():
+    """A leaf of a log made by tlog 0.1 is never misread as version 2: the error says which version it is."""
+    v1 = _leaf_text(v=1, invocations=DROP)
+    with pytest.raises(ValidationError) as e:
+        parse_leaf(v1)
+    assert "version 1 leaf" in e.value.details[0]["message"]
+
+
 def test_use_and_preference_leaf_from_details():
     record = validate(submitted())
     details = use_details(record, service="recs", index=9, logged_at="2026-08-01T12:00:00.123Z", decision="refused", policy="default", nonce=NONCE)
-    tag = artist_tag(TAG_KEY, record["artist_id"])
+    tag, _ = artist_tag(VRF, record["artist_id"])
     leaf = use_leaf(details, prev=H1, artist=tag, aseq=2, aprev=4)
     assert (leaf.type, leaf.decision, leaf.purpose, leaf.phase, leaf.details) == (
         "refusal", "refused", "recommendation", "inference", details_hash(details))
@@ -532,7 +572,7 @@ def benchmark() -> dict[str, float]:
     obj = submitted()
     record = validate(obj)
     details = use_details(record, service="recs", index=5, logged_at="2026-08-01T12:00:00.123Z", decision="allowed", policy="default", nonce=NONCE)
-    tag = artist_tag(TAG_KEY, "sc:user:42")
+    tag, _ = artist_tag(VRF, "sc:user:42")
     leaf = use_leaf(details, prev=H1, artist=tag, aseq=7, aprev=1041)
     data = build_leaf(leaf)
 
@@ -543,7 +583,7 @@ def benchmark() -> dict[str, float]:
         "validate_use": us(lambda: validate(obj)),
         "use_details": us(lambda: use_details(record, service="recs", index=5, logged_at="2026-08-01T12:00:00.123Z", decision="allowed", policy="default", nonce=NONCE)),
         "details_hash": us(lambda: details_hash(details)),
-        "artist_tag": us(lambda: artist_tag(TAG_KEY, "sc:user:42")),
+        "artist_tag (VRF prove)": us(lambda: artist_tag(VRF, "sc:user:42"), number=2_000),
         "use_leaf (incl. details_hash)": us(lambda: use_leaf(details, prev=H1, artist=tag, aseq=7, aprev=1041)),
         "build_leaf": us(lambda: build_leaf(leaf)),
         "parse_leaf": us(lambda: parse_leaf(data)),

@@ -7,7 +7,7 @@ import base64
 import gc
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -20,7 +20,7 @@ from . import merkle
 from .canonical import loads_strict
 from .errors import TlogError, ValidationError
 from .log import LocalLog, default_db, init_log, open_log
-from .records import validate_use
+from .records import parse_rfc3339, validate_use
 from .sequencer import Submission
 
 APPEND_BATCH = 1000
@@ -80,8 +80,9 @@ def main() -> None:
 @click.option("--origin", default="tlog.example/log", show_default=True,
               help="The log's name: first line of every checkpoint and the signing key's name (no spaces, no '+').")
 def init(db: Path, origin: str) -> None:
-    """Create a new log: database (mode 0600), signer and tag keys beside it (mode 0600), the default
-    policy as leaf 0, and the first signed checkpoint. Prints the verifier key alone on the last line.
+    """Create a new log: database (mode 0600), signer and VRF keys beside it (mode 0600), and the first
+    batch: the log leaf (origin and VRF public key), the default policy and the artist map's first map
+    leaf, under the first signed checkpoint (size 3). Prints the verifier key alone on the last line.
 
     Refuses to overwrite an existing log or key."""
     log = init_log(db, origin)
@@ -179,15 +180,20 @@ def policy() -> None:
 @policy.command("publish")
 @db_option
 @click.option("--id", "policy_id", required=True, help="The policy's id, e.g. 2026-09 ([A-Za-z0-9._:-]{1,64}).")
+@click.option("--effective", default=None, metavar="TIME",
+              help="When it takes effect, RFC 3339 (e.g. 2027-01-05T00:00:00Z); default: at once.")
 @click.argument("file", type=click.File("rb"))
-def policy_publish(db: Path, policy_id: str, file: IO[bytes]) -> None:
-    """Publish the policy document FILE under --id: uses sequenced afterwards are decided by it.
+def policy_publish(db: Path, policy_id: str, effective: str | None, file: IO[bytes]) -> None:
+    """Publish the policy document FILE under --id: uses logged from --effective on are decided by it.
 
     FILE is JSON: {"purposes": {"<code>": {"covers": …, "category": …, "default": "allowed|flagged|refused",
     "override_eligible": bool}}, "text": "…"}; `tlog policy show` prints the one in force as an example."""
+    effective_ms = None
+    if effective is not None:
+        effective_ms = (parse_rfc3339(effective, field="--effective") - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
     log = open_log(db, secrets_needed=True)
     try:
-        index, _ = log.sequencer().publish_policy(file.read(), policy_id)
+        index, _ = log.sequencer().publish_policy(file.read(), policy_id, effective_ms=effective_ms)
         click.echo(f"policy {policy_id} published at index {index}")
     finally:
         log.close()

@@ -22,10 +22,16 @@ def entry_leaf(entry: Entry, prev: bytes) -> bytes:
     d = entry.details
     if entry.type in ("use", "refusal"):
         return use_leaf_unchecked(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
-    if entry.type == "policy":
-        leaf = Leaf("policy", prev, format_logged_at(entry.logged_ms), details=bytes.fromhex(d["sha256"]), policy=d["policy"])
+    logged_at = format_logged_at(entry.logged_ms)
+    if entry.type == "map":
+        leaf = Leaf("map", prev, logged_at, root=bytes.fromhex(d["root"]))
     elif entry.type == "preference":
         leaf = preference_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
+    elif entry.type == "policy":
+        leaf = Leaf("policy", prev, logged_at, details=bytes.fromhex(d["sha256"]), policy=d["policy"],
+                    effective_at=d["effective_at"])
+    elif entry.type == "log":
+        leaf = Leaf("log", prev, logged_at, origin=d["origin"], vrf=bytes.fromhex(d["vrf"]))
     else:
         raise ValueError(f"unknown entry type {entry.type!r}")
     return build_leaf(leaf)

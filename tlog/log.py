@@ -3,9 +3,12 @@
 `tlog init` makes `<name>.db` (mode 0600) with two secrets beside it, both mode 0600 and never stored in
 the database or any export:
 - `<name>.signer.key`: the log's Ed25519 signer key in x/mod note form (`PRIVATE+KEY+origin+hash+…`);
-- `<name>.tag.key`: the 32-byte HMAC key of the artist tags, hex.
-The database keeps the public verifier key and origin, so a copied database can be verified without the
-secrets, and the server refuses to start if the stored checkpoint does not verify under them.
+- `<name>.vrf.key`: the 32-byte ECVRF secret of the artist tags (SPEC §2.2), hex. It never changes for the
+  life of the log: its public key is committed in the log's first leaf, and an artist's tag must stay
+  the same forever for the artist map to prove completeness (docs/OPERATIONS.md: keeping it).
+The database keeps the public verifier key, the VRF public key and the origin, so a copied database can
+be verified without the secrets, and the server refuses to start if the stored checkpoint does not
+verify under them.
 
 Key rotation (`tlog key rotate`) adds `<name>.signer.<hex8>.key` beside them. The meta row `vkeys` lists the
 active verifier keys, one a line (absent: just `vkey`, the primary); every active key signs every checkpoint,
@@ -17,8 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .note import Signer, Verifier, generate_key, is_valid_name, parse_note, sig
 from .sequencer import Sequencer
 from .store.sqlite import SqliteStore
 from .store.writer import ProcessWriter
+from .vrf import VrfSecret, generate_secret
 
 DEFAULT_DB = "data/tlog.db"
 
@@ -38,7 +40,7 @@ def default_db() -> str:
 
 def key_paths(db: Path) -> tuple[Path, Path]:
     stem = db.with_suffix("") if db.suffix == ".db" else db
-    return Path(f"{stem}.signer.key"), Path(f"{stem}.tag.key")
+    return Path(f"{stem}.signer.key"), Path(f"{stem}.vrf.key")
 
 
 def rotated_key_path(db: Path, key_hash: int) -> Path:
@@ -74,7 +76,7 @@ class LocalLog:
     origin: str
     verifier: Verifier
     signers: list[Signer]
-    tag_key: bytes | None
+    vrf: VrfSecret | None
     verifiers: list[Verifier] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -82,9 +84,14 @@ class LocalLog:
             self.verifiers = [self.verifier]
 
     def sequencer(self, **kwargs: object) -> Sequencer:
-        if not self.signers or self.tag_key is None:
+        if not self.signers or self.vrf is None:
             raise StorageError(f"the key files beside {self.path} are needed to write to the log")
-        return Sequencer(self.store, origin=self.origin, signers=self.signers, tag_key=self.tag_key, **kwargs)  # type: ignore[arg-type]
+        return Sequencer(self.store, origin=self.origin, signers=self.signers, vrf=self.vrf, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def vrf_key(self) -> bytes:
+        """The VRF public key of the artist tags, as the log leaf at index 0 commits to it."""
+        return bytes.fromhex(self.store.get_meta("vrf") or "")
 
     def process_writer(self) -> ProcessWriter:
         """A writer of this log's batches from a child process (see store/writer.py), for a sequencer that
@@ -197,26 +204,26 @@ def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
 
 
 def init_log(db: str | os.PathLike[str], origin: str) -> LocalLog:
-    """Creates the database and keys, publishes the default policy and signs the first checkpoint."""
+    """Creates the database and keys, and writes the first batch (SPEC §2.3: the log leaf, the default
+    policy and a map leaf) with the first checkpoint, of size 3."""
     path = Path(db)
     if not is_valid_name(origin) or "+" in origin:
         raise ValidationError(f"origin {origin!r} must be a key name: printable, no spaces, no '+'")
-    signer_path, tag_path = key_paths(path)
-    for p in (path, signer_path, tag_path):
+    signer_path, vrf_path = key_paths(path)
+    for p in (path, signer_path, vrf_path):
         if p.exists():
             raise StorageError(f"{p} already exists; refusing to overwrite a log")
     path.parent.mkdir(parents=True, exist_ok=True)
     skey, vkey = generate_key(origin)
-    tag_key = secrets.token_bytes(32)
+    vrf = VrfSecret.from_secret(generate_secret())
     write_secret(signer_path, skey)
-    write_secret(tag_path, tag_key.hex())
+    write_secret(vrf_path, vrf.sk.hex())
     store = SqliteStore(path, create=True)
     store.set_meta("origin", origin)
     store.set_meta("vkey", vkey)
-    log = LocalLog(path, store, origin, Verifier.from_key(vkey), [Signer.from_key(skey)], tag_key)
-    seq = log.sequencer()
-    store.add_checkpoint(0, seq.checkpoint_empty(), int(time.time() * 1000))
-    seq.publish_default_policy()
+    store.set_meta("vrf", vrf.pk.hex())
+    log = LocalLog(path, store, origin, Verifier.from_key(vkey), [Signer.from_key(skey)], vrf)
+    log.sequencer().start_log(vrf.pk)
     return log
 
 
@@ -228,18 +235,25 @@ def open_log(db: str | os.PathLike[str], *, secrets_needed: bool = False, readon
         if origin is None or not vkeys:
             raise StorageError(f"{path} has no origin or verifier key; was `tlog init` interrupted?")
         verifiers = [Verifier.from_key(k) for k in vkeys]
-        signer_path, tag_path = key_paths(path)
+        signer_path, vrf_path = key_paths(path)
         signers: list[Signer] = []
-        tag_key: bytes | None = None
-        if secrets_needed or (signer_path.exists() and tag_path.exists()):
+        vrf: VrfSecret | None = None
+        if secrets_needed or (signer_path.exists() and vrf_path.exists()):
             signers = _load_signers(path, vkeys)
-            try:
-                tag_key = bytes.fromhex(read_secret(tag_path, "tag key"))
-            except ValueError:
-                raise StorageError(f"{tag_path} is not a hex key") from None
-            if len(tag_key) != 32:
-                raise StorageError(f"{tag_path} must hold 32 bytes")
-        return LocalLog(path, store, origin, verifiers[0], signers, tag_key, verifiers)
+            vrf = _load_vrf(vrf_path, store.get_meta("vrf"))
+        return LocalLog(path, store, origin, verifiers[0], signers, vrf, verifiers)
     except TlogError:
         store.close()
         raise
+
+
+def _load_vrf(path: Path, vrf_key: str | None) -> VrfSecret:
+    """The VRF secret, checked against the public key the log committed to: a swapped key file would give
+    every artist a second tag, which is exactly what the tags exist to rule out."""
+    try:
+        secret = VrfSecret.from_secret(bytes.fromhex(read_secret(path, "VRF key")))
+    except ValueError:
+        raise StorageError(f"{path} does not hold a 32-byte hex VRF secret") from None
+    if secret.pk.hex() != vrf_key:
+        raise StorageError(f"{path} is not the VRF key this log committed to in its first leaf")
+    return secret

@@ -243,6 +243,14 @@ def _level(obj: dict[str, Any], path: str, purposes: Collection[str] | None, pro
 # Decisions (§4)
 
 
+def in_effect(schedule: Iterable[tuple[int, int, Policy]], ms: int) -> Policy | None:
+    """The policy in effect at `ms` (SPEC §4): among published policies, given as (effective_at in ms,
+    index of the policy leaf, policy), the one with the latest `effective_at` not after `ms`; ties go to
+    the later leaf. None before the first takes effect."""
+    due = [(effective, index, policy) for effective, index, policy in schedule if effective <= ms]
+    return max(due, key=lambda s: (s[0], s[1]))[2] if due else None
+
+
 def decide(policy: Policy, purpose: str, content_id: str, prefs: Mapping[str, Any] | None, basis: str | None = None) -> str:
     """The decision for one use: "allowed", "refused", "allowed_override" or "flagged" (see the module
     docstring for the precedence). `prefs` is a validated preferences document, or None for none."""

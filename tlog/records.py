@@ -11,7 +11,6 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
-import hmac
 import re
 import time
 from collections.abc import Collection, Mapping
@@ -21,16 +20,21 @@ from typing import Any, Final, TypedDict
 
 import orjson
 
+from tlog import vrf
 from tlog.canonical import MAX_SAFE_INT, canonical, is_valid_unicode, join_path, problems_error
-from tlog.errors import ValidationError
+from tlog.errors import ProofError, ValidationError
+from tlog.vrf import VrfSecret
 
 PHASES: Final = frozenset({"training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"})
 BASES: Final = frozenset({"legal_obligation", "legitimate_interest_security"})
 USE_DECISIONS: Final = frozenset({"allowed", "allowed_override", "flagged"})
 DECISIONS: Final = USE_DECISIONS | {"refused"}
 CHANGED_BY: Final = frozenset({"artist", "service"})
-LEAF_TYPES: Final = frozenset({"use", "refusal", "preference", "policy", "map"})
-LEAF_VERSION: Final = 1
+LEAF_TYPES: Final = frozenset({"use", "refusal", "preference", "policy", "binding", "erasure", "log", "map"})
+# Types whose leaves carry an artist's chain fields (artist, aseq, aprev): the ones the artist map counts.
+CHAIN_TYPES: Final = frozenset({"use", "refusal", "preference", "binding"})
+BINDING_CHANGES: Final = frozenset({"bind", "release"})
+LEAF_VERSION: Final = 2
 MAX_LEAF_SIZE: Final = 65_535
 MAX_FUTURE: Final = timedelta(minutes=5)
 NONCE_SIZE: Final = 16
@@ -336,11 +340,23 @@ def details_hash(details: Mapping[str, Any]) -> bytes:
 _DETAILS_OPTS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
-def artist_tag(tag_key: bytes, artist_id: str) -> bytes:
-    """HMAC-SHA256(tag key, "artist:" + artist_id): the artist's pseudonym in public leaves."""
-    if len(tag_key) < 32:
-        raise ValueError("the artist tag key must be at least 32 bytes")
-    return hmac.digest(tag_key, b"artist:" + artist_id.encode(), "sha256")
+def artist_alpha(artist_id: str) -> bytes:
+    """The VRF input of an artist's tag (SPEC §2.2): UTF-8 of "artist:" + artist_id."""
+    return b"artist:" + artist_id.encode()
+
+
+def artist_tag(secret: VrfSecret, artist_id: str) -> tuple[bytes, bytes]:
+    """(tag, VRF proof) of an artist: the tag is the first 32 bytes of the ECVRF output on
+    `artist_alpha(artist_id)`; the 80-byte proof lets anyone holding the id check it is the only tag."""
+    proof = secret.prove(artist_alpha(artist_id))
+    return vrf.proof_to_hash(proof)[:32], proof
+
+
+def check_artist_tag(vrf_key: bytes, artist_id: str, tag: bytes, proof: bytes) -> None:
+    """ProofError unless `proof` is a valid VRF proof under `vrf_key` for the artist id and gives `tag`."""
+    beta = vrf.verify(vrf_key, artist_alpha(artist_id), proof)
+    if beta[:32] != tag:
+        raise ProofError(f"the VRF proof for {artist_id!r} gives another tag than the one logged")
 
 
 def _name(value: Any, what: str) -> str:
@@ -367,12 +383,16 @@ def _nonce(nonce: Any) -> str:
 
 @dataclass(slots=True)
 class Leaf:
-    """A public leaf, decoded. Hashes are raw bytes (hex in the JSON). Which fields a type carries:
+    """A public leaf (version 2), decoded. Hashes and keys are raw bytes (hex in the JSON). Which fields
+    a type carries:
 
-    - use, refusal: prev, logged_at, purpose, phase, decision, policy, artist, aseq, aprev, details
+    - use, refusal: prev, logged_at, purpose, phase, decision, policy, artist, aseq, aprev, invocations, details
     - preference:   prev, logged_at, artist, aseq, aprev, by, details
-    - policy:       prev, logged_at, policy, details (SHA-256 of the policy document)
-    - map:          prev, logged_at, root
+    - binding:      prev, logged_at, artist, aseq, aprev, details (the content id and the change)
+    - policy:       prev, logged_at, policy, effective_at, details (SHA-256 of the policy document)
+    - erasure:      prev, logged_at, artist, erased
+    - log:          prev, logged_at, origin, vrf (index 0 only)
+    - map:          prev, logged_at, root (ends every batch, §2.3)
 
     Fields a type does not carry are None here and omitted from the JSON. `aprev` is None both when
     omitted and for an artist's first leaf (aseq 1), where the JSON says null."""
@@ -388,19 +408,33 @@ class Leaf:
     artist: bytes | None = None
     aseq: int | None = None
     aprev: int | None = None
+    invocations: int | None = None
     by: str | None = None
+    effective_at: str | None = None
+    erased: int | None = None
+    origin: str | None = None
+    vrf: bytes | None = None
     root: bytes | None = None
 
+    @property
+    def chained(self) -> bool:
+        """Whether the leaf is in its artist's chain (and so in the artist map)."""
+        return self.aseq is not None
 
+
+_CHAIN: Final = frozenset({"artist", "aseq", "aprev"})
 _FIELDS_BY_TYPE: Final = {
-    "use": frozenset({"prev", "logged_at", "purpose", "phase", "decision", "policy", "artist", "aseq", "aprev", "details"}),
-    "preference": frozenset({"prev", "logged_at", "artist", "aseq", "aprev", "by", "details"}),
-    "policy": frozenset({"prev", "logged_at", "policy", "details"}),
+    "use": frozenset({"prev", "logged_at", "purpose", "phase", "decision", "policy", "invocations", "details"}) | _CHAIN,
+    "preference": frozenset({"prev", "logged_at", "by", "details"}) | _CHAIN,
+    "binding": frozenset({"prev", "logged_at", "details"}) | _CHAIN,
+    "policy": frozenset({"prev", "logged_at", "policy", "effective_at", "details"}),
+    "erasure": frozenset({"prev", "logged_at", "artist", "erased"}),
+    "log": frozenset({"prev", "logged_at", "origin", "vrf"}),
     "map": frozenset({"prev", "logged_at", "root"}),
 }
 _FIELDS_BY_TYPE["refusal"] = _FIELDS_BY_TYPE["use"]
 _ALL_LEAF_FIELDS: Final = tuple(f for f in Leaf.__slots__ if f != "type")  # type: ignore[attr-defined]
-_HASH_FIELDS: Final = frozenset({"prev", "details", "artist", "root"})
+_HASH_FIELDS: Final = frozenset({"prev", "details", "artist", "root", "vrf"})
 
 
 def use_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, aseq: int, aprev: int | None) -> Leaf:
@@ -419,6 +453,7 @@ def use_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, aseq: in
         artist=artist,
         aseq=aseq,
         aprev=aprev,
+        invocations=details["invocations"],
     )
 
 
@@ -438,11 +473,11 @@ def preference_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, a
 
 def build_leaf(leaf: Leaf) -> bytes:
     """The leaf's JCS bytes. ValidationError if it is not a leaf `parse_leaf` would accept (so the log
-    can never hold one that verifiers refuse). The field syntax bounds a leaf to about 500 bytes, far
-    under the SPEC's 65,535, which `parse_leaf` enforces on what it is given."""
+    can never hold one that verifiers refuse). The field syntax bounds most leaves to about 500 bytes,
+    far under the SPEC's 65,535, which `parse_leaf` enforces on what it is given."""
     if (leaf.type == "use" or leaf.type == "refusal") and _use_leaf_ok(leaf):
         return _use_leaf_bytes(leaf.type, leaf.prev, leaf.logged_at, leaf.details, leaf.purpose, leaf.phase,  # type: ignore[arg-type]
-                               leaf.decision, leaf.policy, leaf.artist, leaf.aseq, leaf.aprev)  # type: ignore[arg-type]
+                               leaf.decision, leaf.policy, leaf.artist, leaf.aseq, leaf.aprev, leaf.invocations)  # type: ignore[arg-type]
     problems = _leaf_problems(leaf)
     if problems:
         raise problems_error(problems)
@@ -457,25 +492,25 @@ def use_leaf_unchecked(details: Mapping[str, Any], *, prev: bytes, artist: bytes
     decision = details["decision"]
     return _use_leaf_bytes("refusal" if decision == "refused" else "use", prev, details["logged_at"],
                            details_hash(details), details["purpose"], details["phase"], decision,
-                           details["policy"], artist, aseq, aprev)
+                           details["policy"], artist, aseq, aprev, details["invocations"])
 
 
 def _use_leaf_bytes(type_: str, prev: bytes, logged_at: str, details: bytes, purpose: str, phase: str,
-                    decision: str, policy: str, artist: bytes, aseq: int, aprev: int | None) -> bytes:
+                    decision: str, policy: str, artist: bytes, aseq: int, aprev: int | None, invocations: int) -> bytes:
     # Every value is known to need no escaping, and the keys are in JCS order (note "artist" < "aseq"),
     # so this is the canonical form without the generic encoder; the tests compare it with canonical().
     return (
         f'{{"aprev":{"null" if aprev is None else aprev},"artist":"{artist.hex()}",'
-        f'"aseq":{aseq},"decision":"{decision}","details":"{details.hex()}",'
+        f'"aseq":{aseq},"decision":"{decision}","details":"{details.hex()}","invocations":{invocations},'
         f'"logged_at":"{logged_at}","phase":"{phase}","policy":"{policy}",'
-        f'"prev":"{prev.hex()}","purpose":"{purpose}","type":"{type_}","v":1}}'
+        f'"prev":"{prev.hex()}","purpose":"{purpose}","type":"{type_}","v":2}}'
     ).encode()
 
 
 def _use_leaf_ok(leaf: Leaf) -> bool:
     """`not _leaf_problems(leaf)` for a use or refusal leaf, as one expression: the per-record path.
     (A test holds the two to agreeing.)"""
-    aseq, aprev, decision = leaf.aseq, leaf.aprev, leaf.decision
+    aseq, aprev, decision, invocations = leaf.aseq, leaf.aprev, leaf.decision, leaf.invocations
     return bool(
         type(leaf.prev) is bytes and len(leaf.prev) == 32
         and type(leaf.artist) is bytes and len(leaf.artist) == 32
@@ -487,7 +522,9 @@ def _use_leaf_ok(leaf: Leaf) -> bool:
         and type(leaf.policy) is str and POLICY_ID.fullmatch(leaf.policy)
         and type(aseq) is int and 1 <= aseq <= MAX_SAFE_INT
         and (aprev is None if aseq == 1 else type(aprev) is int and 0 <= aprev <= MAX_SAFE_INT)
-        and leaf.by is None and leaf.root is None
+        and type(invocations) is int and 1 <= invocations <= MAX_SAFE_INT
+        and leaf.by is None and leaf.root is None and leaf.effective_at is None and leaf.erased is None
+        and leaf.origin is None and leaf.vrf is None
         and _is_logged_at(leaf.logged_at)
     )
 
@@ -519,6 +556,12 @@ def _check_hash(value: Any, leaf: Leaf) -> str | None:
     return None if type(value) is bytes and len(value) == 32 else "must be 32 bytes"
 
 
+def _check_prev(value: Any, leaf: Leaf) -> str | None:
+    if leaf.type == "log":  # index 0: nothing before it
+        return None if value == bytes(32) else "must be 64 zeros: a log leaf is the first leaf"
+    return _check_hash(value, leaf)
+
+
 def _is_logged_at(value: Any) -> bool:
     return type(value) is str and _logged_at_ok(value)
 
@@ -534,6 +577,14 @@ def _logged_at_ok(value: str) -> bool:
 
 def _check_logged_at(value: Any, leaf: Leaf) -> str | None:
     return None if _is_logged_at(value) else "must be UTC with milliseconds, e.g. 2026-08-01T12:00:00.123Z"
+
+
+def _check_effective_at(value: Any, leaf: Leaf) -> str | None:
+    if not _is_logged_at(value):
+        return "must be UTC with milliseconds, e.g. 2026-08-01T12:00:00.123Z"
+    if _is_logged_at(leaf.logged_at) and parse_logged_at(value) < parse_logged_at(leaf.logged_at):
+        return "must not be before the leaf's logged_at"
+    return None
 
 
 def _check_purpose(value: Any, leaf: Leaf) -> str | None:
@@ -553,7 +604,7 @@ def _check_policy(value: Any, leaf: Leaf) -> str | None:
     return None if type(value) is str and POLICY_ID.fullmatch(value) else "not a policy id"
 
 
-def _check_aseq(value: Any, leaf: Leaf) -> str | None:
+def _check_count(value: Any, leaf: Leaf) -> str | None:
     return None if type(value) is int and 1 <= value <= MAX_SAFE_INT else "must be an integer ≥ 1"
 
 
@@ -567,8 +618,14 @@ def _check_by(value: Any, leaf: Leaf) -> str | None:
     return None if type(value) is str and value in CHANGED_BY else 'must be "artist" or "service"'
 
 
+def _check_origin(value: Any, leaf: Leaf) -> str | None:
+    # The origin is the checkpoint's first line and the note key's name (SPEC §5): no spaces, no "+".
+    ok = type(value) is str and 0 < len(value) <= MAX_PLATFORM_ID and value.isprintable() and not set(value) & {" ", "+"}
+    return None if ok else "must be the log's origin: printable, no spaces, no '+'"
+
+
 _LEAF_CHECKS: Final = {
-    "prev": _check_hash,
+    "prev": _check_prev,
     "logged_at": _check_logged_at,
     "details": _check_hash,
     "purpose": _check_purpose,
@@ -576,16 +633,22 @@ _LEAF_CHECKS: Final = {
     "decision": _check_decision,
     "policy": _check_policy,
     "artist": _check_hash,
-    "aseq": _check_aseq,
+    "aseq": _check_count,
     "aprev": _check_aprev,
+    "invocations": _check_count,
     "by": _check_by,
+    "effective_at": _check_effective_at,
+    "erased": _check_count,
+    "origin": _check_origin,
+    "vrf": _check_hash,
     "root": _check_hash,
 }
 
 
 def parse_leaf(data: bytes) -> Leaf:
     """Decodes a public leaf strictly: the right fields for its type, each well-formed, and the bytes
-    exactly canonical (the encoding of what they decode to). ValidationError otherwise."""
+    exactly canonical (the encoding of what they decode to). ValidationError otherwise; a leaf of
+    another format version says which, so a v1 log is refused by name, never misread."""
     data = bytes(data)
     if len(data) > MAX_LEAF_SIZE:
         raise problems_error([{"field": "", "message": f"leaf larger than {MAX_LEAF_SIZE} bytes"}])
@@ -595,6 +658,9 @@ def parse_leaf(data: bytes) -> Leaf:
         raise problems_error([{"field": "", "message": f"leaf is not JSON: {e}"}]) from None
     if type(obj) is not dict:
         raise problems_error([{"field": "", "message": "a leaf is a JSON object"}])
+    version = obj.get("v")
+    if version != LEAF_VERSION:
+        raise problems_error([{"field": "v", "message": _version_message(version)}])
     kind = obj.get("type")
     fields = _FIELDS_BY_TYPE.get(kind) if type(kind) is str else None
     if fields is None:
@@ -608,11 +674,18 @@ def parse_leaf(data: bytes) -> Leaf:
     for name in fields & _HASH_FIELDS:
         values[name] = _hash_from_hex(values[name], name)
     leaf = Leaf(type=kind, **values)
-    # build_leaf checks every field (and v is not a field: it must be 1 to match). Comparing bytes
-    # refuses every other spelling: spacing, key order, escapes, uppercase hex, duplicate keys, 7.0.
+    # build_leaf checks every field. Comparing bytes refuses every other spelling: spacing, key order,
+    # escapes, uppercase hex, duplicate keys, 7.0.
     if build_leaf(leaf) != data:
-        raise problems_error([{"field": "", "message": "leaf is not in canonical form (RFC 8785) or not version 1"}])
+        raise problems_error([{"field": "", "message": "leaf is not in canonical form (RFC 8785)"}])
     return leaf
+
+
+def _version_message(version: Any) -> str:
+    if version == 1:
+        return ("a version 1 leaf: this log was made by tlog 0.1 (HMAC artist tags, no artist map), which this "
+                "version does not read; verify it with tlog 0.1, or start a new log with `tlog init`")
+    return f"must be {LEAF_VERSION} (tlog leaf format version {LEAF_VERSION})"
 
 
 def _hash_from_hex(value: Any, name: str) -> bytes:

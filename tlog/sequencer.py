@@ -14,8 +14,14 @@ ticket's results once its batch is durable. The synchronous calls are `wait(subm
 Invariants:
 - Indexes are dense and assigned here alone; `Batch.start` guards against a second writer.
 - `logged_at` never decreases along the log (`max(clock, last)`).
-- Every batch ends with a signed checkpoint covering it; the batch boundary is `_seal`, where the
-  per-batch map leaf of SPEC §2.3 will be appended.
+- Every batch ends with a `map` leaf committing to the artist map over every leaf before it (SPEC §2.3)
+  and a signed checkpoint covering it, both made in `_seal`: so the last leaf of every checkpoint is a
+  map leaf, and the map root is written in the same transaction as the batch it covers.
+- Artist tags are VRF outputs (SPEC §2.2), computed once at an artist's first sight together with their
+  proof, and stored with the artist: readers serve proofs without the VRF key.
+- The policy a batch decides by is the one in effect at its `logged_at` (SPEC §4: the latest
+  `effective_at` not after it, ties to the later leaf); publishing one that takes effect later changes
+  nothing until then.
 - Two states: the *build* state (size, frontier, chain heads, artists, policy) moves forward as soon as a
   batch is handed over, so the next one extends it; the *durable* state (`checkpoint`, `on_commit`)
   moves only as outcomes are received, oldest first. A result reaches its caller only once its batch,
@@ -39,16 +45,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from . import merkle, records
+from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, StorageError, TlogError, ValidationError
 from .leaves import entry_leaf
 from .note import Signer, sign_note
-from .policy import DEFAULT_POLICY, Policy, decide, loosenings, parse_policy, validate_preferences
+from .policy import DEFAULT_POLICY, Policy, decide, in_effect, loosenings, parse_policy, validate_preferences
+from .vrf import VrfSecret
 from .store.base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, Store
 from .store.writer import BatchWriter, InlineWriter
 
 T = TypeVar("T")
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet settled: one being written, one queued
+KEPT_MAPS = 16  # artist maps of the latest durable sizes kept for map proofs (older ones are rebuilt)
 
 # The submitted fields of a use record; the rest of its details are the server's.
 SUBMITTED_FIELDS = (
@@ -89,7 +98,9 @@ class _Pending:
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     artists: dict[str, ArtistState] = field(default_factory=dict)
     policies: list[PolicyRecord] = field(default_factory=list)
-    policy: Policy | None = None
+    policy: Policy | None = None  # the policy in effect at logged_at
+    schedule: tuple[tuple[int, int, Policy], ...] = ()  # every published policy: (effective ms, index, policy)
+    map: ArtistMap = field(default_factory=ArtistMap.empty)
 
     @property
     def size(self) -> int:
@@ -107,6 +118,7 @@ class Ticket:
     end: int = 0
     batch: Batch | None = None  # None: nothing to write (every record a duplicate, say)
     checkpoint: bytes | None = None
+    map: ArtistMap | None = None  # the artist map at the batch's end
     error: BaseException | None = None
     done: bool = False
 
@@ -118,7 +130,7 @@ class Sequencer:
         *,
         origin: str,
         signers: Sequence[Signer],
-        tag_key: bytes,
+        vrf: VrfSecret,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[Batch], None] | None = None,
         writer: BatchWriter | None = None,
@@ -133,9 +145,11 @@ class Sequencer:
         self.origin = origin
         # Kept by reference when a list: LocalLog.reload_keys swaps a running server's keys in place.
         self.signers = signers if isinstance(signers, list) else list(signers)
-        self.tag_key = tag_key
+        self.vrf = vrf
         self.clock = clock
         self._artists: dict[str, ArtistState | None] = {}
+        # The artist maps of the latest durable sizes, newest last: map proofs are served from these.
+        self.maps: dict[int, ArtistMap] = {}
         self.reload()
 
     # --- state -------------------------------------------------------------------------------
@@ -155,13 +169,20 @@ class Sequencer:
         frontier = merkle.Frontier.from_reader(size, self.store)
         prev = self.store.leaf_hashes(size - 1, size)[0] if size else bytes(32)
         last = self.store.entry(size - 1) if size else None
-        pols = self.store.policies()
-        policy = parse_policy(pols[-1].document, pols[-1].policy_id) if pols else None
+        schedule = tuple(_scheduled(self.store.entry(r.index), r) for r in self.store.policies())
+        amap = ArtistMap.build((a.tag, MapValue(a.aseq, a.head)) for a in self.store.artists() if a.aseq)
         checkpoint = self.store.latest_checkpoint()
         self.size, self.frontier, self.prev, self.checkpoint = size, frontier, prev, checkpoint
         self.logged_ms = last.logged_ms if last else 0
-        self.policy = policy
+        self.schedule, self.map = schedule, amap
+        self.maps.clear()  # in place: a server holds a reference to it
+        self.maps[size] = amap
         self._stale = False
+
+    @property
+    def policy(self) -> Policy | None:
+        """The policy in effect now (for checking a record's purpose before it is submitted)."""
+        return in_effect(self.schedule, max(int(self.clock() * 1000), self.logged_ms))
 
     def _artist(self, p: _Pending, artist_id: str) -> ArtistState:
         """The artist's state as of the batch being built (staged, cached, stored or new)."""
@@ -173,9 +194,10 @@ class Sequencer:
         else:
             cur = self._artists[artist_id] = self.store.artist_state(artist_id)
         if cur is None:
-            a = ArtistState(artist_id, records.artist_tag(self.tag_key, artist_id), 0, -1, None)
+            tag, proof = records.artist_tag(self.vrf, artist_id)
+            a = ArtistState(artist_id, tag, 0, -1, None, proof)
         else:
-            a = ArtistState(cur.artist_id, cur.tag, cur.aseq, cur.head, cur.preferences)
+            a = ArtistState(cur.artist_id, cur.tag, cur.aseq, cur.head, cur.preferences, cur.proof)
         p.artists[artist_id] = a
         return a
 
@@ -193,7 +215,8 @@ class Sequencer:
         logged_ms = max(int(self.clock() * 1000), self.logged_ms)
         return _Pending(
             start=self.size, frontier=self.frontier.copy(), prev=self.prev, base=self.prev, logged_ms=logged_ms,
-            logged_at=records.format_logged_at(logged_ms), policy=self.policy,
+            logged_at=records.format_logged_at(logged_ms), policy=in_effect(self.schedule, logged_ms),
+            schedule=self.schedule, map=self.map,
         )
 
     # --- leaves ------------------------------------------------------------------------------
@@ -360,25 +383,49 @@ class Sequencer:
 
         return self._build_and_commit(build)
 
-    def publish_policy(self, document: bytes, policy_id: str) -> tuple[int, bytes]:
-        """Appends a `policy` leaf; uses sequenced after it are decided under it."""
+    def publish_policy(self, document: bytes, policy_id: str, *, effective_ms: int | None = None) -> tuple[int, bytes]:
+        """Appends a `policy` leaf; uses logged from `effective_ms` on (default: at once) are decided under
+        it. A time before the leaf's own `logged_at` is refused (SPEC §4: `effective_at` ≥ `logged_at`)."""
         policy = parse_policy(document, policy_id)
 
         def build() -> tuple[_Pending, tuple[int, bytes]]:
             if self.store.policy(policy_id) is not None:
                 raise Conflict(f"policy {policy_id!r} was already published")
             p = self._begin()
-            sha = hashlib.sha256(policy.document).hexdigest()
-            entry = Entry(p.size, "policy", p.logged_ms, {"policy": policy.id, "sha256": sha})
+            effective = p.logged_ms if effective_ms is None else effective_ms
+            if effective < p.logged_ms:
+                raise ValidationError(f"a policy cannot take effect before it is announced ({p.logged_at})",
+                                      [{"field": "effective_at", "message": "must not be in the past"}])
+            details = {"policy": policy.id, "sha256": hashlib.sha256(policy.document).hexdigest(),
+                       "effective_at": records.format_logged_at(effective)}
+            entry = Entry(p.size, "policy", p.logged_ms, details)
             _, h = self._add(p, entry)
             p.policies.append(PolicyRecord(policy.id, entry.index, policy.document))
-            p.policy = policy
+            p.schedule = (*p.schedule, (effective, entry.index, policy))
+            p.policy = in_effect(p.schedule, p.logged_ms)
             return p, (entry.index, h)
 
         return self._build_and_commit(build)
 
-    def publish_default_policy(self) -> tuple[int, bytes]:
-        return self.publish_policy(DEFAULT_POLICY.document, DEFAULT_POLICY.id)
+    def start_log(self, vrf_key: bytes) -> bytes:
+        """The first batch of a new log (SPEC §2.3): the `log` leaf committing to the origin and the VRF
+        public key, the default policy, and the map leaf; returns its checkpoint (size 3)."""
+        if self.size:
+            raise Conflict("the log has already been started")
+        policy = DEFAULT_POLICY
+
+        def build() -> tuple[_Pending, bytes]:
+            p = self._begin()
+            self._add(p, Entry(0, "log", p.logged_ms, {"origin": self.origin, "vrf": vrf_key.hex()}))
+            sha = hashlib.sha256(policy.document).hexdigest()
+            entry = Entry(1, "policy", p.logged_ms, {"policy": policy.id, "sha256": sha, "effective_at": p.logged_at})
+            self._add(p, entry)
+            p.policies.append(PolicyRecord(policy.id, 1, policy.document))
+            p.schedule = ((p.logged_ms, 1, policy),)
+            return p, b""
+
+        self._build_and_commit(build)
+        return self.checkpoint  # type: ignore[return-value]
 
     # --- the batch boundary ------------------------------------------------------------------
 
@@ -386,7 +433,11 @@ class Sequencer:
         return sign_note(Checkpoint(self.origin, size, root).body(), tuple(self.signers))
 
     def _seal(self, p: _Pending) -> tuple[bytes, Batch]:
-        # SPEC §2.3: the per-batch map leaf goes here, after the batch's last entry and before signing.
+        """Ends the batch: the map leaf over every leaf before it (SPEC §2.3), then the signed checkpoint."""
+        changed = {a.tag: MapValue(a.aseq, a.head) for a in p.artists.values() if a.aseq}
+        if changed:
+            p.map = p.map.update(changed)
+        self._add(p, Entry(p.size, "map", p.logged_ms, {"root": p.map.root().hex()}))
         checkpoint = self.sign(p.size, p.frontier.root())
         return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint, p.base)
 
@@ -422,10 +473,11 @@ class Sequencer:
         start = self.size
         try:
             p, ticket.result = build()
-            ticket.start, ticket.end = p.start, p.size
             if p.entries:
                 ticket.checkpoint, ticket.batch = self._seal(p)
+                ticket.map = p.map
                 self.writer.send(ticket.batch)
+            ticket.start, ticket.end = p.start, p.size
         except BaseException:
             self._forget(start, None)  # nothing of this batch is in flight
             raise
@@ -452,8 +504,15 @@ class Sequencer:
         ticket.done = True
         if ticket.batch is not None:
             self.checkpoint = ticket.checkpoint
+            self._keep_map(ticket)
             if self.on_commit is not None:
                 self.on_commit(ticket.batch)
+
+    def _keep_map(self, ticket: Ticket) -> None:
+        if ticket.map is not None:
+            self.maps[ticket.end] = ticket.map
+            while len(self.maps) > KEPT_MAPS:
+                del self.maps[next(iter(self.maps))]
 
     def _recover(self, exc: Exception) -> None:
         """The oldest batch in flight failed with `exc`: see the module docstring."""
@@ -478,6 +537,7 @@ class Sequencer:
             if t.batch is not None and err is None:
                 # Written after all (a batch whose answer was lost before it): part of what was reloaded.
                 t.done = True
+                self._keep_map(t)
                 if self.on_commit is not None:
                     self.on_commit(t.batch)
             elif t.rebuilt or (i == 0 and not (isinstance(err, StorageError) and err.code == STALE_STATE)):
@@ -486,7 +546,7 @@ class Sequencer:
                 try:
                     again = self._submit(t.build, rebuilt=True)
                     t.result = self.wait(again)
-                    t.start, t.end, t.batch, t.checkpoint = again.start, again.end, again.batch, again.checkpoint
+                    t.start, t.end, t.batch, t.checkpoint, t.map = again.start, again.end, again.batch, again.checkpoint, again.map
                 except Exception as e:
                     t.error = e
                 t.done = True
@@ -509,15 +569,20 @@ class Sequencer:
     def _advance(self, p: _Pending) -> None:
         """The batch is handed over: the next one is built on it."""
         self.size, self.frontier, self.prev, self.logged_ms = p.size, p.frontier, p.prev, p.logged_ms
-        self.policy = p.policy
+        self.schedule, self.map = p.schedule, p.map
         for a in p.artists.values():
             self._artists[a.artist_id] = a
 
-    def checkpoint_empty(self) -> bytes:
-        """The signed checkpoint of the empty tree, for `tlog init`."""
-        return self.sign(0, merkle.EMPTY_ROOT)
 
 
 def _snapshot(artists: dict[str, ArtistState | None]) -> dict[str, ArtistState | None]:
-    return {k: None if a is None else ArtistState(a.artist_id, a.tag, a.aseq, a.head, a.preferences)
+    return {k: None if a is None else ArtistState(a.artist_id, a.tag, a.aseq, a.head, a.preferences, a.proof)
             for k, a in artists.items()}
+
+
+def _scheduled(entry: Entry | None, record: PolicyRecord) -> tuple[int, int, Policy]:
+    if entry is None or entry.type != "policy":
+        raise StorageError(f"policy {record.policy_id!r} names index {record.index}, which is not its policy leaf")
+    effective = records.parse_logged_at(entry.details["effective_at"])
+    return effective, record.index, parse_policy(record.document, record.policy_id)
+

@@ -56,8 +56,9 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(openapi.routes)
     if writer is not None:
         batches = writer.process_writer() if pipelined else None
-        state.committer = GroupCommitter(
-            writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches))
+        seq = writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches)
+        state.committer = GroupCommitter(seq)
+        state.recent_maps = seq.maps
         state.intake = Intake()
         app.add_routes(service.routes)
         app.add_routes(artist.routes)

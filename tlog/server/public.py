@@ -6,6 +6,7 @@ reader can never see a leaf or tile before a signed checkpoint covers it."""
 from __future__ import annotations
 
 import base64
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..policy import parse_policy
 from .state import State, get_state
 
 routes = web.RouteTableDef()
+_TAG = re.compile(r"[0-9a-f]{64}")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=2"
@@ -121,6 +123,25 @@ async def proof_consistency(request: web.Request) -> web.Response:
     return _json({"old": old, "new": new, "proof": [base64.b64encode(h).decode() for h in proof]}, cache=IMMUTABLE)
 
 
+@routes.get("/v1/map/proof")
+async def map_proof(request: web.Request) -> web.Response:
+    """SPEC §2.3: the map proof of a tag at the map leaf ending checkpoint `size` (the published one by
+    default, or the latest). Tags are public, so this says nothing about who an artist is."""
+    state = get_state(request)
+    raw = request.query.get("tag", "")
+    if not _TAG.fullmatch(raw):
+        raise ValidationError("tag must be 64 lowercase hex digits", [{"field": "tag", "message": raw[:80] or "required"}])
+    published = state.published_size()
+    size = _int_param(request, "size", minimum=1) if "size" in request.query else published
+    latest = state.latest_size()
+    if size not in (published, latest):
+        raise NotFound(f"map proofs are served for the published checkpoint ({published}) and the latest ({latest}), "
+                       f"not size {size}")
+    amap = state.map_at(size)
+    return _json({"size": size, "map_index": size - 1, "root": amap.root().hex(),
+                  "proof": amap.prove(bytes.fromhex(raw)).to_json()}, cache=SHORT)
+
+
 @routes.get("/v1/log")
 async def log_info(request: web.Request) -> web.Response:
     state = get_state(request)
@@ -129,6 +150,7 @@ async def log_info(request: web.Request) -> web.Response:
     return _json({
         "origin": state.log.origin,
         "verifier_keys": state.verifier_keys(),
+        "vrf_key": state.log.vrf_key.hex(),
         "size": state.published_size(),
         "policy": current.id if current else None,
         "purposes": [{"code": p.code, **p.as_json()} for p in current.purposes.values()] if current else [],

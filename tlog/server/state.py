@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..artistmap import ArtistMap
 from ..checkpoint import Checkpoint
 from ..errors import Unavailable
 from ..log import LocalLog
+from ..maps import rebuild_map
 from ..note import parse_note
 from ..store.sqlite import SqliteStore
 from ..tokens import TokenCache
@@ -45,6 +48,9 @@ class State:
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
     token_cache: TokenCache = field(default_factory=TokenCache)
+    # The sequencer's maps of its latest durable sizes (`Sequencer.maps`, updated in place by its thread).
+    recent_maps: Mapping[int, ArtistMap] = field(default_factory=dict)
+    _rebuilt: dict[int, ArtistMap] = field(default_factory=dict)
     _note: bytes = b""
     _parsed: tuple[bytes, Checkpoint | None] = (b"", None)
     _size: int = 0
@@ -71,6 +77,20 @@ class State:
     def published_size(self) -> int:
         self._refresh()
         return self._size
+
+    def latest_size(self) -> int:
+        return Checkpoint.parse(parse_note(self.store.latest_checkpoint() or b"")[0]).size
+
+    def map_at(self, size: int) -> ArtistMap:
+        """The artist map that the map leaf ending checkpoint `size` commits to: the sequencer's, or one
+        rebuilt from the store (maps.py) and kept while it is asked for."""
+        amap = self.recent_maps.get(size)
+        if amap is None:
+            amap = self._rebuilt.get(size)
+        if amap is None:
+            amap = rebuild_map(self.store, size)
+            self._rebuilt = {size: amap}
+        return amap
 
     def parse_checkpoint(self, signed: bytes) -> Checkpoint:
         """The body of a checkpoint this server signed (memoised: every receipt of a batch shares it)."""

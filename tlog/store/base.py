@@ -13,9 +13,10 @@ from typing import Any, Iterator, Protocol, Sequence
 
 @dataclass(slots=True)
 class Entry:
-    """One leaf's private side. `details` is the JCS-able details object of SPEC §2.2 (for a `policy` leaf,
-    {"policy": id, "sha256": hex of the policy text}); the artist fields are None for types without an
-    artist."""
+    """One leaf's private side. `details` is the JCS-able details object of SPEC §2.2; for leaves without
+    private details, what their public leaf says: {"policy": id, "sha256": hex of the policy text,
+    "effective_at": time} for a `policy` leaf, {"origin", "vrf": hex} for the `log` leaf, {"root": hex} for
+    a `map` leaf. The artist fields are None for types without an artist."""
 
     index: int
     type: str
@@ -36,6 +37,7 @@ class ArtistState:
     aseq: int
     head: int
     preferences: dict[str, Any] | None = None
+    proof: bytes = b""  # the 80-byte VRF proof of the tag (SPEC §2.2), made once at first sight
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ from ..errors import StorageError
 from ..records import format_logged_at
 from .base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, TokenRecord, UseFilter
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 ARTIST_EPOCH_BITS = 15  # entries per artist-index epoch: see the module docstring
 PAGE_SIZE = 8192  # pages of new logs: appends fill fewer of them than of 4 KiB (scripts/bench: ~+7%)
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
@@ -68,7 +68,7 @@ def _artist_index() -> str:
 
 
 _ARTIST_STATE = (
-    "SELECT a.artist_id, a.tag, h.aseq, h.head, a.preferences FROM artists a JOIN heads h ON h.id = a.id"
+    "SELECT a.artist_id, a.tag, h.aseq, h.head, a.preferences, a.proof FROM artists a JOIN heads h ON h.id = a.id"
 )
 
 _ENTRY_COLUMNS = (
@@ -169,7 +169,7 @@ class SqliteStore:
         db["meta"].create({"key": str, "value": str}, pk="key")
         db["names"].create({"id": int, "kind": str, "value": str}, pk="id")
         db["names"].create_index(["kind", "value"], unique=True)
-        db["artists"].create({"id": int, "artist_id": str, "tag": bytes, "preferences": str}, pk="id")
+        db["artists"].create({"id": int, "artist_id": str, "tag": bytes, "proof": bytes, "preferences": str}, pk="id")
         db["artists"].create_index(["artist_id"], unique=True)
         db["heads"].create({"id": int, "aseq": int, "head": int}, pk="id")
         db["entries"].create(
@@ -212,27 +212,15 @@ class SqliteStore:
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path} is not a tlog database: {exc}") from exc
-        if row is not None and row[0] == "1" and not readonly:
-            self._migrate_from_1()
-        elif row is None or row[0] != SCHEMA_VERSION:
-            found = "" if row is None else f" (it has schema {row[0]}; open it once read-write to upgrade it)"
+        if row is not None and row[0] in ("1", "2"):
+            # Schemas 1 and 2 hold logs of leaf format 1 (HMAC artist tags, no artist map): their leaves
+            # cannot be re-derived as version 2, so they are refused by name rather than misread.
+            raise StorageError(f"{self.path} was made by tlog 0.1 (schema {row[0]}, leaf format 1: HMAC artist tags, "
+                               "no artist map); this version reads leaf format 2 only. Verify it with tlog 0.1, "
+                               "or start a new log with `tlog init`")
+        if row is None or row[0] != SCHEMA_VERSION:
+            found = "" if row is None else f" (it has schema {row[0]})"
             raise StorageError(f"{self.path} is not a tlog database of schema {SCHEMA_VERSION}{found}")
-
-    def _migrate_from_1(self) -> None:
-        """Schema 1 kept heads in `artists`, indexed entries by (artist, idx) and leaf hashes in `nodes`:
-        one transaction moves heads and leaf hashes and rebuilds the index by epoch. Nothing in the log
-        changes."""
-        with self._immediate() as c:
-            c.execute("CREATE TABLE heads (id INTEGER PRIMARY KEY, aseq INTEGER, head INTEGER)")
-            c.execute("INSERT INTO heads SELECT id, aseq, head FROM artists")
-            c.execute("ALTER TABLE artists DROP COLUMN aseq")
-            c.execute("ALTER TABLE artists DROP COLUMN head")
-            c.execute("DROP INDEX entries_artist")
-            c.execute(_artist_index())
-            c.execute("ALTER TABLE entries ADD COLUMN hash BLOB")
-            c.execute("UPDATE entries SET hash = (SELECT hash FROM nodes WHERE nodes.id = entries.idx)")
-            c.execute("DELETE FROM nodes WHERE id < ?", (node_id(1, 0),))
-            c.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def _load_names(self) -> None:
         self._names.clear()
@@ -353,12 +341,6 @@ class SqliteStore:
         for size, note in self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size"):
             yield size, _blob(note)
 
-    def add_checkpoint(self, size: int, note: bytes, now_ms: int) -> None:
-        """Stores a checkpoint outside a batch (`tlog init` signs the empty log's)."""
-        self._guard(
-            lambda: self.conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)", (size, note, now_ms))
-        )
-
     def replace_checkpoint_notes(self, notes: Sequence[tuple[int, bytes]]) -> None:
         """Swaps the signed notes of stored checkpoints in one transaction (a key rotation adds the new key's
         signature to every checkpoint). The caller keeps each note's text; sizes never stored are refused."""
@@ -464,13 +446,13 @@ class SqliteStore:
         for k in range(0, len(ids), 500):
             chunk = ids[k : k + 500]
             q = f"{_ARTIST_STATE} WHERE a.artist_id IN ({','.join('?' * len(chunk))})"
-            for a, t, sq, h, p in self.conn.execute(q, chunk):
-                found[a] = ArtistState(a, _blob(t), sq, h, _preferences(a, p))
+            for a, t, sq, h, p, pf in self.conn.execute(q, chunk):
+                found[a] = ArtistState(a, _blob(t), sq, h, _preferences(a, p), _blob(pf))
         return found
 
     def artists(self) -> list[ArtistState]:
         rows = self.conn.execute(f"{_ARTIST_STATE} ORDER BY a.id")
-        return [ArtistState(a, _blob(t), s, h, _preferences(a, p)) for a, t, s, h, p in rows]
+        return [ArtistState(a, _blob(t), s, h, _preferences(a, p), _blob(pf)) for a, t, s, h, p, pf in rows]
 
     def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]:
         row = self.conn.execute(
@@ -686,11 +668,11 @@ class SqliteStore:
             if i is None:
                 next_id += 1
                 i = ids[a.artist_id] = next_id
-                inserts.append((i, a.artist_id, a.tag, _dump_preferences(a.preferences)))
+                inserts.append((i, a.artist_id, a.tag, a.proof, _dump_preferences(a.preferences)))
             elif a.artist_id in changed:
                 prefs.append((_dump_preferences(a.preferences), i))
             heads.append((i, a.aseq, a.head))
-        c.executemany("INSERT INTO artists (id, artist_id, tag, preferences) VALUES (?, ?, ?, ?)", inserts)
+        c.executemany("INSERT INTO artists (id, artist_id, tag, proof, preferences) VALUES (?, ?, ?, ?, ?)", inserts)
         c.executemany("UPDATE artists SET preferences = ? WHERE id = ?", prefs)
         c.executemany(
             "INSERT INTO heads (id, aseq, head) VALUES (?, ?, ?) "
