@@ -183,6 +183,14 @@ def test_verify_returns_the_proofs_hash(sk: bytes, alpha: bytes) -> None:
     assert beta == vrf.proof_to_hash(pi) and len(beta) == vrf.OUTPUT_SIZE
 
 
+@given(sk=secret_keys, alpha=alphas)
+def test_evaluate_is_proof_and_its_hash(sk: bytes, alpha: bytes) -> None:
+    secret = vrf.VrfSecret.from_secret(sk)
+    beta, pi = secret.evaluate(alpha)
+    assert pi == vrf.prove(sk, alpha)
+    assert beta == vrf.proof_to_hash(pi)
+
+
 @given(sk=secret_keys, alpha=alphas, bit=st.integers(0, vrf.PROOF_SIZE * 8 - 1))
 def test_any_flipped_bit_is_refused(sk: bytes, alpha: bytes, bit: int) -> None:
     pi = flip_bit(vrf.prove(sk, alpha), bit)

@@ -348,8 +348,8 @@ def artist_alpha(artist_id: str) -> bytes:
 def artist_tag(secret: VrfSecret, artist_id: str) -> tuple[bytes, bytes]:
     """(tag, VRF proof) of an artist: the tag is the first 32 bytes of the ECVRF output on
     `artist_alpha(artist_id)`; the 80-byte proof lets anyone holding the id check it is the only tag."""
-    proof = secret.prove(artist_alpha(artist_id))
-    return vrf.proof_to_hash(proof)[:32], proof
+    beta, proof = secret.evaluate(artist_alpha(artist_id))
+    return beta[:32], proof
 
 
 def check_artist_tag(vrf_key: bytes, artist_id: str, tag: bytes, proof: bytes) -> None:
