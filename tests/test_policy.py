@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import timeit
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,6 +220,36 @@ DECISIONS = [
 def test_decide(why, prefs, purpose, basis, expected):
     normal = validate_preferences(prefs, purposes=DEFAULT_POLICY.purposes)
     assert decide(DEFAULT_POLICY, purpose, C, normal, basis) == expected
+
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+
+
+def _decision_vectors() -> list[dict[str, Any]]:
+    path = VECTORS / "decisions.json"
+    if not path.exists():
+        pytest.skip(f"the shared decision vectors are not here ({path})")
+    return json.loads(path.read_bytes())["cases"]
+
+
+def test_decide_agrees_with_the_shared_vectors():
+    """SPEC v2 §4 decisions from an independent implementation of the rule, under the default policy:
+    every case must come out the same (each disagreement is listed)."""
+    cases = _decision_vectors()
+    assert len(cases) == 484
+    wrong = []
+    for i, case in enumerate(cases):
+        assert set(case) == {"purpose", "content_id", "preferences", "basis", "decision"}, case
+        prefs = case["preferences"]
+        normal = None if prefs is None else validate_preferences(prefs, purposes=DEFAULT_POLICY.purposes)
+        got = decide(DEFAULT_POLICY, case["purpose"], case["content_id"], normal, case["basis"])
+        if got != case["decision"]:
+            wrong.append(f"case {i}: {case} -> {got}")
+    assert not wrong, "\n".join(wrong)
+    # The vectors reach every decision, every purpose and both bases.
+    assert {c["decision"] for c in cases} == {"allowed", "flagged", "refused", "allowed_override"}
+    assert {c["purpose"] for c in cases} == set(DEFAULT_POLICY.purposes)
+    assert {c["basis"] for c in cases} == {None, "legal_obligation", "legitimate_interest_security"}
 
 
 def test_decide_without_preferences_document():
