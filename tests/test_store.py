@@ -76,43 +76,56 @@ def test_artist_listings_are_the_same_whatever_the_epoch_width(tmp_path, monkeyp
     assert "INDEX entries_artist" in plan
 
 
-def test_a_schema_1_log_is_upgraded_on_its_first_read_write_open(grown, tmp_path):
-    """Schema 1 kept artist heads in `artists`, indexed entries by (artist, idx) and kept leaf hashes in
-    `nodes`. Rebuild that layout from a current log, open it: the heads, listings, proofs and a verify
-    must come out the same."""
+@pytest.mark.parametrize("schema", ["1", "2"])
+def test_a_log_of_leaf_format_1_is_refused_naming_its_version(grown, schema):
+    """Schemas 1 and 2 hold logs of leaf format 1 (HMAC artist tags, no artist map), whose leaves cannot
+    be re-derived as format 2: the store refuses them by name, read-only and read-write, and leaves the
+    file as it was (no upgrade is attempted: the old log stays verifiable by the version that made it).
+    Schema 1 is rebuilt in its own layout (heads in `artists`, leaf hashes in `nodes`, an (artist, idx)
+    index); schema 2 differs from 3 only in its leaves and the VRF proof column."""
+    import hashlib
     import sqlite3
 
     from tlog.log import open_log
-    from tlog.verify import verify_log
 
     path = grown.store.path
-    before = {a.artist_id: (a.aseq, a.head) for a in grown.store.artists()}
-    listing = _listing(grown.store, "sc:user:3", {})
-    size = grown.store.size()
-    proof = merkle.inclusion_proof(5, size, grown.store)
     grown.close()
     c = sqlite3.connect(path)
-    c.executescript(
-        "ALTER TABLE artists ADD COLUMN aseq INTEGER; ALTER TABLE artists ADD COLUMN head INTEGER;"
-        "UPDATE artists SET aseq = (SELECT aseq FROM heads WHERE heads.id = artists.id),"
-        " head = (SELECT head FROM heads WHERE heads.id = artists.id);"
-        "DROP TABLE heads; DROP INDEX entries_artist;"
-        "INSERT INTO nodes SELECT idx, hash FROM entries; ALTER TABLE entries DROP COLUMN hash;"
-        "CREATE INDEX entries_artist ON entries(artist, idx) WHERE artist IS NOT NULL;"
-        "UPDATE meta SET value = '1' WHERE key = 'schema';"
-    )
+    if schema == "1":
+        c.executescript(
+            "ALTER TABLE artists ADD COLUMN aseq INTEGER; ALTER TABLE artists ADD COLUMN head INTEGER;"
+            "UPDATE artists SET aseq = (SELECT aseq FROM heads WHERE heads.id = artists.id),"
+            " head = (SELECT head FROM heads WHERE heads.id = artists.id);"
+            "DROP TABLE heads; DROP INDEX entries_artist;"
+            "INSERT INTO nodes SELECT idx, hash FROM entries; ALTER TABLE entries DROP COLUMN hash;"
+            "CREATE INDEX entries_artist ON entries(artist, idx) WHERE artist IS NOT NULL;"
+        )
+    else:
+        c.execute("ALTER TABLE artists DROP COLUMN proof")
+    c.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (schema,))
+    c.commit()
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     c.close()
-    with pytest.raises(StorageError, match="has schema 1; open it once read-write"):
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    message = rf"schema {schema}, leaf format 1: HMAC artist tags.*reads leaf format 2 only"
+    with pytest.raises(StorageError, match=message):
         sqlite_store.SqliteStore(path, readonly=True)
-    lg = open_log(path)
-    assert {a.artist_id: (a.aseq, a.head) for a in lg.store.artists()} == before
-    assert _listing(lg.store, "sc:user:3", {}) == listing
-    assert merkle.inclusion_proof(5, size, lg.store) == proof
-    assert lg.store.conn.execute("SELECT count(*) FROM nodes WHERE id < ?", (sqlite_store.node_id(1, 0),)).fetchone()[0] == 0
-    assert lg.store.get_meta("schema") == sqlite_store.SCHEMA_VERSION
-    append(lg.sequencer(), records(10, seed=9))
-    assert verify_log(lg).leaves == lg.store.size()
-    lg.close()
+    with pytest.raises(StorageError, match=message):
+        open_log(path)
+    with pytest.raises(StorageError, match=message):
+        open_log(path, secrets_needed=True)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    c = sqlite3.connect(path)
+    assert c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (schema,)
+    c.close()
+
+
+def test_a_database_of_an_unknown_schema_is_refused(log):
+    path = log.store.path
+    log.store.set_meta("schema", "4")
+    log.close()
+    with pytest.raises(StorageError, match=r"not a tlog database of schema 3 \(it has schema 4\)"):
+        sqlite_store.SqliteStore(path)
 
 
 def test_new_logs_use_the_larger_page_size(log):
@@ -159,7 +172,7 @@ def test_without_a_checkpoint_thread_the_writer_checkpoints_as_sqlite_does(tmp_p
         raise sqlite3.OperationalError("unable to open database file")
 
     monkeypatch.setattr(sqlite_store, "_Checkpointer", refuse)
-    lg = init_log(tmp_path / "n.db", "test.tlog.example/log")  # its first batch (the policy) is written here
+    lg = init_log(tmp_path / "n.db", "test.tlog.example/log")  # its first batch (log, policy and map leaves) is written here
     append(lg.sequencer(), records(20))
     assert lg.store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
     assert lg.store._checkpointer is None
