@@ -29,6 +29,7 @@ from tlog.store.writer import WRITER_DIED, InlineWriter, ProcessWriter, decode_b
 from tlog.verify import verify_log
 
 from .conftest import append, records
+from .mapcheck import map_problems
 
 
 def _subs(seq: Sequencer, recs: list[dict], service: str = "recsys") -> list[Submission]:
@@ -57,6 +58,8 @@ def test_a_batch_crosses_the_pipe_unchanged(log):
     seq.publish_policy(DEFAULT_POLICY.document, "2026-12")
     assert len(batches) == 3
     for b in batches:
+        assert b.entries[-1].type == "map"  # every batch ends with its map leaf (SPEC §2.3)
+        assert all(a.proof for a in b.artists)  # the VRF proof of each tag rides with its artist
         again = decode_batch(encode_batch(b))
         assert again.start == b.start and again.checkpoint == b.checkpoint and again.prev == b.prev
         assert again.nodes == b.nodes and again.artists == b.artists and again.policies == b.policies
@@ -82,9 +85,11 @@ def test_process_writer_leaves_the_log_an_inline_writer_leaves(tmp_path, monkeyp
         batches = [_subs(seq, r) for r in recs]
         results = [r for (res,) in seq.append_all(batches) for r in res]
         seq.close()
-        assert [r.index for r in results] == list(range(1, 2101))
-        assert verify_log(log).size == 2101
-        hashes[name] = log.store.leaf_hashes(0, 2101)
+        # After init's three leaves, each batch of 300 ends with its map leaf.
+        assert [r.index for r in results] == [3 + 301 * k + i for k in range(7) for i in range(300)]
+        assert not map_problems(log.store)
+        assert verify_log(log).size == 2110
+        hashes[name] = log.store.leaf_hashes(0, 2110)
         log.close()
     assert hashes["inline"] == hashes["process"]
 
@@ -97,7 +102,7 @@ def test_an_event_sent_again_while_its_batch_is_in_flight_is_a_duplicate(pipelin
     assert [r.index for r in b] == [r.index for r in a] and all(r.duplicate for r in b)
     assert [r.leaf_hash for r in b] == [r.leaf_hash for r in a]
     assert isinstance(c, Conflict)
-    assert pipelined.store.size() == 4
+    assert pipelined.store.size() == 7  # init's 3, the 3 records and one map leaf: nothing else
 
 
 def test_another_writer_between_two_batches_in_flight_cannot_fork_the_log(log, pipelined):
@@ -110,8 +115,9 @@ def test_another_writer_between_two_batches_in_flight_cannot_fork_the_log(log, p
     a = pipelined.submit_uses(_subs(pipelined, records(1, seed=1)))
     b = pipelined.submit_uses(_subs(pipelined, records(1, seed=2)))
     (ra,), (rb,) = pipelined.wait(a), pipelined.wait(b)
-    assert [ra[0].index, rb[0].index] == [2, 3]
-    assert verify_log(log).size == 4
+    assert [ra[0].index, rb[0].index] == [5, 7]  # after the other writer's record and map leaf (3, 4)
+    assert not map_problems(log.store)  # the rebuilt batches' map leaves include the other writer's artist
+    assert verify_log(log).size == 9
 
 
 def test_a_killed_writer_fails_its_batch_and_the_next_ones_are_written(log):
@@ -127,11 +133,12 @@ def test_a_killed_writer_fails_its_batch_and_the_next_ones_are_written(log):
     assert err.value.code == WRITER_DIED
     (res,) = seq.wait(second)  # built again on what is stored, by a new writer
     assert seq.writer.pid not in (None, pid)
-    assert [r.index for r in res] == list(range(3, 53))
+    assert [r.index for r in res] == list(range(6, 56))  # 3 and 4 the first records, 5 their map leaf
     (again,) = seq.append_uses(_subs(seq, records(50, seed=2)))  # its caller sends it again
-    assert [r.index for r in again] == list(range(53, 103)) and not any(r.duplicate for r in again)
+    assert [r.index for r in again] == list(range(57, 107)) and not any(r.duplicate for r in again)
     seq.close()
-    assert verify_log(log).size == 103
+    assert not map_problems(log.store)
+    assert verify_log(log).size == 108
 
 
 def test_a_writer_that_cannot_open_the_log_says_why(tmp_path):
@@ -174,7 +181,7 @@ time.sleep(60)
     finally:
         proc.kill()
     log = open_log(db)
-    assert verify_log(log).size == 4  # the policy leaf and the three records
+    assert verify_log(log).size == 7  # init's log, policy and map leaves, the three records, a map leaf
     log.close()
 
 
@@ -199,4 +206,4 @@ async def test_a_server_whose_writer_cannot_start_answers_503_and_writes_nothing
             assert err.value.status == 503 and "could not open the log" in err.value.message
     finally:
         await committer.close()
-    assert log.store.size() == 1
+    assert log.store.size() == 3  # init's leaves alone
