@@ -45,9 +45,13 @@ def test_init_prints_the_verifier_key_last_and_keeps_secrets_private(tmp_path, r
     assert res.exit_code == 0
     vkey = res.stdout.strip().splitlines()[-1]
     assert Verifier.from_key(vkey).name == "cli.tlog.example/log"
-    for p in (path, tmp_path / "d" / "tlog.signer.key", tmp_path / "d" / "tlog.tag.key"):
+    for p in (path, tmp_path / "d" / "tlog.signer.key", tmp_path / "d" / "tlog.vrf.key"):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
+    assert not (tmp_path / "d" / "tlog.tag.key").exists()  # v1's HMAC key is gone
     assert b"PRIVATE" not in path.read_bytes()
+    vrf_secret = bytes.fromhex((tmp_path / "d" / "tlog.vrf.key").read_text().strip())
+    assert vrf_secret not in path.read_bytes() and vrf_secret.hex().encode() not in path.read_bytes()
+    assert "size 3" in res.output  # the log, default policy and map leaves (SPEC §2.3)
     again = runner.invoke(main, ["init", "--db", str(path)])
     assert again.exit_code == 1 and "refusing to overwrite" in again.output
     bad = runner.invoke(main, ["init", "--db", str(tmp_path / "x.db"), "--origin", "has space"])
@@ -57,29 +61,30 @@ def test_init_prints_the_verifier_key_last_and_keeps_secrets_private(tmp_path, r
 def test_append_checkpoint_prove_verify(tmp_path, runner, db):
     res = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(25))])
     assert res.exit_code == 0, res.output
-    assert "25 appended, 0 duplicate" in res.output and "size 26" in res.output
+    # init's 3 leaves, the 25 records and the batch's map leaf
+    assert "25 appended, 0 duplicate" in res.output and "size 29" in res.output
     again = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(25))])
-    assert "0 appended, 25 duplicate" in again.output
+    assert "0 appended, 25 duplicate" in again.output and "size 29" in again.output  # not even a map leaf
 
     cp_res = runner.invoke(main, ["checkpoint", "--db", str(db)])
     assert cp_res.exit_code == 0
     vkey = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key='vkey'").fetchone()[0]
     cp, _ = open_checkpoint(cp_res.stdout_bytes, [Verifier.from_key(vkey)])
-    assert cp.size == 26
+    assert cp.size == 29
 
     proof = runner.invoke(main, ["prove", "inclusion", "7", "--db", str(db)])
     assert proof.exit_code == 0
     hashes = [base64.b64decode(line) for line in proof.stdout.split()]
     leaf = sqlite3.connect(db).execute("SELECT hash FROM entries WHERE idx = 7").fetchone()[0]
-    merkle.verify_inclusion(leaf, 7, 26, hashes, cp.root)
+    merkle.verify_inclusion(leaf, 7, 29, hashes, cp.root)
 
-    cons = runner.invoke(main, ["prove", "consistency", "3", "26", "--db", str(db), "--json"])
+    cons = runner.invoke(main, ["prove", "consistency", "3", "29", "--db", str(db), "--json"])
     body = orjson.loads(cons.stdout)
-    assert body["old"] == 3 and body["new"] == 26 and len(body["proof"]) > 0
+    assert body["old"] == 3 and body["new"] == 29 and len(body["proof"]) > 0
 
     ver = runner.invoke(main, ["verify", "--db", str(db), "--vkey", vkey])
     assert ver.exit_code == 0, ver.output
-    assert "ok:" in ver.output and "size 26" in ver.output
+    assert "ok:" in ver.output and "size 29" in ver.output
 
 
 def test_a_large_append_is_written_by_a_child_that_it_stops(tmp_path, runner, db):
@@ -88,14 +93,15 @@ def test_a_large_append_is_written_by_a_child_that_it_stops(tmp_path, runner, db
     recs = records(2500, artists=300)
     res = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, recs)])
     assert res.exit_code == 0, res.output
-    assert "2500 appended, 0 duplicate" in res.output and "size 2501" in res.output
+    # init's 3 leaves, then batches of 1000 records (APPEND_BATCH), each ending with its map leaf
+    assert "2500 appended, 0 duplicate" in res.output and "size 2506" in res.output
     assert multiprocessing.active_children() == []
     recs[1200]["detail"] = "another body"  # one changed record among duplicates: refused, named
     bad = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, recs)])
     assert bad.exit_code == 1 and "different body" in bad.output and "Traceback" not in bad.output
     assert multiprocessing.active_children() == []
     ver = runner.invoke(main, ["verify", "--db", str(db)])
-    assert ver.exit_code == 0 and "size 2501" in ver.output, ver.output
+    assert ver.exit_code == 0 and "size 2506" in ver.output, ver.output
 
 
 def test_an_invalid_file_appends_nothing_and_names_every_problem(tmp_path, runner, db):
@@ -111,7 +117,7 @@ def test_an_invalid_file_appends_nothing_and_names_every_problem(tmp_path, runne
     assert "line 2" in res.output and "line 4" in res.output and "line 6" in res.output
     assert "Traceback" not in res.output
     cp = runner.invoke(main, ["checkpoint", "--db", str(db)])
-    assert cp.stdout.splitlines()[1] == "1"
+    assert cp.stdout.splitlines()[1] == "3"  # init's checkpoint still
 
 
 def test_verify_names_the_first_bad_index(tmp_path, runner, db):
@@ -143,9 +149,12 @@ def test_stats_and_export(tmp_path, runner, db):
     st = runner.invoke(main, ["stats", "--db", str(db), "--json"])
     rows = orjson.loads(st.stdout)
     assert sum(r["leaves"] for r in rows if r["type"] in ("use", "refusal")) == 30
+    counts = {t: sum(r["leaves"] for r in rows if r["type"] == t) for t in ("log", "policy", "map")}
+    assert counts == {"log": 1, "policy": 1, "map": 2}  # init's batch and the append's, each with a map leaf
     exp = runner.invoke(main, ["export", "--db", str(db)])
     lines = [orjson.loads(line) for line in exp.stdout.splitlines()]
-    assert len(lines) == 31 and lines[5]["details"]["index"] == 5
+    assert len(lines) == 34 and lines[5]["details"]["index"] == 5
+    assert [line["leaf"]["type"] for line in lines[:3]] == ["log", "policy", "map"] and lines[33]["leaf"]["type"] == "map"
     pub = runner.invoke(main, ["export", "--db", str(db), "--public"])
     assert b"sc:user" not in pub.stdout_bytes and b"details\":{" not in pub.stdout_bytes
     for line in lines:
@@ -157,11 +166,11 @@ def test_policy_publish_and_preferences(tmp_path, runner, db):
     doc = tmp_path / "policy.json"
     doc.write_text(shown.stdout)
     res = runner.invoke(main, ["policy", "publish", "--db", str(db), "--id", "2026-12", str(doc)])
-    assert res.exit_code == 0 and "index 1" in res.output
+    assert res.exit_code == 0 and "index 3" in res.output  # after init's 3 leaves; its map leaf is 4
     prefs = tmp_path / "prefs.json"
     prefs.write_text('{"no_ai": true}')
     res = runner.invoke(main, ["preferences", "--db", str(db), "--artist", "sc:user:1", str(prefs)])
-    assert res.exit_code == 0 and "index 2" in res.output
+    assert res.exit_code == 0 and "index 5" in res.output
     ok = runner.invoke(main, ["verify", "--db", str(db)])
     assert ok.exit_code == 0, ok.output
 
