@@ -42,7 +42,7 @@ _LOGGED_AT = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}
 _PURPOSE_CODE = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}
 _DECISION = {"type": "string", "enum": ["allowed", "allowed_override", "flagged", "refused"]}
 _PHASE = {"type": "string", "enum": ["training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"]}
-_LEAF_TYPE = {"type": "string", "enum": ["use", "refusal", "preference", "policy", "map"]}
+_LEAF_TYPE = {"type": "string", "enum": ["use", "refusal", "preference", "policy", "binding", "erasure", "log", "map"]}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -124,18 +124,36 @@ SCHEMAS: dict[str, Any] = {
         "by": {"enum": ["artist", "service"]}, "preferences": _ref("Preferences"),
     }),
     "Leaf": _obj({
-        "v": {"const": 1}, "type": _LEAF_TYPE, "prev": _HEX32, "logged_at": _LOGGED_AT, "purpose": _PURPOSE_CODE,
+        "v": {"const": 2}, "type": _LEAF_TYPE, "prev": _HEX32, "logged_at": _LOGGED_AT, "purpose": _PURPOSE_CODE,
         "phase": _PHASE, "decision": _DECISION, "policy": {"type": "string"}, "artist": _HEX32,
         "aseq": {"type": "integer", "minimum": 1}, "aprev": _nullable({"type": "integer", "minimum": 0}),
-        "details": _HEX32, "by": {"enum": ["artist", "service"]}, "root": _HEX32,
+        "invocations": {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT},
+        "details": _HEX32, "by": {"enum": ["artist", "service"]}, "effective_at": _LOGGED_AT,
+        "erased": {"type": "integer", "minimum": 0}, "origin": {"type": "string"}, "vrf": _HEX32, "root": _HEX32,
     }, required=["v", "type", "prev", "logged_at"],
-        description="A public leaf (SPEC §2.2): RFC 8785 canonical JSON; fields that do not apply to a type are omitted"),
+        description="A public leaf (SPEC §2.2, leaf format 2): RFC 8785 canonical JSON; fields that do not apply to a "
+                    "type are omitted. Index 0 is the `log` leaf; every checkpoint ends at a `map` leaf (SPEC §2.3)"),
+    "MapProof": _obj({
+        "tag": _HEX32, "depth": {"type": "integer", "minimum": 0, "maximum": 256},
+        "siblings": {"type": "array", "items": _HEX32, "maxItems": 256, "description": "the root's side first"},
+        "found": _nullable(_obj({"aseq": {"type": "integer", "minimum": 1}, "head": {"type": "integer", "minimum": 0}})),
+        "other": _nullable(_obj({"tag": _HEX32, "aseq": {"type": "integer", "minimum": 1},
+                                 "head": {"type": "integer", "minimum": 0}})),
+    }, description="A SPEC §2.3 map proof: `found` if the tag is in the map, else `other` (the one key in its "
+                   "place) or neither (an empty subtree)"),
+    "MapProofAnswer": _obj({
+        "size": {"type": "integer", "minimum": 3, "description": "the checkpoint the proof is for"},
+        "map_index": {"type": "integer", "minimum": 2, "description": "size - 1: the map leaf ending that checkpoint"},
+        "root": {**_HEX32, "description": "the map root, as that map leaf states it (GET /v1/leaves/{map_index})"},
+        "proof": _ref("MapProof"),
+    }),
     "Purpose": _PURPOSE,
     "PolicyDocument": _obj({"purposes": {"type": "object", "additionalProperties": _ref("Purpose")}, "text": {"type": "string"}}),
     "LogInfo": _obj({
         "origin": {"type": "string"},
         "verifier_keys": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                           "description": "golang.org/x/mod/sumdb/note verifier keys, the primary first"},
+        "vrf_key": {**_HEX32, "description": "the ECVRF public key of the artist tags, as the log leaf (index 0) commits to it"},
         "size": {"type": "integer", "minimum": 0, "description": "leaves under the published checkpoint"},
         "policy": _nullable({"type": "string"}),
         "purposes": {"type": "array", "items": _obj({"code": _PURPOSE_CODE, **_PURPOSE["properties"]})},
@@ -271,6 +289,14 @@ PATHS: dict[str, dict[str, Any]] = {
         _json(_ref("ConsistencyProof")), (400,),
         params=[_query("old", _SIZE, "older tree size, at most new", required=True, example=1),
                 _query("new", _SIZE, "newer tree size, at most the published size", required=True, example=1)])},
+    "/v1/map/proof": {"get": _op(
+        "The map proof of an artist tag at the map leaf ending a checkpoint (SPEC §2.3)", [PUBLIC],
+        _json(_ref("MapProofAnswer")), (400, 404),
+        params=[_query("tag", _HEX32, "an artist tag (64 lowercase hex digits)", required=True, example="00" * 32),
+                _query("size", _SIZE, "the published or the latest checkpoint's size (default: the published one); "
+                                      "any other size is 404")],
+        description="Tags are public, so this reveals no artist id. Check it with the root of the map leaf at "
+                    "size - 1, included in the signed checkpoint of that size.")},
     "/v1/leaves/{index}": {"get": _op(
         "A public leaf's exact bytes", [PUBLIC], _json(_ref("Leaf"), "the leaf, byte for byte"), (400, 404),
         params=[_INDEX_PARAM])},
