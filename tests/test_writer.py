@@ -71,11 +71,11 @@ def test_a_batch_crosses_the_pipe_unchanged(log):
 def test_process_writer_leaves_the_log_an_inline_writer_leaves(tmp_path, monkeypatch):
     """One log, copied; the same records, clock and nonces appended to each copy: the same leaves, byte
     for byte, whichever writer wrote them, and both copies pass the fsck."""
-    import tlog.sequencer as sequencer_module
+    import tlog.builder as builder_module
 
     init_log(tmp_path / "inline" / "tlog.db", "test.tlog.example/log").close()
     shutil.copytree(tmp_path / "inline", tmp_path / "process")
-    monkeypatch.setattr(sequencer_module.os, "urandom", lambda n: bytes(n))
+    monkeypatch.setattr(builder_module.os, "urandom", lambda n: bytes(n))
     recs = [records(300, seed=k, artists=40) for k in range(7)]  # once: their times come from the clock
     hashes = {}
     for name in ("inline", "process"):
