@@ -1,4 +1,5 @@
-"""Benchmark of the log core (issue 2): durable append, proofs, verify, bytes per entry.
+"""Benchmark of the log core: durable append (every new artist's VRF tag and every batch's map leaf
+computed), proofs, artists' first sight and map proofs, verify, bytes per entry.
 
 Run with `scripts/bench` (sets up the venv with pymerkle for the comparison). Prints one line per figure.
 """
@@ -22,10 +23,12 @@ import orjson
 
 import machine_speed  # scripts/machine_speed.py
 
-from tlog import merkle
+from tlog import merkle, records
+from tlog.artistmap import verify_proof
 from tlog.canonical import loads_strict
 from tlog.demo import sample_records
 from tlog.log import init_log, open_log
+from tlog.maps import rebuild_map
 from tlog.records import validate_use
 from tlog.sequencer import Submission
 from tlog.store.sqlite import SqliteStore
@@ -70,9 +73,11 @@ def bench_append(db: Path, n: int, batch: int, artists: int) -> None:
     print(f"append: {n / total:,.0f} records/s average over {n:,} (batches of {batch}, durable: WAL + synchronous=FULL)")
     if last is not None:
         print(f"append: {last_n / (marks[-1][1] - last):,.0f} records/s for the last {last_n:,}")
+    entries = log.store.size()  # the records, the map leaf of each batch and init's three leaves
     log.close()
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
-    print(f"database: {size:,} bytes for {n + 1:,} entries = {size / (n + 1):,.0f} bytes/entry")
+    print(f"database: {size:,} bytes for {entries:,} entries = {size / entries:,.0f} bytes/entry "
+          f"({size / n:,.0f} bytes/record)")
 
 
 def bench_proofs(db: Path, samples: int) -> None:
@@ -105,6 +110,39 @@ def _consistency(store: SqliteStore, rnd: random.Random, size: int, root: bytes)
     old = rnd.randrange(1, size)
     proof = merkle.consistency_proof(old, size, store)
     merkle.verify_consistency(old, size, merkle.tree_root(old, store), root, proof)
+
+
+def bench_artists(db: Path, samples: int) -> None:
+    """Issue 11's figures: an artist's first sight (its VRF tag and proof computed), the artist map's
+    size and proofs at the log's size, and what the map and the tags cost in storage."""
+    log = open_log(db, secrets_needed=True)
+    times = []
+    for k in range(samples):
+        t = time.perf_counter()
+        records.artist_tag(log.vrf, f"new:artist:{k}")  # type: ignore[arg-type]
+        times.append(time.perf_counter() - t)
+    print(f"first sight of an artist (VRF tag and proof): median {statistics.median(times) * 1e3:.3f} ms, "
+          f"p99 {sorted(times)[int(len(times) * 0.99)] * 1e3:.3f} ms over {samples:,} new artists")
+    size = log.store.size()
+    t = time.perf_counter()
+    amap = rebuild_map(log.store, size)
+    print(f"artist map at {size:,}: {len(amap):,} artists, rebuilt from the store and checked against its map "
+          f"leaf in {(time.perf_counter() - t) * 1e3:.0f} ms")
+    tags = [a.tag for a in log.store.artists()]
+    rnd = random.Random(2)
+    times = []
+    for _ in range(2000):
+        tag = rnd.choice(tags)
+        t = time.perf_counter()
+        proof = amap.prove(tag)
+        verify_proof(amap.root(), proof)
+        times.append(time.perf_counter() - t)
+    print(f"map proof at {size:,}: median {statistics.median(times) * 1e3:.3f} ms (2000 random artists, includes verification)")
+    maps = log.store.conn.execute("SELECT count(*) FROM entries e JOIN names n ON n.id = e.type WHERE n.value = 'map'").fetchone()[0]
+    proofs = sum(len(a.proof) for a in log.store.artists())
+    print(f"map and tags in storage: {maps:,} map leaves and {proofs:,} bytes of VRF proofs "
+          f"(about {(maps * 120 + proofs) / size:.1f} bytes/entry; a map leaf row is about 120 bytes)")
+    log.close()
 
 
 def bench_verify(db: Path) -> None:
@@ -153,6 +191,7 @@ def main() -> None:
         print(machine_speed.describe(), flush=True)
         bench_append(db, args.entries, args.batch, args.artists)
         bench_proofs(db, args.samples)
+        bench_artists(db, args.artists)
         bench_verify(db)
         if not args.no_pymerkle:
             bench_pymerkle(args.entries, min(args.samples, 500), Path(tmp))
