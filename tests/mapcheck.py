@@ -9,11 +9,13 @@ agrees. It returns readable problems, none when everything holds."""
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+from typing import Any, Callable
 
 import orjson
 
-from tlog.artistmap import ArtistMap, MapValue
+from tlog import merkle
+from tlog.artistmap import ArtistMap, MapProof, MapValue, verify_proof
 from tlog.checkpoint import Checkpoint
 from tlog.errors import TlogError
 from tlog.leaves import iter_leaves
@@ -67,3 +69,36 @@ def map_problems(store: Any, size: int | None = None) -> list[str]:
             if roots.get(size - 1, ("", ""))[0] != rebuilt:
                 problems.append(f"rebuild_map({size}) gives root {rebuilt}, not the map leaf's")
     return problems
+
+
+def map_values(store: Any, size: int) -> dict[str, MapValue]:
+    """{tag hex: (aseq, head)} of the map that the map leaf at size - 1 commits to, from the leaves."""
+    values: dict[str, MapValue] = {}
+    for entry, leaf_bytes, _ in iter_leaves(store, 0, size - 1):
+        leaf = orjson.loads(leaf_bytes)
+        if "aseq" in leaf:
+            values[leaf["artist"]] = MapValue(leaf["aseq"], entry.index)
+    return values
+
+
+def check_served_map_proof(get: Callable[[str], tuple[int, bytes]], tag: str, checkpoint: Checkpoint) -> MapValue | None:
+    """`GET /v1/map/proof` for `tag` at `checkpoint`, checked as a client checks it: the map leaf at
+    size - 1 (from `/v1/leaves`) is included in the checkpoint (`/v1/proof/inclusion`) and states the
+    answer's root, and the proof verifies against that root. Returns what the proof shows."""
+    size = checkpoint.size
+    status, body = get(f"/v1/map/proof?tag={tag}&size={size}")
+    assert status == 200, body
+    answer = orjson.loads(body)
+    assert set(answer) == {"size", "map_index", "root", "proof"} and answer["size"] == size
+    assert answer["map_index"] == size - 1
+    status, leaf_bytes = get(f"/v1/leaves/{size - 1}")
+    assert status == 200, leaf_bytes
+    status, inclusion = get(f"/v1/proof/inclusion?index={size - 1}&size={size}")
+    assert status == 200, inclusion
+    hashes = [base64.b64decode(h) for h in orjson.loads(inclusion)["proof"]]
+    merkle.verify_inclusion(merkle.leaf_hash(leaf_bytes), size - 1, size, hashes, checkpoint.root)
+    leaf = orjson.loads(leaf_bytes)
+    assert leaf["type"] == "map" and leaf["root"] == answer["root"], (leaf, answer["root"])
+    proof = MapProof.from_json(answer["proof"])
+    assert proof.tag.hex() == tag
+    return verify_proof(bytes.fromhex(leaf["root"]), proof)

@@ -44,7 +44,7 @@ def protected(service: int, artist_a: int, artist_b: int, auditor: int) -> dict[
 class Row:
     name: str
     operation: str  # "METHOD /template" as in the OpenAPI document
-    path: str  # may name {a} (A's leaf), {other} (a leaf another service logged), {last}
+    path: str  # may name {a} (A's leaf), {atag} (A's artist tag), {other} (a leaf another service logged), {last}
     expect: dict[str, int]
     body: Any = None
     public: bool = False  # the answer must hold nothing private, whoever asks
@@ -61,6 +61,7 @@ ROWS = [
     Row("inclusion proof", "GET /v1/proof/inclusion", "/v1/proof/inclusion?index={a}&size={last}", public(), public=True),
     Row("consistency proof", "GET /v1/proof/consistency", "/v1/proof/consistency?old=1&new={last}", public(), public=True),
     Row("leaf of A", "GET /v1/leaves/{index}", "/v1/leaves/{a}", public(), public=True),
+    Row("map proof of A's tag", "GET /v1/map/proof", "/v1/map/proof?tag={atag}", public(), public=True),
     Row("stats", "GET /v1/stats", "/v1/stats", public(), public=True),
     Row("policies", "GET /v1/policies", "/v1/policies", public(), public=True),
     Row("policy", "GET /v1/policies/{policy_id}", "/v1/policies/default", public(), public=True),
@@ -71,7 +72,8 @@ ROWS = [
     Row("bad use", "POST /v1/uses", "/v1/uses", protected(400, 403, 403, 403), body={"event_id": "x"}),
     Row("receipt of A's leaf", "GET /v1/receipts/{index}", "/v1/receipts/{a}", protected(200, 200, 403, 200)),
     Row("receipt of another service's leaf", "GET /v1/receipts/{index}", "/v1/receipts/{other}", protected(403, 403, 403, 200)),
-    Row("receipt of the policy leaf", "GET /v1/receipts/{index}", "/v1/receipts/0", protected(403, 403, 403, 200)),
+    Row("receipt of the log leaf", "GET /v1/receipts/{index}", "/v1/receipts/0", protected(403, 403, 403, 200)),
+    Row("receipt of the default policy leaf", "GET /v1/receipts/{index}", "/v1/receipts/1", protected(403, 403, 403, 200)),
     Row("receipt beyond the log", "GET /v1/receipts/{index}", "/v1/receipts/99999999", protected(404, 404, 404, 404)),
     Row("A's preferences", "GET /v1/artists/{artist_id}/preferences", f"/v1/artists/{A}/preferences", protected(200, 200, 403, 200)),
     Row("B's preferences", "GET /v1/artists/{artist_id}/preferences", f"/v1/artists/{B}/preferences", protected(200, 403, 200, 200)),
@@ -116,7 +118,9 @@ def env(tmp_path_factory):
 
 
 def _fill(env: RoleEnv, path: str) -> str:
-    return path.format(a=env.indexes["artist_a"], other=env.indexes["other"], last=env.state()[1])
+    a = env.indexes["artist_a"]
+    tag = orjson.loads(env.call("GET", f"/v1/leaves/{a}")[2])["artist"] if "{atag}" in path else ""
+    return path.format(a=a, atag=tag, other=env.indexes["other"], last=env.state()[1])
 
 
 def _secrets(env: RoleEnv) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -12,6 +14,8 @@ from tlog.checkpoint import open_checkpoint
 from tlog.log import open_log
 from tlog.note import Verifier
 from tlog.records import parse_leaf
+
+from ..mapcheck import check_served_map_proof, map_values
 
 
 def _vkey(served):
@@ -25,8 +29,11 @@ def test_checkpoint_and_log_info(served):
     assert status == 200 and headers["Content-Type"] == "text/plain; charset=utf-8"
     cp, _ = open_checkpoint(body, [Verifier.from_key(_vkey(served))])
     info = orjson.loads(served.get("/v1/log")[2])
-    assert info["size"] == cp.size == 305  # policy, 4 preferences, 300 uses
-    assert info["origin"] == cp.origin and info["policy"]
+    # init's log, policy and map leaves; 4 preferences, each a batch with its map leaf; 300 uses and a map leaf
+    assert info["size"] == cp.size == 3 + 4 * 2 + 300 + 1
+    assert info["origin"] == cp.origin and info["policy"] == "default"
+    first = orjson.loads(served.get("/v1/leaves/0")[2])
+    assert first["type"] == "log" and first["vrf"] == info["vrf_key"] and first["origin"] == cp.origin
     assert {p["code"] for p in info["purposes"]} >= {"recommendation", "model_training_generative"}
 
 
@@ -73,6 +80,43 @@ def test_stats_and_policies(served):
     pols = orjson.loads(served.get("/v1/policies")[2])
     status, _, doc = served.get(pols[0]["url"])
     assert status == 200 and b"purposes" in doc
+
+
+def test_map_proofs_verify_against_the_map_leaf_ending_the_published_checkpoint(served):
+    """SPEC §2.3: `GET /v1/map/proof` answers for the published size with a proof that verifies against the
+    root stated by the map leaf at size - 1 (itself included in the signed checkpoint): each artist's
+    (aseq, head) as the leaves say, and absence for a tag with no leaves. Any other size is 404; a
+    malformed tag or size is 400."""
+    cp, _ = open_checkpoint(served.get("/checkpoint")[2], [Verifier.from_key(_vkey(served))])
+    log = open_log(served.db, readonly=True)
+    try:
+        want = map_values(log.store, cp.size)
+    finally:
+        log.close()
+    assert len(want) == 50  # the demo's artists
+
+    def get(path):
+        status, _, body = served.get(path)
+        return status, body
+
+    for tag in sorted(want)[:8]:
+        assert check_served_map_proof(get, tag, cp) == want[tag]
+    for tag in ("00" * 32, "ff" * 32, hashlib.sha256(b"nobody").hexdigest()):
+        assert tag not in want and check_served_map_proof(get, tag, cp) is None
+    tag = sorted(want)[0]
+    default = orjson.loads(served.get(f"/v1/map/proof?tag={tag}")[2])
+    assert default["size"] == cp.size  # the published checkpoint unless a size is named
+    for size in (3, cp.size - 1, cp.size + 1):  # 3 is a checkpoint, but neither published nor latest
+        status, headers, body = served.get(f"/v1/map/proof?tag={tag}&size={size}")
+        assert status == 404 and orjson.loads(body)["error"]["message"], (size, body)
+    bad = ["", "abc", tag.upper(), tag[:-1], tag + "0", "g" * 64, " " + tag[1:]]
+    for raw in bad:
+        status, headers, body = served.get(f"/v1/map/proof?tag={quote(raw)}")
+        assert status == 400 and headers["Content-Type"].startswith("application/json"), (raw, status)
+        assert orjson.loads(body)["error"]["details"][0]["field"] == "tag"
+    assert served.get("/v1/map/proof")[0] == 400
+    for size in ("abc", "0", "-1", "1e3"):
+        assert served.get(f"/v1/map/proof?tag={tag}&size={size}")[0] == 400, size
 
 
 @pytest.mark.parametrize(
