@@ -5,8 +5,9 @@
 - `WRITE_STEPS` names every statement of a batch's transaction; `test_crash` checks the list is complete,
   so a step added to `write_batch` without a crash case fails the suite.
 - `check_log` is the after-crash check shared by every scenario: the fsck passes, every acknowledged
-  record is there once with the index and leaf hash it was acknowledged with, and every checkpoint ever
-  served is consistent with every later one.
+  record is there once with the index and leaf hash it was acknowledged with, every checkpoint ever
+  served is consistent with every later one, and every map root is right (SPEC §2.3: the artist map
+  replayed from the public leaves gives each map leaf's root, and every checkpoint ends at a map leaf).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -33,6 +34,7 @@ from tlog.log import LocalLog, open_log
 from tlog.verify import verify_log
 
 from .e2e.conftest import free_port
+from .mapcheck import map_problems
 
 # (label, SQL prefix): every statement `SqliteStore.write_batch` runs, in order.
 WRITE_STEPS: tuple[tuple[str, str], ...] = (
@@ -142,13 +144,14 @@ class Check:
     checkpoints: int
     forks: int
     rollbacks: int
+    maps: list[str] = field(default_factory=list)  # map leaves whose root is wrong, checkpoints not ending at one
 
     def problems(self) -> list[str]:
         out = []
         for what in ("lost", "wrong", "duplicates", "forks", "rollbacks"):
             if getattr(self, what):
                 out.append(f"{getattr(self, what)} {what}")
-        return out
+        return out + self.maps
 
 
 def check_log(db: Path | str, *, acked: dict[tuple[str, str], tuple[int, str]] | None = None,
@@ -157,10 +160,12 @@ def check_log(db: Path | str, *, acked: dict[tuple[str, str], tuple[int, str]] |
 
     `acked` maps (service, event_id) to the (index, leaf hash hex) the log acknowledged; `served` lists
     signed checkpoints handed out, in the order they were seen. Raises AssertionError with a readable
-    reason unless the fsck passes; counts the rest (lost, duplicates, forks, rollbacks) in the result."""
+    reason unless the fsck passes; counts the rest (lost, duplicates, forks, rollbacks) and lists the
+    map problems in the result."""
     log = open_log(db, readonly=True)
     try:
         verify_log(log)
+        maps = map_problems(log.store)
         size = log.store.size()
         lost = wrong = 0
         by_service: dict[str, dict[str, tuple[int, str]]] = {}
@@ -183,7 +188,7 @@ def check_log(db: Path | str, *, acked: dict[tuple[str, str], tuple[int, str]] |
             "GROUP BY service, event_id HAVING count(*) > 1)"
         ).fetchone()[0]
         forks, rollbacks = checkpoint_history(log, list(served))
-        return Check(size, len(acked or {}), lost, wrong, duplicates, len(set(served)), forks, rollbacks)
+        return Check(size, len(acked or {}), lost, wrong, duplicates, len(set(served)), forks, rollbacks, maps)
     finally:
         log.close()
 

@@ -9,7 +9,9 @@
   frames on disk included); the parent reopens the file as a restarted server would.
 
 After each: the fsck passes, nothing acknowledged is missing, no batch is half-written, every checkpoint
-ever served is consistent with the log now, and appending continues with dense indexes.
+ever served is consistent with the log now, every map root is right (the artist map replayed from the
+public leaves gives the root of every map leaf, and every checkpoint ends at a map leaf: SPEC §2.3), and
+appending continues with dense indexes.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def _submit(seq: Sequencer, service: str, recs: list[dict[str, Any]]) -> list[An
     return res
 
 
-# Each operation returns the (service, event_id) → (index, leaf hash) it acknowledged, and how many leaves
-# it appends.
+# Each operation returns the (service, event_id) → (index, leaf hash) it acknowledged; OPS also says how
+# many leaves it appends: its own and the map leaf that ends its batch.
 Op = Callable[[Sequencer, int], dict[tuple[str, str], tuple[int, str]]]
 
 
@@ -96,7 +98,15 @@ def op_policy(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
     return {}
 
 
-OPS: dict[str, tuple[Op, int]] = {"uses": (op_uses, 6), "preferences": (op_preferences, 1), "policy": (op_policy, 1)}
+OPS: dict[str, tuple[Op, int]] = {"uses": (op_uses, 6 + 1), "preferences": (op_preferences, 1 + 1), "policy": (op_policy, 1 + 1)}
+
+
+def assert_one_batch(log: LocalLog, start: int, n: int) -> None:
+    """Leaves [start, start + n) are one batch: its own leaves, then the map leaf that ends it, under a
+    checkpoint of its end."""
+    types = [e.type for e in log.store.entries(start, start + n)]
+    assert len(types) == n and "map" not in types[:-1] and types[-1] == "map", types
+    assert log.store.checkpoint_at(start + n) is not None
 
 
 @pytest.fixture
@@ -143,13 +153,13 @@ def test_failed_and_not_saved_at_every_step(log, history, name):
     for k, step in enumerate(steps):
         size, note = log.store.size(), log.store.latest_checkpoint()
         if step == "sign":
-            real = seq.sign
-            seq.sign = lambda *a: (_ for _ in ()).throw(Injected("injected fault while signing"))  # type: ignore[method-assign]
+            builder = seq.builder
+            builder.sign = lambda *a: (_ for _ in ()).throw(Injected("injected fault while signing"))  # type: ignore[method-assign]
             try:
                 with pytest.raises(Injected):
                     op(seq, k)
             finally:
-                seq.sign = real  # type: ignore[method-assign]
+                del builder.sign
         else:
             with hooked(log.store, fail_at(step, "before")), pytest.raises(StorageError, match="injected"):
                 op(seq, k)
@@ -158,6 +168,7 @@ def test_failed_and_not_saved_at_every_step(log, history, name):
         history.check()
         got = op(seq, k)  # the same work again: same indexes, nothing skipped
         assert log.store.size() == size + n, step
+        assert_one_batch(log, size, n)
         assert all(index >= size for index, _ in got.values()), step
         history.acked.update(got)
         history.serve(log)
@@ -174,6 +185,7 @@ def test_failed_but_saved_after_commit(log, history, name):
     with hooked(log.store, fail_at("commit", "after")), pytest.raises(StorageError, match="injected"):
         op(seq, 1)
     assert log.store.size() == size + n
+    assert_one_batch(log, size, n)
     assert seq.size == size + n  # reloaded from disk
     history.serve(log)
     history.check()
@@ -181,7 +193,8 @@ def test_failed_but_saved_after_commit(log, history, name):
         service, recs = _uses(1)
         again = _submit(seq, service, recs)  # the client retries: the first answers, marked duplicate
         assert all(r.duplicate for r in again)
-        assert sorted(r.index for r in again) == list(range(size, size + n))
+        assert sorted(r.index for r in again) == list(range(size, size + n - 1))  # before the map leaf
+        assert log.store.size() == size + n  # duplicates only: no new batch, not even a map leaf
         history.acked.update({(service, r.event_id): (r.index, r.leaf_hash.hex()) for r in again})
     history.acked.update(op(seq, 2))
     assert log.store.size() == size + 2 * n
@@ -210,9 +223,10 @@ def test_saved_but_reload_fails_does_not_corrupt(log, history, read):
 
     with hooked(log.store, hook), pytest.raises(Injected, match="while reloading"):
         op_uses(seq, 1)
-    assert log.store.size() == size + 6
+    assert log.store.size() == size + 7  # six uses and the map leaf
     got = op_uses(seq, 2)
-    assert sorted(i for i, _ in got.values()) == list(range(size + 6, size + 12))
+    assert sorted(i for i, _ in got.values()) == list(range(size + 7, size + 13))
+    assert_one_batch(log, size + 7, 7)  # its map leaf extends the map reloaded after the failure
     history.acked.update(got)
     history.serve(log)
     history.check()
@@ -255,7 +269,7 @@ def op_big_uses(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]
 
 @pytest.mark.parametrize("name", ["uses", "preferences", "policy"])
 def test_process_death_at_every_step(log, history, name):
-    op, n = {"uses": (op_big_uses, 150), "preferences": OPS["preferences"], "policy": OPS["policy"]}[name]
+    op, n = {"uses": (op_big_uses, 150 + 1), "preferences": OPS["preferences"], "policy": OPS["policy"]}[name]
     _reached(log, op, 100)
     steps = [(s, "before") for s in dict.fromkeys(_reached(log, op, 101))] + [("commit", "after")]
     history.serve(log)
@@ -279,14 +293,17 @@ def test_process_death_at_every_step(log, history, name):
             history.serve(lg)
             history.check()
             seq = lg.sequencer()
+            if saved:
+                assert_one_batch(lg, size, n)
             if saved and name in ("uses",):
-                service, recs = _uses(k, n)
+                service, recs = _uses(k, n - 1)
                 again = _submit(seq, service, recs)
-                assert all(r.duplicate for r in again) and sorted(r.index for r in again) == list(range(size, size + n))
+                assert all(r.duplicate for r in again) and sorted(r.index for r in again) == list(range(size, size + n - 1))
                 history.acked.update({(service, r.event_id): (r.index, r.leaf_hash.hex()) for r in again})
             elif not saved:
                 history.acked.update(op(seq, k))  # the unacknowledged work, sent again, lands at the old size
                 assert lg.store.size() == size + n
+                assert_one_batch(lg, size, n)
             history.serve(lg)
         finally:
             lg.close()
@@ -295,6 +312,17 @@ def test_process_death_at_every_step(log, history, name):
 
 
 # --- the group committer ----------------------------------------------------------------------
+
+
+def assert_batches(log: LocalLog, start: int, end: int, records: int, indexes: list[int] | None = None) -> None:
+    """Leaves [start, end) are `records` records (at `indexes`, if given) in whole batches: every other
+    leaf is the map leaf ending a batch, the last leaf one of them, and each batch end is a checkpoint."""
+    types = [e.type for e in log.store.entries(start, end)]
+    maps = [start + i for i, t in enumerate(types) if t == "map"]
+    assert len(types) == end - start == records + len(maps) and maps and maps[-1] == end - 1, types
+    if indexes is not None:
+        assert sorted(indexes) == sorted(set(range(start, end)) - set(maps))
+    assert all(log.store.checkpoint_at(m + 1) is not None for m in maps)
 
 
 async def _group(committer: GroupCommitter, subs: list[Submission]) -> list[Any]:
@@ -324,20 +352,25 @@ async def test_group_commit_fails_every_caller_of_a_failed_batch(log, history, p
             # Every commit fails while the hook is on, however the writer groups the callers.
             out = await _group(committer, subs)
         assert all(isinstance(r, StorageError) and r.status == 503 for r in out), out
-        saved = 15 if phase == "after" else 0
-        assert log.store.size() == size + saved
+        if phase == "before":
+            assert log.store.size() == size
+        else:  # the 15 records, in one batch or more, each ending with its map leaf
+            assert_batches(log, size, log.store.size(), 15)
+        saved = log.store.size()
         history.serve(log)
         history.check()
         again = await _group(committer, subs)
         assert not any(isinstance(r, BaseException) for r in again), again
         flat = [r for res in again for r in res]
-        assert sorted(r.index for r in flat) == list(range(size, size + 15))
+        assert_batches(log, size, log.store.size(), 15, [r.index for r in flat])
         assert all(r.duplicate for r in flat) == (phase == "after")
+        assert phase == "before" or log.store.size() == saved  # duplicates only: nothing appended
         for s, res in zip(subs, again):
             history.acked.update({(s.service, r.event_id): (r.index, r.leaf_hash.hex()) for r in res})
         subs2 = _subs(seq, 2)
+        mid = log.store.size()
         more = await _group(committer, subs2)
-        assert sorted(r.index for res in more for r in res) == list(range(size + 15, size + 30))
+        assert_batches(log, mid, log.store.size(), 15, [r.index for res in more for r in res])
         for s, res in zip(subs2, more):
             history.acked.update({(s.service, r.event_id): (r.index, r.leaf_hash.hex()) for r in res})
         assert committer.stats.batches >= 2  # committed batches: the failed one is not counted
