@@ -153,7 +153,8 @@ def test_a_real_full_disk_under_a_running_server(tiny_fs):
         _assert_503(status, orjson.loads(data), "full")
         assert acked, "the disk filled before anything was logged"
         assert http("GET", server.url + "/checkpoint")[0] == 200
-        size = max(i for i, _ in acked.values()) + 1
+        size = orjson.loads(http("GET", server.url + "/v1/log")[1])["size"]  # the failed batch wrote nothing
+        assert size == max(i for i, _ in acked.values()) + 2  # the last acknowledged use, then its map leaf
         subprocess.run(["mount", "-o", "remount,size=16m", str(tiny_fs)], check=True)
         status, data = http("POST", server.url + "/v1/uses", _body(100, seed), token)
         assert status == 200, data
@@ -212,9 +213,10 @@ def test_a_read_only_medium_can_be_verified_but_not_written(ro_mount):
     append(lg.sequencer(), records(30, seed=1))
     lg.close()
     db = ro / "tlog.db"
-    assert cli("verify", "--db", str(db)).stdout.startswith("ok: ro.example/log size 31")
-    assert cli("checkpoint", "--db", str(db)).stdout.startswith("ro.example/log\n31\n")
-    assert len(cli("export", "--db", str(db)).stdout.splitlines()) == 31
+    # init's log, policy and map leaves; the 30 records and their batch's map leaf
+    assert cli("verify", "--db", str(db)).stdout.startswith("ok: ro.example/log size 34")
+    assert cli("checkpoint", "--db", str(db)).stdout.startswith("ro.example/log\n34\n")
+    assert len(cli("export", "--db", str(db)).stdout.splitlines()) == 34
     for args in (["append", "--db", str(db), "--service", "x", "-"], ["serve", "--db", str(db), "--port", "1"],
                  ["token", "create", "--db", str(db), "--auditor"]):
         out = cli(*args, check=False, timeout=30)
@@ -338,14 +340,15 @@ def test_cli_writes_beside_a_running_server_fail_no_request(log, tmp_path):
         status, data = http("POST", server.url + "/v1/uses", _body(2, 3), token)
         assert status == 200, data
         results = orjson.loads(data)["results"]
-        assert [r["index"] for r in results] == [7, 8]  # policy 0, 2 + 3 + policy 6
+        # init 0-2; the server's 3, 4 (map 5); the CLI's 6-8 (map 9); the policy 10 (map 11); then 12, 13
+        assert [r["index"] for r in results] == [12, 13]
         acked.update(_acked(results))
     finally:
         stop(server)
-    c = check_log(db, acked=acked)
-    assert not c.problems() and c.size == 9
+    c = check_log(db, acked=acked)  # the map leaves of the rebuilt batch include the CLI's artists
+    assert not c.problems() and c.size == 15
     lg = open_log(db, readonly=True)
     try:
-        assert lg.store.entry(8).details["policy"] == "2026-12"
+        assert lg.store.entry(13).details["policy"] == "2026-12"
     finally:
         lg.close()
