@@ -203,6 +203,11 @@ async def client(fake: tuple[FakeLog, str]) -> AsyncIterator[TlogClient]:
         yield c
 
 
+def new_leaves(f: FakeLog, start: int) -> list[str]:
+    """The types of the leaves appended since the log had `start` leaves."""
+    return [e.type for e in f.log.store.entries(start, f.log.store.size())]
+
+
 def quick(client: TlogClient, spool: Path, **kwargs: Any) -> BatchLogger:
     """A batch logger with test-sized backoff."""
     kwargs.setdefault("backoff_base", 0.005)
@@ -428,7 +433,7 @@ async def test_lost_answers_are_retried_and_logged_once(fake, client, tmp_path):
         futures = await logger.log_many([use(i) for i in range(300)])
         results = await asyncio.gather(*futures)
     ids = [f"recs-{i:06d}" for i in range(300)]
-    assert len(f.logged(ids)) == 300 and f.log.store.size() == size + 300
+    assert len(f.logged(ids)) == 300 and new_leaves(f, size) == ["use"] * 300 + ["map"]  # the resends: duplicates
     assert {r.event_id for r in results if r.duplicate} and not f.faults
 
 
@@ -475,7 +480,9 @@ async def test_outage_loses_nothing_and_the_next_process_drains_the_spool(fake, 
             await logger.flush()
             assert logger.pending == 0
     assert sorted(r.event_id for r in seen) == [f"recs-{i:06d}" for i in range(100, 600)]
-    assert len(f.logged([f"recs-{i:06d}" for i in range(600)])) == 600 and f.log.store.size() == size + 600
+    assert len(f.logged([f"recs-{i:06d}" for i in range(600)])) == 600
+    added = new_leaves(f, size)  # the 600 uses, in batches each ending with its map leaf, nothing else
+    assert added.count("use") == 600 and set(added) == {"use", "map"} and added[-1] == "map"
 
 
 async def test_backpressure_blocks_log_while_the_spool_is_full(fake, client, tmp_path):
