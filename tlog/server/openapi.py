@@ -28,6 +28,8 @@ MAX_SAFE_INT = 2**53 - 1
 
 _HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _B64_HASH = {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$", "description": "a SHA-256 hash, base64"}
+_B64 = {"type": "string", "description": "exact bytes, base64"}
+_PROOF = {"type": "array", "items": _B64_HASH, "maxItems": 126, "description": "hashes, base64"}
 _PLATFORM_ID = {
     "type": "string", "minLength": 1, "maxLength": 256, "pattern": "^\\S+$",
     "description": "an opaque platform id: 1–256 printable characters, no spaces",
@@ -175,15 +177,29 @@ SCHEMAS: dict[str, Any] = {
     "EntryPage": _obj({"artist_id": {"type": "string"}, "entries": {"type": "array", "items": _ref("Entry")},
                        "next_cursor": _nullable({"type": "string"})}),
     "AuditEntry": _obj({
-        "index": {"type": "integer", "minimum": 0}, "leaf": {"type": "string", "description": "the leaf bytes, base64"},
-        "details": {"type": "object"}, "proof": {"type": "array", "items": _B64_HASH},
+        "index": {"type": "integer", "minimum": 0}, "leaf": _B64, "details": _nullable({"type": "object"}),
+        "erased": _nullable(_obj({"at": {"type": ["integer", "string"], "description": "the erasure: its leaf or time"},
+                                  "reason": {"type": "string"}})),
+        "proof": _PROOF,
     }),
     "AuditBundle": _obj({
-        "version": {"const": 1}, "origin": {"type": "string"}, "artist_id": {"type": "string"},
-        "tag": _nullable(_HEX32), "checkpoint": {"type": "string", "description": "the signed checkpoint the proofs are against"},
+        "version": {"const": 2}, "origin": {"type": "string"}, "artist_id": {"type": "string"}, "tag": _HEX32,
+        "vrf": _obj({"key": _HEX32, "proof": {"type": "string", "pattern": "^[0-9a-f]{160}$"}},
+                    description="the log's VRF public key and the 80-byte proof that `tag` is the artist's"),
+        "checkpoint": {"type": "string", "description": "the signed checkpoint the proofs are against"},
+        "log": _obj({"leaf": _B64, "proof": _PROOF}, description="the log leaf (index 0)"),
+        "since": _nullable({"type": "integer", "minimum": 0}),
+        "consistency": _nullable(_PROOF),
         "entries": {"type": "array", "items": _ref("AuditEntry")},
-        "head": _obj({"aseq": {"type": "integer", "minimum": 0}, "index": _nullable({"type": "integer", "minimum": 0})}),
-    }, description="Everything an artist needs to check its history offline (`tlog audit verify`)"),
+        "preferences_in_force": _nullable(_obj({"index": {"type": "integer", "minimum": 0}, "leaf": _B64,
+                                                "details": {"type": "object"}, "proof": _PROOF})),
+        "erasures": {"type": "array", "items": _obj({"index": {"type": "integer", "minimum": 0}, "leaf": _B64, "proof": _PROOF})},
+        "map": _nullable(_obj({"index": {"type": "integer", "minimum": 0}, "leaf": _B64, "proof": _PROOF,
+                               "map_proof": _ref("MapProof")})),
+        "policies": {"type": "array", "items": _obj({"id": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+                                                     "leaf": _B64, "proof": _PROOF, "document": _B64})},
+        "next_aseq": _nullable({"type": "integer", "minimum": 1}),
+    }, description="Everything an artist needs to check its history offline (`tlog audit verify`; SPEC §6, version 2)"),
     "Health": _obj({"ok": {"const": True}, "size": {"type": "integer", "minimum": 0}}),
 }
 
