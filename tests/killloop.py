@@ -5,6 +5,9 @@ client sends is resent, unchanged, until the log acknowledges it (as the client 
 so at the end every event a client ever sent must be in the log exactly once, at the index and with the
 leaf hash of its acknowledgement. A poller keeps every checkpoint `/checkpoint` ever served; each must
 be consistent with the final log (so with every later one), and the size served must never go down.
+After every restart (a recovery), every map root must be right (SPEC §2.3): the artist map replayed from
+the stored public leaves gives the root of every map leaf, every checkpoint ends at a map leaf, and the
+restarted server's `/v1/map/proof` answers verify against the map leaf ending the checkpoint they name.
 
 `spool_outage` does the same through the client's BatchLogger (durable SQLite spool): the service keeps
 logging through server outages of a second or more; nothing it logged may be lost.
@@ -20,13 +23,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
+import orjson
 
+from tlog.checkpoint import open_checkpoint
 from tlog.client import BatchLogger, TlogClient
 from tlog.client.errors import is_transient
 from tlog.errors import TlogError
 from tlog.log import init_log, open_log
 
-from .faultkit import Served, check_log, free_port, make_token, serve, stop
+from .faultkit import Served, check_log, free_port, http, make_token, serve, stop
+from .mapcheck import check_map_proof_answer, map_problems, map_values
 
 Say = Callable[[str], None]
 
@@ -46,6 +52,8 @@ class KillReport:
     checkpoints: int = 0
     forks: int = 0
     rollbacks: int = 0
+    map_checks: int = 0  # recoveries after which every map root was checked
+    map_errors: int = 0  # wrong map roots, checkpoints not ending at a map leaf, map proofs that fail
     size: int = 0
     seconds: float = 0.0
     tracebacks: int = 0
@@ -53,7 +61,7 @@ class KillReport:
 
     def ok(self) -> bool:
         return not (self.lost or self.wrong or self.duplicates or self.unexpected or self.forks or self.rollbacks
-                    or self.tracebacks or self.acknowledged != self.sent)
+                    or self.tracebacks or self.map_errors or self.acknowledged != self.sent)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,19 +88,57 @@ def _setup(workdir: Path) -> tuple[Path, str, str]:
     return db, vkey, make_token(db, "--service", "loadgen")
 
 
+def map_check(db: Path, url: str) -> list[str]:
+    """What is wrong with the map roots of a running log (nothing, normally): the stored map leaves up
+    to the latest checkpoint, replayed from the public leaves (mapcheck.map_problems), and the server's
+    map proofs for a tag in the map and one that is not, each checked against the map leaf ending the
+    checkpoint it names and against the map replayed at that size. Safe while the server appends: only
+    leaves under a checkpoint are read, and those never change."""
+    log = open_log(db, readonly=True)
+    try:
+        problems = map_problems(log.store)
+        artists = log.store.artists()
+        tags = [artists[0].tag.hex()] if artists else []
+        for tag in [*tags, "00" * 32]:
+            status, body = http("GET", f"{url}/v1/map/proof?tag={tag}")
+            if status != 200:
+                problems.append(f"GET /v1/map/proof: {status} {body[:200]!r}")
+                continue
+            answer = orjson.loads(body)
+            # The server may have moved on: the checkpoint named is checked from the store, signature first.
+            cp, _ = open_checkpoint(log.store.checkpoint_at(answer["size"]) or b"", log.verifiers)
+            try:
+                got = check_map_proof_answer(lambda path: http("GET", url + path), tag, answer, cp)
+            except (AssertionError, TlogError) as exc:
+                problems.append(f"the map proof of {tag} at size {cp.size} does not verify: {exc}")
+                continue
+            want = map_values(log.store, cp.size).get(tag)
+            if got != want:
+                problems.append(f"the map proof of {tag} at size {cp.size} shows {got}, the leaves say {want}")
+        return problems
+    finally:
+        log.close()
+
+
 class _Run:
     """The moving parts of one kill loop: the server (restarted in place) and what was seen."""
 
-    def __init__(self, db: Path, port: int) -> None:
-        self.db, self.port = db, port
+    def __init__(self, db: Path, port: int, rep: KillReport) -> None:
+        self.db, self.port, self.rep = db, port, rep
         self.server: Served | None = None
         self.served: list[bytes] = []
         self.up = asyncio.Event()
         self.done = False
 
     async def start(self) -> None:
-        self.server = await asyncio.get_running_loop().run_in_executor(None, serve, self.db, self.port)
+        """Starts (or restarts: a recovery) the server, and checks every map root once it answers."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.run_in_executor(None, serve, self.db, self.port)
         self.up.set()
+        problems = await loop.run_in_executor(None, map_check, self.db, self.server.url)
+        self.rep.map_checks += 1
+        self.rep.map_errors += len(problems)
+        self.rep.notes.extend(problems)
 
     async def kill(self) -> None:
         self.up.clear()
@@ -120,7 +166,7 @@ async def kill_loop(workdir: Path, *, kills: int = 5, clients: int = 4, max_batc
     t0 = time.monotonic()
     db, vkey, token = await asyncio.get_running_loop().run_in_executor(None, _setup, workdir)
     rep = KillReport("kill loop")
-    run = _Run(db, free_port())
+    run = _Run(db, free_port(), rep)
     await run.start()
     acked: dict[tuple[str, str], tuple[int, str]] = {}
 
@@ -184,6 +230,9 @@ def _check(rep: KillReport, db: Path, acked: dict[tuple[str, str], tuple[int, st
     c = check_log(db, acked=acked, served=served)
     rep.lost, rep.wrong, rep.duplicates, rep.forks, rep.rollbacks = c.lost, c.wrong, c.duplicates, c.forks, c.rollbacks
     rep.checkpoints, rep.size = c.checkpoints, c.size
+    rep.map_checks += 1  # check_log replays the map of the final log too
+    rep.map_errors += len(c.maps)
+    rep.notes.extend(c.maps)
     log = open_log(db, readonly=True)
     try:  # nothing in the log that no client sent (an unacknowledged half of a batch, say)
         extra = log.store.conn.execute("SELECT count(*) FROM entries WHERE event_id IS NOT NULL").fetchone()[0] - len(acked)
@@ -203,7 +252,7 @@ async def spool_outage(workdir: Path, *, records: int = 400, outages: int = 3, o
     t0 = time.monotonic()
     db, vkey, token = await asyncio.get_running_loop().run_in_executor(None, _setup, workdir)
     rep = KillReport("spool outage")
-    run = _Run(db, free_port())
+    run = _Run(db, free_port(), rep)
     await run.start()
     futures: list[asyncio.Future[Any]] = []
     async with aiohttp.ClientSession() as session:

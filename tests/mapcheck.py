@@ -82,14 +82,19 @@ def map_values(store: Any, size: int) -> dict[str, MapValue]:
 
 
 def check_served_map_proof(get: Callable[[str], tuple[int, bytes]], tag: str, checkpoint: Checkpoint) -> MapValue | None:
-    """`GET /v1/map/proof` for `tag` at `checkpoint`, checked as a client checks it: the map leaf at
+    """`GET /v1/map/proof` for `tag` at `checkpoint`, checked by `check_map_proof_answer`."""
+    status, body = get(f"/v1/map/proof?tag={tag}&size={checkpoint.size}")
+    assert status == 200, body
+    return check_map_proof_answer(get, tag, orjson.loads(body), checkpoint)
+
+
+def check_map_proof_answer(get: Callable[[str], tuple[int, bytes]], tag: str, answer: Any,
+                           checkpoint: Checkpoint) -> MapValue | None:
+    """A `/v1/map/proof` answer for `tag` at `checkpoint`, checked as a client checks it: the map leaf at
     size - 1 (from `/v1/leaves`) is included in the checkpoint (`/v1/proof/inclusion`) and states the
     answer's root, and the proof verifies against that root. Returns what the proof shows."""
     size = checkpoint.size
-    status, body = get(f"/v1/map/proof?tag={tag}&size={size}")
-    assert status == 200, body
-    answer = orjson.loads(body)
-    assert set(answer) == {"size", "map_index", "root", "proof"} and answer["size"] == size
+    assert set(answer) == {"size", "map_index", "root", "proof"} and answer["size"] == size, answer
     assert answer["map_index"] == size - 1
     status, leaf_bytes = get(f"/v1/leaves/{size - 1}")
     assert status == 200, leaf_bytes
