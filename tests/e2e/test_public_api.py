@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import time
 from urllib.parse import quote
 
 import orjson
@@ -13,7 +15,10 @@ from tlog import merkle, tiles
 from tlog.checkpoint import open_checkpoint
 from tlog.log import open_log
 from tlog.note import Verifier
+from tlog.policy import DEFAULT_POLICY
 from tlog.records import parse_leaf
+from tlog.server.app import make_app
+from tlog.server.state import STATE_KEY
 
 from ..mapcheck import check_served_map_proof, map_values
 
@@ -147,3 +152,35 @@ def test_bad_requests_get_json_errors(served, path, status):
     assert headers["Content-Type"].startswith("application/json")
     err = orjson.loads(body)["error"]
     assert err["code"] and err["message"]
+
+
+async def test_log_info_names_the_policy_in_effect_of_the_published_log(aiohttp_client, log):
+    """SPEC §4: a policy takes effect at its `effective_at`; /v1/log names the one in effect now, not the
+    latest announced. And a policy leaf that no published checkpoint covers yet (a witness policy's
+    quorum has not cosigned it) is neither in effect nor listed."""
+    seq = log.sequencer()
+    soon = json.loads(DEFAULT_POLICY.document)
+    soon["text"] = "announced for later"
+    seq.publish_policy(json.dumps(soon).encode(), "later", effective_ms=int(time.time() * 1000) + 3_600_000)
+    reader = open_log(log.path)
+    try:
+        app = make_app(reader)
+        client = await aiohttp_client(app)
+
+        async def info():
+            return await (await client.get("/v1/log")).json()
+
+        assert (await info())["policy"] == "default"
+        assert [p["id"] for p in await (await client.get("/v1/policies")).json()] == ["default", "later"]
+        now = dict(soon, text="in effect at once")
+        seq.publish_policy(json.dumps(now).encode(), "now")
+        assert (await info())["policy"] == "now"
+        # Published lagging behind (as with a witness policy): the newest policy leaf is not shown.
+        app[STATE_KEY].witnessed = True
+        log.store.set_published(5, log.store.checkpoint_at(5))  # init's 3; "later" and its map leaf
+        assert (await info())["size"] == 5 and (await info())["policy"] == "default"
+        assert [p["id"] for p in await (await client.get("/v1/policies")).json()] == ["default", "later"]
+        assert (await client.get("/v1/policies/now")).status == 404
+        assert (await client.get("/v1/policies/later")).status == 200
+    finally:
+        reader.close()

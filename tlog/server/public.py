@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -14,9 +15,10 @@ import orjson
 from aiohttp import web
 
 from .. import merkle, tiles
-from ..errors import NotFound, ValidationError
+from ..errors import NotFound, StorageError, ValidationError
 from ..leaves import iter_leaves
-from ..policy import parse_policy
+from ..policy import Policy, in_effect, parse_policy
+from ..records import parse_logged_at
 from .state import State, get_state
 
 routes = web.RouteTableDef()
@@ -142,16 +144,31 @@ async def map_proof(request: web.Request) -> web.Response:
                   "proof": amap.prove(bytes.fromhex(raw)).to_json()}, cache=SHORT)
 
 
+def policy_in_effect(state: State, size: int, now_ms: int) -> Policy | None:
+    """The policy in effect at `now_ms` (SPEC §4: the latest `effective_at` not after it, ties to the
+    later leaf) among the policy leaves of the published log: one announced for later, or not yet under
+    the published checkpoint, is not the one in force."""
+    schedule = []
+    for rec in state.store.policies():
+        if rec.index >= size:
+            break
+        entry = state.store.entry(rec.index)
+        if entry is None or entry.type != "policy":
+            raise StorageError(f"policy {rec.policy_id!r} names index {rec.index}, which is not its policy leaf")
+        schedule.append((parse_logged_at(entry.details["effective_at"]), rec.index, parse_policy(rec.document, rec.policy_id)))
+    return in_effect(schedule, now_ms)
+
+
 @routes.get("/v1/log")
 async def log_info(request: web.Request) -> web.Response:
     state = get_state(request)
-    pols = state.store.policies()
-    current = parse_policy(pols[-1].document, pols[-1].policy_id) if pols else None
+    size = state.published_size()
+    current = policy_in_effect(state, size, int(time.time() * 1000))
     return _json({
         "origin": state.log.origin,
         "verifier_keys": state.verifier_keys(),
         "vrf_key": state.log.vrf_key.hex(),
-        "size": state.published_size(),
+        "size": size,
         "policy": current.id if current else None,
         "purposes": [{"code": p.code, **p.as_json()} for p in current.purposes.values()] if current else [],
     })
@@ -179,14 +196,16 @@ async def stats(request: web.Request) -> web.Response:
 @routes.get("/v1/policies")
 async def policies(request: web.Request) -> web.Response:
     state = get_state(request)
-    return _json([{"id": p.policy_id, "index": p.index, "url": f"/v1/policies/{p.policy_id}"} for p in state.store.policies()])
+    size = state.published_size()  # a policy leaf not yet under the published checkpoint is not shown
+    return _json([{"id": p.policy_id, "index": p.index, "url": f"/v1/policies/{p.policy_id}"}
+                  for p in state.store.policies() if p.index < size])
 
 
 @routes.get("/v1/policies/{policy_id}")
 async def policy_doc(request: web.Request) -> web.Response:
     state = get_state(request)
     rec = state.store.policy(request.match_info["policy_id"])
-    if rec is None:
+    if rec is None or rec.index >= state.published_size():
         raise NotFound("no such policy")
     return web.Response(body=rec.document, content_type="application/json", headers={"Cache-Control": IMMUTABLE})
 
