@@ -271,3 +271,33 @@ def test_a_rejected_submission_restores_artists_touched_earlier_in_the_batch(log
     from tlog.verify import verify_log
 
     assert verify_log(log).size == 10
+
+
+def test_a_policy_takes_effect_at_its_effective_at(log):
+    """SPEC §4: uses are decided by the policy in effect at their `logged_at` (the latest `effective_at`
+    not after it); one announced for later changes nothing until then, and one cannot take effect
+    before it is announced."""
+    t = [time.time()]
+    seq = log.sequencer(clock=lambda: t[0])
+    doc = orjson.loads(DEFAULT_POLICY.document)
+    doc["purposes"]["recommendation"]["default"] = "refused"  # a tightening: it may take effect at any time
+    later_ms = int(t[0] * 1000) + 3_600_000
+    index, _ = seq.publish_policy(orjson.dumps(doc), "stricter", effective_ms=later_ms)
+    leaf = orjson.loads(next(iter_leaves(log.store, index, index + 1))[1])
+    assert leaf["effective_at"] > leaf["logged_at"]
+    rec = dict(records(1, seed=3)[0], purpose="recommendation", phase="inference")
+    (before,) = append(seq, [rec])
+    assert seq.policy.id == DEFAULT_POLICY.id and before.decision == "allowed"
+    assert log.store.entry(before.index).details["policy"] == DEFAULT_POLICY.id
+    t[0] += 3600  # the clock reaches effective_at
+    assert seq.policy.id == "stricter"
+    (after,) = append(seq, [dict(rec, event_id="after")])
+    assert after.decision == "refused" and log.store.entry(after.index).details["policy"] == "stricter"
+    # A reloaded sequencer reads the schedule back from the policy leaves; its clock going back does not
+    # bring the old policy back (logged_at never decreases).
+    assert log.sequencer(clock=lambda: t[0]).policy.id == "stricter"
+    assert log.sequencer(clock=lambda: t[0] - 7200).policy.id == "stricter"
+    size = log.store.size()
+    with pytest.raises(ValidationError, match="before it is announced"):
+        seq.publish_policy(DEFAULT_POLICY.document, "backdated", effective_ms=int(t[0] * 1000) - 1000)
+    assert log.store.size() == size and log.store.policy("backdated") is None
