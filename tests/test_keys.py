@@ -103,3 +103,29 @@ def test_key_commands(tmp_path: Path) -> None:
     res = runner.invoke(main, ["key", "retire", "--db", db, second])
     assert res.exit_code == 1 and "error: refusing to retire the log's only key" in res.output
     assert runner.invoke(main, ["verify", "--db", db, "--vkey", second, "-q"]).exit_code == 0
+
+
+def test_the_vrf_key_file_must_be_the_one_the_log_committed_to(log: LocalLog, tmp_path: Path) -> None:
+    """The VRF key never changes for the life of a log (SPEC §2.2): a key file swapped for another log's
+    would give every artist a second tag, so opening the log with secrets refuses it; so does a file
+    that is not a 32-byte hex secret. Without secrets the log still opens for reading."""
+    from tlog.log import init_log, key_paths
+
+    other = init_log(tmp_path / "other" / "tlog.db", "other.example/log")
+    other.close()
+    path = key_paths(log.path)[1]
+    assert path.name == "tlog.vrf.key" and log.vrf is not None and log.vrf.pk == log.vrf_key
+    ours = path.read_text()
+    path.write_text(key_paths(other.path)[1].read_text())
+    with pytest.raises(StorageError, match="not the VRF key this log committed to"):
+        open_log(log.path, secrets_needed=True)
+    path.write_text("not hex\n")
+    with pytest.raises(StorageError, match="32-byte hex VRF secret"):
+        open_log(log.path, secrets_needed=True)
+    path.write_text(ours)
+    reader = open_log(log.path, readonly=True)
+    assert reader.vrf_key == log.vrf.pk
+    reader.close()
+    writer = open_log(log.path, secrets_needed=True)
+    assert writer.vrf is not None and writer.vrf.pk == log.vrf.pk
+    writer.close()
