@@ -184,3 +184,22 @@ async def test_log_info_names_the_policy_in_effect_of_the_published_log(aiohttp_
         assert (await client.get("/v1/policies/later")).status == 200
     finally:
         reader.close()
+
+
+async def test_a_witnessed_server_serves_map_proofs_once_a_checkpoint_is_published(aiohttp_client, log):
+    """Before a witness policy's quorum has cosigned anything, the published map (the default) is 503
+    like /checkpoint; the latest checkpoint's map can be named. Once published, the default is it."""
+    reader = open_log(log.path)
+    try:
+        app = make_app(reader)
+        app[STATE_KEY].witnessed = True
+        client = await aiohttp_client(app)
+        tag = "00" * 32
+        assert (await client.get(f"/v1/map/proof?tag={tag}")).status == 503
+        r = await client.get(f"/v1/map/proof?tag={tag}&size=3")
+        assert r.status == 200 and (await r.json())["root"] == "00" * 32  # init's map leaf: the empty map
+        log.store.set_published(3, log.store.checkpoint_at(3))
+        r = await client.get(f"/v1/map/proof?tag={tag}")
+        assert r.status == 200 and (await r.json())["size"] == 3
+    finally:
+        reader.close()

@@ -134,7 +134,11 @@ async def map_proof(request: web.Request) -> web.Response:
     if not _TAG.fullmatch(raw):
         raise ValidationError("tag must be 64 lowercase hex digits", [{"field": "tag", "message": raw[:80] or "required"}])
     published = state.published_size()
-    size = _int_param(request, "size", minimum=1) if "size" in request.query else published
+    if "size" in request.query:
+        size = _int_param(request, "size", minimum=1)
+    else:
+        state.published_note()  # 503, as /checkpoint, until a witness policy's quorum has cosigned one
+        size = published
     latest = state.latest_size()
     if size not in (published, latest):
         raise NotFound(f"map proofs are served for the published checkpoint ({published}) and the latest ({latest}), "
