@@ -20,7 +20,7 @@ from ..gctune import tune_for_batches
 from ..intake import Intake
 from ..log import LocalLog, open_log
 from ..witnessing import NONE, WitnessPolicy, publisher_context
-from . import artist, metrics, openapi, public, service
+from . import artist, metrics, openapi, pages, public, service, summary
 from .auth import RateLimit, auth_middleware
 from .errors import error_middleware, quiet_malformed_requests
 from .state import STATE_KEY, Limits, State
@@ -54,6 +54,8 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(public.routes)
     app.add_routes(metrics.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(summary.routes)
+    pages.setup(app)
     if writer is not None:
         batches = writer.process_writer() if pipelined else None
         seq = writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches)

@@ -1,0 +1,123 @@
+"""`GET /v1/artists/{artist_id}/summary` (SPEC §6): an artist's counts and latest entries, for the artist
+page's first view, and `GET /v1/whoami`, which tells a token's holder whom it speaks for (the artist page
+is given a token only, by a sign-in link).
+
+The summary covers the artist's entries under the published checkpoint, the ones its audit bundle
+proves: so the page's first figures and its verified verdict are about the same entries. It is built once
+per (artist, published size) and kept in a small cache, since an artist reloading its page asks again."""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict, defaultdict
+from datetime import date, timedelta
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..records import format_logged_at
+from ..store.base import Entry, UseFilter
+from .artist import _entry_json, _own
+from .auth import require
+from .state import State, get_state
+
+routes = web.RouteTableDef()
+
+LATEST = 20  # entries shown before the full list is asked for
+MAX_TRACKS = 1000  # tracks listed, most used first
+CACHE_ENTRIES = 256
+_caches: dict[int, tuple["weakref.ref[State]", Any]] = {}
+
+
+def per_state(state: State, make: Any) -> Any:
+    """An object kept for this app's State (which is unhashable): made by `make()` on first use, and dropped
+    with the State, so a later State that reuses its id() starts afresh."""
+    found = _caches.get(id(state))
+    if found is None or found[0]() is not state:
+        for key in [k for k, (ref, _) in _caches.items() if ref() is None]:
+            del _caches[key]
+        found = _caches[id(state)] = (weakref.ref(state), make())
+    return found[1]
+
+
+def _week(logged_at: str) -> str:
+    d = date.fromisoformat(logged_at[:10])
+    return (d - timedelta(days=d.weekday())).isoformat()
+
+
+def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary of an artist's entries (log order, all under the checkpoint of `size`). Pure."""
+    by_purpose: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    by_week: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    by_month: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    tracks: dict[str, dict[str, Any]] = {}
+    changes = 0
+    for e in entries:
+        d = e.details
+        if e.type == "preference":
+            changes += 1
+        if e.type not in ("use", "refusal"):
+            continue
+        logged_at = format_logged_at(e.logged_ms)
+        purpose, decision, runs = d["purpose"], d["decision"], d.get("invocations", 1)
+        for bucket, key in ((by_purpose, (purpose, decision)), (by_week, (_week(logged_at), purpose, decision)),
+                            (by_month, (logged_at[:7], purpose, decision))):
+            bucket[key][0] += 1  # type: ignore[index]
+            bucket[key][1] += runs  # type: ignore[index]
+        t = tracks.setdefault(d["content_id"], {"content_id": d["content_id"], "leaves": 0, "invocations": 0,
+                                                "refused": 0, "last": logged_at})
+        t["leaves"] += 1
+        t["invocations"] += runs
+        t["refused"] += decision == "refused"
+        t["last"] = logged_at
+    uses = [e for e in entries if e.type in ("use", "refusal")]
+    last = entries[-1] if entries else None
+    return {
+        "artist_id": artist_id,
+        "size": size,
+        "entries": len(entries),
+        "head": None if last is None else {"aseq": last.aseq, "index": last.index},
+        "uses": {"leaves": sum(v[0] for v in by_purpose.values()), "invocations": sum(v[1] for v in by_purpose.values())},
+        "by_purpose": [{"purpose": p, "decision": d, "leaves": n, "invocations": i}
+                       for (p, d), (n, i) in sorted(by_purpose.items())],
+        "by_week": [{"week": w, "purpose": p, "decision": d, "leaves": n, "invocations": i}
+                    for (w, p, d), (n, i) in sorted(by_week.items())],
+        "by_month": [{"month": m, "purpose": p, "decision": d, "leaves": n, "invocations": i}
+                     for (m, p, d), (n, i) in sorted(by_month.items())],
+        "tracks": sorted(tracks.values(), key=lambda t: (-t["leaves"], t["content_id"]))[:MAX_TRACKS],
+        "track_count": len(tracks),
+        "latest": [_entry_json(e) for e in reversed(uses[-LATEST:])],
+        "preferences": preferences or {},
+        "preference_changes": changes,
+    }
+
+
+@routes.get("/v1/artists/{artist_id}/summary")
+async def summary(request: web.Request) -> web.Response:
+    state = get_state(request)
+    artist_id = _own(request)
+    size = state.published_size()
+    cache = per_state(state, lambda: OrderedDict())
+    body = cache.get((artist_id, size))
+    if body is None:
+        artist = state.store.artist_state(artist_id)
+        entries = []
+        if artist is not None:
+            entries = [e for e in state.store.artist_entries(artist_id, UseFilter(), 1 << 62) if e.index < size]
+        body = orjson.dumps(summarize(artist_id, entries, size, artist.preferences if artist else None))
+        cache[(artist_id, size)] = body
+        while len(cache) > CACHE_ENTRIES:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end((artist_id, size))
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/v1/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    """Whom the bearer token speaks for: {"role", "artist_id"} (the artist id for an artist token, else
+    null). Any valid token; 401 without one."""
+    who = require(request, "service", "artist", "auditor")
+    return web.Response(body=orjson.dumps({"role": who.role, "artist_id": who.subject if who.role == "artist" else None}),
+                        content_type="application/json", headers={"Cache-Control": "no-store"})
