@@ -574,76 +574,12 @@ def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, f
         click.echo("stopped", err=True)
 
 
-@main.group(invoke_without_command=True)
-@click.option("--url", default=None, help="The log server.")
-@click.option("--vkey", default=None, help="The log's verifier key you trust (from the operator's published records).")
-@click.option("--artist", "artist_id", default=None, help="Your artist id.")
-@click.option("--token", default=None, envvar="TLOG_TOKEN", help="Your artist token (or $TLOG_TOKEN).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Save the verified bundle here, to check again offline with `tlog audit verify`.")
-@click.pass_context
-def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str | None, token: str | None,
-          out: Path | None) -> None:
-    """Fetch and verify every AI use of an artist's content, with proofs.
-
-    Checks the checkpoint signature with the key you name, every inclusion proof, that every public leaf
-    commits to the details shown, and that your chain runs from aseq 1 to its head without a gap.
-
-    \b
-    Examples:
-      tlog audit --url http://127.0.0.1:8080 --vkey 'origin+1234abcd+AU…' --artist sc:user:42 --token T --out me.json
-      tlog audit verify me.json --vkey 'origin+1234abcd+AU…'"""
-    if ctx.invoked_subcommand is not None:
-        return
-    missing = [n for n, v in (("--url", url), ("--vkey", vkey), ("--artist", artist_id), ("--token", token)) if not v]
-    if missing:
-        raise ValidationError(f"missing {', '.join(missing)} (or use `tlog audit verify FILE --vkey V` offline)")
-    from urllib.parse import quote
-
-    from .audit import verify_bundle
-    from .note import Verifier
-
-    verifier = Verifier.from_key(vkey)  # type: ignore[arg-type]
-    raw = _http_get(f"{url.rstrip('/')}/v1/artists/{quote(artist_id, safe='')}/audit", token)  # type: ignore[union-attr,arg-type]
-    report = verify_bundle(loads_strict(raw), verifier)
-    if out is not None:
-        out.write_bytes(raw)
-    click.echo(report.summary())
-
-
-@audit.command("verify")
-@click.argument("file", type=click.File("rb"))
-@click.option("--vkey", required=True, help="The log's verifier key you trust.")
-def audit_verify(file: IO[bytes], vkey: str) -> None:
-    """Verify a saved audit bundle FILE offline."""
-    from .audit import verify_bundle
-    from .note import Verifier
-
-    click.echo(verify_bundle(loads_strict(file.read()), Verifier.from_key(vkey)).summary())
-
-
-def _http_get(url: str, token: str) -> bytes:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.read()
-    except urllib.error.HTTPError as e:
-        try:
-            message = orjson.loads(e.read())["error"]["message"]
-        except Exception:
-            message = e.reason
-        raise TlogError(f"{url}: HTTP {e.code}: {message}") from None
-    except urllib.error.URLError as e:
-        raise TlogError(f"cannot reach {url}: {e.reason}") from None
-
-
 # Command groups defined in their own modules (they import nothing from here, so no cycle).
+from .audit_cli import audit  # noqa: E402
 from .keys_cli import key_group  # noqa: E402
 from .witness.cli import witness  # noqa: E402
 
+main.add_command(audit)
 main.add_command(key_group(db_option))
 main.add_command(witness)
 

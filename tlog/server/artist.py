@@ -5,24 +5,25 @@ about other artists leaks; entries are listed in log order with an opaque cursor
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from .. import merkle
-from ..checkpoint import Checkpoint
-from ..errors import Forbidden, NotFound, ValidationError
-from ..leaves import iter_leaves
-from ..note import parse_note
-from ..records import DECISIONS, PURPOSE_CODE, format_logged_at, is_platform_id, parse_rfc3339
-from ..store.base import Entry, UseFilter
+from ..errors import Forbidden, NotFound, StorageError, Unavailable, ValidationError
+from ..leaves import checked_entry_leaf, iter_leaves
+from ..records import DECISIONS, PURPOSE_CODE, artist_tag, format_logged_at, is_platform_id, parse_rfc3339
+from ..store.base import ArtistState, Entry, Store, UseFilter
 from .auth import require
+from .public import _int_param
 from .service import MAX_INDEX, check_artist_id, parse_index
-from .state import get_state
+from .state import State, get_state
 
 routes = web.RouteTableDef()
 
@@ -138,31 +139,174 @@ async def uses(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/artists/{artist_id}/audit")
 async def audit(request: web.Request) -> web.Response:
-    """Everything an artist needs to check, offline, that each of its entries is in the log under a
-    signed checkpoint, matches its public leaf, and that its chain from aseq 1 to the head has no gap."""
+    """SPEC §6: one page of the artist's audit bundle (version 2), everything needed to check offline that
+    each entry is in the log under a signed checkpoint and matches its leaf, that each decision follows
+    from the policy and the artist's preferences, and (on the first page, with the map proof) that no
+    entry about the artist was left out."""
     state = get_state(request)
     artist_id = _own(request)
-    signed = state.store.latest_checkpoint() or b""
-    size = _size(signed)
-    head = state.store.artist_state(artist_id)
-    entries = state.store.artist_entries(artist_id, UseFilter(), 10_000_000) if head else []
-    entries = [e for e in entries if e.index < size]
-    out = []
-    for e in entries:
-        ((_, leaf, _),) = list(iter_leaves(state.store, e.index, e.index + 1))
-        proof = merkle.inclusion_proof(e.index, size, state.store)
-        out.append({"index": e.index, "leaf": base64.b64encode(leaf).decode(), "details": e.details,
-                    "proof": [base64.b64encode(h).decode() for h in proof]})
-    bundle = {
-        "version": 1, "origin": state.log.origin, "artist_id": artist_id,
-        "tag": head.tag.hex() if head else None, "checkpoint": signed.decode(),
-        "entries": out, "head": {"aseq": len(out), "index": out[-1]["index"] if out else None},
-    }
+    query = _audit_query(request, state)
+    bundle = await _audit_bundle(state, artist_id, query)
     return web.Response(body=orjson.dumps(bundle), content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-def _size(signed: bytes) -> int:
-    return Checkpoint.parse(parse_note(signed)[0]).size
+AUDIT_PAGE = 1000  # entries per audit page unless the client asks for fewer (at most --max-page-size)
+# Inclusion proofs built between two turns of the event loop: a full page's thousand proofs take up to
+# a tenth of a second with a cold cache, which other requests should not wait for.
+PROOFS_PER_TURN = 128
+_AUDIT_PARAMS = frozenset({"size", "since", "from_aseq", "limit"})
+
+
+@dataclass(frozen=True)
+class _AuditQuery:
+    size: int
+    checkpoint: bytes  # the signed checkpoint of `size`
+    published: bool  # `size` is the current published checkpoint: the page may carry the map
+    since: int | None
+    from_aseq: int | None
+    limit: int
+
+
+def _audit_query(request: web.Request, state: State) -> _AuditQuery:
+    unknown = sorted(set(request.query) - _AUDIT_PARAMS)
+    if unknown:
+        raise ValidationError(f"unknown query parameter {unknown[0]!r}", [{"field": unknown[0], "message": "unknown"}])
+    present = {name: _int_param(request, name, minimum=1) for name in _AUDIT_PARAMS - {"limit"} if name in request.query}
+    note = state.published_note()
+    published = state.parse_checkpoint(note).size
+    size = present.get("size", published)
+    if size != published:
+        note = _older_checkpoint(state, size, published)
+    since = present.get("since")
+    if since is not None and since > size:
+        raise ValidationError(f"since {since} is beyond the checkpoint ({size}): pass a size you verified before",
+                              [{"field": "since", "message": f"at most {size}"}])
+    limit = _limit(request, min(AUDIT_PAGE, state.limits.max_page_size), state.limits.max_page_size)
+    return _AuditQuery(size, note, size == published, since, present.get("from_aseq"), limit)
+
+
+def _older_checkpoint(state: State, size: int, published: int) -> bytes:
+    """The signed checkpoint of an earlier published size (a walk keeps the size of its first page)."""
+    note = state.store.checkpoint_at(size) if size < published else None
+    if note is None:
+        raise ValidationError(f"size {size} is not a published checkpoint of this log (the latest is {published})",
+                              [{"field": "size", "message": "not a published checkpoint size"}])
+    return note
+
+
+async def _audit_bundle(state: State, artist_id: str, q: _AuditQuery) -> dict[str, Any]:
+    store = state.store
+    artist = store.artist_state(artist_id)
+    tag, vrf_proof = (artist.tag, artist.proof) if artist is not None else _tag_of_stranger(state, artist_id)
+    entries, next_aseq = _audit_entries(store, artist, q)
+    in_force = _preference_before(store, artist, entries[0]) if artist is not None and entries else None
+    with_map = q.published and q.from_aseq is None
+    policies = [p for p in store.policies() if p.index < q.size]
+    fixed = [0, *(p.index for p in policies), *([q.size - 1] if with_map else [])]
+    proven = await _proven(store, [*entries, *([in_force] if in_force else [])], fixed, q.size)
+    return {
+        "version": 2, "origin": state.log.origin, "artist_id": artist_id, "tag": tag.hex(),
+        "vrf": {"key": state.log.vrf_key.hex(), "proof": vrf_proof.hex()},
+        "checkpoint": q.checkpoint.decode(),
+        "log": proven[0],
+        "since": q.since,
+        "consistency": None if q.since is None else _b64s(merkle.consistency_proof(q.since, q.size, store)),
+        "entries": [{"index": e.index, **proven[e.index], "details": e.details, "erased": None} for e in entries],
+        "preferences_in_force": None if in_force is None else {
+            "index": in_force.index, **proven[in_force.index], "details": in_force.details},
+        "erasures": [],  # no erasure leaves are written yet (`tlog erase` is to come)
+        "map": {"index": q.size - 1, **proven[q.size - 1], "map_proof": state.map_at(q.size).prove(tag).to_json()}
+               if with_map else None,
+        "policies": [{"id": p.policy_id, "index": p.index, **proven[p.index],
+                      "document": base64.b64encode(p.document).decode()} for p in policies],
+        "next_aseq": next_aseq,
+    }
+
+
+async def _proven(store: Store, entries: list[Entry], fixed: list[int], size: int) -> dict[int, dict[str, Any]]:
+    """{index: {leaf, proof}} for the entries and the leaves at `fixed` indexes, proved in the tree of
+    `size`. Leaves under a checkpoint never change, so yielding to other requests meanwhile is safe."""
+    leaves = _leaves(store, entries) + [leaf for i in fixed for _, leaf, _ in iter_leaves(store, i, i + 1)]
+    proven = {}
+    for k, (i, leaf) in enumerate(zip([e.index for e in entries] + fixed, leaves), 1):
+        proven[i] = {"leaf": base64.b64encode(leaf).decode(), "proof": _b64s(merkle.inclusion_proof(i, size, store))}
+        if k % PROOFS_PER_TURN == 0:
+            await asyncio.sleep(0)
+    return proven
+
+
+def _tag_of_stranger(state: State, artist_id: str) -> tuple[bytes, bytes]:
+    """The tag and VRF proof of an artist the log has never seen, without storing anything: so that its
+    bundle can prove, by the map, that nothing about it is logged."""
+    if state.log.vrf is None:
+        raise Unavailable("this server holds no VRF key, so it cannot name the tag of an artist it has never logged")
+    return artist_tag(state.log.vrf, artist_id)
+
+
+def _audit_entries(store: Store, artist: ArtistState | None, q: _AuditQuery) -> tuple[list[Entry], int | None]:
+    """The page's entries (log order, under the checkpoint) and the number of the next page's first."""
+    if artist is None:
+        return [], None
+    after = -1 if q.since is None else q.since - 1
+    if q.from_aseq is not None:
+        start = _aseq_index(store, artist, q.from_aseq)
+        if start is None:
+            return [], None
+        after = max(after, start - 1)
+    found = [e for e in store.artist_entries(artist.artist_id, UseFilter(after=after), q.limit + 1) if e.index < q.size]
+    return found[: q.limit], found[q.limit].aseq if len(found) > q.limit else None
+
+
+def _aseq_index(store: Store, artist: ArtistState, aseq: int) -> int | None:
+    """The index of the artist's entry number `aseq`, if it has one. A binary search over a cursor: the
+    number of the first entry after an index grows with the index (some 20 indexed reads at 1M leaves)."""
+    if aseq > artist.aseq:
+        return None
+    lo, hi = -1, artist.head  # the entry is after lo, at or before hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        found = store.artist_entries(artist.artist_id, UseFilter(after=mid), 1)
+        if found and found[0].aseq == aseq:
+            return found[0].index
+        if found and found[0].aseq < aseq:  # type: ignore[operator]
+            lo = found[0].index
+        else:
+            hi = mid
+    return None
+
+
+def _preference_before(store: Store, artist: ArtistState, first: Entry) -> Entry | None:
+    """The artist's latest preference entry before `first`, back along its chain. An artist that never
+    set preferences has none stored, and its chain need not be walked."""
+    if artist.preferences is None:
+        return None
+    index = first.aprev
+    while index is not None:
+        e = store.entry(index)
+        if e is None:
+            raise StorageError(f"entry {index} of {artist.artist_id}'s chain is missing: the database was altered")
+        if e.type == "preference":
+            return e
+        index = e.aprev
+    return None
+
+
+def _leaves(store: Store, entries: list[Entry]) -> list[bytes]:
+    """The public leaves of artist entries (never at index 0, the log leaf), re-derived and checked
+    against their stored hashes, reading every hash they need (theirs and the one before each) at once."""
+    coords = [(0, i) for e in entries for i in (e.index - 1, e.index)]
+    hashes = store.read_nodes(coords)
+    out = []
+    for k, e in enumerate(entries):
+        leaf = checked_entry_leaf(e, hashes[2 * k])
+        if merkle.leaf_hash(leaf) != hashes[2 * k + 1]:
+            raise StorageError(f"leaf {e.index} does not match its stored hash: the database was altered")
+        out.append(leaf)
+    return out
+
+
+def _b64s(hashes: list[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode() for h in hashes]
 
 
 @routes.get("/v1/entries/{index}")

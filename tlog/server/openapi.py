@@ -366,8 +366,18 @@ PATHS: dict[str, dict[str, Any]] = {
                        "query parameters are 400.")},
     "/v1/artists/{artist_id}/audit": {"get": _op(
         "A self-contained audit bundle: checkpoint, entries with details, inclusion proofs, the artist chain",
-        [ARTIST, AUDITOR], _json(_ref("AuditBundle")), (400, 403), params=[_ARTIST_PARAM],
-        description="An artist token may read only its own (403 for any other id, existing or not).")},
+        [ARTIST, AUDITOR], _json(_ref("AuditBundle")), (400, 403), params=[
+            _ARTIST_PARAM,
+            _query("size", {"type": "integer", "minimum": 1},
+                   "a published checkpoint size (default: the published checkpoint); a walk passes its first page's"),
+            _query("since", {"type": "integer", "minimum": 1},
+                   "only entries at index ≥ since, with a consistency proof from since to size"),
+            _query("from_aseq", {"type": "integer", "minimum": 1}, "the next_aseq of the previous page"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+                   "entries per page (default 1000; the maximum is `tlog serve --max-page-size`)"),
+        ], description="An artist token may read only its own (403 for any other id, existing or not). The first "
+                       "page (no from_aseq) at the published size carries the map proof that shows completeness. "
+                       "Unknown query parameters are 400.")},
     "/v1/entries/{index}": {"get": _op(
         "One entry's private details and its leaf", [AUDITOR], _json(_ref("EntryWithLeaf")), (400, 403, 404),
         params=[_INDEX_PARAM])},

@@ -1,0 +1,270 @@
+"""`tlog audit`: an artist fetches its audit bundle page by page and verifies it as it arrives; `tlog audit
+verify` checks a saved one offline. The checks are audit.py's; this module fetches, remembers and prints.
+
+Exit codes (SPEC §7): 0 everything held; 1 a check failed (the verdict names what and where); 2 bad input
+(arguments, files, a state or bundle that is not one); 3 the log could not be reached or read (down, 401,
+403). `--state DIR` keeps, per log and artist, the last checkpoint verified and the head there: the next run
+asks only for what is new (`since=`), proves the log still extends what was verified, and refuses to go
+back. The state file is replaced atomically (write, fsync, rename), mode 0600.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+from urllib.parse import quote
+
+import aiohttp
+import click
+import orjson
+
+from .audit import AuditReport, AuditState, AuditWalk
+from .canonical import loads_strict
+from .errors import NotFound, TlogError, Unavailable, ValidationError, VerificationError
+from .note import Verifier
+from .remote import TIMEOUT, TileClient
+
+if TYPE_CHECKING:
+    from .witnessing import WitnessPolicy
+
+FAILED, BAD_INPUT, UNREACHABLE = 1, 2, 3
+_REFUSED = re.compile(r"GET \S+: (401|403) ")  # how TileClient words an answer refusing the token
+
+
+class _Unreachable(TlogError):
+    """The log could not be reached or would not answer this token."""
+
+
+class _ArtistClient(TileClient):
+    """TileClient (retries, backoff, 429s waited out) sending the artist's token with every request."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        super().__init__(base_url)
+        self.token = token
+
+    async def __aenter__(self) -> _ArtistClient:
+        self._session = aiohttp.ClientSession(
+            timeout=TIMEOUT, headers={"User-Agent": "tlog-audit", "Authorization": f"Bearer {self.token}"})
+        return self
+
+    async def page(self, path: str, params: dict[str, int]) -> bytes:
+        try:
+            return await self.get(path, {k: str(v) for k, v in params.items()})
+        except (Unavailable, NotFound) as exc:
+            raise _Unreachable(exc.message) from None
+        except ValidationError as exc:
+            if _REFUSED.match(exc.message):
+                raise _Unreachable(f"{exc.message} (check --token and --artist)") from None
+            raise
+
+
+@click.group("audit", invoke_without_command=True)
+@click.option("--url", default=None, help="The log server.")
+@click.option("--vkey", default=None, help="The log's verifier key you trust (from the operator's published records).")
+@click.option("--artist", "artist_id", default=None, help="Your artist id.")
+@click.option("--token", default=None, envvar="TLOG_TOKEN", help="Your artist token (or $TLOG_TOKEN).")
+@click.option("--token-file", type=click.File("r"), default=None, help="Read the token from this file.")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Remember what was verified here (created if missing): the next run fetches only what is new.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the fetched bundle (a list of pages for a long history), to check again with `tlog audit verify`.")
+@click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A c2sp.org/tlog-policy file: the checkpoint must carry its quorum's cosignatures.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str | None, token: str | None,
+          token_file: IO[str] | None, state_dir: Path | None, out: Path | None, witness_policy: Path | None,
+          as_json: bool) -> None:
+    """Fetch and verify everything logged about your content, with proofs.
+
+    Checks the checkpoint's signature with the key you name, that every entry is in the log and matches
+    its public leaf, that your tag is yours (VRF proof), that your chain has no gap, that every decision
+    follows from the policy in effect and your preferences, and, by the log's artist map, that nothing
+    about you was left out. Prints one verdict.
+
+    Exit status: 0 everything held; 1 a check failed (the first failure is named); 2 bad input; 3 the log
+    could not be reached, or refused the token (401, 403).
+
+    \b
+    Examples:
+      tlog audit --url https://log.example --vkey 'log.example+1234abcd+AU…' --artist sc:user:42 --token-file t --state ~/.tlog
+      tlog audit verify me.json --vkey 'log.example+1234abcd+AU…'
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with _exits(as_json):
+        if token_file is not None:
+            token = token_file.read().strip()
+        missing = [n for n, v in (("--url", url), ("--vkey", vkey), ("--artist", artist_id), ("--token", token)) if not v]
+        if missing:
+            raise ValidationError(f"missing {', '.join(missing)} (or check a saved bundle with `tlog audit verify FILE --vkey V`)")
+        verifier = Verifier.from_key(vkey)  # type: ignore[arg-type]
+        state = _load_state(state_dir, verifier.name, artist_id) if state_dir else None  # type: ignore[arg-type]
+        walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
+        pages: list[bytes] | None = [] if out is not None else None
+        try:
+            asyncio.run(_fetch(url, token, artist_id, walk, state, pages))  # type: ignore[arg-type]
+            report = walk.report()
+        finally:
+            if pages:
+                _save_pages(out, pages)  # type: ignore[arg-type]  # also after a failure: it is the evidence
+        _finish(report, state_dir, as_json)
+
+
+@audit.command("verify")
+@click.argument("file", type=click.File("rb"))
+@click.option("--vkey", required=True, help="The log's verifier key you trust.")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Refuse a bundle older than what was verified here, and remember this one.")
+@click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A c2sp.org/tlog-policy file: the checkpoint must carry its quorum's cosignatures.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def audit_verify(file: IO[bytes], vkey: str, state_dir: Path | None, witness_policy: Path | None, as_json: bool) -> None:
+    """Verify a saved audit bundle FILE offline (one page, or the list of pages `tlog audit --out` saves)."""
+    with _exits(as_json):
+        verifier = Verifier.from_key(vkey)
+        try:
+            data = loads_strict(file.read())
+        except ValidationError as exc:
+            raise ValidationError(f"{file.name} is not a saved audit bundle: {exc.message}") from None
+        pages = data if isinstance(data, list) else [data]
+        artist_id = pages[0].get("artist_id") if pages and isinstance(pages[0], dict) else None
+        state = _load_state(state_dir, verifier.name, artist_id) if state_dir and isinstance(artist_id, str) else None
+        walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
+        for page in pages:
+            walk.add(page)
+        _finish(walk.report(), state_dir, as_json)
+
+
+async def _fetch(url: str, token: str, artist_id: str, walk: AuditWalk, state: AuditState | None,
+                 pages: list[bytes] | None) -> None:
+    """Fetches the walk's pages, each verified as it arrives (since the remembered size, with a state)."""
+    path = f"v1/artists/{quote(artist_id, safe='')}/audit"
+    async with _ArtistClient(url, token) as client:
+        params = {"since": state.size} if state is not None else {}
+        try:
+            raw = await client.page(path, params)
+        except ValidationError:
+            if state is None:
+                raise
+            # The log refuses since=<the size you verified>: it is behind that. Fetch what it shows now,
+            # so that the verifier can say that it went back.
+            params = {}
+            raw = await client.page(path, params)
+        _add(walk, raw, pages)
+        while walk.next_aseq is not None:
+            _add(walk, await client.page(path, {**params, "size": walk.size, "from_aseq": walk.next_aseq}), pages)  # type: ignore[dict-item]
+
+
+def _add(walk: AuditWalk, raw: bytes, pages: list[bytes] | None) -> None:
+    """Verifies a page the log sent. An answer that is not a bundle is the log failing to show what it
+    must, so a failed verification (exit 1), unlike a file that is not one (bad input, exit 2)."""
+    if pages is not None:
+        pages.append(raw)
+    try:
+        walk.add(loads_strict(raw))
+    except ValidationError as exc:
+        raise VerificationError(f"the log's answer is not a valid audit bundle: {exc.message}") from None
+
+
+def _finish(report: AuditReport, state_dir: Path | None, as_json: bool) -> None:
+    if state_dir is not None:
+        new = report.state()
+        if new is not None:
+            _save_state(state_dir, new)
+    click.echo(orjson.dumps(report.to_json()).decode() if as_json else report.verdict())
+
+
+@contextmanager
+def _exits(as_json: bool) -> Iterator[None]:
+    """Maps errors to the SPEC's exit codes, with one plain line."""
+    try:
+        yield
+    except VerificationError as exc:
+        _fail(as_json, "FAILED", exc.message, FAILED, exc.index)
+    except _Unreachable as exc:
+        _fail(as_json, "error", exc.message, UNREACHABLE)
+    except TlogError as exc:
+        _fail(as_json, "error", exc.message, BAD_INPUT)
+    except OSError as exc:
+        _fail(as_json, "error", f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), BAD_INPUT)
+
+
+def _fail(as_json: bool, kind: str, message: str, code: int, index: int | None = None) -> None:
+    if as_json:
+        click.echo(orjson.dumps({"ok": False, "error": message, "index": index}).decode())
+    else:
+        click.echo(f"{kind}: {message}", err=True)
+    sys.exit(code)
+
+
+def _policy(path: Path | None, verifier: Verifier) -> WitnessPolicy | None:
+    """The witness policy whose quorum must have cosigned the checkpoint, if one is named."""
+    if path is None:
+        return None
+    from .witnessing import load_witness_policy
+
+    policy = load_witness_policy(path)
+    if policy.logs and verifier.key not in {v.key for v in policy.logs}:
+        raise ValidationError(f"the witness policy {path} lists logs, but not the key {verifier.key}")
+    return policy
+
+
+# --- the state directory ---------------------------------------------------------------------------------
+
+
+def _state_path(state_dir: Path, origin: str, artist_id: str) -> Path:
+    """One file per log and artist (a label audits several artists from one directory); the name is a
+    digest, since neither an origin nor an artist id need be a valid file name."""
+    digest = hashlib.sha256(f"{origin}\n{artist_id}".encode()).hexdigest()[:32]
+    return state_dir / f"audit-{digest}.json"
+
+
+def _load_state(state_dir: Path, origin: str, artist_id: str) -> AuditState | None:
+    path = _state_path(state_dir, origin, artist_id)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    state = AuditState.from_json(loads_strict(data))
+    if (state.origin, state.artist_id) != (origin, artist_id):
+        raise ValidationError(f"{path} is the state of {state.artist_id!r} on {state.origin}, not of this artist and log")
+    return state
+
+
+def _save_state(state_dir: Path, state: AuditState) -> None:
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _replace(_state_path(state_dir, state.origin, state.artist_id), orjson.dumps(state.to_json()) + b"\n")
+
+
+def _save_pages(out: Path, pages: list[bytes]) -> None:
+    body = pages[0] if len(pages) == 1 else b"[" + b",".join(pages) + b"]"
+    _replace(out, body)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Writes `path` so that a crash leaves the old file or the new one, never half of either: a new file
+    (mode 0600) beside it, fsynced, renamed over it, and the directory fsynced so the rename lasts."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
