@@ -378,6 +378,33 @@ PATHS: dict[str, dict[str, Any]] = {
         ], description="An artist token may read only its own (403 for any other id, existing or not). The first "
                        "page (no from_aseq) at the published size carries the map proof that shows completeness. "
                        "Unknown query parameters are 400.")},
+    "/v1/artists/{artist_id}/summary": {"get": _op(
+        "An artist's counts by purpose, decision, week and month, its tracks and latest entries: the artist page's "
+        "first view", [ARTIST, AUDITOR], _json(_obj({
+            "artist_id": {"type": "string"}, "size": _SIZE, "entries": {"type": "integer"},
+            "head": _nullable(_obj({"aseq": {"type": "integer"}, "index": _INDEX})),
+            "uses": _obj({"leaves": {"type": "integer"}, "invocations": {"type": "integer"}}),
+            "by_purpose": {"type": "array", "items": {"type": "object"}},
+            "by_week": {"type": "array", "items": {"type": "object"}},
+            "by_month": {"type": "array", "items": {"type": "object"}},
+            "tracks": {"type": "array", "items": {"type": "object"}}, "track_count": {"type": "integer"},
+            "latest": {"type": "array", "items": _ref("Entry")}, "preferences": {"type": "object"},
+            "preference_changes": {"type": "integer"}})),
+        (400, 403), params=[_ARTIST_PARAM],
+        description="The entries under the published checkpoint, as the audit bundle at that checkpoint proves them.")},
+    "/v1/whoami": {"get": _op(
+        "Whom the bearer token speaks for", [SERVICE, ARTIST, AUDITOR],
+        _json(_obj({"role": {"enum": ["service", "artist", "auditor"]}, "artist_id": _nullable({"type": "string"})})),
+        description="The artist page is given a token only (by a sign-in link); this names its artist.")},
+    "/": {"get": _op("The public transparency page (HTML)", [PUBLIC], _text("the page", "text/html"))},
+    "/artist": {"get": _op("The artist page (HTML); it asks for the artist's token and keeps it in the tab's "
+                           "session storage", [PUBLIC], _text("the page", "text/html"))},
+    "/static/{name}": {"get": _op(
+        "The pages' scripts, stylesheet and icon, named by the hash of their content (immutable)", [PUBLIC],
+        {"description": "the asset", "content": {m: {"schema": {"type": "string"}} for m in
+                                                 ("text/javascript", "text/css", "image/svg+xml")}},
+        (404,), params=[_path_param("name", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+                                    "an asset's hashed file name, as the pages link it", "site.css")])},
     "/v1/entries/{index}": {"get": _op(
         "One entry's private details and its leaf", [AUDITOR], _json(_ref("EntryWithLeaf")), (400, 403, 404),
         params=[_INDEX_PARAM])},
