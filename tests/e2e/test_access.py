@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tlog.server import openapi
+from tlog.server import openapi, pages
 
 from .conftest import start_server
 from .roles import ARTIST_A, ARTIST_B, ROLES, SERVICE, RoleEnv, cli, make_token, record, start_env
@@ -91,6 +91,13 @@ ROWS = [
     Row("A's audit bundle", "GET /v1/artists/{artist_id}/audit", f"/v1/artists/{A}/audit", protected(403, 200, 403, 200)),
     Row("B's audit bundle", "GET /v1/artists/{artist_id}/audit", f"/v1/artists/{B}/audit", protected(403, 403, 200, 200)),
     Row("nobody's audit bundle", "GET /v1/artists/{artist_id}/audit", f"/v1/artists/{NOBODY}/audit", protected(403, 403, 403, 200)),
+    Row("A's summary", "GET /v1/artists/{artist_id}/summary", f"/v1/artists/{A}/summary", protected(403, 200, 403, 200)),
+    Row("nobody's summary", "GET /v1/artists/{artist_id}/summary", f"/v1/artists/{NOBODY}/summary",
+        protected(403, 403, 403, 200)),
+    Row("whoami", "GET /v1/whoami", "/v1/whoami", protected(200, 200, 200, 200)),
+    Row("public page", "GET /", "/", public(), public=True),
+    Row("artist page", "GET /artist", "/artist", public(), public=True),
+    Row("a page's stylesheet", "GET /static/{name}", pages.assets().url("site.css"), public(), public=True),
     Row("entry of A", "GET /v1/entries/{index}", "/v1/entries/{a}", protected(403, 403, 403, 200)),
     Row("entry beyond the log", "GET /v1/entries/{index}", "/v1/entries/99999999", protected(403, 403, 403, 404)),
     Row("unknown route", "", "/v1/nothing-here", {**public(), **{r: 404 for r in ROLES if r not in ("wrong", "revoked")}},
