@@ -98,9 +98,23 @@ class FakeLog:
             level, first, count = tile_coords(t)
             files[tile_path(t)] = b"".join(tree.read_nodes([(level, first + i) for i in range(count)]))
         files["checkpoint"] = checkpoint or self.source.checkpoint(leaves)
-        groups = Counter((o["type"], o.get("purpose"), o.get("decision")) for o in map(orjson.loads, leaves))
-        self.stats = {"size": len(leaves), "totals": [
-            {"type": t, "purpose": p, "decision": d, "leaves": n, "uses": n} for (t, p, d), n in groups.items()]}
+        # As the real /v1/stats: leaves and uses (the invocations of use and refusal leaves, SPEC §2.2) by
+        # type × purpose × decision, in total and by day of logged_at.
+        totals: dict[tuple[Any, ...], list[int]] = {}
+        days: dict[tuple[Any, ...], list[int]] = {}
+        for o in map(orjson.loads, leaves):
+            key = (o["type"], o.get("purpose"), o.get("decision"))
+            for table, k in ((totals, key), (days, (o["logged_at"][:10], *key))):
+                row = table.setdefault(k, [0, 0])
+                row[0] += 1
+                row[1] += o.get("invocations", 0)
+        self.stats = {
+            "size": len(leaves),
+            "totals": [{"type": t, "purpose": p, "decision": d, "leaves": n, "uses": u}
+                       for (t, p, d), (n, u) in totals.items()],
+            "by_day": [{"day": day, "type": t, "purpose": p, "decision": d, "leaves": n, "uses": u}
+                       for (day, t, p, d), (n, u) in days.items()],
+        }
         self.files, self._tree = files, tree
         return files["checkpoint"]
 
