@@ -107,3 +107,21 @@ def check_map_proof_answer(get: Callable[[str], tuple[int, bytes]], tag: str, an
     proof = MapProof.from_json(answer["proof"])
     assert proof.tag.hex() == tag
     return verify_proof(bytes.fromhex(leaf["root"]), proof)
+
+
+def kept_map_problems(maps: Any, store: Any) -> list[str]:
+    """What is wrong with a sequencer's kept artist maps (`Sequencer.maps`, from which a server answers
+    map proofs without rebuilding): each must have the root of the map leaf ending its size, and the
+    latest checkpoint's map must be among them."""
+    problems = []
+    for size, amap in list(maps.items()):
+        entry = store.entry(size - 1)
+        if entry is None or entry.type != "map":
+            problems.append(f"the sequencer keeps a map for size {size}, which does not end at a map leaf")
+        elif entry.details["root"] != amap.root().hex():
+            problems.append(f"the sequencer's map for size {size} has root {amap.root().hex()}, its map leaf "
+                            f"{entry.details['root']}")
+    latest = Checkpoint.parse(parse_note(store.latest_checkpoint() or b"")[0]).size
+    if latest not in maps:
+        problems.append(f"the sequencer keeps no map for the latest checkpoint (size {latest}): {sorted(maps)}")
+    return problems

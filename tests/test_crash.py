@@ -35,6 +35,7 @@ from tlog.sequencer import Sequencer, Submission
 
 from .conftest import records
 from .faultkit import STEP_LABELS, Injected, check_log, fail_at, hooked, recorder, survived
+from .mapcheck import kept_map_problems
 
 KILLED = 77
 
@@ -51,9 +52,14 @@ class History:
     def serve(self, log: LocalLog) -> None:
         self.served.append(log.store.latest_checkpoint() or b"")
 
-    def check(self) -> None:
+    def check(self, seq: Sequencer | None = None) -> None:
+        """The after-crash check (faultkit.check_log: every map root among the rest), and the maps the
+        sequencer that goes on keeps in memory for map proofs, after its recovery."""
         c = check_log(self.db, acked=self.acked, served=self.served)
         assert not c.problems(), c
+        if seq is not None:
+            problems = kept_map_problems(seq.maps, seq.store)
+            assert not problems, problems
 
 
 START = datetime.now(timezone.utc) - timedelta(days=1)
@@ -165,7 +171,7 @@ def test_failed_and_not_saved_at_every_step(log, history, name):
                 op(seq, k)
         assert (log.store.size(), log.store.latest_checkpoint()) == (size, note), step
         assert seq.size == size, step
-        history.check()
+        history.check(seq)
         got = op(seq, k)  # the same work again: same indexes, nothing skipped
         assert log.store.size() == size + n, step
         assert_one_batch(log, size, n)
@@ -173,7 +179,7 @@ def test_failed_and_not_saved_at_every_step(log, history, name):
         history.acked.update(got)
         history.serve(log)
         survived("failed and not saved")
-    history.check()
+    history.check(seq)
 
 
 @pytest.mark.parametrize("name", list(OPS))
@@ -188,7 +194,7 @@ def test_failed_but_saved_after_commit(log, history, name):
     assert_one_batch(log, size, n)
     assert seq.size == size + n  # reloaded from disk
     history.serve(log)
-    history.check()
+    history.check(seq)
     if name == "uses":
         service, recs = _uses(1)
         again = _submit(seq, service, recs)  # the client retries: the first answers, marked duplicate
@@ -199,7 +205,7 @@ def test_failed_but_saved_after_commit(log, history, name):
     history.acked.update(op(seq, 2))
     assert log.store.size() == size + 2 * n
     history.serve(log)
-    history.check()
+    history.check(seq)
     survived("failed but saved")
 
 
@@ -229,7 +235,7 @@ def test_saved_but_reload_fails_does_not_corrupt(log, history, read):
     assert_one_batch(log, size + 7, 7)  # its map leaf extends the map reloaded after the failure
     history.acked.update(got)
     history.serve(log)
-    history.check()
+    history.check(seq)
     survived("failed but saved, then the reload failed")
 
 
@@ -358,7 +364,7 @@ async def test_group_commit_fails_every_caller_of_a_failed_batch(log, history, p
             assert_batches(log, size, log.store.size(), 15)
         saved = log.store.size()
         history.serve(log)
-        history.check()
+        history.check(seq)
         again = await _group(committer, subs)
         assert not any(isinstance(r, BaseException) for r in again), again
         flat = [r for res in again for r in res]
@@ -377,7 +383,7 @@ async def test_group_commit_fails_every_caller_of_a_failed_batch(log, history, p
         history.serve(log)
     finally:
         await committer.close()
-    history.check()
+    history.check(seq)
     survived("group commit " + ("failed but saved" if phase == "after" else "failed and not saved"), len(subs))
 
 
@@ -411,6 +417,6 @@ async def test_pipelined_group_commit_survives_its_writer_being_killed(log, hist
             history.serve(log)
     finally:
         await committer.close()
-    history.check()
+    history.check(seq)
     assert len(history.acked) - before == 3 * 32 * 3
     survived("pipelined group commit, writer killed", failed)
