@@ -156,7 +156,7 @@ async def public_page(request: web.Request) -> web.Response:
         size = state.published_size()
     except TlogError:
         size = 0
-    cache = per_state(state, lambda: {})  # per app: {"public": (published size, page)}
+    cache = per_state(state, "pages", dict)  # {"public": (published size, page)}
     cached = cache.get("public")
     if cached is None or cached[0] != size:
         cached = cache["public"] = (size, render_public(state, size))

@@ -27,17 +27,17 @@ routes = web.RouteTableDef()
 LATEST = 20  # entries shown before the full list is asked for
 MAX_TRACKS = 1000  # tracks listed, most used first
 CACHE_ENTRIES = 256
-_caches: dict[int, tuple["weakref.ref[State]", Any]] = {}
+_caches: dict[tuple[int, str], tuple["weakref.ref[State]", Any]] = {}
 
 
-def per_state(state: State, make: Any) -> Any:
-    """An object kept for this app's State (which is unhashable): made by `make()` on first use, and dropped
-    with the State, so a later State that reuses its id() starts afresh."""
-    found = _caches.get(id(state))
+def per_state(state: State, name: str, make: Any) -> Any:
+    """The object called `name` kept for this app's State (which is unhashable): made by `make()` on first
+    use, and dropped with the State, so a later State that reuses its id() starts afresh."""
+    found = _caches.get((id(state), name))
     if found is None or found[0]() is not state:
         for key in [k for k, (ref, _) in _caches.items() if ref() is None]:
             del _caches[key]
-        found = _caches[id(state)] = (weakref.ref(state), make())
+        found = _caches[(id(state), name)] = (weakref.ref(state), make())
     return found[1]
 
 
@@ -98,7 +98,7 @@ async def summary(request: web.Request) -> web.Response:
     state = get_state(request)
     artist_id = _own(request)
     size = state.published_size()
-    cache = per_state(state, lambda: OrderedDict())
+    cache = per_state(state, "summaries", OrderedDict)
     body = cache.get((artist_id, size))
     if body is None:
         artist = state.store.artist_state(artist_id)

@@ -13,15 +13,19 @@ const timings = (window.__tlogTimings = { start: performance.now() });
 
 // A sign-in link /artist#token=… : keep the token for this tab only and take it out of the address bar
 // (and so out of the history, bookmarks and anything the URL is shared with).
-(function takeFragment() {
-  if (!location.hash) return;
+function takeFragment() {
+  if (!location.hash) return false;
   const params = new URLSearchParams(location.hash.slice(1));
-  if (params.get("token")) {
+  const found = !!params.get("token");
+  if (found) {
     sessionStorage.setItem(TOKEN, params.get("token"));
     if (params.get("artist")) sessionStorage.setItem(ARTIST, params.get("artist"));
   }
   history.replaceState(null, "", location.pathname + location.search);
-})();
+  return found;
+}
+takeFragment();
+window.addEventListener("hashchange", () => { if (takeFragment()) start(); });
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }

@@ -97,12 +97,12 @@ class Page {
     if (index !== this.cp.size - 1) throw new VerifyError(`the map leaf must be the checkpoint's last leaf`, index);
     const leaf = await this.included(part, index, `the map leaf`);
     if (leaf.type !== "map") throw new VerifyError(`the checkpoint's last leaf is a ${leaf.type} leaf, not a map leaf`, index);
-    if (!part.map_proof || part.map_proof.tag !== this.tag) throw new VerifyError("the map proof is for another tag than yours");
+    if (!part.map_proof || part.map_proof.tag !== this.tag) throw new VerifyError("the map proof is for another tag than yours", index);
     let value;
     try { value = await verifyMapProof(fromHex(leaf.root), part.map_proof); } catch (e) {
-      throw new VerifyError(`the map proof does not lead to the map root of checkpoint ${this.cp.size}: ${e.reason || e.message}`);
+      throw new VerifyError(`the map proof of your tag does not lead to the map root of checkpoint ${this.cp.size}: ${e.reason || e.message}`, index);
     }
-    if (value && value.head >= index) throw new VerifyError("the map proof puts your latest entry after the map leaf");
+    if (value && value.head >= index) throw new VerifyError("the map proof puts your latest entry after the map leaf", index);
     return { value, loggedAt: leaf.logged_at };
   }
 }

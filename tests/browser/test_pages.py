@@ -1,0 +1,399 @@
+"""Both pages in a real headless Chromium, served by a real `tlog serve`: they load without a console
+error, the artist signs in by a link and sees its entries and the "complete" verdict computed in the
+browser; a server that alters a leaf, a proof or the map proof, or a log holding a wrong decision, makes the
+page name the failing index; under a policy that allows generative training by default, the "no AI" switch
+turns the next such use from allowed to refused; ids holding markup render as text; axe-core finds no
+violation; security headers hold. The run writes screenshots of both pages (desktop and a 390-px phone)
+to docs/screenshots ($TLOG_SCREENSHOTS elsewhere)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+import tlog.builder
+from tlog.canonical import canonical
+from tlog.log import init_log
+from tlog.policy import DEFAULT_POLICY, make_policy
+from tlog.records import validate_use
+from tlog.sequencer import Submission
+from tlog.server import pages
+from tlog.tokens import new_token
+
+from ..e2e.conftest import Server, start_server, stop_server
+from .conftest import PHONE_WIDTH, SCREENSHOTS, ThreadServer, axe_source, console_errors, wait_for
+
+ALICE = "sc:user:alice"
+XSS_ARTIST = "sc:user:<script>alert('artist')</script>\"x"
+XSS_TRACK = "sc:track:<img/src=x/onerror=alert('track')>\"'"
+LIAR = "sc:user:liar"
+NEWCOMER = "sc:user:newcomer"
+PURPOSES = ["recommendation", "playlist_generation", "search_indexing", "content_organization",
+            "model_training_generative", "fraud_detection", "talent_discovery"]
+PHASES = {"model_training_generative": "training"}
+START = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=60)
+
+
+def use(n: int, artist: str, purpose: str, *, track: str | None = None, days: float = 0) -> dict[str, Any]:
+    return {"event_id": f"ev-{artist[-8:].replace('<', '').replace('>', '')}-{n}".replace("'", "").replace('"', "")
+            .replace("(", "").replace(")", "").replace("/", ""),
+            "content_id": track or f"sc:track:{artist.rsplit(':', 1)[-1][:12]}-{n % 5}", "artist_id": artist,
+            "purpose": purpose, "phase": PHASES.get(purpose, "inference"),
+            "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.1"},
+            "occurred_at": (START + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ"), "invocations": 1 + n % 3}
+
+
+def append(seq: Any, service: str, recs: list[dict[str, Any]]) -> list[Any]:
+    now = datetime.now(timezone.utc)
+    valid = [validate_use(r, now=now, purposes=seq.policy.purposes) for r in recs]
+    (res,) = seq.append_uses([Submission(service, valid)])
+    assert not isinstance(res, Exception), res
+    return res
+
+
+def token(log: Any, role: str, subject: str | None) -> str:
+    t, d = new_token()
+    log.store.add_token(role, subject, d, int(time.time() * 1000))
+    return t
+
+
+class Env:
+    def __init__(self, server: Server, tokens: dict[str, str], notes: dict[str, Any]) -> None:
+        self.server, self.tokens, self.notes = server, tokens, notes
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def get(self, path: str, role: str) -> Any:
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.tokens[role]}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return orjson.loads(r.read())
+
+    def post(self, path: str, body: Any, role: str = "service") -> Any:
+        req = urllib.request.Request(self.url + path, data=orjson.dumps(body), method="POST",
+                                     headers={"Authorization": f"Bearer {self.tokens[role]}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return orjson.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Iterator[Env]:
+    """A log with: Alice (no AI on; 60 uses over eight weeks, so two pages of entries and a refusal), an
+    artist whose id and track hold markup, and an artist one of whose uses was decided wrongly (the
+    builder's decide() is swapped for one record, so the leaf, details, proofs and signature all agree
+    with the lie)."""
+    db = tmp_path_factory.mktemp("pages") / "tlog.db"
+    log = init_log(db, "pages.test.example/log")
+    notes: dict[str, Any] = {}
+    try:
+        seq = log.sequencer()
+        seq.set_preferences(ALICE, {"no_ai": True, "content": {f"sc:track:alice-1": {"strict": True}}}, by="artist")
+        append(seq, "recsys", [use(i, ALICE, PURPOSES[i % len(PURPOSES)], days=i) for i in range(60)])
+        append(seq, "recsys", [use(i, XSS_ARTIST, "recommendation", track=XSS_TRACK, days=i) for i in range(3)])
+        append(seq, "recsys", [use(i, LIAR, "recommendation", days=i) for i in range(2)])
+        real = tlog.builder.decide
+        tlog.builder.decide = lambda *a, **k: "allowed"  # a refused purpose logged as allowed
+        try:
+            (res,) = append(seq, "research", [use(9, LIAR, "model_training_generative", days=30)])
+        finally:
+            tlog.builder.decide = real
+        notes["liar_index"] = res.index
+        append(seq, "recsys", [use(10, LIAR, "recommendation", days=31)])
+        tokens = {"alice": token(log, "artist", ALICE), "xss": token(log, "artist", XSS_ARTIST),
+                  "liar": token(log, "artist", LIAR), "service": token(log, "service", "recsys"),
+                  "auditor": token(log, "auditor", None)}
+    finally:
+        log.close()
+    server = start_server(db)
+    yield Env(server, tokens, notes)
+    out = stop_server(server)
+    assert "Traceback" not in out, out[-3000:]
+    for t in tokens.values():
+        assert t not in out
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    """The shared browser, emptied of what an earlier test left (storage, console, window size)."""
+    browser.set_window_size(1280, 900)
+    yield browser
+    console_errors(browser)
+
+
+def clean(driver: Any, url: str) -> None:
+    driver.get(url + "/healthz")
+    driver.execute_script("localStorage.clear(); sessionStorage.clear();")
+    console_errors(driver)
+
+
+def sign_in(driver: Any, url: str, tok: str) -> str:
+    driver.get(f"{url}/artist#token={tok}")
+    wait_for(driver, "document.querySelector('#verdict').dataset.result")
+    return driver.execute_script("return document.querySelector('#verdict').dataset.result")
+
+
+def verdict(driver: Any) -> str:
+    return driver.find_element("id", "verdict").text
+
+
+def shots() -> Path:
+    out = Path(os.environ.get("TLOG_SCREENSHOTS", SCREENSHOTS))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def screenshot(driver: Any, name: str) -> None:
+    """Desktop (1280 wide) and phone (390 wide) views of the page as it is."""
+    for label, (w, h) in (("desktop", (1280, 900)), ("phone", (PHONE_WIDTH, 844))):
+        driver.set_window_size(w, h)
+        time.sleep(0.2)
+        driver.save_screenshot(str(shots() / f"{name}-{label}.png"))
+    driver.set_window_size(1280, 900)
+
+
+def test_public_page_loads_with_its_figures_in_the_html_and_checks_the_checkpoint(page, env):
+    clean(page, env.url)
+    with urllib.request.urlopen(env.url + "/") as r:
+        html, headers = r.read().decode(), r.headers
+    # Readable without JavaScript: the key figures and the training answer are in the HTML itself.
+    assert 'data-figure="logged"' in html and "Was anyone's music used to train AI?" in html
+    assert 'data-figure="training-used">Yes: 1 time' in html  # the liar's use (and only it)
+    assert "Model training generative" in html and "Refused, unless the artist opts in" in html
+    page.get(env.url + "/")
+    wait_for(page, "document.querySelector('#browser-check.ok, #browser-check.bad')")
+    assert "is genuine" in page.find_element("id", "browser-check").text
+    assert console_errors(page) == []
+    assert third_party(page, env.url) == []
+    screenshot(page, "public")
+    # A second visit: the browser remembers the checkpoint and checks the new one extends it.
+    env.post("/v1/uses", use(100, ALICE, "recommendation"))
+    page.get(env.url + "/")
+    wait_for(page, "document.querySelector('#browser-check.ok, #browser-check.bad')")
+    assert "extends checkpoint" in page.find_element("id", "browser-check").text
+    assert console_errors(page) == []
+    _check_headers(headers)
+
+
+def third_party(driver: Any, origin: str) -> list[str]:
+    """Every resource the page loaded that is not from the log's own origin."""
+    urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    return [u for u in urls if not u.startswith(origin + "/")]
+
+
+def _check_headers(headers: Any) -> None:
+    csp = headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_assets_are_hashed_immutable_and_first_party(env):
+    with urllib.request.urlopen(env.url + "/artist") as r:
+        html = r.read().decode()
+        _check_headers(r.headers)
+    a = pages.assets()
+    for name in ("site.css", "artist.js", "favicon.svg"):
+        assert a.url(name) in html
+    for hashed, (body, _) in a.files.items():
+        assert hashed.split(".")[-2] and len(hashed.split(".")[-2]) == 12
+        # No address of anyone else (the SVG namespace names a specification; nothing is fetched from it).
+        assert set(re.findall(rb"https?://[^\s\"'`]+", body)) <= {b"http://www.w3.org/2000/svg"}, hashed
+    with urllib.request.urlopen(env.url + a.url("audit.js")) as r:
+        assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert r.headers["Content-Type"].startswith("text/javascript")
+        body = r.read().decode()
+        assert a.names["merkle.js"] in body  # imports name their dependencies' hashed files
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(env.url + "/static/audit.js")
+    assert exc.value.code == 404
+
+
+def test_artist_signs_in_by_link_sees_entries_and_the_complete_verdict(page, env):
+    clean(page, env.url)
+    assert sign_in(page, env.url, env.tokens["alice"]) == "complete", verdict(page)
+    text = verdict(page)
+    assert text.startswith("Complete at checkpoint") and "every decision followed your choices" in text
+    assert "#" not in page.current_url  # the sign-in link's token left the address bar
+    stored = page.execute_script("return [sessionStorage.getItem('tlog.token'), JSON.stringify(localStorage), document.cookie]")
+    assert stored[0] == env.tokens["alice"] and env.tokens["alice"] not in stored[1] and stored[2] == ""
+    summary = env.get(f"/v1/artists/{ALICE}/summary", "alice")
+    assert page.find_element("css selector", "[data-figure=uses]").text == str(summary["uses"]["leaves"])
+    rows = page.find_elements("css selector", "#entries tbody tr")
+    assert len(rows) == 50
+    page.find_element("id", "next").click()
+    wait_for(page, "document.querySelector('#page-no').textContent === 'Page 2'")
+    assert len(page.find_elements("css selector", "#entries tbody tr")) == summary["entries"] - 50
+    # Filters: only the refusals (generative training under "no AI").
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.find_element("id", "f-decision")).select_by_value("refused")
+    page.find_element("css selector", "#filters button[type=submit]").click()
+    wait_for(page, "document.querySelector('#page-no').textContent === 'Page 1'")
+    refused = page.find_elements("css selector", "#entries tbody td.decision-refused")
+    assert refused and len(refused) == len(page.find_elements("css selector", "#entries tbody tr"))
+    assert page.find_elements("css selector", "#tracks-table tbody tr")
+    assert third_party(page, env.url) == []
+    page.find_element("id", "csv").click()
+    wait_for(page, "document.querySelector('#entries-status').textContent.includes('downloading')")
+    assert console_errors(page) == []
+    page.execute_script("window.scrollTo(0, 0)")
+    screenshot(page, "artist")
+
+
+@contextmanager
+def tampering(upstream: str, mode: str) -> Iterator[str]:
+    """A server in front of the real one that alters the first audit page as `mode` says."""
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        async with aiohttp.ClientSession() as s:
+            async with s.request(request.method, upstream + request.path_qs, headers=headers,
+                                 data=await request.read()) as r:
+                body = await r.read()
+                keep = {k: v for k, v in r.headers.items() if k.lower() not in
+                        ("content-length", "content-encoding", "transfer-encoding", "date", "server")}
+        if request.path.endswith("/audit") and r.status == 200:
+            body = orjson.dumps(alter(orjson.loads(body), mode))
+        return web.Response(body=body, status=r.status, headers=keep)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    server = ThreadServer(app)
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+def alter(bundle: dict[str, Any], mode: str) -> dict[str, Any]:
+    if bundle.get("next_aseq") is not None or bundle.get("map") is None:
+        return bundle  # later pages of a walk pass unaltered
+    e = bundle["entries"][5]
+    if mode == "leaf":
+        leaf = orjson.loads(base64.b64decode(e["leaf"]))
+        leaf["invocations"] += 1
+        e["leaf"] = base64.b64encode(canonical(leaf)).decode()
+    elif mode == "proof":
+        h = bytearray(base64.b64decode(e["proof"][3]))
+        h[0] ^= 1
+        e["proof"][3] = base64.b64encode(bytes(h)).decode()
+    elif mode == "map":
+        bundle["map"]["map_proof"]["found"]["head"] -= 1  # as if the artist's latest entry were another
+    return bundle
+
+
+@pytest.mark.parametrize("mode", ["leaf", "proof", "map"])
+def test_a_server_that_alters_the_bundle_is_caught_by_index(page, env, mode):
+    with tampering(env.url, mode) as url:
+        clean(page, url)
+        assert sign_in(page, url, env.tokens["alice"]) == "failed"
+        index = page.execute_script("return document.querySelector('#verdict').dataset.index")
+        with urllib.request.urlopen(urllib.request.Request(
+                env.url + f"/v1/artists/{ALICE}/audit", headers={"Authorization": f"Bearer {env.tokens['alice']}"})) as r:
+            real = orjson.loads(r.read())
+        want = real["map"]["index"] if mode == "map" else real["entries"][5]["index"]
+        assert index == str(want), verdict(page)
+        assert f"log entry {want:,}" in verdict(page)
+        assert console_errors(page) == []
+
+
+def test_a_wrong_decision_in_the_log_is_caught_by_index(page, env):
+    clean(page, env.url)
+    assert sign_in(page, env.url, env.tokens["liar"]) == "failed"
+    index = env.notes["liar_index"]
+    assert page.execute_script("return document.querySelector('#verdict').dataset.index") == str(index)
+    assert 'the decision was "allowed"' in verdict(page) and '"refused"' in verdict(page)
+    assert console_errors(page) == []
+
+
+def test_ids_holding_markup_render_as_text(page, env):
+    clean(page, env.url)
+    assert sign_in(page, env.url, env.tokens["xss"]) == "complete", verdict(page)  # an alert would fail this
+    assert page.find_element("id", "who").text == XSS_ARTIST
+    cells = [c.text for c in page.find_elements("css selector", "#entries tbody code")]
+    assert XSS_TRACK in cells
+    assert page.execute_script("return document.querySelectorAll('#dashboard img, #dashboard script').length") == 0
+    assert console_errors(page) == []
+
+
+def test_no_ai_turns_the_next_generative_training_use_from_allowed_to_refused(page, tmp_path):
+    """Under a policy that allows generative training by default, the artist's "no AI" switch, set on the
+    page, refuses the next such use."""
+    db = tmp_path / "tlog.db"
+    log = init_log(db, "pages.noai.example/log")
+    try:
+        lenient = make_policy("lenient-2026", [
+            p if p.code != "model_training_generative" else type(p)(p.code, p.covers, p.category, "allowed", False)
+            for p in DEFAULT_POLICY.purposes.values()], "Generative training is allowed unless the artist says no.")
+        log.sequencer().publish_policy(lenient.document, "lenient-2026")
+        tokens = {"artist": token(log, "artist", NEWCOMER), "service": token(log, "service", "research")}
+    finally:
+        log.close()
+    server = start_server(db)
+    try:
+        env = Env(server, tokens, {})
+        first = env.post("/v1/uses", use(1, NEWCOMER, "model_training_generative"))["results"][0]
+        assert first["decision"] == "allowed"
+        clean(page, env.url)
+        assert sign_in(page, env.url, tokens["artist"]) == "complete", verdict(page)
+        box = page.find_element("id", "p-no-ai")
+        assert not box.is_selected()
+        box.click()
+        page.find_element("css selector", "#prefs button[type=submit]").click()
+        wait_for(page, "document.querySelector('#prefs-status').textContent.startsWith('Saved')")
+        wait_for(page, "document.querySelector('#verdict').dataset.result === 'complete'")
+        second = env.post("/v1/uses", use(2, NEWCOMER, "model_training_generative"))["results"][0]
+        assert second["decision"] == "refused"
+        page.refresh()
+        wait_for(page, "document.querySelector('#verdict').dataset.result")
+        assert page.execute_script("return document.querySelector('#verdict').dataset.result") == "complete", verdict(page)
+        assert page.find_element("css selector", "[data-figure=refused]").text == "1"
+        assert page.find_element("id", "p-no-ai").is_selected()
+        assert console_errors(page) == []
+    finally:
+        stop_server(server)
+
+
+def test_axe_finds_no_violation_and_the_keyboard_works(page, env):
+    axe = axe_source()
+    found = {}
+    clean(page, env.url)
+    for name, path in (("public", "/"), ("sign-in", "/artist")):
+        page.get(env.url + path)
+        found[name] = _axe(page, axe)
+    sign_in(page, env.url, env.tokens["alice"])
+    found["artist"] = _axe(page, axe)
+    assert found == {"public": [], "sign-in": [], "artist": []}
+    # Keyboard: the first Tab reaches the skip link, and focus is visible.
+    from selenium.webdriver.common.keys import Keys
+
+    page.get(env.url + "/")
+    page.find_element("tag name", "body").send_keys(Keys.TAB)
+    assert page.execute_script("return document.activeElement.className") == "skip"
+    outline = page.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", "")
+    console_errors(page)
+
+
+def _axe(driver: Any, source: str) -> list[str]:
+    driver.execute_script(source)
+    result = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})
+           .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' (' + v.nodes.length + ')')), e => done(['axe failed: ' + e]));
+    """)
+    return result
