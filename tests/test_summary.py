@@ -1,0 +1,148 @@
+"""GET /v1/artists/{id}/summary and GET /v1/whoami (the artist page's first view), the pages' server side
+(security headers, figures in the HTML, the cache per checkpoint, hashed assets) and the policy diff in
+plain words. In-process: an aiohttp test client on a real log."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from tlog.log import open_log
+from tlog.policy import DEFAULT_POLICY, make_policy
+from tlog.server import pages
+from tlog.server.app import make_app
+from tlog.server.summary import summarize
+from tlog.store.base import UseFilter
+from tlog.tokens import new_token
+from tlog.web.words import policy_diff
+
+from .conftest import append, records
+
+
+def _token(log, role: str, subject: str | None) -> str:
+    t, d = new_token()
+    log.store.add_token(role, subject, d, int(time.time() * 1000))
+    return t
+
+
+@pytest.fixture
+async def client(log, aiohttp_client):
+    seq = log.sequencer()
+    seq.set_preferences("sc:user:1", {"no_ai": True}, by="artist")
+    append(seq, records(120, artists=3))
+    tokens = {"a1": _token(log, "artist", "sc:user:1"), "a2": _token(log, "artist", "sc:user:2"),
+              "auditor": _token(log, "auditor", None), "service": _token(log, "service", "recsys")}
+    reader, writer = open_log(log.path), open_log(log.path, secrets_needed=True)
+    c = await aiohttp_client(make_app(reader, writer))
+    c.tokens = tokens
+    c.log = log
+    yield c
+    reader.close()
+    writer.close()
+
+
+def _auth(c, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {c.tokens[who]}"}
+
+
+async def test_summary_counts_the_artists_entries(client):
+    r = await client.get("/v1/artists/sc:user:1/summary", headers=_auth(client, "a1"))
+    assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+    s = await r.json()
+    uses = [e for e in client.log.store.artist_entries("sc:user:1", UseFilter(), 10_000)
+            if e.type in ("use", "refusal")]
+    assert s["uses"]["leaves"] == len(uses) > 0
+    assert s["uses"]["invocations"] == sum(e.details["invocations"] for e in uses)
+    assert sum(r["leaves"] for r in s["by_purpose"]) == sum(r["leaves"] for r in s["by_week"]) == len(uses)
+    assert sum(r["leaves"] for r in s["by_month"]) == len(uses)
+    assert sum(t["leaves"] for t in s["tracks"]) == len(uses) and s["track_count"] == len(s["tracks"])
+    assert s["entries"] == len(uses) + 1 and s["preference_changes"] == 1  # the no-AI preference
+    assert s["preferences"]["no_ai"] is True
+    assert [e["index"] for e in s["latest"]] == sorted((e.index for e in uses), reverse=True)[:20]
+    assert s["head"]["aseq"] == s["entries"]
+    assert all(w["week"] <= w2["week"] for w, w2 in zip(s["by_week"], s["by_week"][1:]))
+
+
+async def test_summary_access(client):
+    assert (await client.get("/v1/artists/sc:user:1/summary")).status == 401
+    assert (await client.get("/v1/artists/sc:user:1/summary", headers=_auth(client, "a2"))).status == 403
+    assert (await client.get("/v1/artists/sc:user:1/summary", headers=_auth(client, "service"))).status == 403
+    assert (await client.get("/v1/artists/sc:user:1/summary", headers=_auth(client, "auditor"))).status == 200
+    # Nothing about an unknown artist, for an auditor; another artist's id is 403 whether it exists or not.
+    r = await client.get("/v1/artists/sc:user:nobody/summary", headers=_auth(client, "auditor"))
+    assert (await r.json())["entries"] == 0
+    assert (await client.get("/v1/artists/sc:user:nobody/summary", headers=_auth(client, "a1"))).status == 403
+
+
+async def test_summary_follows_the_log(client):
+    first = await (await client.get("/v1/artists/sc:user:1/summary", headers=_auth(client, "a1"))).json()
+    again = await (await client.get("/v1/artists/sc:user:1/summary", headers=_auth(client, "a1"))).json()
+    assert first == again
+    r = await client.post("/v1/uses", json=records(1, seed=7, artists=1)[0], headers=_auth(client, "service"))
+    assert r.status == 200
+    after = await (await client.get("/v1/artists/sc:user:1/summary", headers=_auth(client, "a1"))).json()
+    assert after["size"] > first["size"] and after["uses"]["leaves"] == first["uses"]["leaves"] + 1
+
+
+async def test_whoami(client):
+    assert await (await client.get("/v1/whoami", headers=_auth(client, "a1"))).json() == {"role": "artist", "artist_id": "sc:user:1"}
+    assert await (await client.get("/v1/whoami", headers=_auth(client, "auditor"))).json() == {"role": "auditor", "artist_id": None}
+    assert await (await client.get("/v1/whoami", headers=_auth(client, "service"))).json() == {"role": "service", "artist_id": None}
+    assert (await client.get("/v1/whoami")).status == 401
+
+
+def test_summarize_of_nothing():
+    s = summarize("sc:user:9", [], 3, None)
+    assert s["entries"] == 0 and s["head"] is None and s["uses"] == {"leaves": 0, "invocations": 0} and s["preferences"] == {}
+
+
+async def test_public_page_has_its_figures_headers_and_a_cache_per_checkpoint(client):
+    r = await client.get("/")
+    html = await r.text()
+    assert r.status == 200 and r.content_type == "text/html"
+    for name, value in pages.SECURITY_HEADERS.items():
+        assert r.headers[name] == value
+    assert "unsafe-inline" not in r.headers["Content-Security-Policy"]
+    stats = await (await client.get("/v1/stats")).json()
+    logged = sum(t["leaves"] for t in stats["totals"] if t["type"] in ("use", "refusal"))
+    assert f'data-figure="logged">{logged:,}<' in html
+    assert "<script>" not in html and 'style="' not in html  # nothing inline: the CSP would refuse it
+    assert await (await client.get("/")).text() == html
+    await client.post("/v1/uses", json=records(1, seed=8, artists=1)[0], headers=_auth(client, "service"))
+    assert f'data-figure="logged">{logged + 1:,}<' in await (await client.get("/")).text()
+
+
+async def test_assets(client):
+    a = pages.assets()
+    r = await client.get(a.url("artist.js"))
+    assert r.status == 200 and r.headers["Cache-Control"] == pages.IMMUTABLE and r.content_type == "text/javascript"
+    body = await r.text()
+    assert f'from "./{a.names["audit.js"]}"' in body and 'from "./audit.js"' not in body
+    assert (await client.get("/static/artist.js")).status == 404
+    assert (await client.get("/static/..%2Fpages.py")).status == 404
+
+
+def test_asset_names_change_with_what_they_import(tmp_path: Path):
+    (tmp_path / "a.js").write_text('import { b } from "./b.js";\n')
+    (tmp_path / "b.js").write_text("export const b = 1;\n")
+    first = pages.build_assets(tmp_path)
+    (tmp_path / "b.js").write_text("export const b = 2;\n")
+    second = pages.build_assets(tmp_path)
+    assert first.names["a.js"] != second.names["a.js"]  # a.js itself did not change
+    (tmp_path / "b.js").write_text('import { a } from "./a.js";\n')
+    with pytest.raises(RuntimeError, match="cycle"):
+        pages.build_assets(tmp_path)
+
+
+def test_policy_diff_marks_loosenings():
+    table = list(DEFAULT_POLICY.purposes.values())
+    lenient = make_policy("v2", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"
+                                 else dataclasses.replace(p, override_eligible=False) if p.code == "fraud_detection"
+                                 else p for p in table], "text")
+    changes = {c.code: c for c in policy_diff(DEFAULT_POLICY, lenient)}
+    assert changes["model_training_generative"].loosens and "refused to allowed" in changes["model_training_generative"].what
+    assert not changes["fraud_detection"].loosens and "no longer" in changes["fraud_detection"].what
+    assert policy_diff(DEFAULT_POLICY, DEFAULT_POLICY) == []
