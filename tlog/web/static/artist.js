@@ -91,7 +91,7 @@ async function start() {
     state.summary = summary;
     state.info = info;
     renderSummary(summary);
-    timings.firstFigures = performance.now() - timings.start;
+    timings.firstFiguresAt = performance.now(); // since the navigation began
     renderPrefs(summary.preferences, info);
     loadEntries();
     verify();
@@ -309,12 +309,20 @@ async function verify() {
   box.removeAttribute("data-index");
   bar.hidden = false;
   const t0 = performance.now();
+  let mark = t0;
+  timings.pageMs = [];
   try {
     const result = await verifyWalk({
       keys: state.info.verifier_keys,
       artistId: state.artist,
       fetchPage: (q) => api(`${base()}/audit?${new URLSearchParams({ ...q, limit: AUDIT_PAGE })}`),
-      onProgress: ({ verified, of }) => { bar.max = Math.max(of, 1); bar.value = verified; },
+      onProgress: ({ verified, of }) => {
+        bar.max = Math.max(of, 1);
+        bar.value = verified;
+        const now = performance.now();
+        timings.pageMs.push(now - mark);
+        mark = now;
+      },
     });
     const seen = await checkAndRemember(result.cp, state.info.verifier_keys);
     if (run !== verifying) return;
