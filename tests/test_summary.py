@@ -146,3 +146,17 @@ def test_policy_diff_marks_loosenings():
     assert changes["model_training_generative"].loosens and "refused to allowed" in changes["model_training_generative"].what
     assert not changes["fraud_detection"].loosens and "no longer" in changes["fraud_detection"].what
     assert policy_diff(DEFAULT_POLICY, DEFAULT_POLICY) == []
+
+
+async def test_public_page_shows_a_policy_change_purpose_by_purpose(log, aiohttp_client):
+    lenient = make_policy("lenient-2026", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"
+                                           else p for p in DEFAULT_POLICY.purposes.values()], "Training allowed.")
+    log.sequencer().publish_policy(lenient.document, "lenient-2026")
+    reader = open_log(log.path)
+    try:
+        html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()
+    finally:
+        reader.close()
+    assert "<strong>lenient-2026</strong>, announced" in html and "(replacing default)" in html
+    assert "default changed from refused to allowed" in html and "more use of music" in html
+    assert "The policy in force is <strong>lenient-2026</strong>" in html
