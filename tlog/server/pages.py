@@ -254,7 +254,7 @@ def _intro(f: Figures) -> str:
     return f"""<h1>What the platform does with AI, and how you can check it</h1>
 <p class="lead">Each time the platform's AI systems use an artist's music, the use is written into this public
 log before it happens: which purpose, whether it was allowed, and under which policy. Nobody, not even the
-platform, can quietly change or remove an entry afterwards: independent witnesses and your own browser check it.</p>
+platform, can quietly change or remove an entry afterwards: witnesses, monitors and your own browser can check.</p>
 <div class="figures" id="key-figures">
 <div class="figure"><span class="value" data-figure="logged">{_n(leaves)}</span><span class="label">AI uses logged</span></div>
 {cells}
