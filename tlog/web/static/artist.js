@@ -329,7 +329,7 @@ async function verify() {
     timings.verifyMs = performance.now() - t0;
     timings.verifiedEntries = result.entries;
     const witnesses = result.witnesses.length
-      ? `Cosigned by ${result.witnesses.map((w) => w.name).join(", ")}.`
+      ? `Cosigned by ${result.witnesses.map((w) => w.name).join(", ")} (this page shows their names; \`tlog audit --witness-policy\` checks their signatures with keys you trust).`
       : "No witness cosigned this checkpoint (the log runs without witnesses).";
     const since = seen.previous !== null && seen.previous !== result.size ? `It extends checkpoint ${num(seen.previous)}, which this browser verified before.` : null;
     box.dataset.result = "complete";

@@ -18,7 +18,7 @@ async function check() {
     const shown = Number(($("[data-figure=size]") || {}).textContent?.replaceAll(",", "") || cp.size);
     const lines = [
       `Signed by the log's key ${cp.note.verified.map((s) => s.key.key.split("+").slice(0, 2).join("+")).join(", ")}.`,
-      cp.witnesses.length ? `Carries cosignatures from ${cp.witnesses.map((w) => w.name + (w.at ? ` (${when(new Date(w.at * 1000).toISOString())})` : "")).join(", ")}.` : null,
+      cp.witnesses.length ? `Carries cosignatures from ${cp.witnesses.map((w) => w.name + (w.at ? ` (${when(new Date(w.at * 1000).toISOString())})` : "")).join(", ")}; \`tlog monitor --witness-policy\` checks them with keys you trust.` : null,
       seen.previous === null ? "This is the first checkpoint this browser has checked for this log; it will check that later ones extend it."
         : seen.previous === cp.size ? "It is the same checkpoint this browser checked on your last visit."
           : `It extends checkpoint ${num(seen.previous)}, which this browser checked on an earlier visit: nothing before it was changed.`,
