@@ -9,6 +9,7 @@ CLI, malformed rows that once crashed the fsck, the key files, and what a remote
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -18,17 +19,24 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from tlog import merkle
+from tlog.checkpoint import Checkpoint
 from tlog.cli import main
 from tlog.demo import build_demo
+from tlog.leaves import entry_leaf
 from tlog.log import key_paths, open_log
+from tlog.note import sign_note
 from tlog.store.sqlite import node_id
+from tlog.vrf import VrfSecret
 
 from .faultkit import serve, stop
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    """306 leaves: policy, 4 preferences, 300 uses, a second policy; a full tile of 256 and a partial."""
+    """314 leaves: the log leaf, the default policy and a map leaf (0-2); 4 preferences, each with its map
+    leaf (3-10); 300 uses (11-310) and a map leaf; a second policy and its map leaf (312, 313). A full
+    tile of 256 and a partial one."""
     db = tmp_path_factory.mktemp("tamper-src") / "tlog.db"
     build_demo(str(db), 300, origin="tamper.example/log")
     log = open_log(db, secrets_needed=True)
@@ -90,12 +98,13 @@ def verify_cli(db: Path) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
+    assert not re.match(r"error: index \d+: index ", lines[0]), lines[0]
     return lines[0].removeprefix("error: ")
 
 
 def test_the_source_log_verifies(source):
     result = CliRunner().invoke(main, ["verify", "--db", str(source), "--quiet"])
-    assert result.exit_code == 0 and "size 306" in result.output, result.output
+    assert result.exit_code == 0 and "size 314: 314 leaves" in result.output, result.output
 
 
 def _use(db: Path, at_least: int = 0, extra: str = "") -> int:
@@ -135,19 +144,25 @@ def name_id(column: str, kind: str, index: int, other: str) -> Case:
 
 
 def preference_extra(db: Path) -> str:
-    (extra,) = _q(db, "SELECT extra FROM entries WHERE idx = 2")
-    flip(db, "entries", "extra", "idx = 2", byte=extra.index('"nonce":"') + 10)
-    return "index 2: the stored leaf hash does not match"
+    (extra,) = _q(db, "SELECT extra FROM entries WHERE idx = 3")
+    flip(db, "entries", "extra", "idx = 3", byte=extra.index('"nonce":"') + 10)
+    return "index 3: the stored leaf hash does not match"
 
 
 def preference_extra_not_json(db: Path) -> str:
-    flip(db, "entries", "extra", "idx = 2", byte=-1, bit=1)  # the closing brace
-    return "index 2: entry 2 cannot be read"
+    flip(db, "entries", "extra", "idx = 3", byte=-1, bit=1)  # the closing brace
+    return "index 3: entry 3 cannot be read"
 
 
 def policy_extra(db: Path) -> str:
-    flip(db, "entries", "extra", "idx = 305", byte=3)  # a key of {"policy", "sha256"} no longer there
-    return "index 305: leaf 305 cannot be derived from its stored details"
+    flip(db, "entries", "extra", "idx = 312", byte=3)  # a key of {"effective_at", "policy", "sha256"} no longer there
+    return "index 312: leaf 312 cannot be derived from its stored details"
+
+
+def map_extra(db: Path) -> str:
+    (extra,) = _q(db, "SELECT extra FROM entries WHERE idx = 311")
+    flip(db, "entries", "extra", "idx = 311", byte=extra.index('"root":"') + 9)
+    return "index 311: the stored leaf hash does not match"
 
 
 def invalid_utf8(db: Path) -> str:
@@ -180,11 +195,11 @@ def node(level: int, n: int, index: int) -> Case:
 
 def node_beyond(db: Path) -> str:
     _x(db, "INSERT INTO nodes VALUES (?, zeroblob(32))", node_id(1, 200))
-    return "index 306: the store holds tree node (1, 200) beyond the log's size"
+    return "index 314: the store holds tree node (1, 200) beyond the log's size"
 
 
 def checkpoint_root(db: Path) -> str:
-    flip(db, "checkpoints", "note", "size = 306", byte=len("tamper.example/log\n306\n") + 5)
+    flip(db, "checkpoints", "note", "size = 314", byte=len("tamper.example/log\n314\n") + 5)
     return "the latest checkpoint does not verify"
 
 
@@ -199,8 +214,8 @@ def checkpoint_signature(db: Path) -> str:
 
 
 def checkpoint_deleted(db: Path) -> str:
-    _x(db, "DELETE FROM checkpoints WHERE size = 306")
-    return "index 305: the latest checkpoint covers 305 leaves but the store holds 306"
+    _x(db, "DELETE FROM checkpoints WHERE size = 314")
+    return "index 312: the latest checkpoint covers 312 leaves but the store holds 314"
 
 
 def artist_tag(db: Path) -> str:
@@ -228,7 +243,7 @@ def artist_preferences(db: Path) -> str:
     (prefs,) = _q(db, "SELECT preferences FROM artists WHERE artist_id = 'sc:user:1'")
     assert '"no_ai":true' in prefs
     _x(db, "UPDATE artists SET preferences = ? WHERE artist_id = 'sc:user:1'", prefs.replace('"no_ai":true', '"no_ai":false'))
-    return "index 1: the stored preferences of artist 'sc:user:1' differ from its latest preference leaf"
+    return "index 3: the stored preferences of artist 'sc:user:1' differ from its latest preference leaf"
 
 
 def artist_preferences_bit(db: Path) -> str:
@@ -247,7 +262,7 @@ def names_row(kind: str, value: str, column: str) -> Case:
 
 def policy_document(db: Path) -> str:
     flip(db, "policies", "document", "policy_id = '2026-12'", byte=100)
-    return "index 305: stored policy '2026-12' does not match its policy leaf"
+    return "index 312: stored policy '2026-12' does not match its policy leaf"
 
 
 def stats_row(db: Path) -> str:
@@ -263,11 +278,122 @@ def signer_key_file(db: Path) -> str:
     return f"{path} is not a valid signer key"
 
 
-def tag_key_file(db: Path) -> str:
+def vrf_key_file(db: Path) -> str:
     path = key_paths(db)[1]
     text = path.read_text()
     path.write_text(("1" if text[0] != "1" else "2") + text[1:])
-    return "index 1: artist tag does not match HMAC(tag key, artist id) for 'sc:user:1' (the stored tag, or the tag key file"
+    return f"{path} is not the VRF key this log committed to in its first leaf"
+
+
+# --- forged consistently: what a forger holding the signing key does ---------------------------------
+
+
+def reseal(db: Path, start: int) -> None:
+    """After an edit of what leaf `start` says: every leaf hash from `start` on (each leaf's prev changes),
+    every tree node and every checkpoint, re-signed with the log's key. Hashes, tree and signatures then
+    all agree, and only the rules about what the leaves say can catch the edit."""
+    log = open_log(db, readonly=True)
+    try:
+        store = log.store
+        hashes = store.leaf_hashes(0, start)
+        for e in store.entries(start, store.size()):
+            hashes.append(merkle.leaf_hash(entry_leaf(e, hashes[-1] if hashes else bytes(32))))
+        tree = merkle.MemoryHashes(hashes)
+        notes = [(sign_note(Checkpoint(log.origin, size, merkle.tree_root(size, tree)).body(), log.signers), size)
+                 for size in store.checkpoint_sizes()]
+    finally:
+        log.close()
+    frontier = merkle.Frontier()
+    nodes = [(node_id(level, n), h) for leaf in hashes for level, n, h in frontier.append(leaf) if level]
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany("UPDATE entries SET hash = ? WHERE idx = ?", [(h, i) for i, h in enumerate(hashes) if i >= start])
+        conn.execute("DELETE FROM nodes")
+        conn.executemany("INSERT INTO nodes VALUES (?, ?)", nodes)
+        conn.executemany("UPDATE checkpoints SET note = ? WHERE size = ?", notes)
+    conn.close()
+
+
+def edit_extra(db: Path, index: int, **changes: Any) -> None:
+    """Changes fields of the details stored as JSON (log, map, policy and preference entries)."""
+    (extra,) = _q(db, "SELECT extra FROM entries WHERE idx = ?", index)
+    _x(db, "UPDATE entries SET extra = ? WHERE idx = ?", orjson.dumps({**orjson.loads(extra), **changes}).decode(), index)
+
+
+def forged_map_root(db: Path) -> str:
+    edit_extra(db, 311, root=bytes(range(32)).hex())  # the map leaf after the 300 uses
+    reseal(db, 311)
+    return "index 311: the map leaf's root is not the artist map of the leaves before it"
+
+
+def forged_aseq_skip(db: Path) -> str:
+    i = _use(db, 200, "AND aseq > 1")
+    (aseq,) = _q(db, "SELECT aseq FROM entries WHERE idx = ?", i)
+    _x(db, "UPDATE entries SET aseq = aseq + 1 WHERE idx = ?", i)
+    reseal(db, i)
+    return f"index {i}: artist chain broken: aseq {aseq + 1} skips (expected aseq {aseq}"
+
+
+def checkpoint_mid_batch(db: Path) -> str:
+    """A checkpoint, correctly signed, of a size that ends at a use leaf: it commits to no artist map."""
+    log = open_log(db, readonly=True)
+    try:
+        note = sign_note(Checkpoint(log.origin, 100, merkle.tree_root(100, log.store)).body(), log.signers)
+    finally:
+        log.close()
+    _x(db, "INSERT INTO checkpoints (size, note, created_ms) VALUES (100, ?, 0)", note)
+    return "index 99: the checkpoint of size 100 does not end at a map leaf: leaf 99 is a use leaf"
+
+
+def forged_policy_not_in_effect(db: Path) -> str:
+    # '2026-12' (index 312) holds the same table as 'default', so the decision still follows from it:
+    # only the policy in effect at the use's logged_at tells the lie.
+    i = _use(db, 150)
+    _x(db, "INSERT INTO names (kind, value) VALUES ('policy', '2026-12')")
+    _x(db, "UPDATE entries SET policy = (SELECT id FROM names WHERE kind = 'policy' AND value = '2026-12') WHERE idx = ?", i)
+    reseal(db, i)
+    return f"index {i}: the use names policy '2026-12', but policy 'default' was in effect at its logged_at"
+
+
+def forged_decision(db: Path) -> str:
+    """An allowed use logged as flagged, with the statistics recounted: nothing disagrees but the decision."""
+    allowed = "(SELECT id FROM names WHERE kind = 'decision' AND value = 'allowed')"
+    i = _use(db, 160, f"AND decision = {allowed}")
+    day, purpose, uses = _q(db, "SELECT date(logged_ms / 1000, 'unixepoch'), n.value, invocations FROM entries e "
+                                "JOIN names n ON n.id = e.purpose WHERE idx = ?", i)
+    _x(db, "UPDATE entries SET decision = (SELECT id FROM names WHERE kind = 'decision' AND value = 'flagged') WHERE idx = ?", i)
+    _x(db, "UPDATE stats SET leaves = leaves - 1, uses = uses - ? WHERE day = ? AND type = 'use' AND purpose = ? "
+           "AND decision = 'allowed'", uses, day, purpose)
+    _x(db, "INSERT INTO stats VALUES (?, 'use', ?, 'flagged', 1, ?) ON CONFLICT DO UPDATE SET leaves = leaves + 1, "
+           "uses = uses + excluded.uses", day, purpose, uses)
+    reseal(db, i)
+    return (f"index {i}: the decision 'flagged' does not follow from policy 'default' and the artist's preferences, "
+            "which give 'allowed'")
+
+
+def swapped_vrf_proof(db: Path) -> str:
+    _x(db, "UPDATE artists SET proof = (SELECT proof FROM artists WHERE artist_id = 'sc:user:8') WHERE artist_id = 'sc:user:9'")
+    i = _q(db, "SELECT min(e.idx) FROM entries e JOIN artists a ON a.id = e.artist WHERE a.artist_id = 'sc:user:9'")[0]
+    return f"index {i}: the stored VRF proof of artist 'sc:user:9' does not give its tag under the log's VRF key"
+
+
+def forged_log_origin(db: Path) -> str:
+    edit_extra(db, 0, origin="other.example/log")
+    reseal(db, 0)
+    return "index 0: the log leaf names origin 'other.example/log', not 'tamper.example/log'"
+
+
+def forged_log_vrf_key(db: Path) -> str:
+    """A log leaf committing to another (valid) VRF key than the one the log keeps and tags with."""
+    edit_extra(db, 0, vrf=VrfSecret.from_secret(bytes(32)).pk.hex())
+    reseal(db, 0)
+    return "index 0: the VRF public key stored in the database differs from the one the log leaf commits to"
+
+
+def forged_log_vrf_key_invalid(db: Path) -> str:
+    edit_extra(db, 0, vrf=bytes(32).hex())  # not a point of the prime-order subgroup
+    reseal(db, 0)
+    return "index 0: the log leaf's VRF key is not valid"
 
 
 CASES: dict[str, Case] = {
@@ -285,6 +411,7 @@ CASES: dict[str, Case] = {
     "details of a preference (extra)": preference_extra,
     "details of a preference no longer JSON": preference_extra_not_json,
     "details of a policy (extra)": policy_extra,
+    "details of a map leaf (extra)": map_extra,
     "details no longer UTF-8": invalid_utf8,
     "details name id dangling": dangling_name_id,
     "type column": type_column,
@@ -308,7 +435,16 @@ CASES: dict[str, Case] = {
     "policy document": policy_document,
     "stats row": stats_row,
     "signer key file": signer_key_file,
-    "tag key file": tag_key_file,
+    "vrf key file": vrf_key_file,
+    "map root, re-signed": forged_map_root,
+    "aseq skips, re-signed": forged_aseq_skip,
+    "checkpoint not at a map leaf": checkpoint_mid_batch,
+    "policy not in effect, re-signed": forged_policy_not_in_effect,
+    "decision, re-signed": forged_decision,
+    "VRF proof swapped": swapped_vrf_proof,
+    "log leaf origin, re-signed": forged_log_origin,
+    "log leaf VRF key, re-signed": forged_log_vrf_key,
+    "log leaf VRF key invalid, re-signed": forged_log_vrf_key_invalid,
 }
 
 
@@ -351,7 +487,7 @@ def _vkey(db: Path) -> str:
 # (full tiles, once served, are immutable and cached by the server; a fresh server serves from disk).
 REMOTE: dict[str, tuple[Case, str]] = {
     "details": (details_text("detail", 300), "leaf 300 does not match its stored hash"),
-    "details of a policy (extra)": (policy_extra, "leaf 305 cannot be derived from its stored details"),
+    "details of a map leaf (extra)": (map_extra, "leaf 311 does not match its stored hash"),
     "leaf hash node": (node(0, 290, 290), "leaf 290 does not match its stored hash"),
     "names row": (names_row("purpose", "search_indexing", "purpose"), "does not match its stored hash"),
     "tile-level node (8, 0)": (node(8, 0, 0), "index 0: hash tile tile/1/000.p/1 differs from the recomputed tree at node (8, 0)"),
@@ -377,7 +513,7 @@ def test_remote_verify_sees_what_is_public(db, name, fast_retries):
 
 
 def test_what_a_remote_verifier_cannot_see_the_local_one_does(db, fast_retries):
-    """Private state (artist rows, statistics, the tag key) is not in the public tiles: remote
+    """Private state (artist rows, statistics, the VRF key) is not in the public tiles: remote
     verification passes, and only the operator's fsck catches it."""
     vkey = _vkey(db)
     artist_preferences(db)

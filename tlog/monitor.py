@@ -3,13 +3,18 @@
 Each round fetches /checkpoint and checks its signature, then compares it with the last checkpoint this
 monitor checked in full (kept in the state directory): a smaller size is a rollback, the same size with
 another root a fork. For a larger one it checks the log's consistency proof from the old checkpoint, then
-continues the saved ChainChecker over the new leaves (leaf and tile hashes, hash chain, `logged_at` order,
-every artist chain, the new root), recounts leaves by type/purpose/decision and compares the counts with
-/v1/stats. Only a round that passes becomes the new state, so after an alert every later run checks the
-same step again and alerts again, and the state never holds anything unverified.
+continues the saved ChainChecker over the new leaves (leaf and tile hashes, and the public-leaf rules of
+tlog/replay.py: hash chain, `logged_at` order, every artist chain, every map root, the policy each use
+names, the new checkpoint ending at a map leaf, the new root), recounts leaves by type/purpose/decision
+and compares the counts with /v1/stats. Only a round that passes becomes the new state, so after an alert
+every later run checks the same step again and alerts again, and the state never holds anything
+unverified.
 
 The state is one JSON file, replaced atomically (write, fsync, rename, fsync the directory), so a crash
-or Ctrl-C at any moment leaves either the old state or the new one."""
+or Ctrl-C at any moment leaves either the old state or the new one. It keeps what the rules need to go
+on: the tree's frontier, the last leaf's hash and time, every artist's (aseq, head), every policy leaf,
+and the root of the last map leaf. The artist map itself is not kept: a checked checkpoint ends at a map
+leaf, so the map is exactly the saved artist heads, rebuilt at load and checked against the saved root."""
 
 from __future__ import annotations
 
@@ -27,18 +32,20 @@ from typing import TYPE_CHECKING
 import orjson
 
 from . import merkle
+from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, NotFound, ProofError, StorageError, Unavailable, ValidationError, VerificationError
 from .note import Verifier
 from .records import Leaf
 from .remote import TileClient
-from .verify import ChainChecker, Progress, _open, check_remote_leaves
+from .replay import ChainChecker, Sequential
+from .verify import Progress, _open, check_remote_leaves
 
 if TYPE_CHECKING:
     from .witnessing import WitnessPolicy
 
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: before map leaves and policies in effect; refused, to start over
 DEFAULT_INTERVAL = 10.0
 
 Group = tuple[str, "str | None", "str | None"]  # (type, purpose, decision), as /v1/stats totals key them
@@ -67,23 +74,34 @@ def load_state(state_dir: Path, verifier: Verifier) -> MonitorState | None:
         raise StorageError(f"{path} is not JSON ({exc}); move it away to start over") from None
     if raw.get("vkey") != verifier.key:
         raise ValidationError(f"{state_dir} follows the log with key {raw.get('vkey')}; use another --state for another log")
+    if raw.get("v") != STATE_VERSION:
+        raise StorageError(f"{path} was written by another version of tlog monitor (state version {raw.get('v')}); "
+                           "move it away to start over")
     try:
-        checker = ChainChecker()
+        checker = ChainChecker(verifier.name)
         cp = _open(raw["checkpoint"].encode(), verifier, verifier.name, "the saved checkpoint")
         checker.frontier = merkle.Frontier(cp.size, [bytes.fromhex(h) for h in raw["frontier"]])
         checker.prev = bytes.fromhex(raw["prev"])
         checker.logged_at = raw["logged_at"]
+        checker.last_type = "map"  # only a checkpoint that ends at a map leaf is ever saved
         checker.artists = {bytes.fromhex(t): (aseq, index) for t, (aseq, index) in raw["artists"].items()}
+        amap = ArtistMap.build((t, MapValue(aseq, head)) for t, (aseq, head) in checker.artists.items())
+        checker.sequential = Sequential(amap, [(e, i, p) for e, i, p in raw["policies"]])
+        map_root = bytes.fromhex(raw["map_root"])
         counts: dict[Group, int] = {(t, p, d): n for t, p, d, n in raw["counts"]}
     except (KeyError, TypeError, ValueError, VerificationError) as exc:
         raise StorageError(f"{path} is damaged ({exc}); move it away to start over") from None
     if checker.frontier.root() != cp.root or len(checker.prev) != merkle.HASH_SIZE:
         raise StorageError(f"{path} is damaged: its tree does not match its checkpoint; move it away to start over")
+    if amap.root() != map_root:
+        raise StorageError(f"{path} is damaged: its artist heads do not give its map root; move it away to start over")
     return MonitorState(raw["checkpoint"].encode(), cp, checker, counts)
 
 
 def save_state(state_dir: Path, verifier: Verifier, state: MonitorState) -> None:
     c = state.checker
+    rules = c.sequential
+    assert isinstance(rules, Sequential) and not rules.changed, "saved only at a checkpoint, which ends at a map leaf"
     data = orjson.dumps({
         "v": STATE_VERSION,
         "vkey": verifier.key,
@@ -92,6 +110,8 @@ def save_state(state_dir: Path, verifier: Verifier, state: MonitorState) -> None
         "prev": c.prev.hex(),
         "logged_at": c.logged_at,
         "artists": {t.hex(): [aseq, index] for t, (aseq, index) in c.artists.items()},
+        "policies": [list(p) for p in rules.schedule],
+        "map_root": rules.map.root().hex(),
         "counts": [[*group, n] for group, n in sorted(state.counts.items(), key=_group_order)],
     })
     _write_atomically(state_dir / STATE_FILE, data)
@@ -134,7 +154,7 @@ async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, e
     cp = _open(signed, verifier, origin, "the log's checkpoint")
     witnessed = _check_quorum(signed, verifier, policy) if policy is not None else ""
     if state is None:
-        state = MonitorState(b"", Checkpoint(origin, 0, merkle.EMPTY_ROOT), ChainChecker())
+        state = MonitorState(b"", Checkpoint(origin, 0, merkle.EMPTY_ROOT), ChainChecker(origin))
         echo(f"{origin}: first run, checking from leaf 0")
     old = state.checkpoint
     if cp.size < old.size:
@@ -167,8 +187,10 @@ async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, e
     await check_remote_leaves(client, state.checker, cp.size, roots={cp.size: (cp.root, "the signed checkpoint")},
                               progress=progress, on_leaf=count)
     artists = len(state.checker.artists)
+    maps = new.get(("map", None, None), 0)
     echo(f"  leaves {old.size}..{cp.size - 1}: leaf and tile hashes, hash chain, logged_at order, "
-         f"{artists} artist chains ({artists - artists_before} new), tree root: ok")
+         f"{artists} artist chains ({artists - artists_before} new), {maps} new map root{'s' * (maps != 1)}, "
+         f"the policy each use names, tree root: ok")
     for (t, p, d), n in sorted(counts.items(), key=_group_order):
         echo(f"    {t:<11}{p or '-':<32}{d or '-':<18}{n:>10}  (+{new.get((t, p, d), 0)})")
     echo(f"  {await _compare_stats(client, cp.size, counts)}")

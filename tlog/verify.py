@@ -1,10 +1,12 @@
 """Re-derive and check everything: from a local store (the fsck) or from a remote log's public tiles.
 
-Both paths feed leaves, in index order, to one `ChainChecker`, which holds the rules anyone can check
-from public leaves: the hash chain, `logged_at` never decreasing, every artist chain contiguous, and the
-Merkle tree against every signed checkpoint. The local path adds what only the operator can check: each
-stored details row against its leaf, artist tags against the tag key, every stored tree node, the
-artist heads, statistics and policies tables. Every failure names the first bad index."""
+Both paths apply the public-leaf rules of `replay.ChainChecker` (the hash chain, `logged_at` order, the
+log leaf, every artist chain, every map root, checkpoints ending at map leaves, the policy each use
+names) and check the Merkle tree against every signed checkpoint. The local path adds what only the
+operator can check: each stored details row against its leaf, each artist's stored VRF proof against
+the log leaf's key, every use's decision re-derived from its policy and the artist's preferences,
+every stored tree node, the artist heads, statistics and policies tables. Every failure names the first
+bad index."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import hashlib
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -24,9 +26,14 @@ from .errors import NoteError, NotFound, ProofError, StorageError, ValidationErr
 from .leaves import checked_entry_leaf
 from .log import LocalLog
 from .note import Verifier
-from .records import Leaf, artist_tag, format_logged_at, parse_leaf
+from .policy import Policy, decide, parse_policy
+from .records import Leaf, check_artist_tag, format_logged_at, parse_leaf
 from .remote import TileClient, cancel
+from .replay import ChainChecker, Sequential, chain_message
+from .replay import fail as _fail
+from .store.base import ArtistState, Entry
 from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, hash_tiles_for_size, tile_path
+from .vrf import validate_key
 
 Progress = Callable[[int, int], None]
 RANGE = 1 << 15  # leaves a verify worker re-derives at a time (a power of two: a range is a subtree)
@@ -50,56 +57,15 @@ class Report:
                 f"{self.checkpoints} checkpoints verified in {self.seconds:.2f}s{rate}{extra}")
 
 
-def _fail(index: int | None, message: str) -> VerificationError:
-    where = f"index {index}: " if index is not None else ""
-    return VerificationError(f"{where}{message}", index=index)
-
-
-class ChainChecker:
-    """Public-leaf rules, applied leaf by leaf in index order.
-
-    From index 0 (the default) it also rebuilds the tree. For a range of a log checked on its own
-    (`start`, `prev`: the hash of the leaf before it, `tree=False`), an artist's first leaf in the range
-    cannot be checked against history it has not seen: it is kept in `firsts` for the caller to stitch."""
-
-    def __init__(self, *, start: int = 0, prev: bytes = bytes(32), tree: bool = True) -> None:
-        self.frontier: merkle.Frontier | None = merkle.Frontier() if tree else None
-        self._next = start
-        self.prev = prev
-        self.logged_at = ""
-        self.first_logged_at: str | None = None
-        self.artists: dict[bytes, tuple[int, int]] = {}  # tag → (aseq, index of the latest leaf)
-        self.firsts: dict[bytes, tuple[int, int | None, int | None]] | None = None if tree and not start else {}
-
-    @property
-    def size(self) -> int:
-        return self.frontier.size if self.frontier is not None else self._next
-
-    def add(self, h: bytes, prev: bytes, logged_at: str, tag: bytes | None, aseq: int | None,
-            aprev: int | None) -> list[tuple[int, int, bytes]]:
-        index = self.size
-        if prev != self.prev:
-            raise _fail(index, "prev does not match the hash of the leaf before it (the hash chain is broken)")
-        if logged_at < self.logged_at:  # fixed-width RFC 3339 UTC strings order like the times they name
-            raise _fail(index, f"logged_at {logged_at} goes back before {self.logged_at}")
-        if tag is not None:
-            last = self.artists.get(tag)
-            if last is None and self.firsts is not None:
-                self.firsts[tag] = (index, aseq, aprev)
-            else:
-                last_seq, last_index = last or (0, None)
-                if aseq != last_seq + 1 or aprev != last_index:
-                    raise _fail(index, f"artist chain broken: aseq {aseq}, aprev {aprev}; expected aseq "
-                                       f"{last_seq + 1}, aprev {last_index}")
-            self.artists[tag] = (aseq, index)  # type: ignore[assignment]
-        if self.first_logged_at is None:
-            self.first_logged_at = logged_at
-        self.prev = h
-        self.logged_at = logged_at
-        if self.frontier is None:
-            self._next += 1
-            return []
-        return self.frontier.append(h)
+def _check_checkpoint(checker: ChainChecker, root: Callable[[], bytes], roots: dict[int, tuple[bytes, str]]) -> None:
+    """If the checker has reached the size of a checkpoint in `roots` ((root, whose) by size): the tree
+    must have that root, and its last leaf must be a map leaf."""
+    size = checker.size
+    want = roots.get(size)
+    if want is not None:
+        checker.check_end(size)
+        if root() != want[0]:
+            raise _fail(size - 1, f"the tree of size {size} does not match {want[1]}")
 
 
 def _verifier(key: str) -> Verifier:
@@ -122,6 +88,15 @@ def _open(signed: bytes, verifier: Verifier, origin: str, what: str) -> Checkpoi
 # --- local: the fsck ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every range check needs from beyond its range. It goes to the worker processes."""
+
+    origin: str
+    policies: dict[str, Policy]  # every stored policy document, parsed (each checked against its leaf by _check_tables)
+    with_preferences: frozenset[str]  # artists whose stored preferences are set: see _Decisions
+
+
 def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None = None,
                progress: Progress | None = None, workers: int | None = None, range_size: int = RANGE) -> Report:
     """The fsck. Leaves are re-derived range by range (in parallel on a large log), the tree is rebuilt
@@ -137,7 +112,15 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
     notes = list(store.iter_checkpoints())
     if range_size < 1 or range_size & (range_size - 1):
         raise ValueError(f"range_size must be a power of two, not {range_size}")
-    ranges = [(lo, min(lo + range_size, size)) for lo in range(0, size, range_size)]
+    # An empty log still gets its range, where its checkpoint of size 0 is refused (it ends at no map leaf).
+    ranges = [(lo, min(lo + range_size, size)) for lo in range(0, size, range_size)] or [(0, 0)]
+    try:
+        artists = store.artists()
+        ctx = _context(log, artists)
+        errors: list[VerificationError] = []
+        vrf_key = _vrf_key(log, errors)
+    except StorageError as exc:  # a table row that cannot even be read
+        raise VerificationError(exc.message) from None
     parallel = len(ranges) > 1 and (workers or os.cpu_count() or 1) > 1
     # Every stored checkpoint's signature is checked (a busy server stores one per batch: tens of
     # thousands), in the worker processes when there are any.
@@ -157,31 +140,55 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
             if old.size in want_roots and want_roots[old.size][0] != old.root:
                 raise _fail(old.size - 1, "the trusted checkpoint's root differs from the stored checkpoint at its size: a fork")
             want_roots[old.size] = (old.root, "the trusted checkpoint (a fork)")
-        if want_roots.get(0, (merkle.EMPTY_ROOT,))[0] != merkle.EMPTY_ROOT:
-            raise VerificationError("the checkpoint at size 0 does not have the empty tree's root")
-        results, tree_error = _check_leaves_and_tree(log, store, size, ranges, want_roots, pool, progress)
+        merged, tags, tree_error = _check_leaves_and_tree(log, ctx, vrf_key, artists, ranges, want_roots, pool, progress)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    merged = _stitch(results)
-    errors = list(merged.errors)
+    errors += merged.errors
+    errors += [_fail(merged.first_index.get(tag), f"the stored VRF proof of artist {artist_id!r} does not give its tag "
+                                                  "under the log's VRF key (the stored tag or proof was altered)")
+               for artist_id, tag in tags]
     if tree_error is not None:
         # A stored interior node that differs spans leaves [lo, hi): a bad leaf in that span explains it.
-        lo, message, hi = tree_error
-        if not any(i is not None and lo <= i < hi for i, _ in errors):
-            errors.append((lo, message))
+        node_error, hi = tree_error
+        lo: int = node_error.index  # type: ignore[assignment]
+        if not any(e.index is not None and lo <= e.index < hi for e in errors):
+            errors.append(node_error)
     if errors:
-        index, message = min(errors, key=lambda e: (e[0] is None, e[0] or 0))
-        raise _fail(index, message)
+        raise min(errors, key=lambda e: (e.index is None, e.index or 0))
     try:
-        _check_tables(log, merged.artists, merged.stats, merged.policies, merged.preferences)
+        _check_tables(log, ctx, artists, merged)
     except StorageError as exc:  # a table row that cannot even be read
         raise VerificationError(exc.message) from None
-    report = Report(log.origin, size, size, len(merged.artists), report_checkpoints + (trusted is not None),
-                    time.perf_counter() - t0)
-    if log.tag_key is None:
-        report.notes.append("artist tags not checked (tag key not readable)")
-    return report
+    return Report(log.origin, size, size, len(merged.artists), report_checkpoints + (trusted is not None),
+                  time.perf_counter() - t0)
+
+
+def _context(log: LocalLog, artists: list[ArtistState]) -> _Context:
+    """The range checks' context. A stored document that is not a policy is left out (its uses are
+    not decided): `_check_tables` names it."""
+    policies = {}
+    for rec in log.store.policies():
+        try:
+            policies[rec.policy_id] = parse_policy(rec.document, rec.policy_id)
+        except ValidationError:
+            continue
+    with_preferences = frozenset(a.artist_id for a in artists if a.preferences is not None)
+    return _Context(log.origin, policies, with_preferences)
+
+
+def _vrf_key(log: LocalLog, errors: list[VerificationError]) -> bytes | None:
+    """The VRF key the log leaf commits to, if it is a valid one (if not, checking leaf 0 says why)."""
+    try:
+        entry = log.store.entry(0)
+        key = bytes.fromhex(entry.details["vrf"]) if entry is not None and entry.type == "log" else b""
+        validate_key(key)
+    except (StorageError, KeyError, TypeError, ValueError, ProofError):
+        return None
+    if log.store.get_meta("vrf") != key.hex():
+        # The server and the sequencer trust the key kept beside the log; the log leaf is what users trust.
+        errors.append(_fail(0, "the VRF public key stored in the database differs from the one the log leaf commits to"))
+    return key
 
 
 def _open_all(notes: list[tuple[int, bytes]], vkey: str, origin: str) -> list[tuple[int, bytes]]:
@@ -196,27 +203,53 @@ def _open_all(notes: list[tuple[int, bytes]], vkey: str, origin: str) -> list[tu
     return out
 
 
-def _check_leaves_and_tree(log: LocalLog, store: Any, size: int, ranges: list[tuple[int, int]],
-                           want_roots: dict[int, tuple[bytes, str]], pool: ProcessPoolExecutor | None,
-                           progress: Progress | None) -> tuple[list["_Range"], tuple[int, str, int] | None]:
+def _check_leaves_and_tree(log: LocalLog, ctx: _Context, vrf_key: bytes | None, artists: list[ArtistState],
+                           ranges: list[tuple[int, int]], want_roots: dict[int, tuple[bytes, str]],
+                           pool: ProcessPoolExecutor | None, progress: Progress | None,
+                           ) -> tuple[_Merged, list[tuple[str, bytes]], tuple[VerificationError, int] | None]:
     """Each range is a subtree (ranges are aligned powers of two): its leaves are re-derived, its nodes
-    rebuilt and the signed roots within it checked, in the pool's processes when there is one; this
-    process then checks the few stored nodes above the ranges."""
+    rebuilt and the signed roots within it checked; the artists' VRF proofs are checked in as many
+    parts. Both run in the pool's processes when there is one, a part of the artists after each range
+    so that progress tracks both. This process stitches the ranges as they come, then checks the few
+    stored nodes above them. Returns the stitched ranges, the (artist id, tag) of each artist whose
+    proof fails, and the failure above the ranges."""
+    store = log.store
+    size = ranges[-1][1]
     block = (ranges[0][1] - ranges[0][0]).bit_length() - 1 if len(ranges) > 1 else 64
-    tasks = [(lo, hi, {s: r for s, r in want_roots.items() if lo < s <= hi}) for lo, hi in ranges]
-    results: list[_Range] = []
+    tasks = [(lo, hi, {s: r for s, r in want_roots.items() if lo < s <= hi or s == lo == 0}) for lo, hi in ranges]
+    parts = len(ranges)
+    proofs = [[(a.artist_id, a.tag, a.proof) for a in artists[k::parts]] if vrf_key else [] for k in range(parts)]
+    stitched = _Stitcher(ctx)
+    tags: list[tuple[str, bytes]] = []
     if pool is not None:
-        futures = [pool.submit(_check_range, str(log.path), log.tag_key, lo, hi, block, roots) for lo, hi, roots in tasks]
-        for f in futures:
-            results.append(f.result())
+        futures: list[tuple[Future[_Range], Future[list[tuple[str, bytes]]]]] = [
+            (pool.submit(_check_range, str(log.path), ctx, lo, hi, block, roots), pool.submit(_check_tags, vrf_key, part))
+            for (lo, hi, roots), part in zip(tasks, proofs)]
+        for leaves, part in futures:
+            result = leaves.result()
+            stitched.add(result)
+            tags += part.result()
             if progress:
-                progress(results[-1].end, size)
+                progress(result.end, size)
     else:
-        for lo, hi, roots in tasks:
-            results.append(_check_range_in(store, log.tag_key, lo, hi, block, roots))
+        for (lo, hi, roots), part in zip(tasks, proofs):
+            stitched.add(_check_range_in(store, ctx, lo, hi, block, roots))
+            tags += _check_tags(vrf_key, part)
             if progress:
                 progress(hi, size)
-    return results, _check_top(store, size, block)
+    return stitched.m, tags, _check_top(store, size, block)
+
+
+def _check_tags(vrf_key: bytes | None, artists: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes]]:
+    """(artist id, tag) of each artist whose stored VRF proof, under the log leaf's key, does not give its
+    stored tag: the tags in the leaves are the stored ones, so this is the one check each tag needs."""
+    bad = []
+    for artist_id, tag, proof in artists:
+        try:
+            check_artist_tag(vrf_key, artist_id, tag, proof)  # type: ignore[arg-type]
+        except ProofError:
+            bad.append((artist_id, tag))
+    return bad
 
 
 @dataclass
@@ -225,29 +258,22 @@ class _Range:
 
     start: int
     end: int
-    error: tuple[int, str] | None = None
+    error: VerificationError | None = None
     first_logged_at: str | None = None
     last_logged_at: str = ""
     firsts: dict[bytes, tuple[int, int | None, int | None]] = field(default_factory=dict)
     lasts: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    deferred: Any = None  # the map and policy rules' records (replay.Deferred), replayed in order
     stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
-    policies: dict[str, str] = field(default_factory=dict)
-    preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    policies: dict[str, tuple[int, str]] = field(default_factory=dict)  # id → (index, sha256) of its leaf
+    preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)  # the last preference leaf of each artist
+    unresolved: dict[str, list[_Use]] = field(default_factory=dict)  # see _Decisions
 
 
 _worker_stores: dict[str, Any] = {}
-_worker_tags: dict[bytes | None, dict[str, bytes]] = {}
-TAG_CACHE = 1 << 20  # artist tags a process keeps between ranges (most artists recur in every range)
 
 
-def _tag_cache(tag_key: bytes | None) -> dict[str, bytes]:
-    tags = _worker_tags.setdefault(tag_key, {})
-    if len(tags) > TAG_CACHE:
-        tags.clear()
-    return tags
-
-
-def _check_range(path: str, tag_key: bytes | None, start: int, end: int, block: int,
+def _check_range(path: str, ctx: _Context, start: int, end: int, block: int,
                  roots: dict[int, tuple[bytes, str]]) -> _Range:
     """In a worker process: its own read-only connection, kept for the next range."""
     from .store.sqlite import SqliteStore
@@ -255,24 +281,26 @@ def _check_range(path: str, tag_key: bytes | None, start: int, end: int, block: 
     store = _worker_stores.get(path)
     if store is None:
         store = _worker_stores[path] = SqliteStore(path, readonly=True)
-    return _check_range_in(store, tag_key, start, end, block, roots)
+    return _check_range_in(store, ctx, start, end, block, roots)
 
 
-def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int, block: int,
+def _check_range_in(store: Any, ctx: _Context, start: int, end: int, block: int,
                     roots: dict[int, tuple[bytes, str]]) -> _Range:
-    """Re-derives leaves [start, end) from the stored details, against the stored leaf hashes; rebuilds
-    the range's stored nodes up to level `block` (the range is an aligned subtree) and the tree's root
-    at each size in `roots`, from the frontier stored before the range."""
+    """Re-derives leaves [start, end) from the stored details, against the stored leaf hashes, applies the
+    public-leaf rules and re-derives each use's decision; rebuilds the range's stored nodes up to level
+    `block` (the range is an aligned subtree) and the tree's root at each size in `roots`, from the
+    frontier stored before the range."""
     r = _Range(start, end)
-    tags = _tag_cache(tag_key)
     checker: ChainChecker | None = None
     try:
         stored = store.leaf_hashes(max(start - 1, 0), end)
         prev = stored[0] if start else bytes(32)
         hashes = stored[1:] if start else stored
-        checker = ChainChecker(start=start, prev=prev, tree=False)
+        checker = ChainChecker(ctx.origin, start=start, prev=prev, tree=False)
         frontier = merkle.Frontier.from_reader(start, store)
         nodes = _StoredNodes(store, start)
+        decisions = _Decisions(ctx, r.unresolved)
+        _check_checkpoint(checker, frontier.root, roots)
         for e in store.entries(start, end):
             i = checker.size
             if e.index != i or i - start >= len(hashes):
@@ -282,80 +310,183 @@ def _check_range_in(store: Any, tag_key: bytes | None, start: int, end: int, blo
             if hashes[i - start] != h:
                 raise _fail(i, "the stored leaf hash does not match the leaf derived from the stored details "
                                "(details or tree altered)")
-            if e.type not in ("policy", "preference"):
-                kind = "refusal" if e.details.get("decision") == "refused" else "use"
-                if e.type != kind:  # the type is stored beside the details; statistics count by it
-                    raise _fail(i, f"the stored type {e.type!r} differs from the leaf's {kind!r}")
-            elif e.type == "preference":
-                r.preferences[e.artist_id] = (i, e.details.get("preferences"))  # type: ignore[index]
-            if e.tag is not None and tag_key is not None:
-                want = tags.get(e.artist_id)  # type: ignore[arg-type]
-                if want is None:
-                    want = tags[e.artist_id] = artist_tag(tag_key, e.artist_id)  # type: ignore[index,arg-type]
-                if e.tag != want:
-                    raise _fail(i, f"artist tag does not match HMAC(tag key, artist id) for {e.artist_id!r} "
-                                   "(the stored tag, or the tag key file, was altered)")
-            checker.add(h, checker.prev, format_logged_at(e.logged_ms), e.tag, e.aseq, e.aprev)
+            checker.add(h, _public(e, checker.prev, leaf))
+            _check_entry(i, e, r, decisions)
             for level, n, node in frontier.append(h)[1:]:
                 if level <= block:  # nodes above the range are checked by _check_top
                     nodes.check(level, n, node)
-            want = roots.get(i + 1)
-            if want is not None and frontier.root() != want[0]:
-                raise _fail(i, f"the tree of size {i + 1} does not match {want[1]}")
+            _check_checkpoint(checker, frontier.root, roots)
             _count(r.stats, e)
-            if e.type == "policy":
-                r.policies[e.details["policy"]] = e.details["sha256"]
         if checker.size != end:
             raise _fail(checker.size, "entry is missing from the store")
     except VerificationError as exc:
-        r.error = (exc.index, exc.message)  # type: ignore[assignment]
+        r.error = exc
     except StorageError as exc:  # an entry that cannot be read fails at the index it should have had
-        r.error = (checker.size if checker else start, exc.message)
+        r.error = _fail(checker.size if checker else start, exc.message)
     if checker is not None:
         r.first_logged_at, r.last_logged_at = checker.first_logged_at, checker.logged_at
-        r.firsts, r.lasts = checker.firsts or {}, checker.artists
+        r.firsts, r.lasts, r.deferred = checker.firsts or {}, checker.artists, checker.sequential
     return r
+
+
+def _check_entry(i: int, e: Entry, r: _Range, decisions: _Decisions) -> None:
+    """What the stored entry at `i` (already matched to its leaf) holds beyond its leaf."""
+    if e.type == "use" or e.type == "refusal":
+        kind = "refusal" if e.details.get("decision") == "refused" else "use"
+        if e.type != kind:  # the type is stored beside the details; statistics count by it
+            raise _fail(i, f"the stored type {e.type!r} differs from the leaf's {kind!r}")
+        decisions.use(i, e)
+    elif e.type == "preference":
+        r.preferences[e.artist_id] = (i, e.details.get("preferences"))  # type: ignore[index]
+        decisions.preference(e)
+    elif e.type == "policy":
+        r.policies[e.details["policy"]] = (i, e.details["sha256"])
+
+
+def _public(e: Entry, prev: bytes, leaf: bytes) -> Leaf:
+    """The public leaf of entry `e` (its bytes `leaf`, just matched to the stored hash), as the chain rules
+    read it. A use's is made from the entry directly: parsing its bytes would cost more than deriving them."""
+    if e.type == "use" or e.type == "refusal":
+        return Leaf(e.type, prev, format_logged_at(e.logged_ms), policy=e.details["policy"], artist=e.tag,
+                    aseq=e.aseq, aprev=e.aprev)
+    return parse_leaf(leaf)
+
+
+_Use = tuple[int, str, str, str, "str | None", str]  # (index, policy, purpose, content_id, basis, decision)
+
+
+class _Decisions:
+    """Re-derives each use's decision (SPEC §4 "Decisions are checkable") from the policy it names and the
+    artist's preferences as of its latest earlier preference leaf. (The policy it names is the one in
+    effect: the chain rules check that.)
+
+    A range does not see preference leaves before it. For an artist with no preference leaf anywhere,
+    known from the stored preferences being unset, the preferences are none. The uses of any other
+    artist before its first preference leaf in the range are `unresolved`, for `_Stitcher` to decide with
+    the preferences of the ranges before. `_Stitcher` also refuses a preference leaf of an artist whose
+    stored preferences are unset, so a wrong artists row cannot make a decision look wrong, or right."""
+
+    def __init__(self, ctx: _Context, unresolved: dict[str, list[_Use]]) -> None:
+        self.ctx = ctx
+        self.prefs: dict[str, Any] = {}  # artist → preferences, from its latest preference leaf in the range
+        self.unresolved = unresolved
+
+    def preference(self, e: Entry) -> None:
+        self.prefs[e.artist_id] = e.details.get("preferences")  # type: ignore[index]
+
+    def use(self, i: int, e: Entry) -> None:
+        d = e.details
+        use: _Use = (i, d["policy"], d["purpose"], d["content_id"], d["basis"], d["decision"])
+        artist = e.artist_id
+        if artist in self.prefs:
+            prefs = self.prefs[artist]
+        elif artist in self.ctx.with_preferences:
+            self.unresolved.setdefault(artist, []).append(use)  # type: ignore[arg-type]
+            return
+        else:
+            prefs = None
+        message = _decision_error(self.ctx.policies, use, prefs)
+        if message is not None:
+            raise _fail(i, message)
+
+
+def _decision_error(policies: dict[str, Policy], use: _Use, prefs: Any) -> str | None:
+    """Why the use's decision does not follow from its policy and `prefs`, or None if it does."""
+    _, policy_id, purpose, content_id, basis, decision = use
+    policy = policies.get(policy_id)
+    if policy is None:
+        # Fails elsewhere: a policy that was in effect has a policy leaf, whose document the policies
+        # table must hold (_check_tables); one that was not in effect fails the chain rules.
+        return None
+    if purpose not in policy.purposes:
+        return f"the use's purpose {purpose!r} is not in policy {policy_id!r}, which it names"
+    try:
+        want = decide(policy, purpose, content_id, prefs, basis)
+    except ValueError as exc:  # a basis the SPEC does not know
+        return f"the use cannot be decided under policy {policy_id!r}: {exc}"
+    if want != decision:
+        return (f"the decision {decision!r} does not follow from policy {policy_id!r} and the artist's preferences, "
+                f"which give {want!r}")
+    return None
 
 
 @dataclass
 class _Merged:
-    errors: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[VerificationError] = field(default_factory=list)
     artists: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    first_index: dict[bytes, int] = field(default_factory=dict)  # tag → index of its first chained leaf
     stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
-    policies: dict[str, str] = field(default_factory=dict)
+    policies: dict[str, tuple[int, str]] = field(default_factory=dict)
     preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
 
-def _stitch(results: list[_Range]) -> _Merged:
-    """Joins ranges in order: each range's first logged_at and each artist's first leaf in it must
-    follow on from the ranges before."""
-    m = _Merged()
-    last_logged = ""
-    for r in results:
-        if r.error is not None:
-            m.errors.append(r.error)
-        if r.first_logged_at is not None and r.first_logged_at < last_logged:
-            m.errors.append((r.start, f"logged_at {r.first_logged_at} goes back before {last_logged}"))
+class _Stitcher:
+    """Joins range results in order, each as it comes (so that this process replays the map while the
+    workers check later ranges): each range's first logged_at, each artist's first leaf in it and the
+    decisions it left unresolved must follow on from the ranges before, and its map and policy records
+    are replayed onto the rules' state. After a range that failed the replay stops: later ranges would
+    only fail against the state the failure left."""
+
+    def __init__(self, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.m = _Merged()
+        self.sequential: Sequential | None = Sequential()
+        self.last_logged = ""
+
+    def add(self, r: _Range) -> None:
+        """Errors at one index are kept public rules first (the first of equals is reported): a use that
+        names the wrong policy is reported as that, not as a decision its policy does not give."""
+        m = self.m
+        if r.first_logged_at is not None and r.first_logged_at < self.last_logged:
+            m.errors.append(_fail(r.start, f"logged_at {r.first_logged_at} goes back before {self.last_logged}"))
         for tag, (i, aseq, aprev) in r.firsts.items():
             last_seq, last_index = m.artists.get(tag, (0, None))  # type: ignore[arg-type]
             if aseq != last_seq + 1 or aprev != last_index:
-                m.errors.append((i, f"artist chain broken: aseq {aseq}, aprev {aprev}; expected aseq "
-                                    f"{last_seq + 1}, aprev {last_index}"))
+                m.errors.append(_fail(i, chain_message(aseq, aprev, last_seq, last_index)))  # type: ignore[arg-type]
+            m.first_index.setdefault(tag, i)
         m.artists.update(r.lasts)
-        last_logged = r.last_logged_at or last_logged
+        self.last_logged = r.last_logged_at or self.last_logged
+        self._replay(r)
+        if r.error is not None:
+            m.errors.append(r.error)
+        self._decisions(r)
         for k, (n, u) in r.stats.items():
             slot = m.stats.setdefault(k, [0, 0])
             slot[0] += n
             slot[1] += u
         m.policies.update(r.policies)
+
+    def _decisions(self, r: _Range) -> None:
+        """Decides the range's unresolved uses with each artist's preferences from the ranges before, then
+        takes in the range's own preference leaves."""
+        m, ctx = self.m, self.ctx
+        for artist, uses in r.unresolved.items():
+            prefs = m.preferences.get(artist, (None, None))[1]
+            for use in uses:
+                message = _decision_error(ctx.policies, use, prefs)
+                if message is not None:
+                    m.errors.append(_fail(use[0], message))
+                    break
+        for artist, (i, _) in r.preferences.items():
+            if artist not in ctx.with_preferences:
+                m.errors.append(_fail(i, f"the stored preferences of artist {artist!r} differ from its latest preference leaf"))
         m.preferences.update(r.preferences)
-    return m
+
+    def _replay(self, r: _Range) -> None:
+        if self.sequential is not None and r.deferred is not None:
+            try:
+                self.sequential.replay(r.deferred)
+            except VerificationError as exc:
+                self.m.errors.append(exc)
+                self.sequential = None
+        if r.error is not None:
+            self.sequential = None
 
 
-def _check_top(store: Any, size: int, block: int) -> tuple[int, str, int] | None:
+def _check_top(store: Any, size: int, block: int) -> tuple[VerificationError, int] | None:
     """The stored nodes above the ranges, rebuilt from the stored level-`block` nodes (each the root of
-    a range, checked there), and no stored node beyond the log's size. A failure comes back as (first
-    index, message, end of the leaves it covers)."""
+    a range, checked there), and no stored node beyond the log's size. A failure comes back with the
+    end of the leaves it covers."""
     nodes = _StoredNodes(store)
     frontier = merkle.Frontier()
     try:
@@ -369,9 +500,9 @@ def _check_top(store: Any, size: int, block: int) -> tuple[int, str, int] | None
                 raise _fail(frontier.size << block, f"tree node ({block}, {frontier.size}) is missing from the store")
         nodes.finish(size)
     except VerificationError as exc:
-        return exc.index, exc.message, nodes.span_end or exc.index + 1  # type: ignore[return-value,operator]
+        return exc, nodes.span_end or exc.index + 1  # type: ignore[operator]
     except StorageError as exc:
-        return frontier.size << block, exc.message, (frontier.size + 1) << block
+        return _fail(frontier.size << block, exc.message), (frontier.size + 1) << block
     return None
 
 
@@ -411,24 +542,28 @@ class _StoredNodes:
                 break
 
 
-def _check_tables(log: LocalLog, chains, stats, policy_hashes, preferences) -> None:  # type: ignore[no-untyped-def]
-    store = log.store
-    artists = store.artists()
+def _check_tables(log: LocalLog, ctx: _Context, artists: list[ArtistState], m: _Merged) -> None:
     heads = {a.tag: (a.aseq, a.head) for a in artists}
-    if heads != chains:
-        bad = sorted(v[1] for t, v in chains.items() if heads.get(t) != v) or [None]
+    if heads != m.artists:
+        bad = sorted(v[1] for t, v in m.artists.items() if heads.get(t) != v) or [None]
         raise _fail(bad[0], "the stored artist heads do not match the artist chains in the leaves")
     # The preferences the sequencer decides by must be those the artist's latest preference leaf committed to.
     for a in artists:
-        index, want = preferences.get(a.artist_id, (a.head, None))
+        index, want = m.preferences.get(a.artist_id, (a.head, None))
         if a.preferences != want:
             raise _fail(index, f"the stored preferences of artist {a.artist_id!r} differ from its latest preference leaf")
-    for rec in store.policies():
-        want = policy_hashes.get(rec.policy_id)
-        if want is None or hashlib.sha256(rec.document).hexdigest() != want:
+    stored = {rec.policy_id: rec for rec in log.store.policies()}
+    for rec in stored.values():
+        index, sha = m.policies.get(rec.policy_id, (None, None))
+        if index != rec.index or hashlib.sha256(rec.document).hexdigest() != sha:
             raise _fail(rec.index, f"stored policy {rec.policy_id!r} does not match its policy leaf")
-    stored_stats = {(d, k, p, dec): [n, u] for d, k, p, dec, n, u in store.stats()}
-    if stored_stats != stats:
+        if rec.policy_id not in ctx.policies:  # published as it is, yet no use can have been decided by it
+            raise _fail(rec.index, f"the stored document of policy {rec.policy_id!r} is not a valid policy")
+    for policy_id, (index, _) in m.policies.items():
+        if policy_id not in stored:  # its uses' decisions could not be checked
+            raise _fail(index, f"policy {policy_id!r} has a policy leaf but no stored document")
+    stored_stats = {(d, k, p, dec): [n, u] for d, k, p, dec, n, u in log.store.stats()}
+    if stored_stats != m.stats:
         raise VerificationError("the statistics table does not match a recount of the leaves")
 
 
@@ -437,9 +572,11 @@ def _check_tables(log: LocalLog, chains, stats, policy_hashes, preferences) -> N
 
 def verify_remote(url: str, vkey: str, *, trusted: bytes | None = None, progress: Progress | None = None) -> Report:
     """Verifies the log served at `url` from its public checkpoint and tiles alone, trusting only `vkey`:
-    the checkpoint's signature, every leaf (strictly parsed, hashed against the level-0 tiles), the hash
-    chain, `logged_at` order, every artist chain, the tiles above level 0 and the tree against the signed
-    root; with `trusted` (an older signed checkpoint), that the log still holds the tree it signed."""
+    the checkpoint's signature, every leaf (strictly parsed, hashed against the level-0 tiles), the
+    public-leaf rules (`replay.ChainChecker`: hash chain, `logged_at` order, log leaf, artist chains, map
+    roots, policies in effect), the tiles above level 0 and the tree against the signed root, which must
+    end at a map leaf; with `trusted` (an older signed checkpoint), that the log still holds the tree it
+    signed."""
     return asyncio.run(_verify_remote(url, _verifier(vkey), trusted, progress))
 
 
@@ -458,7 +595,7 @@ async def _verify_remote(url: str, verifier: Verifier, trusted: bytes | None, pr
                 raise _fail(max(old.size - 1, 0), "fork: the log's checkpoint and the trusted one have the same size "
                                                   "but different roots")
             roots.setdefault(old.size, (old.root, "the trusted checkpoint (a fork)"))
-        checker = ChainChecker()
+        checker = ChainChecker(origin)
         await check_remote_leaves(client, checker, cp.size, roots=roots, progress=progress)
     return Report(origin, cp.size, cp.size, len(checker.artists), 1 + (trusted is not None), time.perf_counter() - t0)
 
@@ -469,10 +606,10 @@ async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: i
     """Extends `checker` over the leaves [checker.size, size) of a remote log (`size` a checkpoint's):
     each leaf's hash against its level-0 hash tile, the leaf parsed strictly, then the chain rules; every
     node it completes at a tile level (tree levels 8, 16, …) against the hash tile serving it; the tree at
-    each size in `roots` against the (root, what) given. Tiles are fetched ahead and checked in order, so
+    each size in `roots` against the (root, whose) given, and its last leaf a map leaf. Tiles are fetched ahead and checked in order, so
     the error names the first bad index."""
     start = checker.size
-    _check_root(checker, roots)
+    _check_checkpoint(checker, checker.frontier.root, roots)  # type: ignore[union-attr]
     upper = _UpperTiles(client, start, size)
     try:
         async with aclosing(client.leaves(start, size)) as bundles:
@@ -486,10 +623,10 @@ async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: i
                         leaf = parse_leaf(data)
                     except ValidationError as exc:
                         raise _fail(i, f"malformed leaf: {exc.message}") from None
-                    for level, n, node in checker.add(h, leaf.prev, leaf.logged_at, leaf.artist, leaf.aseq, leaf.aprev)[1:]:
+                    for level, n, node in checker.add(h, leaf)[1:]:
                         if level % TILE_HEIGHT == 0:
                             await upper.check(level, n, node)
-                    _check_root(checker, roots)
+                    _check_checkpoint(checker, checker.frontier.root, roots)  # type: ignore[union-attr]
                     if on_leaf is not None:
                         on_leaf(leaf)
                 if progress:
@@ -498,12 +635,6 @@ async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: i
         raise _fail(checker.size, f"the log does not serve its tiles: {exc.message}") from None
     finally:
         await upper.close()
-
-
-def _check_root(checker: ChainChecker, roots: dict[int, tuple[bytes, str]]) -> None:
-    want = roots.get(checker.size)
-    if want is not None and checker.frontier.root() != want[0]:
-        raise _fail(max(checker.size - 1, 0), f"the tree of size {checker.size} does not match {want[1]}")
 
 
 class _UpperTiles:

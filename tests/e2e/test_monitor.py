@@ -26,6 +26,7 @@ from tlog.records import parse_leaf
 from ..conftest import append, records
 from .conftest import start_server, stop_server
 from .fakelog import Source, edit, rechain
+from .test_remote_verify import grown_demo
 
 
 def _monitor(url: str, vkey: str, state: Path, *extra: str) -> Result:
@@ -64,13 +65,13 @@ def test_state_is_kept_across_runs_and_a_fork_between_runs_is_caught(tmp_path):
     try:
         first = _monitor(server_a.url, vkey, state)
         assert first.exit_code == 0, first.output
-        assert "first run" in first.output and "leaves 0..304: " in first.output
-        assert "/v1/stats agrees with the recount (305 leaves" in first.output
+        assert "first run" in first.output and "leaves 0..311: " in first.output
+        assert "/v1/stats agrees with the recount (312 leaves" in first.output
         _append(a, 40, seed=11)  # the log grows under the running server
         second = _monitor(server_a.url, vkey, state)
         assert second.exit_code == 0, second.output
-        assert "consistent with the checkpoint of size 305 checked before" in second.output
-        assert "leaves 305..344: " in second.output and _state_size(state) == 345
+        assert "consistent with the checkpoint of size 312 checked before" in second.output
+        assert "leaves 312..352: " in second.output and _state_size(state) == 353
 
         _append(b, 60, seed=12)  # the copy grows another way
         server_b = start_server(b)
@@ -79,13 +80,13 @@ def test_state_is_kept_across_runs_and_a_fork_between_runs_is_caught(tmp_path):
         finally:
             stop_server(server_b)
         assert forked.exit_code == 2
-        assert forked.stderr.startswith("ALERT: fork (split view): the log's checkpoint of size 365 is not consistent "
-                                        "with the one of size 345 this monitor checked before")
-        assert (state / "conflicting-365.checkpoint").read_bytes().startswith(b"demo.tlog.example/log\n365\n")
-        assert _state_size(state) == 345  # an alert never becomes the state
+        assert forked.stderr.startswith("ALERT: fork (split view): the log's checkpoint of size 373 is not consistent "
+                                        "with the one of size 353 this monitor checked before")
+        assert (state / "conflicting-373.checkpoint").read_bytes().startswith(b"demo.tlog.example/log\n373\n")
+        assert _state_size(state) == 353  # an alert never becomes the state
 
         again = _monitor(server_a.url, vkey, state)
-        assert again.exit_code == 0 and "size 345, unchanged" in again.output
+        assert again.exit_code == 0 and "size 353, unchanged" in again.output
     finally:
         assert "Traceback" not in stop_server(server_a)
 
@@ -95,15 +96,16 @@ def test_state_is_kept_across_runs_and_a_fork_between_runs_is_caught(tmp_path):
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Source:
+    """617 leaves, a checkpoint at the end of each batch (sizes 11, 112, 213, 314, 415, 516, 617)."""
     db = tmp_path_factory.mktemp("monitor") / "tlog.db"
-    build_demo(str(db), 600)
+    grown_demo(db)
     return Source.from_db(db)
 
 
 @pytest.fixture
 def watched(source, fake, tmp_path):
-    """A monitor state that has checked the log up to 500 leaves."""
-    fake.publish(source.leaves[:500])
+    """A monitor state that has checked the log up to 415 leaves."""
+    fake.publish(source.leaves[:415])
     state = tmp_path / "state"
     result = _monitor(fake.url, source.vkey, state)
     assert result.exit_code == 0, result.output
@@ -118,68 +120,107 @@ def _forked(leaves: list[bytes]) -> list[bytes]:
 
 
 def test_an_honest_log_passes_round_after_round(source, fake, watched):
-    fake.publish(source.leaves[:550])
+    fake.publish(source.leaves[:516])
     result = _monitor(fake.url, source.vkey, watched)
     assert result.exit_code == 0, result.output
-    assert "consistent with the checkpoint of size 500 checked before" in result.output
-    assert "leaves 500..549: leaf and tile hashes, hash chain, logged_at order, 50 artist chains (0 new)" in result.output
-    assert "/v1/stats agrees with the recount (550 leaves" in result.output
+    assert "consistent with the checkpoint of size 415 checked before" in result.output
+    assert ("leaves 415..515: leaf and tile hashes, hash chain, logged_at order, 50 artist chains (0 new), 1 new map root, "
+            "the policy each use names, tree root: ok") in result.output
+    assert "/v1/stats agrees with the recount (516 leaves" in result.output
     lines = [line.split() for line in result.output.splitlines() if line.startswith("    refusal")]
-    assert sum(int(line[-2]) for line in lines) == sum(parse_leaf(leaf).type == "refusal" for leaf in source.leaves[:550])
-    assert sum(int(line[-1][2:-1]) for line in lines) == sum(parse_leaf(leaf).type == "refusal" for leaf in source.leaves[500:550])
+    assert sum(int(line[-2]) for line in lines) == sum(parse_leaf(leaf).type == "refusal" for leaf in source.leaves[:516])
+    assert sum(int(line[-1][2:-1]) for line in lines) == sum(parse_leaf(leaf).type == "refusal" for leaf in source.leaves[415:516])
 
     fake.publish(source.leaves)
     fake.stats["size"] = 700  # the log grew between its checkpoint and its stats: not comparable
     result = _monitor(fake.url, source.vkey, watched)
-    assert result.exit_code == 0 and "/v1/stats is at size 700, not 605: not compared" in result.output
+    assert result.exit_code == 0 and "/v1/stats is at size 700, not 617: not compared" in result.output
     state = orjson.loads((watched / STATE_FILE).read_bytes())
-    assert len(state["frontier"]) == bin(605).count("1") and len(state["artists"]) == 50
+    assert len(state["frontier"]) == bin(617).count("1") and len(state["artists"]) == 50
+    assert state["policies"] == [[parse_leaf(source.leaves[1]).effective_at, 1, "default"]]
+    assert state["map_root"] == parse_leaf(source.leaves[616]).root.hex()
     assert not (watched / (STATE_FILE + ".tmp")).exists()
-    assert "size 605, unchanged" in _monitor(fake.url, source.vkey, watched).output
+    assert "size 617, unchanged" in _monitor(fake.url, source.vkey, watched).output
 
 
 def later_rollback(src, fake):
-    fake.publish(src.leaves[:400])
-    return "rollback: the log's checkpoint has size 400, smaller than the size 500 this monitor checked before"
+    fake.publish(src.leaves[:314])
+    return "rollback: the log's checkpoint has size 314, smaller than the size 415 this monitor checked before"
 
 
 def later_same_size_fork(src, fake):
-    fake.publish(_forked(src.leaves[:500]))
-    return "fork (split view): the log's checkpoint of size 500 has another root than the one this monitor checked before"
+    fake.publish(_forked(src.leaves[:415]))
+    return "fork (split view): the log's checkpoint of size 415 has another root than the one this monitor checked before"
 
 
 def later_inconsistent(src, fake):
     fake.publish(_forked(src.leaves))
-    return "fork (split view): the log's checkpoint of size 605 is not consistent with the one of size 500"
+    return "fork (split view): the log's checkpoint of size 617 is not consistent with the one of size 415"
 
 
 def later_bad_proof(src, fake):
     fake.publish(src.leaves)
     fake.proof_lie = True
-    return "fork (split view): the log's checkpoint of size 605 is not consistent with the one of size 500"
+    return "fork (split view): the log's checkpoint of size 617 is not consistent with the one of size 415"
 
 
 def later_broken_chain(src, fake):
     leaves = list(src.leaves)
-    leaves[500] = edit(leaves[500], prev=bytes(32))  # checkable only against the saved `prev`
+    leaves[415] = edit(leaves[415], prev=bytes(32))  # checkable only against the saved `prev`
     fake.publish(leaves)
-    return "index 500: prev does not match the hash of the leaf before it"
+    return "index 415: prev does not match the hash of the leaf before it"
 
 
 def later_logged_at_back(src, fake):
     leaves = list(src.leaves)
-    leaves[500] = edit(leaves[500], logged_at=parse_leaf(leaves[0]).logged_at)
-    fake.publish(rechain(leaves, 501))
-    return "index 500: logged_at"
+    leaves[415] = edit(leaves[415], logged_at=parse_leaf(leaves[0]).logged_at)
+    fake.publish(rechain(leaves, 416))
+    return "index 415: logged_at"
+
+
+def _continuing(src) -> int:
+    """A new leaf continuing a chain whose head the monitor saw in an earlier run."""
+    return next(i for i in range(415, 617) if (parse_leaf(src.leaves[i]).aprev or 415) < 415)
 
 
 def later_artist_gap(src, fake):
-    # A leaf continuing a chain whose head the monitor saw in an earlier run: needs the saved heads.
-    i = next(i for i in range(500, 605) if (parse_leaf(src.leaves[i]).aprev or 500) < 500)
+    # Needs the saved heads.
+    i = _continuing(src)
     leaves = list(src.leaves)
     leaves[i] = edit(leaves[i], aseq=parse_leaf(leaves[i]).aseq + 1)
     fake.publish(rechain(leaves, i + 1))
-    return f"index {i}: artist chain broken"
+    return f"index {i}: artist chain broken: aseq {parse_leaf(src.leaves[i]).aseq + 1} skips"
+
+
+def later_artist_repeat(src, fake):
+    i = _continuing(src)
+    leaves = list(src.leaves)
+    aseq = parse_leaf(leaves[i]).aseq
+    leaves[i] = edit(leaves[i], aseq=aseq - 1, aprev=None if aseq == 2 else parse_leaf(leaves[i]).aprev)
+    fake.publish(rechain(leaves, i + 1))
+    return f"index {i}: artist chain broken: aseq {aseq - 1} repeats an earlier one"
+
+
+def later_map_root(src, fake):
+    # Needs the saved map: the new map leaf commits to every artist's history, most of it from earlier runs.
+    leaves = list(src.leaves)
+    leaves[515] = edit(leaves[515], root=bytes(32))
+    fake.publish(rechain(leaves, 516))
+    return "index 515: the map leaf's root is not the artist map of the leaves before it"
+
+
+def later_checkpoint_mid_batch(src, fake):
+    fake.publish(src.leaves[:500])
+    return "index 499: the checkpoint of size 500 does not end at a map leaf: leaf 499 is a use leaf"
+
+
+def later_policy_not_in_effect(src, fake):
+    # Needs the saved policies: the one in effect was published in the first run.
+    i = next(i for i in range(415, 617) if parse_leaf(src.leaves[i]).type == "use")
+    leaves = list(src.leaves)
+    leaves[i] = edit(leaves[i], policy="2027-01")
+    fake.publish(rechain(leaves, i + 1))
+    return f"index {i}: the use names policy '2027-01', but policy 'default' was in effect at its logged_at"
 
 
 def later_stats_lie(src, fake):
@@ -196,13 +237,14 @@ def later_impostor(src, fake):
 
 def later_tile_lie(src, fake):
     fake.publish(src.leaves)
-    fake.corrupt("tile/0/002.p/93", 0, bytes(32))
+    fake.corrupt("tile/0/002.p/105", 0, bytes(32))
     return "index 512: the leaf's hash differs from the one in the level-0 hash tile"
 
 
 @pytest.mark.parametrize("lie", [later_rollback, later_same_size_fork, later_inconsistent, later_bad_proof,
-                                 later_broken_chain, later_logged_at_back, later_artist_gap, later_stats_lie,
-                                 later_impostor, later_tile_lie], ids=lambda f: f.__name__)
+                                 later_broken_chain, later_logged_at_back, later_artist_gap, later_artist_repeat,
+                                 later_map_root, later_checkpoint_mid_batch, later_policy_not_in_effect,
+                                 later_stats_lie, later_impostor, later_tile_lie], ids=lambda f: f.__name__)
 def test_a_lie_after_an_honest_run_is_an_alert(source, fake, watched, lie):
     before = (watched / STATE_FILE).read_bytes()
     message = lie(source, fake)
@@ -230,14 +272,14 @@ def test_follow_watches_until_an_alert(source, fake, tmp_path, monkeypatch):
             assert time.monotonic() < deadline and not ended, (lines, ended)
             time.sleep(0.02)
 
-    fake.publish(source.leaves[:300])
+    fake.publish(source.leaves[:314])
     watcher = threading.Thread(target=follow, daemon=True)
     watcher.start()
-    wait_for(300)
+    wait_for(314)
     fake.fail_once.add("checkpoint")  # a hiccup is retried, not an alert
-    fake.publish(source.leaves[:500])
-    wait_for(500)
-    fake.publish(_forked(source.leaves[:500]))
+    fake.publish(source.leaves[:516])
+    wait_for(516)
+    fake.publish(_forked(source.leaves[:516]))
     watcher.join(10)
     assert len(ended) == 1 and isinstance(ended[0], VerificationError) and "fork" in ended[0].message
     assert not any("unchanged" in line for line in lines)  # quiet while nothing happens
@@ -255,8 +297,16 @@ def test_one_monitor_per_state_and_one_log_per_state(source, fake, watched):
             run_monitor(fake.url, source.vkey, watched)
     finally:
         os.close(fd)
-    (watched / STATE_FILE).write_bytes((watched / STATE_FILE).read_bytes().replace(b'"frontier":["', b'"frontier":["00'))
-    with pytest.raises(StorageError, match="is damaged"):
+    saved = (watched / STATE_FILE).read_bytes()
+    (watched / STATE_FILE).write_bytes(saved.replace(b'"frontier":["', b'"frontier":["00'))
+    with pytest.raises(StorageError, match="is damaged: its tree does not match its checkpoint"):
+        run_monitor(fake.url, source.vkey, watched)
+    state = orjson.loads(saved)
+    (watched / STATE_FILE).write_bytes(orjson.dumps({**state, "map_root": "00" * 32}))
+    with pytest.raises(StorageError, match="is damaged: its artist heads do not give its map root"):
+        run_monitor(fake.url, source.vkey, watched)
+    (watched / STATE_FILE).write_bytes(orjson.dumps({**state, "v": 1}))
+    with pytest.raises(StorageError, match=r"was written by another version of tlog monitor \(state version 1\); move it away"):
         run_monitor(fake.url, source.vkey, watched)
 
 
@@ -266,7 +316,7 @@ def test_a_witness_policy_requires_its_quorum_on_every_checkpoint(source, fake, 
     policy.write_text(f"log {source.vkey}\n" + "".join(f"witness w{i} {w.verifier_key}\n" for i, w in enumerate(witnesses, 1))
                       + "group two 2 w1 w2 w3\nquorum two\n")
     state = tmp_path / "state"
-    fake.publish(source.leaves[:500], source.checkpoint(source.leaves[:500], cosigners=witnesses[:2]))
+    fake.publish(source.leaves[:516], source.checkpoint(source.leaves[:516], cosigners=witnesses[:2]))
     result = _monitor(fake.url, source.vkey, state, "--witness-policy", str(policy))
     assert result.exit_code == 0, result.output
     assert "signature ok, cosigned by w1, w2 (quorum 'two' met)" in result.output
@@ -276,7 +326,7 @@ def test_a_witness_policy_requires_its_quorum_on_every_checkpoint(source, fake, 
     assert result.exit_code == 2
     assert result.stderr == ("ALERT: quorum: the log's checkpoint is cosigned by w3 of the witness policy, short of "
                              "its quorum 'two'\n")
-    assert _state_size(state) == 500
+    assert _state_size(state) == 516
 
     policy.write_text(f"log {generate_key(source.signer.name)[1]}\nquorum none\n")
     result = _monitor(fake.url, source.vkey, state, "--witness-policy", str(policy))

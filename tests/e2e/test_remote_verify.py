@@ -21,15 +21,29 @@ from tlog.records import parse_leaf
 from tlog.store.sqlite import node_id
 from tlog.verify import verify_remote
 
+from ..conftest import append, records
 from .conftest import start_server, stop_server
 from .fakelog import Source, edit, rechain
 
 
+def grown_demo(db: Path) -> None:
+    """617 leaves: the log leaf, the default policy, a map leaf; 4 preferences, each with its map leaf;
+    six batches of 100 uses by 50 artists, each ending with a map leaf (at 111, 212, 313, 414, 515, 616).
+    Checkpoints end at every map leaf; two full tiles and a partial one of 105."""
+    build_demo(str(db), 0)
+    log = open_log(db, secrets_needed=True)
+    try:
+        seq = log.sequencer()
+        for batch in range(6):
+            append(seq, records(100, seed=20 + batch, artists=50))
+    finally:
+        log.close()
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory) -> Path:
-    """605 leaves: policy, 4 preferences, 600 uses; two full tiles and a partial one of 93."""
     db = tmp_path_factory.mktemp("remote") / "tlog.db"
-    build_demo(str(db), 600)
+    grown_demo(db)
     return db
 
 
@@ -53,18 +67,18 @@ def _vkey(server) -> str:
 def test_a_sound_log_verifies_over_http(served, tmp_path):
     log = open_log(served.db, readonly=True)
     try:
-        old = log.store.checkpoint_at(5)  # after the policy and the four preferences
+        old = log.store.checkpoint_at(11)  # after the first batch and the four preferences
     finally:
         log.close()
     (tmp_path / "old.checkpoint").write_bytes(old)
     seen = []
     report = verify_remote(served.url, _vkey(served), trusted=old, progress=lambda done, total: seen.append((done, total)))
-    assert (report.size, report.leaves, report.checkpoints) == (305, 305, 2)
-    assert report.artists == 50 and seen[-1] == (305, 305)
+    assert (report.size, report.leaves, report.checkpoints) == (312, 312, 2)
+    assert report.artists == 50 and seen[-1] == (312, 312)
     result = CliRunner().invoke(main, ["verify", "--url", served.url + "/", "--vkey", _vkey(served),
                                        "--trusted", str(tmp_path / "old.checkpoint")])
     assert result.exit_code == 0, result.output
-    assert "ok: demo.tlog.example/log size 305: 305 leaves" in result.output
+    assert "ok: demo.tlog.example/log size 312: 312 leaves" in result.output
 
 
 def test_url_and_db_are_alternatives_and_url_needs_a_key(served, tmp_path):
@@ -120,7 +134,7 @@ def test_an_altered_checkpoint_under_a_real_server_fails_its_signature(own_serve
     body, sigs = note.split(b"\n\n")
     origin, size, root = body.split(b"\n")[:3]
     forged = b"\n".join([origin, size, root[:-6] + b"AAAAA=", b""]) + b"\n" + sigs  # same signature line
-    _alter(own_server.db, "UPDATE checkpoints SET note = ? WHERE size = 605", forged)
+    _alter(own_server.db, "UPDATE checkpoints SET note = ? WHERE size = 617", forged)
     result = CliRunner().invoke(main, ["verify", "--url", own_server.url, "--vkey", _vkey(own_server)])
     assert result.exit_code == 1
     assert result.output.startswith("error: the log's checkpoint does not verify")
@@ -144,9 +158,46 @@ def lie_prev(src, fake):
 def lie_artist_gap(src, fake):
     i = _with_artist(src.leaves, 400)
     leaves = list(src.leaves)
-    leaves[i] = edit(leaves[i], aseq=parse_leaf(leaves[i]).aseq + 1)
+    aseq = parse_leaf(leaves[i]).aseq
+    leaves[i] = edit(leaves[i], aseq=aseq + 1)
     fake.publish(rechain(leaves, i + 1))
-    return i, "artist chain broken"
+    return i, f"artist chain broken: aseq {aseq + 1} skips (expected aseq {aseq}"
+
+
+def lie_artist_repeat(src, fake):
+    i = _with_artist(src.leaves, 400)
+    leaves = list(src.leaves)
+    aseq = parse_leaf(leaves[i]).aseq
+    leaves[i] = edit(leaves[i], aseq=aseq - 1, aprev=None if aseq == 2 else parse_leaf(leaves[i]).aprev)
+    fake.publish(rechain(leaves, i + 1))
+    return i, f"artist chain broken: aseq {aseq - 1} repeats an earlier one (expected aseq {aseq}"
+
+
+def lie_map_root(src, fake):
+    leaves = list(src.leaves)
+    leaves[313] = edit(leaves[313], root=bytes(32))  # every tree, tile and signature agrees with it
+    fake.publish(rechain(leaves, 314))
+    return 313, "the map leaf's root is not the artist map of the leaves before it"
+
+
+def lie_checkpoint_mid_batch(src, fake):
+    fake.publish(src.leaves[:300])  # an honest tree and signature, over a size that ends at a use leaf
+    return 299, "the checkpoint of size 300 does not end at a map leaf: leaf 299 is a use leaf"
+
+
+def lie_policy_not_in_effect(src, fake):
+    i = next(i for i in range(400, len(src.leaves)) if parse_leaf(src.leaves[i]).type == "use")
+    leaves = list(src.leaves)
+    leaves[i] = edit(leaves[i], policy="2027-01")
+    fake.publish(rechain(leaves, i + 1))
+    return i, "the use names policy '2027-01', but policy 'default' was in effect at its logged_at"
+
+
+def lie_log_leaf(src, fake):
+    leaves = list(src.leaves)
+    leaves[0] = edit(leaves[0], origin="other.example/log")
+    fake.publish(rechain(leaves, 1))
+    return 0, "the log leaf names origin 'other.example/log', not 'demo.tlog.example/log'"
 
 
 def lie_logged_at(src, fake):
@@ -158,7 +209,7 @@ def lie_logged_at(src, fake):
 
 def lie_non_canonical_leaf(src, fake):
     leaves = list(src.leaves)
-    leaves[77] = leaves[77].replace(b'"v":1', b'"v": 1')
+    leaves[77] = leaves[77].replace(b'"v":2', b'"v": 2')
     fake.publish(leaves)
     return 77, "malformed leaf: leaf is not in canonical form"
 
@@ -178,7 +229,7 @@ def lie_upper_tile(src, fake):
 def lie_split_view(src, fake):
     # Tiles of one tree, and a checkpoint signed with the log's own key over another root.
     fake.publish(src.leaves, src.checkpoint(src.leaves, root=bytes(32)))
-    return 604, "the tree of size 605 does not match the signed checkpoint"
+    return 616, "the tree of size 617 does not match the signed checkpoint"
 
 
 def lie_missing_bundle(src, fake):
@@ -189,25 +240,26 @@ def lie_missing_bundle(src, fake):
 
 def lie_truncated_bundle(src, fake):
     fake.publish(src.leaves)
-    fake.files["tile/entries/002.p/93"] = fake.files["tile/entries/002.p/93"][:-1]
-    return 512, "tile/entries/002.p/93: entry bundle ends inside entry 92"
+    fake.files["tile/entries/002.p/105"] = fake.files["tile/entries/002.p/105"][:-1]
+    return 512, "tile/entries/002.p/105: entry bundle ends inside entry 104"
 
 
 def lie_short_hash_tile(src, fake):
     fake.publish(src.leaves)
-    fake.files["tile/0/002.p/93"] += b"\0"
-    return 512, "tile/0/002.p/93 is 2977 bytes, want 2976"
+    fake.files["tile/0/002.p/105"] += b"\0"
+    return 512, "tile/0/002.p/105 is 3361 bytes, want 3360"
 
 
-@pytest.mark.parametrize("lie", [lie_prev, lie_artist_gap, lie_logged_at, lie_non_canonical_leaf, lie_level0_tile,
-                                 lie_upper_tile, lie_split_view, lie_missing_bundle, lie_truncated_bundle,
-                                 lie_short_hash_tile], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("lie", [lie_prev, lie_artist_gap, lie_artist_repeat, lie_map_root, lie_checkpoint_mid_batch,
+                                 lie_policy_not_in_effect, lie_log_leaf, lie_logged_at, lie_non_canonical_leaf,
+                                 lie_level0_tile, lie_upper_tile, lie_split_view, lie_missing_bundle,
+                                 lie_truncated_bundle, lie_short_hash_tile], ids=lambda f: f.__name__)
 def test_a_lying_server_is_caught_at_the_first_bad_index(source, fake, lie):
     index, message = lie(source, fake)
     with pytest.raises(VerificationError) as err:
         verify_remote(fake.url, source.vkey)
     assert err.value.index == index, err.value.message
-    assert err.value.message.startswith(f"index {index}: ") and message in err.value.message
+    assert err.value.message.startswith(f"index {index}: ") and message in err.value.message, err.value.message
 
 
 def test_the_cli_names_the_first_bad_index_in_one_line(source, fake):
@@ -225,22 +277,28 @@ def _forked(src):
 
 
 def test_a_fork_from_a_trusted_checkpoint_is_named(source, fake):
-    trusted = source.checkpoint(source.leaves[:300])
+    trusted = source.checkpoint(source.leaves[:314])
     fake.publish(_forked(source))  # every chain rule holds; only the history differs
     with pytest.raises(VerificationError) as err:
         verify_remote(fake.url, source.vkey, trusted=trusted)
-    assert err.value.index == 299
-    assert "the tree of size 300 does not match the trusted checkpoint (a fork)" in err.value.message
+    assert err.value.index == 313
+    assert "the tree of size 314 does not match the trusted checkpoint (a fork)" in err.value.message
     fake.publish(source.leaves)
     assert verify_remote(fake.url, source.vkey, trusted=trusted).checkpoints == 2
 
 
+def test_a_trusted_checkpoint_must_end_at_a_map_leaf(source, fake):
+    fake.publish(source.leaves)
+    with pytest.raises(VerificationError, match="^index 299: the checkpoint of size 300 does not end at a map leaf"):
+        verify_remote(fake.url, source.vkey, trusted=source.checkpoint(source.leaves[:300]))
+
+
 def test_a_same_size_fork_and_a_rollback_are_named(source, fake):
     fake.publish(_forked(source))
-    with pytest.raises(VerificationError, match="^index 604: fork: the log's checkpoint and the trusted one"):
+    with pytest.raises(VerificationError, match="^index 616: fork: the log's checkpoint and the trusted one"):
         verify_remote(fake.url, source.vkey, trusted=source.checkpoint(source.leaves))
-    fake.publish(source.leaves[:500])
-    with pytest.raises(VerificationError, match="^rollback: the log's checkpoint has size 500, smaller than the trusted checkpoint's 605"):
+    fake.publish(source.leaves[:516])
+    with pytest.raises(VerificationError, match="^rollback: the log's checkpoint has size 516, smaller than the trusted checkpoint's 617"):
         verify_remote(fake.url, source.vkey, trusted=source.checkpoint(source.leaves))
 
 
@@ -254,7 +312,7 @@ def test_a_checkpoint_signed_by_another_key_is_refused(source, fake):
 def test_transient_errors_are_retried_and_a_4xx_is_not(source, fake, fast_retries):
     fake.publish(source.leaves)
     fake.fail_once |= {"checkpoint", "tile/entries/001", "tile/1/000.p/2"}
-    assert verify_remote(fake.url, source.vkey).leaves == 605
+    assert verify_remote(fake.url, source.vkey).leaves == 617
     assert fake.hits["tile/entries/001"] == 2 and fake.hits["tile/0/000"] == 1
     with pytest.raises(NotFound, match=r"GET http://.*/nowhere/checkpoint: 404 no nowhere/checkpoint$"):
         verify_remote(fake.url + "/nowhere/", source.vkey)

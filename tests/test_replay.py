@@ -1,0 +1,174 @@
+"""The public-leaf rules (tlog/replay.py) on hand-made leaves, including leaf types the sequencer does not
+write yet (binding, erasure) and shapes no parser lets through, and the same verdicts when a log is
+checked in ranges whose records are replayed in order."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tlog import merkle
+from tlog.artistmap import ArtistMap, MapValue
+from tlog.errors import VerificationError
+from tlog.records import Leaf
+from tlog.replay import ChainChecker, Sequential
+from tlog.vrf import VrfSecret
+
+ORIGIN = "replay.example/log"
+VRF_KEY = VrfSecret.from_secret(bytes(range(32))).pk
+A, B = bytes([1]) * 32, bytes([0x80]) * 32
+T0 = "2026-08-01T12:00:00.000Z"
+T1 = "2026-08-01T12:00:01.000Z"
+T2 = "2026-08-01T12:00:02.000Z"
+
+
+def log_leaf(**kw) -> Leaf:
+    return Leaf("log", bytes(32), T0, origin=kw.get("origin", ORIGIN), vrf=kw.get("vrf", VRF_KEY))
+
+
+def policy_leaf(policy: str, effective_at: str, logged_at: str = T0) -> Leaf:
+    return Leaf("policy", bytes(32), logged_at, details=bytes(32), policy=policy, effective_at=effective_at)
+
+
+def use(tag: bytes, aseq: int, aprev: int | None, policy: str = "p1", logged_at: str = T0, kind: str = "use") -> Leaf:
+    return Leaf(kind, bytes(32), logged_at, details=bytes(32), purpose="recommendation", phase="inference",
+                decision="refused" if kind == "refusal" else "allowed", policy=policy, artist=tag, aseq=aseq,
+                aprev=aprev, invocations=1)
+
+
+def binding(tag: bytes, aseq: int, aprev: int | None) -> Leaf:
+    return Leaf("binding", bytes(32), T0, details=bytes(32), artist=tag, aseq=aseq, aprev=aprev)
+
+
+def erasure(tag: bytes, erased: int) -> Leaf:
+    return Leaf("erasure", bytes(32), T0, artist=tag, erased=erased)
+
+
+def map_leaf(heads: dict[bytes, tuple[int, int]]) -> Leaf:
+    root = ArtistMap.build((t, MapValue(a, h)) for t, (a, h) in heads.items()).root()
+    return Leaf("map", bytes(32), T0, root=root)
+
+
+def chained(leaves: list[Leaf]) -> list[tuple[bytes, Leaf]]:
+    """(hash, leaf), each leaf's prev the hash before it. The rules never hash a leaf themselves (their
+    callers do, from its bytes), so any distinct hashes will do; these leaves need not even encode."""
+    out: list[tuple[bytes, Leaf]] = []
+    prev = bytes(32)
+    for i, leaf in enumerate(leaves):
+        out.append((merkle.leaf_hash(b"leaf %d" % i), replace(leaf, prev=prev)))
+        prev = out[-1][0]
+    return out
+
+
+def sound() -> list[Leaf]:
+    """A log of 11 leaves: A's chain runs through a binding; an erasure names A but is not in its chain."""
+    return [
+        log_leaf(), policy_leaf("p1", T0), map_leaf({}),                         # 0-2
+        use(A, 1, None), use(B, 1, None, kind="refusal"), binding(A, 2, 3),   # 3-5
+        map_leaf({A: (2, 5), B: (1, 4)}),                                        # 6
+        erasure(A, 2), use(A, 3, 5), use(B, 2, 4),                              # 7-9
+        map_leaf({A: (3, 8), B: (2, 9)}),                                        # 10
+    ]
+
+
+def check(leaves: list[Leaf]) -> ChainChecker:
+    checker = ChainChecker(ORIGIN)
+    for h, leaf in chained(leaves):
+        checker.add(h, leaf)
+    return checker
+
+
+def fails(leaves: list[Leaf], index: int | None, message: str) -> None:
+    with pytest.raises(VerificationError) as err:
+        check(leaves)
+    assert err.value.index == index and message in err.value.message, err.value.message
+
+
+def test_a_sound_log_passes_and_every_checkpoint_ends_at_its_map_leaf():
+    checker = check(sound())
+    assert checker.artists == {A: (3, 8), B: (2, 9)}
+    checker.check_end(11)
+    with pytest.raises(VerificationError, match="a checkpoint of size 0 has no map leaf to end at"):
+        checker.check_end(0)
+
+
+def test_a_checkpoint_that_does_not_end_at_a_map_leaf_is_refused():
+    checker = check(sound()[:10])
+    with pytest.raises(VerificationError, match="^index 9: the checkpoint of size 10 does not end at a map leaf: "
+                                                "leaf 9 is a use leaf$"):
+        checker.check_end(10)
+
+
+@pytest.mark.parametrize("cut", [1, 4, 6, 7, 9])
+def test_ranges_replayed_in_order_agree_with_one_pass(cut):
+    leaves = chained(sound())
+    first = ChainChecker(ORIGIN, tree=False)
+    for h, leaf in leaves[:cut]:
+        first.add(h, leaf)
+    second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
+    for h, leaf in leaves[cut:]:
+        second.add(h, leaf)
+    rules = Sequential()
+    rules.replay(first.sequential)  # type: ignore[arg-type]
+    rules.replay(second.sequential)  # type: ignore[arg-type]
+    assert rules.map.root() == leaves[-1][1].root and not rules.changed
+
+    broken = [(h, replace(leaf, root=bytes(32)) if i == 10 else leaf) for i, (h, leaf) in enumerate(leaves)]
+    second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
+    for h, leaf in broken[cut:]:
+        second.add(h, leaf)
+    rules = Sequential()
+    rules.replay(first.sequential)  # type: ignore[arg-type]
+    with pytest.raises(VerificationError, match="^index 10: the map leaf's root is not the artist map"):
+        rules.replay(second.sequential)  # type: ignore[arg-type]
+
+
+def test_a_range_records_a_run_of_uses_once():
+    checker = ChainChecker(ORIGIN, start=3, prev=bytes(32), tree=False)
+    run = [use(A, 1, None), use(B, 1, None), use(A, 2, 3, logged_at=T1), use(B, 2, 4, logged_at=T1, policy="p2")]
+    for h, leaf in chained(run):
+        checker.add(h, leaf)
+    assert checker.sequential.ops == [("uses", 3, T0, "p1"), ("uses", 5, T1, "p1"), ("uses", 6, T1, "p2")]
+
+
+@pytest.mark.parametrize("index, leaf, message", [
+    (0, use(A, 1, None), "the first leaf must be the log leaf, not a use leaf"),
+    (0, log_leaf(origin="other.example/log"), "the log leaf names origin 'other.example/log', not 'replay.example/log'"),
+    (0, log_leaf(vrf=bytes(32)), "the log leaf's VRF key is not valid"),
+    (4, log_leaf(), "a log leaf may only be the first leaf (index 0)"),
+    (3, use(A, 2, None), "artist chain broken: aseq 2 skips (expected aseq 1, aprev None)"),
+    (9, use(B, 1, None), "artist chain broken: aseq 1 repeats an earlier one (expected aseq 2, aprev 4)"),
+    (8, use(A, 3, 3), "artist chain broken: aprev 3 is not the index of the artist's previous leaf (expected aseq 3, aprev 5)"),
+    # The binding leaf at 5 is in A's chain: a use that skips it repeats its aseq.
+    (8, use(A, 2, 3), "artist chain broken: aseq 2 repeats an earlier one (expected aseq 3, aprev 5)"),
+    (6, map_leaf({A: (1, 3), B: (1, 4)}), "the map leaf's root is not the artist map of the leaves before it"),
+    (10, map_leaf({A: (3, 8), B: (2, 9), bytes(32): (1, 7)}), "the map leaf's root is not the artist map"),
+    (8, use(A, 3, 5, policy="p2"), "the use names policy 'p2', but policy 'p1' was in effect at its logged_at"),
+    (4, use(B, 1, None, kind="refusal", logged_at=T0, policy="nope"), "the use names policy 'nope'"),
+])
+def test_each_rule_names_the_first_bad_index(index, leaf, message):
+    leaves = sound()
+    leaves[index] = leaf
+    fails(leaves, index, message)
+
+
+def test_a_use_before_any_policy_names_none_in_effect():
+    fails([log_leaf(), use(A, 1, None)], 1, "the use names policy 'p1', but no policy was in effect at its logged_at")
+
+
+def test_the_policy_in_effect_goes_by_effective_at_then_by_index():
+    base = [log_leaf(), policy_leaf("p1", T0), policy_leaf("p2", T2), map_leaf({})]
+    check(base + [use(A, 1, None, logged_at=T1)])  # p2 announced, not yet in effect
+    fails(base + [use(A, 1, None, policy="p2", logged_at=T1)], 4, "policy 'p1' was in effect at its logged_at 2026-08-01T12:00:01.000Z")
+    check(base + [use(A, 1, None, policy="p2", logged_at=T2)])
+    # Two policies taking effect at the same time: the later leaf wins.
+    tied = [log_leaf(), policy_leaf("p1", T1), policy_leaf("p2", T1), map_leaf({})]
+    check(tied + [use(A, 1, None, policy="p2", logged_at=T1)])
+    fails(tied + [use(A, 1, None, policy="p1", logged_at=T1)], 4, "but policy 'p2' was in effect")
+
+
+def test_a_policy_takes_effect_no_earlier_than_announced_and_is_published_once():
+    fails([log_leaf(), policy_leaf("p1", T0, logged_at=T1)], 1,
+          "the policy takes effect at 2026-08-01T12:00:00.000Z, before it was announced (2026-08-01T12:00:01.000Z)")
+    fails([log_leaf(), policy_leaf("p1", T0), policy_leaf("p1", T1)], 2, "policy 'p1' was already published at index 1")
