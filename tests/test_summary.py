@@ -160,3 +160,15 @@ async def test_public_page_shows_a_policy_change_purpose_by_purpose(log, aiohttp
     assert "<strong>lenient-2026</strong>, announced" in html and "(replacing default)" in html
     assert "default changed from refused to allowed" in html and "more use of music" in html
     assert "The policy in force is <strong>lenient-2026</strong>" in html
+
+
+async def test_an_announced_policy_is_not_shown_in_force_before_it_takes_effect(log, aiohttp_client):
+    later = make_policy("later-2027", list(DEFAULT_POLICY.purposes.values()), "The same table, later.")
+    log.sequencer().publish_policy(later.document, "later-2027", effective_ms=int(time.time() * 1000) + 86_400_000)
+    reader = open_log(log.path)
+    try:
+        html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()
+    finally:
+        reader.close()
+    assert "The policy in force is <strong>default</strong>" in html
+    assert "<strong>later-2027</strong> is announced and takes effect" in html

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -29,7 +30,7 @@ from ..errors import NotFound, TlogError
 from ..leaves import iter_leaves
 from ..note import parse_note
 from ..policy import Policy, parse_policy
-from ..records import format_logged_at, parse_leaf
+from ..records import format_logged_at, parse_leaf, parse_logged_at
 from ..web import words
 from .state import State, get_state
 from .summary import per_state
@@ -156,10 +157,10 @@ async def public_page(request: web.Request) -> web.Response:
         size = state.published_size()
     except TlogError:
         size = 0
-    cache = per_state(state, "pages", dict)  # {"public": (published size, page)}
+    cache = per_state(state, "pages", dict)  # {"public": (published size, page, good until: an ms time)}
     cached = cache.get("public")
-    if cached is None or cached[0] != size:
-        cached = cache["public"] = (size, render_public(state, size))
+    if cached is None or cached[0] != size or time.time() * 1000 >= cached[2]:
+        cached = cache["public"] = (size, *render_public(state, size))
     return _page(cached[1])
 
 
@@ -227,8 +228,11 @@ def figures(state: State) -> Figures:
     return Figures(dict(totals), {w: dict(v) for w, v in sorted(weeks.items())})
 
 
-def render_public(state: State, size: int) -> bytes:
+def render_public(state: State, size: int) -> tuple[bytes, float]:
+    """The page, and until when it holds (ms): the next announced policy's effective time, else forever."""
     pols = published_policies(state, size)
+    now = format_logged_at(int(time.time() * 1000))
+    upcoming = [parse_logged_at(v.effective) for v in pols if v.effective > now]
     figs = figures(state)
     sections = [
         _intro(figs),
@@ -240,7 +244,8 @@ def render_public(state: State, size: int) -> bytes:
         _how_to_verify(state),
     ]
     main = "\n".join(sections)
-    return render("What the platform does with AI", "public.js", main, origin=state.log.origin, current="public")
+    page = render("What the platform does with AI", "public.js", main, origin=state.log.origin, current="public")
+    return page, min(upcoming, default=float("inf"))
 
 
 def _intro(f: Figures) -> str:
@@ -290,7 +295,8 @@ def _training(f: Figures, pols: list[PolicyVersion]) -> str:
 def _policy_section(pols: list[PolicyVersion]) -> str:
     if not pols:
         return "<section><h2>The AI policy</h2><p>No policy has been published yet.</p></section>"
-    current = pols[-1]
+    current = policy_in_effect(pols)
+    upcoming = [v for v in pols if v.effective > current.effective]
     rows = []
     for code, p in current.policy.purposes.items():
         rows.append(
@@ -300,7 +306,7 @@ def _policy_section(pols: list[PolicyVersion]) -> str:
             f"<td>{_e(words.OVERRIDE_WORDS) if p.override_eligible else 'No'}</td></tr>")
     return f"""<section aria-labelledby="policy-title">
 <h2 id="policy-title">The AI policy</h2>
-<p>The policy in force is <strong>{_e(current.id)}</strong>, in effect since {_e(_when(current.effective))}. In the platform's words:</p>
+<p>The policy in force is <strong>{_e(current.id)}</strong>, in effect since {_e(_when(current.effective))}.{_upcoming(upcoming)} In the platform's words:</p>
 <blockquote>{_e(current.policy.text)}</blockquote>
 <p>What each purpose means for an artist who has made no choice, and what an artist's choices change. The
 <strong>\u201cno AI\u201d</strong> switch refuses AI training and AI processing by outside companies; <strong>strict</strong>
@@ -311,6 +317,19 @@ refuses every purpose the artist has not allowed one by one.</p>
 <th scope="col">With \u201cno AI\u201d on</th><th scope="col">May go ahead over an artist's no?</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table></div>
 </section>"""
+
+
+def policy_in_effect(pols: list[PolicyVersion]) -> PolicyVersion:
+    """SPEC §4: the published policy with the latest effective_at not after now (ties: the later leaf);
+    the first one if none has taken effect yet."""
+    now = format_logged_at(int(time.time() * 1000))
+    due = [v for v in pols if v.effective <= now]
+    return max(due, key=lambda v: (v.effective, v.index)) if due else pols[0]
+
+
+def _upcoming(upcoming: list[PolicyVersion]) -> str:
+    return "".join(f" <strong>{_e(v.id)}</strong> is announced and takes effect {_e(_when(v.effective))}; see the "
+                   "changes below." for v in upcoming)
 
 
 def _changes(pols: list[PolicyVersion]) -> str:
