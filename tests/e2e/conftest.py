@@ -85,12 +85,12 @@ def served(tmp_path_factory) -> Iterator[Server]:
     assert "Traceback" not in out, out
 
 
-def start_witness(db: Path, *log_vkeys: str, port: int | None = None) -> Server:
+def start_witness(db: Path, *log_vkeys: str, port: int | None = None, extra: tuple[str, ...] = ()) -> Server:
     """A real `tlog witness serve` on the witness database db, witnessing the logs named by their
-    verifier keys (on `port`, or a free one); returns once its /healthz answers."""
+    verifier keys (on `port`, or a free one), with `extra` options; returns once its /healthz answers."""
     port = port or free_port()
     logs = [arg for vkey in log_vkeys for arg in ("--log", vkey)]
-    return _spawn(db, port, "witness", "witness", "serve", "--db", str(db), "--port", str(port), *logs)
+    return _spawn(db, port, "witness", "witness", "serve", "--db", str(db), "--port", str(port), *logs, *extra)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Routes anyone may call: checkpoint, tiles, leaves, proofs, log info, statistics, policies.
 
 Everything here is answered against the latest *published* checkpoint, never the store's raw size, so a
-reader can never see a leaf or tile before a signed checkpoint covers it."""
+reader can never see a leaf before a signed checkpoint covers it. Tiles are the one exception, in the
+direction that keeps that promise: with a witness policy they go up to the latest checkpoint the log
+signed, so that witnesses can replay its leaves before they cosign it."""
 
 from __future__ import annotations
 
@@ -69,7 +71,10 @@ async def tile(request: web.Request) -> web.Response:
         t = tiles.parse_tile_path(path)
     except ValidationError as exc:
         raise NotFound(f"no such tile: {exc.message}") from None
-    size = state.published_size()
+    # Tiles go up to the latest *signed* checkpoint, not only the cosigned one, so that a witness can
+    # replay the leaves of a checkpoint before it cosigns it (witness/replay.py), as Tessera's tiles
+    # precede witnessing. Full tiles never change; a partial one is only cached by the client, briefly.
+    size = state.signed_size()
     body = state.tile_cache.get(path)
     if body is None:
         body = _build_tile(state, t, size)
@@ -83,10 +88,10 @@ def _build_tile(state: State, t: tiles.Tile, size: int) -> bytes:
     level, first, count = tiles.tile_coords(t)
     if t.entries:
         if first + count > size:
-            raise NotFound(f"entry bundle {tiles.tile_path(t)} is beyond the published size {size}")
+            raise NotFound(f"entry bundle {tiles.tile_path(t)} is beyond the latest checkpoint's size {size}")
         return tiles.encode_bundle([leaf for _, leaf, _ in iter_leaves(state.store, first, first + count)])
     if (first + count) << level > size:
-        raise NotFound(f"tile {tiles.tile_path(t)} is beyond the published size {size}")
+        raise NotFound(f"tile {tiles.tile_path(t)} is beyond the latest checkpoint's size {size}")
     return b"".join(h for _, h in state.store.iter_nodes(level, first, first + count))
 
 

@@ -81,6 +81,11 @@ class State:
     def latest_size(self) -> int:
         return Checkpoint.parse(parse_note(self.store.latest_checkpoint() or b"")[0]).size
 
+    def signed_size(self) -> int:
+        """The size of the latest checkpoint the log signed: the published one, or later ones still being
+        cosigned. Without a witness policy the two are the same."""
+        return self.latest_size() if self.witnessed else self.published_size()
+
     def map_at(self, size: int) -> ArtistMap:
         """The artist map that the map leaf ending checkpoint `size` commits to: the sequencer's, or one
         rebuilt from the store (maps.py) and kept while it is asked for."""

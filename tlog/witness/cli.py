@@ -51,20 +51,50 @@ def init(db: Path, name: str) -> None:
 @click.option("--log", "logs", multiple=True, required=True, metavar="VKEY",
               help="A log to witness, by its verifier key (its name is the log's origin). Repeat for more "
                    "logs, or for two keys of one log while it rotates them.")
-def serve(db: Path, host: str, port: int, logs: tuple[str, ...]) -> None:
+@click.option("--replay", "replays", multiple=True, metavar="[ORIGIN=]URL",
+              help="Cosign a tlog log's checkpoint only after replaying the public leaves it adds, fetched from "
+                   "the log served at URL (map roots, artist chains, checkpoints at map leaves, the policy each "
+                   "use names). ORIGIN= may be left out when one log is witnessed.")
+def serve(db: Path, host: str, port: int, logs: tuple[str, ...], replays: tuple[str, ...]) -> None:
     """Serve POST /add-checkpoint (c2sp.org/tlog-witness) for the logs named by --log.
 
     \b
     Answers: 200 with a cosignature/v1 line; 404 unknown log; 403 not signed by its key; 400 malformed
     or old size beyond the checkpoint; 409 with the size this witness last cosigned (text/x.tlog.size)
     when the request starts elsewhere, or when another root was cosigned at that size; 422 when the
-    consistency proof fails. Refusals of validly signed checkpoints are kept in the database as evidence.
+    consistency proof fails, or (with --replay) when the leaves the checkpoint adds break a rule of the
+    public log; 503 when the log's tiles cannot be read to replay them. Refusals of validly signed
+    checkpoints are kept in the database as evidence.
+
+    \b
+    A checking witness for one tlog log served at http://127.0.0.1:8080/:
+      tlog witness serve --db w.db --log example.com/log+8a1b2c3d+AW… --replay http://127.0.0.1:8080/
     """
+    from .replay import replayers
     from .server import log_keys, run_witness  # aiohttp: only for the command that serves
 
     trusted = log_keys(logs)
+    replay = replayers(_replay_urls(replays, sorted(trusted)))
     w = open_witness(db)
-    run_witness(w, trusted, host=host, port=port)
+    run_witness(w, trusted, host=host, port=port, replay=replay)
+
+
+def _replay_urls(values: tuple[str, ...], origins: list[str]) -> dict[str, str]:
+    """{origin: URL} from --replay values: ORIGIN=URL, or a bare URL when one log is witnessed."""
+    urls: dict[str, str] = {}
+    for value in values:
+        origin, sep, url = value.partition("=")
+        if not sep or "://" in origin:  # a bare URL (its query may hold "=")
+            if len(origins) != 1:
+                raise click.BadParameter(f"{value!r}: name the log, ORIGIN=URL, when witnessing several logs",
+                                         param_hint="--replay")
+            origin, url = origins[0], value
+        if origin not in origins:
+            raise click.BadParameter(f"{origin!r} is not a log given with --log", param_hint="--replay")
+        if not url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--replay")
+        urls[origin] = url
+    return urls
 
 
 @witness.command("status")

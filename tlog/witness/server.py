@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from ..errors import ProofError, TlogError, ValidationError
+from ..errors import ProofError, TlogError, Unavailable, ValidationError
 from ..note import Verifier
 from . import core
+from .replay import Replayer
 from .store import Witness
 
 log = logging.getLogger("tlog.witness")
@@ -23,6 +24,7 @@ log = logging.getLogger("tlog.witness")
 MAX_BODY = 64 << 10  # a checkpoint with 100 signatures and 63 proof lines is well under 20 KiB
 WITNESS_KEY = web.AppKey("tlog_witness", Witness)
 LOGS_KEY = web.AppKey("tlog_witness_logs", dict)
+REPLAY_KEY = web.AppKey("tlog_witness_replay", dict)
 
 
 def log_keys(vkeys: Sequence[str]) -> dict[str, list[Verifier]]:
@@ -37,10 +39,13 @@ def log_keys(vkeys: Sequence[str]) -> dict[str, list[Verifier]]:
     return logs
 
 
-def make_witness_app(witness: Witness, logs: Mapping[str, Sequence[Verifier]]) -> web.Application:
+def make_witness_app(witness: Witness, logs: Mapping[str, Sequence[Verifier]],
+                     replay: Mapping[str, Replayer] | None = None) -> web.Application:
+    """`replay`: the logs, by origin, whose new leaves are replayed (witness/replay.py) before cosigning."""
     app = web.Application(client_max_size=MAX_BODY)
     app[WITNESS_KEY] = witness
     app[LOGS_KEY] = dict(logs)
+    app[REPLAY_KEY] = dict(replay or {})
     app.add_routes([web.post("/add-checkpoint", add_checkpoint), web.get("/healthz", healthz)])
     return app
 
@@ -55,6 +60,9 @@ async def add_checkpoint(request: web.Request) -> web.Response:
         origin = req.checkpoint.origin
         latest = witness.store.log_state(origin)
         core.check(req, latest)
+        replayer = request.app[REPLAY_KEY].get(origin)
+        if replayer is not None:  # after the spec's checks: a 422 here is about what the leaves say
+            await replayer.check(req.checkpoint)
         witness.store.advance(origin, latest, core.LogState(req.checkpoint.size, req.checkpoint.root))
     except TlogError as exc:
         return _refuse(witness, req, exc, body)
@@ -66,6 +74,8 @@ def _refuse(witness: Witness, req: core.AddCheckpoint | None, exc: TlogError, bo
     origin = req.checkpoint.origin if req else "?"
     if exc.status >= 500:
         log.error("could not cosign %s: %s", origin, exc.message)
+        if isinstance(exc, Unavailable):  # the log's tiles could not be read to replay them: it may retry
+            return web.Response(status=503, text=exc.message + "\n")
         return web.Response(status=503, text="the witness cannot record checkpoints right now\n")
     log.warning("refused %s (%d): %s", origin, exc.status, exc.message)
     if req is not None and isinstance(exc, (core.ForkConflict, ProofError)):
@@ -80,9 +90,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text=request.app[WITNESS_KEY].vkey + "\n")
 
 
-def run_witness(witness: Witness, logs: Mapping[str, Sequence[Verifier]], *, host: str, port: int) -> None:
+def run_witness(witness: Witness, logs: Mapping[str, Sequence[Verifier]], *, host: str, port: int,
+                replay: Mapping[str, Replayer] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = make_witness_app(witness, logs)
+    app = make_witness_app(witness, logs, replay)
 
     async def close(_app: web.Application) -> None:
         witness.close()
@@ -90,5 +101,7 @@ def run_witness(witness: Witness, logs: Mapping[str, Sequence[Verifier]], *, hos
     app.on_cleanup.append(close)
     origins = ", ".join(sorted(logs))
     print(f"tlog witness {witness.signer.name} on http://{host}:{port}/add-checkpoint for {origins}", flush=True)
+    for origin, r in sorted((replay or {}).items()):
+        print(f"replaying {origin} from {r.url} before cosigning", flush=True)
     print(witness.vkey, flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
