@@ -265,6 +265,14 @@ def policy_document(db: Path) -> str:
     return "index 312: stored policy '2026-12' does not match its policy leaf"
 
 
+def policy_effective_at_dropped(db: Path) -> str:
+    """The default policy's stored details lose their effective_at: its leaf cannot be re-derived."""
+    with sqlite3.connect(db) as c:
+        (extra,) = c.execute("SELECT extra FROM entries WHERE idx = 1").fetchone()
+        c.execute("UPDATE entries SET extra = ? WHERE idx = 1", (extra.replace('"effective_at"', '"effective"'),))
+    return "the policy leaf at index 1 cannot be read back (the database was altered)"
+
+
 def stats_row(db: Path) -> str:
     flip(db, "stats", "uses", "rowid = 3")
     return "the statistics table does not match a recount of the leaves"
@@ -458,7 +466,8 @@ def test_local_verify_names_where(db, name):
 @pytest.mark.parametrize("case, want", [
     (signer_key_file, "is not a valid signer key"),
     (checkpoint_root, "the stored checkpoint does not verify with the log's key"),
-], ids=["signer key file", "checkpoint root"])
+    (policy_effective_at_dropped, "the policy leaf at index 1 cannot be read back"),
+], ids=["signer key file", "checkpoint root", "policy leaf details"])
 def test_the_server_refuses_to_start_on_a_damaged_log(db, case, want):
     case(db)
     result = CliRunner().invoke(main, ["serve", "--db", str(db), "--port", "1"])

@@ -322,6 +322,11 @@ def read_head(store: Store) -> Head:
 def _scheduled(entry: Entry | None, record: PolicyRecord) -> tuple[int, int, Policy]:
     if entry is None or entry.type != "policy":
         raise StorageError(f"policy {record.policy_id!r} names index {record.index}, which is not its policy leaf")
-    effective = records.parse_logged_at(entry.details["effective_at"])
-    return effective, record.index, parse_policy(record.document, record.policy_id)
+    try:
+        effective = records.parse_logged_at(entry.details["effective_at"])
+        return effective, record.index, parse_policy(record.document, record.policy_id)
+    except (KeyError, TlogError) as exc:
+        why = exc.message if isinstance(exc, TlogError) else f"no {exc}"
+        raise StorageError(f"the policy leaf at index {record.index} cannot be read back (the database was "
+                           f"altered): {why}") from None
 
