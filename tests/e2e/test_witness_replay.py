@@ -20,9 +20,8 @@ from tlog.witness.store import init_witness
 
 from ..conftest import append, records
 from .conftest import free_port, start_server, start_witness, stop_server
-from .fakelog import Source
-from .test_remote_verify import (
-    grown_demo,
+from .test_remote_verify import (  # the same grown demo log (fixtures demo_db, source) and the same lies
+    demo_db,  # noqa: F401
     lie_artist_gap,
     lie_artist_repeat,
     lie_checkpoint_mid_batch,
@@ -31,20 +30,9 @@ from .test_remote_verify import (
     lie_missing_bundle,
     lie_policy_not_in_effect,
     lie_prev,
+    source,  # noqa: F401
 )
 from .test_witness_e2e import cosigned, new_witness, policy_file, wait_for
-
-
-@pytest.fixture(scope="module")
-def demo_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("replay") / "tlog.db"
-    grown_demo(db)
-    return db
-
-
-@pytest.fixture(scope="module")
-def source(demo_db) -> Source:
-    return Source.from_db(demo_db)
 
 
 @pytest.fixture
