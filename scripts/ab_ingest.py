@@ -100,8 +100,8 @@ def main() -> None:
             wait_up(bare_url, procs[-1])
             targets = {"bare": (bare_url, "-")}
             for name, code in (("before", before), ("now", None)):
-                (tmpd / name).mkdir()
-                p, url, token = serve(code, tmpd / name / "tlog.db")
+                (tmpd / f"log-{name}").mkdir()
+                p, url, token = serve(code, tmpd / f"log-{name}" / "tlog.db")
                 procs.append(p)
                 targets[name] = (url, token)
             rates: dict[str, list[float]] = {name: [] for name in targets}
