@@ -223,3 +223,18 @@ def test_artists_are_read_once_per_batch():
     before = reader.reads
     b.uses(p, [*subs(b, sample(30, seed=1, artists=10)), *subs(b, sample(30, seed=2, artists=10))])
     assert reader.reads - before == 1
+
+
+def test_training_cannot_be_logged_under_another_purpose():
+    """SPEC §3: a recommendation with phase `training` is refused, naming the purposes to log it under,
+    and nothing of that submission is logged; under a training purpose it is logged (and decided)."""
+    b, _ = new_builder()
+    p = b.begin()
+    rec = dict(sample(1)[0], purpose="recommendation", phase="fine_tuning")
+    (err,) = b.uses(p, subs(b, [rec]))
+    assert isinstance(err, ValidationError) and not p.entries
+    assert err.details == [{"field": "records[0].phase", "message": (
+        "phase 'fine_tuning' is training, which is logged under a training purpose (model_training_discriminative, "
+        "model_training_generative, third_party_ai_access), not under 'recommendation'")}]
+    ((ok,),) = b.uses(p, subs(b, [dict(rec, purpose="model_training_discriminative")]))
+    assert ok.decision == "refused" and len(p.entries) == 1

@@ -22,8 +22,10 @@ from tlog.policy import (
     loosenings,
     make_policy,
     parse_policy,
+    phase_problem,
     validate_preferences,
 )
+from tlog.records import PHASES
 
 # §3, transcribed: code, category, default, override-eligible.
 SPEC_TABLE = [
@@ -426,3 +428,15 @@ def benchmark() -> dict[str, float]:
 if __name__ == "__main__":
     for name, micros in benchmark().items():
         print(f"{name:36s} {micros:6.2f} µs")
+
+
+@pytest.mark.parametrize("phase", sorted(PHASES))
+@pytest.mark.parametrize("code", list(DEFAULT_POLICY.purposes))
+def test_training_phases_belong_to_training_purposes(code, phase):
+    """SPEC §3: training and fine_tuning only under the two training purposes and third-party access."""
+    problem = phase_problem(DEFAULT_POLICY, code, phase)
+    allowed = phase not in ("training", "fine_tuning") or code in (
+        "model_training_discriminative", "model_training_generative", "third_party_ai_access")
+    assert (problem is None) == allowed
+    if problem:
+        assert "model_training_generative" in problem and repr(code) in problem

@@ -31,7 +31,7 @@ from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
 from .leaves import entry_leaf
 from .note import Signer, sign_note
-from .policy import Policy, decide, in_effect, loosenings
+from .policy import Policy, decide, in_effect, loosenings, phase_problem
 from .store.base import ArtistState, Batch, Entry, PolicyRecord
 from .vrf import VrfSecret
 
@@ -239,6 +239,11 @@ class BatchBuilder:
             {"field": f"records[{i}].purpose", "message": f"unknown purpose {r['purpose']!r} in policy {policy.id}"}
             for i, r in enumerate(sub.records)
             if r["purpose"] not in policy.purposes
+        ]
+        problems += [
+            {"field": f"records[{i}].phase", "message": why}
+            for i, r in enumerate(sub.records)
+            if (why := phase_problem(policy, r["purpose"], r["phase"])) is not None
         ]
         ids = [r["event_id"] for r in sub.records]
         if len(set(ids)) != len(ids):

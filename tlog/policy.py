@@ -243,6 +243,20 @@ def _level(obj: dict[str, Any], path: str, purposes: Collection[str] | None, pro
 # Decisions (§4)
 
 
+TRAINING_PHASES: Final = frozenset({"training", "fine_tuning"})
+
+
+def phase_problem(policy: Policy, purpose: str, phase: str) -> str | None:
+    """SPEC §3: the phases `training` and `fine_tuning` belong only to purposes whose category is training
+    (or decided per use, as third-party access), so that training cannot be logged, and counted in public,
+    as a recommendation or the like. The message names the purposes to log it under."""
+    p = policy.purposes.get(purpose)
+    if phase not in TRAINING_PHASES or p is None or p.category in NO_AI_CATEGORIES:
+        return None
+    fits = ", ".join(c for c, q in policy.purposes.items() if q.category in NO_AI_CATEGORIES)
+    return f"phase {phase!r} is training, which is logged under a training purpose ({fits}), not under {purpose!r}"
+
+
 def in_effect(schedule: Iterable[tuple[int, int, Policy]], ms: int) -> Policy | None:
     """The policy in effect at `ms` (SPEC §4): among published policies, given as (effective_at in ms,
     index of the policy leaf, policy), the one with the latest `effective_at` not after `ms`; ties go to

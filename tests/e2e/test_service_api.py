@@ -127,6 +127,7 @@ def test_batch_is_ordered_dense_and_idempotent(env):
         (lambda r: r.update(invocations="3"), "invocations"),
         (lambda r: r.update(purpose="world_domination"), "purpose"),
         (lambda r: r.update(phase="dreaming"), "phase"),
+        (lambda r: r.update(phase="training"), "phase"),  # training under "recommendation" (SPEC §3)
         (lambda r: r.update(occurred_at="2026-13-01T00:00:00Z"), "occurred_at"),
         (lambda r: r.update(occurred_at="2999-01-01T00:00:00Z"), "occurred_at"),
         (lambda r: r.update(detail="x" * 501), "detail"),
