@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from . import merkle, records
 from .artistmap import ArtistMap, MapValue
-from .builder import SUBMITTED_FIELDS, BatchBuilder, Head, Pending, Submission, UseResult
+from .builder import BatchBuilder, Head, Pending, Submission, UseResult
 from .errors import StorageError, TlogError, ValidationError
 from .note import Signer
 from .policy import DEFAULT_POLICY, Policy, parse_policy, validate_preferences
@@ -41,7 +41,7 @@ from .store.base import STALE_STATE, Batch, Entry, PolicyRecord, Store
 from .store.writer import BatchWriter, InlineWriter
 from .vrf import VrfSecret
 
-__all__ = ["SUBMITTED_FIELDS", "Sequencer", "Submission", "Ticket", "UseResult"]
+__all__ = ["Sequencer", "Submission", "Ticket", "UseResult"]  # Submission, UseResult: built in builder.py
 
 T = TypeVar("T")
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet settled: one being written, one queued
