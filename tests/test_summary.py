@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from tlog.log import open_log
+from tlog.note import ALG_COSIGNATURE_V1, generate_key
 from tlog.policy import DEFAULT_POLICY, make_policy
 from tlog.server import pages
 from tlog.server.app import make_app
 from tlog.server.summary import summarize
 from tlog.store.base import UseFilter
 from tlog.tokens import new_token
-from tlog.web.words import policy_diff
+from tlog.web.words import policy_diff, quorum_words
+from tlog.witnessing import parse_witness_policy
 
 from .conftest import append, records
 
@@ -147,6 +149,22 @@ def test_policy_diff_marks_loosenings():
     assert not changes["fraud_detection"].loosens and "no longer" in changes["fraud_detection"].what
     assert policy_diff(DEFAULT_POLICY, DEFAULT_POLICY) == []
 
+
+
+@pytest.mark.parametrize("lines, words", [
+    (["quorum a"], "a"),
+    (["group g 2 a b c", "quorum g"], "2 of a, b and c"),
+    (["group g all a b", "quorum g"], "both of a and b"),
+    (["group g any a b c", "quorum g"], "any one of a, b and c"),
+    (["group x any c d", "group g all a x", "quorum g"], "both of a and (any one of c and d)"),
+    (["group s any a", "group g all s b c", "quorum g"], "all of a, b and c"),
+])
+def test_a_witness_quorum_in_words(lines, words):
+    """The public page's words for a quorum; static/witnesses.js quorumWords says the same."""
+    keys = [generate_key(f"witness.example/{n}", ALG_COSIGNATURE_V1)[1] for n in "abcd"]
+    policy = parse_witness_policy("".join(f"witness {n} {k}\n" for n, k in zip("abcd", keys)).encode()
+                                  + "\n".join(lines).encode() + b"\n")
+    assert quorum_words(policy) == words
 
 async def test_public_page_shows_a_policy_change_purpose_by_purpose(log, aiohttp_client):
     lenient = make_policy("lenient-2026", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"

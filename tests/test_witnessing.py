@@ -126,6 +126,25 @@ def test_cosignatures_of_unknown_witnesses_are_ignored() -> None:
         verify_cosignatures(w, text, spec_example)
 
 
+def test_what_the_log_publishes_of_its_policy_and_whose_cosignatures_count() -> None:
+    """`as_json` (GET /v1/log) names the witnesses, their keys, the groups and the quorum, not the URLs;
+    `cosigners` (the public page) keeps the policy's witnesses whose cosignature verifies, with its time."""
+    p = parse_witness_policy(policy_text(
+        *(f"witness x{i} {WKEYS[i - 1][1]} http://x{i}.internal" for i in (1, 2, 3)),
+        "group two 2 x1 x2 x3", "quorum two"))
+    assert p.as_json() == {"quorum": "two", "witnesses": [{"name": f"x{i}", "key": WKEYS[i - 1][1]} for i in (1, 2, 3)],
+                           "groups": [{"name": "two", "threshold": 2, "members": ["x1", "x2", "x3"]}]}
+    text = b"example.com/log\n1\n" + b"A" * 43 + b"=\n"
+    log_line = Signer.from_key(generate_key("example.com/log")[0]).signature(text).line()
+    x1, x3 = (Signer.from_key(WKEYS[i][0]).signature(text) for i in (0, 2))
+    spoiled = Signature(x1.name, x1.key_hash, x1.sig[:-1] + bytes([x1.sig[-1] ^ 1])).line()
+    stranger = Signer.from_key(WKEYS[4][0]).signature(text).line()
+    note = text + b"\n" + log_line + x3.line() + spoiled + stranger
+    assert p.cosigners(note) == {"x3": int.from_bytes(x3.sig[:8], "big")}
+    assert p.cosigners(text + b"\n" + log_line + x3.line() + x1.line()) == {"x1": int.from_bytes(x1.sig[:8], "big"),
+                                                                          "x3": int.from_bytes(x3.sig[:8], "big")}
+
+
 # --- the publisher against real witnesses ------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -80,6 +81,29 @@ class WitnessPolicy:
         if group is None:
             return name in cosigners
         return sum(self._witnessed(m, cosigners) for m in group.members) >= group.threshold
+
+    def as_json(self) -> dict[str, Any]:
+        """What `GET /v1/log` publishes of the policy, so that anyone can check the cosignatures on its
+        checkpoints: the witnesses' names and cosignature/v1 keys, the groups and the quorum. Not the
+        witnesses' URLs: they are where this log submits, which is no one else's business."""
+        return {
+            "quorum": self.quorum,
+            "witnesses": [{"name": w.name, "key": w.verifier.key} for w in self.witnesses.values()],
+            "groups": [{"name": g.name, "threshold": g.threshold, "members": list(g.members)}
+                       for g in self.groups.values()],
+        }
+
+    def cosigners(self, signed: bytes) -> dict[str, int]:
+        """The policy's witnesses whose cosignature on a signed note verifies, in the policy's order, each
+        with the time its cosignature states (seconds since the epoch). Other lines are left out."""
+        text, sigs = parse_note(signed)
+        by_key = {(w.verifier.name, w.verifier.key_hash): w for w in self.witnesses.values()}
+        valid = {}
+        for s in sigs:
+            w = by_key.get((s.name, s.key_hash))
+            if w is not None and w.verifier.verify(text, s.sig):
+                valid[w.name] = int.from_bytes(s.sig[:8], "big")
+        return {name: valid[name] for name in self.witnesses if name in valid}
 
     def check_for_log(self, vkeys: Sequence[str]) -> None:
         """Refuses a policy that cannot publish this log: one that lists other logs only, or whose quorum

@@ -15,9 +15,11 @@ import subprocess
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -108,6 +110,63 @@ class ThreadServer:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+@contextmanager
+def proxy(upstream: str, change: Callable[[str, bytes], bytes]) -> Iterator[str]:
+    """A server in front of the real one (its URL), passing every request on and every 200 answer back
+    through `change(path, body)`: a server that tampers with what the pages are shown."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        async with aiohttp.ClientSession() as s:
+            async with s.request(request.method, upstream + request.path_qs, headers=headers,
+                                 data=await request.read()) as r:
+                body = await r.read()
+                keep = {k: v for k, v in r.headers.items() if k.lower() not in
+                        ("content-length", "content-encoding", "transfer-encoding", "date", "server")}
+        if r.status == 200:
+            body = change(request.path, body)
+        return web.Response(body=body, status=r.status, headers=keep)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    server = ThreadServer(app)
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """The shared browser, emptied of what an earlier test left (storage, console, window size)."""
+    browser.set_window_size(1280, 900)
+    yield browser
+    console_errors(browser)
+
+
+def clean(driver: Any, url: str) -> None:
+    driver.get(url + "/healthz")
+    driver.execute_script("localStorage.clear(); sessionStorage.clear();")
+    console_errors(driver)
+
+
+def sign_in(driver: Any, url: str, tok: str) -> str:
+    """Opens the artist page by a sign-in link; the verdict's result ("complete" or "failed")."""
+    driver.get(f"{url}/artist#token={tok}")
+    wait_for(driver, "document.querySelector('#verdict').dataset.result")
+    return driver.execute_script("return document.querySelector('#verdict').dataset.result")
+
+
+def verdict(driver: Any) -> str:
+    return driver.find_element("id", "verdict").text
+
+
+def third_party(driver: Any, origin: str) -> list[str]:
+    """Every resource the page loaded that is not from the log's own origin."""
+    urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    return [u for u in urls if not u.startswith(origin + "/")]
 
 
 @pytest.fixture(scope="session")

@@ -14,15 +14,13 @@ import re
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 import tlog.builder
 from tlog.canonical import canonical
@@ -34,7 +32,7 @@ from tlog.server import pages
 from tlog.tokens import new_token
 
 from ..e2e.conftest import Server, start_server, stop_server
-from .conftest import PHONE_WIDTH, SCREENSHOTS, ThreadServer, axe_source, console_errors, wait_for
+from .conftest import PHONE_WIDTH, SCREENSHOTS, axe_source, clean, console_errors, proxy, sign_in, third_party, verdict, wait_for
 
 ALICE = "sc:user:alice"
 XSS_ARTIST = "sc:user:<script>alert('artist')</script>\"x"
@@ -126,30 +124,6 @@ def env(tmp_path_factory) -> Iterator[Env]:
         assert t not in out
 
 
-@pytest.fixture
-def page(browser) -> Iterator[Any]:
-    """The shared browser, emptied of what an earlier test left (storage, console, window size)."""
-    browser.set_window_size(1280, 900)
-    yield browser
-    console_errors(browser)
-
-
-def clean(driver: Any, url: str) -> None:
-    driver.get(url + "/healthz")
-    driver.execute_script("localStorage.clear(); sessionStorage.clear();")
-    console_errors(driver)
-
-
-def sign_in(driver: Any, url: str, tok: str) -> str:
-    driver.get(f"{url}/artist#token={tok}")
-    wait_for(driver, "document.querySelector('#verdict').dataset.result")
-    return driver.execute_script("return document.querySelector('#verdict').dataset.result")
-
-
-def verdict(driver: Any) -> str:
-    return driver.find_element("id", "verdict").text
-
-
 def shots() -> Path:
     out = Path(os.environ.get("TLOG_SCREENSHOTS", SCREENSHOTS))
     out.mkdir(parents=True, exist_ok=True)
@@ -186,12 +160,6 @@ def test_public_page_loads_with_its_figures_in_the_html_and_checks_the_checkpoin
     assert "extends checkpoint" in page.find_element("id", "browser-check").text
     assert console_errors(page) == []
     _check_headers(headers)
-
-
-def third_party(driver: Any, origin: str) -> list[str]:
-    """Every resource the page loaded that is not from the log's own origin."""
-    urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-    return [u for u in urls if not u.startswith(origin + "/")]
 
 
 def _check_headers(headers: Any) -> None:
@@ -254,29 +222,13 @@ def test_artist_signs_in_by_link_sees_entries_and_the_complete_verdict(page, env
     screenshot(page, "artist")
 
 
-@contextmanager
-def tampering(upstream: str, mode: str) -> Iterator[str]:
+def tampering(upstream: str, mode: str) -> AbstractContextManager[str]:
     """A server in front of the real one that alters the first audit page as `mode` says."""
 
-    async def proxy(request: web.Request) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
-        async with aiohttp.ClientSession() as s:
-            async with s.request(request.method, upstream + request.path_qs, headers=headers,
-                                 data=await request.read()) as r:
-                body = await r.read()
-                keep = {k: v for k, v in r.headers.items() if k.lower() not in
-                        ("content-length", "content-encoding", "transfer-encoding", "date", "server")}
-        if request.path.endswith("/audit") and r.status == 200:
-            body = orjson.dumps(alter(orjson.loads(body), mode))
-        return web.Response(body=body, status=r.status, headers=keep)
+    def change(path: str, body: bytes) -> bytes:
+        return orjson.dumps(alter(orjson.loads(body), mode)) if path.endswith("/audit") else body
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy)
-    server = ThreadServer(app)
-    try:
-        yield server.url
-    finally:
-        server.close()
+    return proxy(upstream, change)
 
 
 def alter(bundle: dict[str, Any], mode: str) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     if witness_policy is not None and witness_policy.quorum != NONE:
         witness_policy.check_for_log([v.key for v in reader.verifiers])
         state.witnessed = True
+        state.witness_policy = witness_policy
         app.cleanup_ctx.append(publisher_context(reader.path, witness_policy))
     return app
 

@@ -159,7 +159,24 @@ SCHEMAS: dict[str, Any] = {
         "size": {"type": "integer", "minimum": 0, "description": "leaves under the published checkpoint"},
         "policy": _nullable({"type": "string"}),
         "purposes": {"type": "array", "items": _obj({"code": _PURPOSE_CODE, **_PURPOSE["properties"]})},
+        "witness_policy": _nullable(_ref("WitnessPolicy")),
     }),
+    "WitnessPolicy": _obj({
+        "quorum": {"type": "string", "description": "the witness or group whose cosignature publishes a checkpoint"},
+        "witnesses": {"type": "array", "items": _obj({
+            "name": {"type": "string", "description": "the witness's name in the policy (what quorum and groups name)"},
+            "key": {"type": "string", "description": "its c2sp.org/tlog-cosignature (cosignature/v1) verifier key"},
+        })},
+        "groups": {"type": "array", "items": _obj({
+            "name": {"type": "string"},
+            "threshold": {"type": "integer", "minimum": 1, "description": "how many members must cosign"},
+            "members": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                        "description": "witnesses or groups listed before this one"},
+        })},
+    }, description="The witnesses of the server's c2sp.org/tlog-policy file (`tlog serve --witness-policy`): "
+                   "`/checkpoint` carries their cosignatures and moves only once the quorum has cosigned. Null "
+                   "without a witness policy. These keys come from the log itself: a careful verifier gets them "
+                   "from the witnesses and runs `tlog audit --witness-policy` or `tlog monitor --witness-policy`."),
     "InclusionProof": _obj({"index": {"type": "integer", "minimum": 0}, "size": {"type": "integer", "minimum": 1},
                             "proof": {"type": "array", "items": _B64_HASH, "maxItems": 63}}),
     "ConsistencyProof": _obj({"old": {"type": "integer", "minimum": 1}, "new": {"type": "integer", "minimum": 1},
@@ -295,7 +312,8 @@ PATHS: dict[str, dict[str, Any]] = {
         (404,), params=[_path_param("path", _TILE_PATH, "the tile below /tile/", "0/000.p/1")],
         description="Full tiles are immutable; every partial tile a published checkpoint implied stays servable. "
                     "Non-canonical paths and tiles beyond the published size are 404.")},
-    "/v1/log": {"get": _op("Origin, verifier keys, size, policy in force and its purposes", [PUBLIC], _json(_ref("LogInfo")))},
+    "/v1/log": {"get": _op("Origin, verifier keys, size, policy in force and its purposes, and the witnesses", [PUBLIC],
+                           _json(_ref("LogInfo")))},
     "/v1/proof/inclusion": {"get": _op(
         "Inclusion proof of leaf `index` in the tree of `size` leaves", [PUBLIC], _json(_ref("InclusionProof")), (400,),
         params=[_query("index", _INDEX, "leaf index, below size", required=True, example=0),

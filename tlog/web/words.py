@@ -4,10 +4,14 @@ Pure: the server renders these into the public page; the same facts are in the p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..policy import NO_AI_CATEGORIES, Policy, Purpose
+
+if TYPE_CHECKING:
+    from ..witnessing import WitnessPolicy
 
 DEFAULT_WORDS: Final = {
     "allowed": "Allowed",
@@ -78,3 +82,24 @@ def policy_diff(old: Policy, new: Policy) -> list[Change]:
         if code not in new.purposes:
             out.append(Change(code, "removed: no longer allowed for any use", False))
     return out
+
+
+def and_list(names: Sequence[str]) -> str:
+    """["a", "b", "c"] → "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def quorum_words(policy: "WitnessPolicy", name: str | None = None) -> str:
+    """A witness policy's quorum (or the group `name`) in words: "w1", "2 of w1, w2 and w3",
+    "both of w1 and (any one of w2 and w3)". The same words as quorumWords in static/witnesses.js."""
+    name = policy.quorum if name is None else name
+    group = policy.groups.get(name)
+    if group is None:
+        return name
+    members = [quorum_words(policy, m) for m in group.members]
+    members = [f"({w})" if " of " in w else w for w in members]  # names hold no spaces: only groups do
+    if len(members) == 1:
+        return members[0]
+    k, n = group.threshold, len(members)
+    how = ("both" if n == 2 else "all") if k == n else "any one" if k == 1 else str(k)
+    return f"{how} of {and_list(members)}"

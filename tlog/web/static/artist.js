@@ -4,6 +4,7 @@
 import { verifyWalk } from "./audit.js";
 import { checkAndRemember } from "./trust.js";
 import { $, DECISION_WORDS, DECISIONS, el, num, purposeName, verdict, weeklyChart, when } from "./ui.js";
+import { checkWitnesses, TRUST_NOTE, witnessLines, witnessStatus } from "./witnesses.js";
 
 const TOKEN = "tlog.token";
 const ARTIST = "tlog.artist";
@@ -307,6 +308,7 @@ async function verify() {
   verdict(box, "pending", "Checking the log in your browser…", "This takes a moment for a long history; you can use the page meanwhile.");
   box.removeAttribute("data-result");
   box.removeAttribute("data-index");
+  box.removeAttribute("data-witnesses");
   bar.hidden = false;
   const t0 = performance.now();
   let mark = t0;
@@ -325,18 +327,20 @@ async function verify() {
       },
     });
     const seen = await checkAndRemember(result.cp, state.info.verifier_keys);
+    const found = await checkWitnesses(result.cp.note, state.info.witness_policy);
     if (run !== verifying) return;
     timings.verifyMs = performance.now() - t0;
     timings.verifiedEntries = result.entries;
-    const witnesses = result.witnesses.length
-      ? `Cosigned by ${result.witnesses.map((w) => w.name).join(", ")} (this page shows their names; \`tlog audit --witness-policy\` checks their signatures with keys you trust).`
-      : "No witness cosigned this checkpoint (the log runs without witnesses).";
+    const short = witnessStatus(found) === "short";
+    const witnesses = [...witnessLines(found), found.policy ? TRUST_NOTE : null];
+    const complete = `Complete at checkpoint ${num(result.size)}: every use logged under your artist id up to ${when(result.loggedAt)}, and every decision followed your choices`;
+    const checked = `${num(result.entries)} entries checked here: the log's signature, each entry's place in the log and its details, your chain from first to last, your tag, and the map that says nothing was left out.`;
     const since = seen.previous !== null && seen.previous !== result.size ? `It extends checkpoint ${num(seen.previous)}, which this browser verified before.` : null;
     box.dataset.result = "complete";
-    verdict(box, "ok",
-      `Complete at checkpoint ${num(result.size)}: every use logged under your artist id up to ${when(result.loggedAt)}, and every decision followed your choices.`,
-      `${num(result.entries)} entries checked here: the log's signature, each entry's place in the log and its details, your chain from first to last, your tag, and the map that says nothing was left out.`,
-      witnesses, since);
+    box.dataset.witnesses = witnessStatus(found);
+    // Short of the witnesses' quorum, this checkpoint may be a history shown to this artist alone: say so first.
+    verdict(box, short ? "warn" : "ok", short ? `${complete}; but the log's witnesses have not confirmed this checkpoint.` : `${complete}.`,
+      ...(short ? [...witnesses, checked] : [checked, ...witnesses]), since);
   } catch (e) {
     if (run !== verifying) return;
     timings.verifyMs = performance.now() - t0;

@@ -218,6 +218,6 @@ export async function verifyWalk({ fetchPage, keys, artistId, onProgress = () =>
   }
   return {
     origin: cp.origin, size: cp.size, root: toHex(cp.root), checkpoint: b.checkpoint, loggedAt: mapPart.loggedAt,
-    witnesses: cp.witnesses, entries: total, pages, counts: [...counts.values()], cp,
+    entries: total, pages, counts: [...counts.values()], cp,
   };
 }
