@@ -117,6 +117,18 @@ async def test_public_page_has_its_figures_headers_and_a_cache_per_checkpoint(cl
     assert f'data-figure="logged">{logged + 1:,}<' in await (await client.get("/")).text()
 
 
+
+def test_the_charts_show_every_week_up_to_the_latest_26():
+    """Weeks without a logged use are in the charts (as no bar), and only the latest CHART_WEEKS weeks."""
+    assert pages.chart_weeks([]) == []
+    assert pages.chart_weeks(["2026-03-02", "2026-03-23"]) == ["2026-03-02", "2026-03-09", "2026-03-16", "2026-03-23"]
+    many = pages.chart_weeks(["2025-01-06", "2026-03-23"])
+    assert len(many) == pages.CHART_WEEKS and many[0] == "2025-09-29" and many[-1] == "2026-03-23"
+    html = pages.purpose_charts(["recommendation", "model_training_generative"],
+                                {"recommendation": {"2026-03-09": {"allowed": 3, "refused": 1}}}, ["2026-03-02", "2026-03-09"])
+    assert html.count("<rect") == 2 and 'data-total="4"' in html and "no use in these weeks" in html
+    assert 'data-purpose="recommendation" data-week="2026-03-09"' in html and 'data-week="2026-03-02"' not in html
+
 async def test_assets(client):
     a = pages.assets()
     r = await client.get(a.url("artist.js"))
@@ -150,7 +162,6 @@ def test_policy_diff_marks_loosenings():
     assert policy_diff(DEFAULT_POLICY, DEFAULT_POLICY) == []
 
 
-
 @pytest.mark.parametrize("lines, words", [
     (["quorum a"], "a"),
     (["group g 2 a b c", "quorum g"], "2 of a, b and c"),
@@ -165,6 +176,7 @@ def test_a_witness_quorum_in_words(lines, words):
     policy = parse_witness_policy("".join(f"witness {n} {k}\n" for n, k in zip("abcd", keys)).encode()
                                   + "\n".join(lines).encode() + b"\n")
     assert quorum_words(policy) == words
+
 
 async def test_public_page_shows_a_policy_change_purpose_by_purpose(log, aiohttp_client):
     lenient = make_policy("lenient-2026", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"

@@ -1,5 +1,6 @@
 """Both pages in a real headless Chromium, served by a real `tlog serve`: they load without a console
-error, the artist signs in by a link and sees its entries and the "complete" verdict computed in the
+error, the public page's weekly charts (all uses, and purpose by purpose) show the figures of /v1/stats,
+the artist signs in by a link and sees its entries and the "complete" verdict computed in the
 browser; a server that alters a leaf, a proof or the map proof, or a log holding a wrong decision, makes the
 page name the failing index; under a policy that allows generative training by default, the "no AI" switch
 turns the next such use from allowed to refused; ids holding markup render as text; axe-core finds no
@@ -13,9 +14,10 @@ import os
 import re
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from datetime import datetime, timedelta, timezone
+from contextlib import AbstractContextManager, contextmanager
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import pytest
 
 import tlog.builder
 from tlog.canonical import canonical
-from tlog.log import init_log
+from tlog.log import LocalLog, init_log
 from tlog.policy import DEFAULT_POLICY, make_policy
 from tlog.records import validate_use
 from tlog.sequencer import Submission
@@ -88,34 +90,30 @@ class Env:
             return orjson.loads(r.read())
 
 
+@contextmanager
+def logging_at(clock: list[float]) -> Iterator[None]:
+    """Every sequencer made meanwhile, init_log's too, logs at the time in clock[0]: a log with a past."""
+    real = LocalLog.sequencer
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LocalLog, "sequencer", lambda self, **kw: real(self, **{"clock": lambda: clock[0], **kw}))
+        yield
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
-    """A log with: Alice (no AI on; 60 uses over eight weeks, so two pages of entries and a refusal), an
-    artist whose id and track hold markup, and an artist one of whose uses was decided wrongly (the
-    builder's decide() is swapped for one record, so the leaf, details, proofs and signature all agree
-    with the lie)."""
+    """A log begun 60 days ago with: Alice (no AI on; 60 uses logged one a day over eight weeks, so two
+    pages of entries, refusals and weekly charts with weeks to show), an artist whose id and track hold
+    markup, and an artist one of whose uses was decided wrongly (the builder's decide() is swapped for one
+    record, so the leaf, details, proofs and signature all agree with the lie)."""
     db = tmp_path_factory.mktemp("pages") / "tlog.db"
-    log = init_log(db, "pages.test.example/log")
+    clock = [START.timestamp()]
     notes: dict[str, Any] = {}
-    try:
-        seq = log.sequencer()
-        seq.set_preferences(ALICE, {"no_ai": True, "content": {f"sc:track:alice-1": {"strict": True}}}, by="artist")
-        append(seq, "recsys", [use(i, ALICE, PURPOSES[i % len(PURPOSES)], days=i) for i in range(60)])
-        append(seq, "recsys", [use(i, XSS_ARTIST, "recommendation", track=XSS_TRACK, days=i) for i in range(3)])
-        append(seq, "recsys", [use(i, LIAR, "recommendation", days=i) for i in range(2)])
-        real = tlog.builder.decide
-        tlog.builder.decide = lambda *a, **k: "allowed"  # a refused purpose logged as allowed
+    with logging_at(clock):
+        log = init_log(db, "pages.test.example/log")
         try:
-            (res,) = append(seq, "research", [use(9, LIAR, "model_training_generative", days=30)])
+            tokens = _fill(log, clock, notes)
         finally:
-            tlog.builder.decide = real
-        notes["liar_index"] = res.index
-        append(seq, "recsys", [use(10, LIAR, "recommendation", days=31)])
-        tokens = {"alice": token(log, "artist", ALICE), "xss": token(log, "artist", XSS_ARTIST),
-                  "liar": token(log, "artist", LIAR), "service": token(log, "service", "recsys"),
-                  "auditor": token(log, "auditor", None)}
-    finally:
-        log.close()
+            log.close()
     server = start_server(db)
     yield Env(server, tokens, notes)
     out = stop_server(server)
@@ -124,17 +122,42 @@ def env(tmp_path_factory) -> Iterator[Env]:
         assert t not in out
 
 
+def _fill(log: Any, clock: list[float], notes: dict[str, Any]) -> dict[str, str]:
+    seq = log.sequencer()
+    seq.set_preferences(ALICE, {"no_ai": True, "content": {"sc:track:alice-1": {"strict": True}}}, by="artist")
+    for i in range(60):
+        clock[0] = (START + timedelta(days=i, hours=1)).timestamp()
+        append(seq, "recsys", [use(i, ALICE, PURPOSES[i % len(PURPOSES)], days=i)])
+    clock[0] = time.time()
+    append(seq, "recsys", [use(i, XSS_ARTIST, "recommendation", track=XSS_TRACK, days=i) for i in range(3)])
+    append(seq, "recsys", [use(i, LIAR, "recommendation", days=i) for i in range(2)])
+    real = tlog.builder.decide
+    tlog.builder.decide = lambda *a, **k: "allowed"  # a refused purpose logged as allowed
+    try:
+        (res,) = append(seq, "research", [use(9, LIAR, "model_training_generative", days=30)])
+    finally:
+        tlog.builder.decide = real
+    notes["liar_index"] = res.index
+    append(seq, "recsys", [use(10, LIAR, "recommendation", days=31)])
+    return {"alice": token(log, "artist", ALICE), "xss": token(log, "artist", XSS_ARTIST),
+            "liar": token(log, "artist", LIAR), "service": token(log, "service", "recsys"),
+            "auditor": token(log, "auditor", None)}
+
+
 def shots() -> Path:
     out = Path(os.environ.get("TLOG_SCREENSHOTS", SCREENSHOTS))
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def screenshot(driver: Any, name: str) -> None:
-    """Desktop (1280 wide) and phone (390 wide) views of the page as it is."""
+def screenshot(driver: Any, name: str, anchor: str | None = None) -> None:
+    """Desktop (1280 wide) and phone (390 wide) views of the page as it is, or from the element that the
+    CSS selector `anchor` names."""
     for label, (w, h) in (("desktop", (1280, 900)), ("phone", (PHONE_WIDTH, 844))):
         driver.set_window_size(w, h)
         time.sleep(0.2)
+        if anchor:
+            driver.execute_script("document.querySelector(arguments[0]).scrollIntoView()", anchor)
         driver.save_screenshot(str(shots() / f"{name}-{label}.png"))
     driver.set_window_size(1280, 900)
 
@@ -160,6 +183,31 @@ def test_public_page_loads_with_its_figures_in_the_html_and_checks_the_checkpoin
     assert "extends checkpoint" in page.find_element("id", "browser-check").text
     assert console_errors(page) == []
     _check_headers(headers)
+
+
+def test_uses_per_purpose_week_by_week_are_the_stats_figures(page, env):
+    """The per-purpose weekly charts and their table show what GET /v1/stats counts, purpose by purpose,
+    week by week and decision by decision; the table is in the HTML itself (no JavaScript needed)."""
+    with urllib.request.urlopen(env.url + "/") as r:
+        assert 'id="purpose-weekly-table"' in r.read().decode()
+    stats = orjson.loads(urllib.request.urlopen(env.url + "/v1/stats").read())
+    page.get(env.url + "/")
+    want: dict[tuple[str, str, str], int] = defaultdict(int)
+    for row in stats["by_day"]:
+        if row["type"] in ("use", "refusal"):
+            day = date.fromisoformat(row["day"])
+            want[(row["purpose"], (day - timedelta(days=day.weekday())).isoformat(), row["decision"])] += row["leaves"]
+    cells = page.execute_script("""return [...document.querySelectorAll('#purpose-weekly-table td[data-decision]')]
+        .map(td => [td.parentElement.dataset.purpose, td.parentElement.dataset.week, td.dataset.decision, td.textContent])""")
+    got = {(p, w, d): int(n.replace(",", "")) for p, w, d, n in cells if n != "0"}
+    assert got == want and len({w for _, w, _ in got}) >= 8
+    panels = page.execute_script("""return [...document.querySelectorAll('#purpose-charts figure')]
+        .map(f => [f.dataset.purpose, Number(f.dataset.total), f.querySelectorAll('rect').length])""")
+    by_purpose = {p: [n for (q, _, _), n in want.items() if q == p] for p, _, _ in want}
+    assert {p: (total, rects) for p, total, rects in panels if total} == {p: (sum(ns), len(ns)) for p, ns in by_purpose.items()}
+    assert len(panels) == len(DEFAULT_POLICY.purposes)  # a purpose never used has its empty chart too
+    assert console_errors(page) == []
+    screenshot(page, "public-weekly", "#weekly-title")
 
 
 def _check_headers(headers: Any) -> None:

@@ -18,6 +18,7 @@ import html
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -208,25 +209,47 @@ def week_of(day: str) -> str:
     return (d - timedelta(days=d.weekday())).isoformat()
 
 
+Weeks = dict[str, dict[str, int]]  # week (its Monday) → decision → logged uses
+
+
 @dataclass
 class Figures:
     """The public page's counts, from the same rows as `GET /v1/stats` (uses and refusals only)."""
 
     totals: dict[tuple[str, str], list[int]]  # (purpose, decision) → [logged uses, invocations]
-    weeks: dict[str, dict[str, int]]  # week → decision → logged uses
+    weeks: Weeks
+    purpose_weeks: dict[str, Weeks]  # purpose → its weeks
 
 
 def figures(state: State) -> Figures:
     totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     weeks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    purpose_weeks: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for day, kind, purpose, decision, leaves, uses in state.store.stats():
         if kind not in ("use", "refusal"):
             continue
         t = totals[(purpose, decision)]
         t[0] += leaves
         t[1] += uses
-        weeks[week_of(day)][decision] += leaves
-    return Figures(dict(totals), {w: dict(v) for w, v in sorted(weeks.items())})
+        week = week_of(day)
+        weeks[week][decision] += leaves
+        purpose_weeks[purpose][week][decision] += leaves
+    return Figures(dict(totals), _sorted(weeks), {p: _sorted(w) for p, w in purpose_weeks.items()})
+
+
+def _sorted(weeks: dict[str, dict[str, int]]) -> Weeks:
+    return {w: dict(v) for w, v in sorted(weeks.items())}
+
+
+def chart_weeks(weeks: Iterable[str]) -> list[str]:
+    """The weeks the charts show: every week from the first with a logged use to the last, a week without
+    any as no bar, and only the latest CHART_WEEKS of them."""
+    known = sorted(weeks)
+    if not known:
+        return []
+    last = date.fromisoformat(known[-1])
+    first = max(date.fromisoformat(known[0]), last - timedelta(weeks=CHART_WEEKS - 1))
+    return [(first + timedelta(weeks=i)).isoformat() for i in range((last - first).days // 7 + 1)]
 
 
 def render_public(state: State, size: int) -> tuple[bytes, float]:
@@ -360,7 +383,6 @@ def _usage(f: Figures, pols: list[PolicyVersion]) -> str:
     for v in pols:
         purposes += [c for c in v.policy.purposes if c not in purposes]
     purposes += sorted({p for p, _ in f.totals if p not in purposes})
-    head = "".join(f'<th scope="col">{_e(words.DECISION_WORDS[d].capitalize())}</th>' for d in words.DECISIONS)
     rows = []
     for code in purposes:
         cells = [f.totals.get((code, d), [0, 0])[0] for d in words.DECISIONS]
@@ -368,54 +390,105 @@ def _usage(f: Figures, pols: list[PolicyVersion]) -> str:
         rows.append(f'<tr><th scope="row">{_e(words.purpose_name(code))}</th>'
                     + "".join(f'<td data-purpose="{_e(code)}" data-decision="{d}">{_n(n)}</td>' for d, n in zip(words.DECISIONS, cells))
                     + f"<td>{_n(runs)}</td></tr>")
+    shown = chart_weeks(f.weeks)
     return f"""<section aria-labelledby="usage-title">
 <h2 id="usage-title">AI uses by purpose</h2>
 <div class="scroll"><table id="by-purpose">
 <caption>Logged AI uses of artists' music, by purpose and decision, since the log began</caption>
-<thead><tr><th scope="col">Purpose</th>{head}<th scope="col">Model runs</th></tr></thead>
+<thead><tr><th scope="col">Purpose</th>{_decision_heads()}<th scope="col">Model runs</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table></div>
 <h3 id="weekly-title">Week by week</h3>
-{weekly_chart(f.weeks)}
+{weekly_chart(f.weeks, shown)}
+<h3 id="purpose-weekly-title">Week by week, purpose by purpose</h3>
+{purpose_charts(purposes, f.purpose_weeks, shown)}
 </section>"""
 
 
 CHART_COLORS = {"allowed": "c-allowed", "flagged": "c-flagged", "allowed_override": "c-override", "refused": "c-refused"}
 
 
-def weekly_chart(weeks: dict[str, dict[str, int]]) -> str:
-    """A stacked bar chart of logged uses per week and decision (inline SVG, no script), with the table
-    it is drawn from as its text alternative."""
-    shown = list(weeks.items())[-CHART_WEEKS:]
-    if not shown:
-        return "<p>No AI use has been logged yet.</p>"
-    top = max(sum(v.values()) for _, v in shown) or 1
-    width, height, bar = 640, 200, 640 / max(len(shown), 1)
+def _decision_heads() -> str:
+    return "".join(f'<th scope="col">{_e(words.DECISION_WORDS[d].capitalize())}</th>' for d in words.DECISIONS)
+
+
+def _legend() -> str:
+    items = "".join(f'<li><span class="swatch {CHART_COLORS[d]}" aria-hidden="true"></span>{_e(words.DECISION_WORDS[d])}</li>'
+                    for d in words.DECISIONS)
+    return f'<ul class="legend">{items}</ul>'
+
+
+def _bars(series: list[tuple[str, dict[str, int]]], width: float, height: float, what: str = "") -> tuple[str, int]:
+    """One bar a week, stacked by decision, as SVG rects whose titles give their figures (`what` names the
+    purpose); and the tallest bar's count, which sets the scale."""
+    top = max((sum(by.values()) for _, by in series), default=0) or 1
+    bar = width / max(len(series), 1)
     rects = []
-    for i, (week, by) in enumerate(shown):
+    for i, (week, by) in enumerate(series):
         y = height
         for d in words.DECISIONS:
             n = by.get(d, 0)
             if not n:
                 continue
-            h = n / top * (height - 10)
+            h = n / top * height * 0.95
             y -= h
-            rects.append(f'<rect class="{CHART_COLORS[d]}" x="{i * bar + 2:.1f}" y="{y:.1f}" width="{max(bar - 4, 1):.1f}" '
-                         f'height="{h:.1f}"><title>Week of {_e(week)}: {_n(n)} {_e(words.DECISION_WORDS[d])}</title></rect>')
-    legend = "".join(f'<li><span class="swatch {CHART_COLORS[d]}" aria-hidden="true"></span>{_e(words.DECISION_WORDS[d])}</li>'
-                     for d in words.DECISIONS)
+            rects.append(f'<rect class="{CHART_COLORS[d]}" x="{i * bar + bar * 0.1:.1f}" y="{y:.1f}" width="{bar * 0.8:.1f}" '
+                         f'height="{h:.1f}"><title>{_e(what)}Week of {_e(week)}: {_n(n)} {_e(words.DECISION_WORDS[d])}</title></rect>')
+    return "".join(rects), top
+
+
+def weekly_chart(weeks: Weeks, shown: list[str]) -> str:
+    """A stacked bar chart of logged uses per week and decision over the `shown` weeks (inline SVG, no
+    script), with the table it is drawn from as its text alternative."""
+    if not shown:
+        return "<p>No AI use has been logged yet.</p>"
+    series = [(w, weeks.get(w, {})) for w in shown]
+    rects, top = _bars(series, 640, 200)
     rows = "".join(f'<tr><th scope="row">{_e(w)}</th>' + "".join(f"<td>{_n(by.get(d, 0))}</td>" for d in words.DECISIONS)
-                   + f"<td>{_n(sum(by.values()))}</td></tr>" for w, by in shown)
-    head = "".join(f'<th scope="col">{_e(words.DECISION_WORDS[d].capitalize())}</th>' for d in words.DECISIONS)
+                   + f"<td>{_n(sum(by.values()))}</td></tr>" for w, by in series)
     return f"""<figure class="chart">
-<svg viewBox="0 0 {width} {height}" role="img" aria-labelledby="weekly-title weekly-desc" preserveAspectRatio="none">
+<svg viewBox="0 0 640 200" role="img" aria-labelledby="weekly-title weekly-desc" preserveAspectRatio="none">
 <desc id="weekly-desc">Logged AI uses per week, stacked by decision; the table below gives the numbers.</desc>
-{''.join(rects)}</svg>
-<figcaption><ul class="legend">{legend}</ul><p class="axis">{_e(shown[0][0])} to {_e(shown[-1][0])}; the tallest bar is {_n(top)} uses.</p></figcaption>
+{rects}</svg>
+<figcaption>{_legend()}<p class="axis">{_e(shown[0])} to {_e(shown[-1])}; the tallest bar is {_n(top)} uses.</p></figcaption>
 </figure>
 <details><summary>The numbers behind the chart</summary>
 <div class="scroll"><table id="weekly-table"><caption>Logged AI uses per week (weeks start on Monday)</caption>
-<thead><tr><th scope="col">Week of</th>{head}<th scope="col">All</th></tr></thead><tbody>{rows}</tbody></table></div>
+<thead><tr><th scope="col">Week of</th>{_decision_heads()}<th scope="col">All</th></tr></thead><tbody>{rows}</tbody></table></div>
 </details>"""
+
+
+def purpose_charts(purposes: list[str], purpose_weeks: dict[str, Weeks], shown: list[str]) -> str:
+    """Small multiples: a small chart per purpose over the same weeks as the weekly chart, stacked by
+    decision, each to its own scale (stated under it, so that a purpose used a handful of times shows as
+    clearly as one used thousands of times); the table they are drawn from is their text alternative."""
+    if not shown:
+        return "<p>No AI use has been logged yet.</p>"
+    panels, rows = [], []
+    for code in purposes:
+        series = [(w, purpose_weeks.get(code, {}).get(w, {})) for w in shown]
+        panels.append(_panel(code, series))
+        rows += [f'<tr data-purpose="{_e(code)}" data-week="{_e(w)}"><th scope="row">{_e(words.purpose_name(code))}</th><td>{_e(w)}</td>'
+                 + "".join(f'<td data-decision="{d}">{_n(by.get(d, 0))}</td>' for d in words.DECISIONS)
+                 + f"<td>{_n(sum(by.values()))}</td></tr>" for w, by in series if by]
+    return f"""<p>The same weeks, one small chart for each purpose, stacked by decision as above. Each chart has its
+own scale, stated under its name, so that a purpose used a few times shows as clearly as one used thousands of times.</p>
+{_legend()}
+<ul class="multiples" id="purpose-charts">{''.join(panels)}</ul>
+<details><summary>The numbers behind these charts</summary>
+<div class="scroll"><table id="purpose-weekly-table"><caption>Logged AI uses per purpose and week (a purpose's weeks without
+any use are left out)</caption>
+<thead><tr><th scope="col">Purpose</th><th scope="col">Week of</th>{_decision_heads()}<th scope="col">All</th></tr></thead>
+<tbody>{''.join(rows)}</tbody></table></div>
+</details>"""
+
+
+def _panel(code: str, series: list[tuple[str, dict[str, int]]]) -> str:
+    name = words.purpose_name(code)
+    total = sum(sum(by.values()) for _, by in series)
+    rects, top = _bars(series, 320, 60, f"{name}, ")
+    scale = f"{_n(total)} use{'s' if total != 1 else ''}, at most {_n(top)} in a week" if total else "no use in these weeks"
+    return (f'<li><figure data-purpose="{_e(code)}" data-total="{total}"><figcaption><strong>{_e(name)}</strong>: {scale}</figcaption>'
+            f'<svg viewBox="0 0 320 60" role="img" aria-label="{_e(name)}: {scale}" preserveAspectRatio="none">{rects}</svg></figure></li>')
 
 
 def _checkpoint(state: State, size: int) -> str:
