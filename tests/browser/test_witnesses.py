@@ -21,7 +21,7 @@ from tlog.witness.store import init_witness
 
 from ..e2e.conftest import Server, free_port, start_server, start_witness, stop_server
 from .conftest import axe_source, clean, console_errors, proxy, sign_in, third_party, verdict, wait_for
-from .test_pages import _axe, append, token, use
+from .test_pages import _axe, append, screenshot, token, use
 
 ORIGIN = "pages.witnessed.example/log"
 ARTIST = "sc:user:witnessed"
@@ -119,6 +119,7 @@ def test_both_pages_name_the_witnesses_the_browser_verified(page: Any, witnessed
     assert witness_items(page) == {"w1": "verified", "w2": "verified", "w3": "missing"}
     assert console_errors(page) == [] and third_party(page, witnessed.url) == []
     assert _axe(page, axe_source()) == []
+    screenshot(page, "public-witnesses", "#checkpoint-title")
 
     assert sign_in(page, witnessed.url, witnessed.token) == "complete", verdict(page)
     box = page.find_element("id", "verdict")
