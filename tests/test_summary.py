@@ -117,7 +117,6 @@ async def test_public_page_has_its_figures_headers_and_a_cache_per_checkpoint(cl
     assert f'data-figure="logged">{logged + 1:,}<' in await (await client.get("/")).text()
 
 
-
 def test_the_charts_show_every_week_up_to_the_latest_26():
     """Weeks without a logged use are in the charts (as no bar), and only the latest CHART_WEEKS weeks."""
     assert pages.chart_weeks([]) == []
@@ -128,6 +127,7 @@ def test_the_charts_show_every_week_up_to_the_latest_26():
                                 {"recommendation": {"2026-03-09": {"allowed": 3, "refused": 1}}}, ["2026-03-02", "2026-03-09"])
     assert html.count("<rect") == 2 and 'data-total="4"' in html and "no use in these weeks" in html
     assert 'data-purpose="recommendation" data-week="2026-03-09"' in html and 'data-week="2026-03-02"' not in html
+
 
 async def test_assets(client):
     a = pages.assets()
