@@ -21,11 +21,13 @@ from tlog.policy import (
     decide,
     loosenings,
     make_policy,
+    notice_problem,
     parse_policy,
     phase_problem,
+    policy_loosenings,
     validate_preferences,
 )
-from tlog.records import PHASES
+from tlog.records import PHASES, format_logged_at
 
 # §3, transcribed: code, category, default, override-eligible.
 SPEC_TABLE = [
@@ -49,6 +51,7 @@ def test_default_policy_is_the_spec_table():
     assert got == SPEC_TABLE
     assert DEFAULT_POLICY.digest == hashlib.sha256(DEFAULT_POLICY.document).digest()
     assert DEFAULT_POLICY.document == canonical(json.loads(DEFAULT_POLICY.document))
+    assert DEFAULT_POLICY.notice_days == json.loads(DEFAULT_POLICY.document)["notice_days"] == 30  # SPEC §3
 
 
 def test_policy_document_roundtrip():
@@ -57,11 +60,12 @@ def test_policy_document_roundtrip():
     assert dict(again.purposes) == dict(DEFAULT_POLICY.purposes)
     spaced = json.dumps(json.loads(DEFAULT_POLICY.document), indent=2).encode()
     assert parse_policy(spaced, "v2").document == DEFAULT_POLICY.document  # the digest ignores spelling
+    assert parse_policy(DEFAULT_POLICY.document, "v2").notice_days == 30
 
 
-def _document(**purposes: Any) -> bytes:
+def _document(notice_days: Any = 30, **purposes: Any) -> bytes:
     table = {code: spec for code, spec in purposes.items()}
-    return json.dumps({"purposes": table, "text": "terms"}).encode()
+    return json.dumps({"purposes": table, "text": "terms", "notice_days": notice_days}).encode()
 
 
 def _spec(category: Any = "cawg.ai_inference", default: Any = "allowed", eligible: Any = False, **extra: Any) -> dict[str, Any]:
@@ -96,10 +100,17 @@ def test_new_codes_may_map_onto_spec_categories():
         (_document(x=_spec()), "has space", ["id"]),
         (_document(x=_spec()), "x" * 65, ["id"]),
         (_document(x=_spec(), y=_spec("nope", "nope", 0)), "", ["id", "purposes.y.category", "purposes.y.default", "purposes.y.override_eligible"]),
-        (json.dumps({"purposes": {"x": _spec()}}).encode(), "p", ["text"]),
-        (json.dumps({"purposes": {"x": _spec()}, "text": "t", "id": "p"}).encode(), "p", ["id"]),
+        (json.dumps({"purposes": {"x": _spec()}, "notice_days": 0}).encode(), "p", ["text"]),
+        (json.dumps({"purposes": {"x": _spec()}, "text": "t", "notice_days": 0, "id": "p"}).encode(), "p", ["id"]),
+        # The notice period is a promise: stated, a whole number of days, at most ten years.
+        (json.dumps({"purposes": {"x": _spec()}, "text": "t"}).encode(), "p", ["notice_days"]),
+        (_document(notice_days=-1, x=_spec()), "p", ["notice_days"]),
+        (_document(notice_days=3651, x=_spec()), "p", ["notice_days"]),
+        (_document(notice_days=True, x=_spec()), "p", ["notice_days"]),
+        (_document(notice_days="30", x=_spec()), "p", ["notice_days"]),
+        (_document(notice_days=None, x=_spec()), "p", ["notice_days"]),
         (b"[]", "p", [""]),
-        (b'{"purposes":{"x":{"covers":"c","category":null,"default":"allowed","override_eligible":false}},"text":"t","text":"u"}', "p", ["text"]),
+        (b'{"purposes":{"x":{"covers":"c","category":null,"default":"allowed","override_eligible":false}},"text":"t","text":"u","notice_days":0}', "p", ["text"]),
     ],
 )
 def test_bad_policies_are_refused_naming_fields(data, policy_id, fields):
@@ -407,6 +418,123 @@ def test_preferences_normal_form_is_stable(prefs):
 )
 def test_loosenings(old, new, found):
     assert loosenings(validate_preferences(old), validate_preferences(new)) == found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Notice (§4): what loosens a policy, and how much notice a loosening needs
+
+DAY = 86_400_000
+T = 1_790_000_000_000  # ms
+
+
+def _changed(policy_id: str = "new", notice_days: int = 30, **changes: dict[str, Any]) -> Any:
+    """The default policy with some purposes changed ({code: {field: value}}); a code it lacks is added."""
+    table = {code: p.as_json() for code, p in DEFAULT_POLICY.purposes.items()}
+    for code, fields in changes.items():
+        table[code] = {**table.get(code, {"covers": "something new"}), **fields}
+    document = json.dumps({"purposes": table, "text": DEFAULT_POLICY.text, "notice_days": notice_days}).encode()
+    return parse_policy(document, policy_id)
+
+
+@pytest.mark.parametrize(("changes", "found"), [
+    # A default moving toward allowed, by one step or two.
+    ({"model_training_generative": {"default": "flagged"}}, ["model_training_generative: refused → flagged"]),
+    ({"model_training_generative": {"default": "allowed"}}, ["model_training_generative: refused → allowed"]),
+    ({"talent_discovery": {"default": "allowed"}}, ["talent_discovery: flagged → allowed"]),
+    # Becoming override-eligible.
+    ({"recommendation": {"override_eligible": True}}, ["recommendation: becomes override-eligible"]),
+    # Moving out of the categories `no_ai` denies (a code the operator added: §3 codes keep their category).
+    ({"voice_training": {"category": "cawg.ai_training", "default": "refused", "override_eligible": False}}, []),
+    # A new purpose, unless refused by default and not override-eligible.
+    ({"voice_training": {"category": "cawg.ai_training", "default": "allowed", "override_eligible": False}},
+     ["voice_training: new purpose, allowed by default"]),
+    ({"voice_training": {"category": "cawg.ai_inference", "default": "flagged", "override_eligible": False}},
+     ["voice_training: new purpose, flagged by default"]),
+    ({"abuse_scan": {"category": "cawg.ai_inference", "default": "refused", "override_eligible": True}},
+     ["abuse_scan: new purpose, override-eligible"]),
+    # Tightening is not loosening: a default toward refused, an override withdrawn, a purpose removed.
+    ({"recommendation": {"default": "flagged"}, "talent_discovery": {"default": "refused"}}, []),
+    ({"fraud_detection": {"override_eligible": False}}, []),
+    # Several at once, each named, in the new policy's order.
+    ({"talent_discovery": {"default": "allowed"}, "fraud_detection": {"default": "flagged"},
+      "customer_support": {"override_eligible": True}},
+     ["talent_discovery: flagged → allowed", "customer_support: becomes override-eligible"]),
+])
+def test_each_clause_of_loosens(changes, found):
+    assert policy_loosenings(DEFAULT_POLICY, _changed(**changes)) == found
+
+
+def test_a_purpose_leaving_what_no_ai_denies_loosens():
+    old = _changed("old", voice_training={"category": "cawg.ai_generative_training", "default": "refused",
+                                          "override_eligible": False})
+    moved = _changed(voice_training={"category": "cawg.data_mining", "default": "refused", "override_eligible": False})
+    assert policy_loosenings(old, moved) == [
+        "voice_training: category cawg.ai_generative_training → cawg.data_mining, which no_ai does not deny"]
+    per_use = _changed("old", vendor={"category": None, "default": "refused", "override_eligible": False})
+    assert policy_loosenings(per_use, _changed(vendor={"category": "cawg.ai_inference", "default": "refused",
+                                                       "override_eligible": False})) == [
+        "vendor: category per use → cawg.ai_inference, which no_ai does not deny"]
+    # Between two categories no_ai denies, or two it does not, nothing changes for an artist's tag.
+    assert policy_loosenings(old, _changed(voice_training={"category": "cawg.ai_training", "default": "refused",
+                                                           "override_eligible": False})) == []
+    removed = make_policy("gone", [p for p in old.purposes.values() if p.code != "voice_training"], old.text)
+    assert policy_loosenings(old, removed) == []
+
+
+def test_a_shorter_notice_period_loosens_and_a_longer_one_does_not():
+    assert policy_loosenings(DEFAULT_POLICY, _changed(notice_days=29)) == ["notice_days: 30 → 29"]
+    assert policy_loosenings(DEFAULT_POLICY, _changed(notice_days=31)) == []
+    assert policy_loosenings(DEFAULT_POLICY, _changed("same")) == []
+
+
+LOOSE = _changed("loose", model_training_generative={"default": "allowed"})
+
+
+def test_a_loosening_needs_the_notice_the_policy_in_effect_promised():
+    schedule = [(T - DAY, 1, DEFAULT_POLICY)]
+    why, earliest = notice_problem(schedule, LOOSE, T, T)  # type: ignore[misc]
+    assert earliest == T + 30 * DAY
+    assert why == ("loosens 'default' — model_training_generative: refused → allowed — but takes "
+                   f"effect at {format_logged_at(T)}, before the 30 days' notice 'default' promised (not before "
+                   f"{format_logged_at(T + 30 * DAY)})")
+    assert notice_problem(schedule, LOOSE, T, T + 30 * DAY - 1) is not None
+    assert notice_problem(schedule, LOOSE, T, T + 30 * DAY) is None  # at the earliest allowed time
+    assert notice_problem(schedule, LOOSE, T, T + 400 * DAY) is None
+    assert notice_problem(schedule, _changed("stricter", recommendation={"default": "refused"}), T, T) is None
+    assert notice_problem([], LOOSE, T, T) is None  # the log's first policy replaces none
+    one_day = _changed("brief", notice_days=1)
+    assert "before the 1 day's notice 'brief' promised" in notice_problem([(T, 1, one_day)], LOOSE, T, T)[0]  # type: ignore[index]
+    assert notice_problem([(T, 1, _changed("none", notice_days=0))], LOOSE, T, T) is None
+
+
+def test_the_notice_is_the_one_promised_when_announced_and_the_comparison_with_what_it_replaces():
+    """Several announcements pending at once: O is what would be in effect at E among the earlier policy
+    leaves (maybe one announced and not yet in effect); the notice is that of the policy in effect at t."""
+    # "week" (announced at T - 1 day with default's 30 days' notice) flags recommendation and promises 7 days.
+    week = _changed("week", notice_days=7, recommendation={"default": "flagged"})
+    schedule = [(T - DAY, 1, DEFAULT_POLICY), (T + 29 * DAY, 5, week)]
+    # Announced at T, before "week" takes effect, for after it does: compared with "week", under default's notice.
+    why, earliest = notice_problem(schedule, LOOSE, T, T + 29 * DAY + DAY // 2)  # type: ignore[misc]
+    assert earliest == T + 30 * DAY
+    assert why.startswith("loosens 'week' — recommendation: flagged → allowed; "
+                          "model_training_generative: refused → allowed — but") and "the 30 days' notice 'default' promised" in why
+    assert notice_problem(schedule, LOOSE, T, T + 30 * DAY) is None
+    # Announced once "week" is in effect: its 7 days' notice is enough.
+    assert notice_problem(schedule, LOOSE, T + 29 * DAY, T + 36 * DAY) is None
+    why, earliest = notice_problem(schedule, LOOSE, T + 29 * DAY, T + 36 * DAY - 1)  # type: ignore[misc]
+    assert earliest == T + 36 * DAY and "the 7 days' notice 'week' promised" in why
+    # Taking effect before "week", a copy of default replaces default: no loosening, so at once is fine…
+    assert notice_problem(schedule, _changed("undo"), T + DAY, T + DAY) is None
+    # …but taking effect after "week", it loosens "week" back and needs default's 30 days.
+    why, earliest = notice_problem(schedule, _changed("undo"), T + DAY, T + 29 * DAY)  # type: ignore[misc]
+    assert earliest == T + 31 * DAY and why.startswith("loosens 'week' — recommendation: flagged → allowed — but")
+
+
+def test_a_notice_beyond_the_year_9999_is_named_in_words():
+    late = _changed("late", notice_days=3650)
+    announced = 253_402_300_799_000 - DAY  # 9999-12-30T23:59:59Z
+    why, _ = notice_problem([(0, 1, late)], LOOSE, announced, announced)  # type: ignore[misc]
+    assert why.endswith("(not before the year 10000)")
 
 
 # ---------------------------------------------------------------------------------------------------

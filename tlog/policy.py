@@ -15,6 +15,9 @@ Choices where the SPEC leaves room (each is also noted where the code keeps it):
   cannot lift it by claiming a basis, the operator changes the policy instead.
 - `flagged` is the policy default's verdict; an artist's explicit "allow" replaces it with `allowed`
   (the artist opted in, so there is nothing to look at), unless a basis was claimed needlessly.
+- A policy document must state its `notice_days` (0–3650): it is the promise artists rely on, so it is
+  never implied by its absence. A purpose a new policy removes does not loosen it (its uses can no
+  longer be logged at all).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tlog.canonical import canonical, join_path, loads_strict, problems_error
-from tlog.records import BASES, POLICY_ID, PURPOSE_CODE, is_platform_id, is_text
+from tlog.records import BASES, MAX_LOGGED_MS, POLICY_ID, PURPOSE_CODE, format_logged_at, is_platform_id, is_text
 
 # The CAWG training-and-data-mining entries §3 maps purposes onto. `None` stands for the table's
 # "(per use)": which of these a third party's processing falls under depends on what it does in each
@@ -35,6 +38,8 @@ NO_AI_CATEGORIES: Final = frozenset({"cawg.ai_training", "cawg.ai_generative_tra
 DEFAULTS: Final = ("allowed", "flagged", "refused")
 SETTINGS: Final = ("allow", "deny")
 MAX_COVERS: Final = 500
+MAX_NOTICE_DAYS: Final = 3650
+DAY_MS: Final = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +57,14 @@ class Purpose:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """One version of the AI policy. `document` is the canonical JSON of the purpose table and text;
-    its SHA-256 (`digest`) is what the policy leaf commits to, so the log binds the whole table, not
-    only the prose."""
+    """One version of the AI policy. `document` is the canonical JSON of the purpose table, text and
+    notice period; its SHA-256 (`digest`) is what the policy leaf commits to, so the log binds the whole
+    table and the notice promised, not only the prose."""
 
     id: str
     purposes: Mapping[str, Purpose]
     text: str
+    notice_days: int  # how long before a loosening takes effect it must be announced (SPEC §4)
     document: bytes = field(repr=False)
 
     @property
@@ -66,28 +72,37 @@ class Policy:
         return hashlib.sha256(self.document).digest()
 
 
-def make_policy(policy_id: str, purposes: Iterable[Purpose], text: str) -> Policy:
+def make_policy(policy_id: str, purposes: Iterable[Purpose], text: str, *, notice_days: int = 30) -> Policy:
     """A policy from its parts, under the same rules as a published document (`parse_policy`); the
-    purposes keep the order given, for display."""
+    purposes keep the order given, for display. The notice period defaults to the §3 table's."""
     table = {p.code: p for p in purposes}
-    document = canonical({"purposes": {c: p.as_json() for c, p in table.items()}, "text": text})
-    return Policy(id=policy_id, purposes=table, text=text, document=parse_policy(document, policy_id).document)
+    document = _document(table.values(), text, notice_days)
+    checked = parse_policy(document, policy_id)
+    return Policy(id=policy_id, purposes=table, text=text, notice_days=notice_days, document=checked.document)
+
+
+def _document(purposes: Iterable[Purpose], text: str, notice_days: int) -> bytes:
+    return canonical({"purposes": {p.code: p.as_json() for p in purposes}, "text": text, "notice_days": notice_days})
 
 
 def parse_policy(data: bytes, policy_id: str) -> Policy:
     """A policy document `{"purposes": {code: {covers, category, default, override_eligible}},
-    "text": "…"}`, strictly: every field present and well-formed, categories only those of §3, and the
-    codes of §3 keeping their §3 category. ValidationError names every problem."""
+    "text": "…", "notice_days": n}`, strictly: every field present and well-formed, categories only
+    those of §3, the codes of §3 keeping their §3 category, `notice_days` an integer 0–3650.
+    ValidationError names every problem."""
     obj = loads_strict(data)
     problems: list[dict[str, str]] = []
     if type(policy_id) is not str or not POLICY_ID.fullmatch(policy_id):
         problems.append({"field": "id", "message": "must be 1–64 characters from A–Z a–z 0–9 . _ : -"})
     if type(obj) is not dict:
         raise problems_error(problems + [{"field": "", "message": "a policy document is a JSON object"}])
-    problems += [{"field": join_path("", k), "message": "unknown field"} for k in obj if k not in ("purposes", "text")]
+    problems += [{"field": join_path("", k), "message": "unknown field"} for k in obj if k not in _POLICY_FIELDS]
     text = obj.get("text")
     if not is_text(text):
         problems.append({"field": "text", "message": "required: a string"})
+    notice_days = obj.get("notice_days")
+    if type(notice_days) is not int or not 0 <= notice_days <= MAX_NOTICE_DAYS:
+        problems.append({"field": "notice_days", "message": f"required: an integer of days, 0–{MAX_NOTICE_DAYS}"})
     table = obj.get("purposes")
     purposes: list[Purpose] = []
     if type(table) is not dict or not table:
@@ -99,10 +114,11 @@ def parse_policy(data: bytes, policy_id: str) -> Policy:
                 purposes.append(purpose)
     if problems:
         raise problems_error(problems)
-    document = canonical({"purposes": {p.code: p.as_json() for p in purposes}, "text": text})
-    return Policy(id=policy_id, purposes={p.code: p for p in purposes}, text=text, document=document)
+    return Policy(id=policy_id, purposes={p.code: p for p in purposes}, text=text, notice_days=notice_days,
+                  document=_document(purposes, text, notice_days))
 
 
+_POLICY_FIELDS: Final = ("purposes", "text", "notice_days")
 _PURPOSE_FIELDS: Final = ("covers", "category", "default", "override_eligible")
 
 
@@ -263,6 +279,69 @@ def in_effect(schedule: Iterable[tuple[int, int, Policy]], ms: int) -> Policy | 
     the later leaf. None before the first takes effect."""
     due = [(effective, index, policy) for effective, index, policy in schedule if effective <= ms]
     return max(due, key=lambda s: (s[0], s[1]))[2] if due else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Notice (§4): a policy that loosens the one it replaces must be announced that long in advance
+
+_TOWARD_ALLOWED: Final = {"refused": 0, "flagged": 1, "allowed": 2}
+
+
+def policy_loosenings(old: Policy, new: Policy) -> list[str]:
+    """How `new` loosens `old` (SPEC §4 "loosens"), one line per change, e.g.
+    "model_training_generative: refused → allowed"; empty if it does not. (Not to be confused with
+    `loosenings`, which compares an artist's preferences.)"""
+    found = []
+    for code, p in new.purposes.items():
+        o = old.purposes.get(code)
+        if o is None:
+            what = ([f"{p.default} by default"] if p.default != "refused" else []) + \
+                   (["override-eligible"] if p.override_eligible else [])
+            if what:
+                found.append(f"{code}: new purpose, {' and '.join(what)}")
+            continue
+        if _TOWARD_ALLOWED[p.default] > _TOWARD_ALLOWED[o.default]:
+            found.append(f"{code}: {o.default} → {p.default}")
+        if p.override_eligible and not o.override_eligible:
+            found.append(f"{code}: becomes override-eligible")
+        if o.category in NO_AI_CATEGORIES and p.category not in NO_AI_CATEGORIES:
+            found.append(f"{code}: category {o.category or 'per use'} → {p.category}, which no_ai does not deny")
+    if new.notice_days < old.notice_days:
+        found.append(f"notice_days: {old.notice_days} → {new.notice_days}")
+    return found
+
+
+def notice_problem(schedule: Iterable[tuple[int, int, Policy]], new: Policy, announced_ms: int,
+                   effective_ms: int) -> tuple[str, int] | None:
+    """SPEC §4 Notice, for a policy `new` announced at `announced_ms` (its leaf's logged_at) to take
+    effect at `effective_ms`, given `schedule`: the policy leaves before its own, as for `in_effect`
+    (announced ones not yet in effect included, so several may be pending at once). O is the policy
+    that would be in effect at `effective_ms` among them; if `new` loosens O, it must take effect no
+    sooner than the `notice_days` of the policy in effect at `announced_ms` after it. Returns why not,
+    to follow the policy's name ("loosens 'default' — … — but takes effect at …"), and the earliest
+    allowed effective time (ms); or None if the rule holds.
+
+    A log's first policy replaces none. With no policy in effect at `announced_ms` no notice was ever
+    promised (only in a hand-made log: the builder publishes the first policy at once)."""
+    earlier = list(schedule)
+    old = in_effect(earlier, effective_ms)
+    promiser = in_effect(earlier, announced_ms)
+    if old is None or promiser is None:
+        return None
+    loosened = policy_loosenings(old, new)
+    earliest = announced_ms + promiser.notice_days * DAY_MS
+    if not loosened or effective_ms >= earliest:
+        return None
+    n = promiser.notice_days
+    days = "1 day's" if n == 1 else f"{n} days'"
+    return (f"loosens {old.id!r} — {'; '.join(loosened)} — but takes effect at "
+            f"{_when(effective_ms)}, before the {days} notice {promiser.id!r} promised (not before "
+            f"{_when(earliest)})", earliest)
+
+
+def _when(ms: int) -> str:
+    # A hand-made log may announce a policy so near year 10000 that its notice ends beyond RFC 3339.
+    return format_logged_at(ms) if ms < MAX_LOGGED_MS else "the year 10000"
 
 
 def decide(policy: Policy, purpose: str, content_id: str, prefs: Mapping[str, Any] | None, basis: str | None = None) -> str:

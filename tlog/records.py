@@ -53,7 +53,7 @@ _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:([0-9]{2})(?:\.[0-9]{1,9})?"
     r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 )
-_MAX_LOGGED_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: RFC 3339 years have four digits
+MAX_LOGGED_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: RFC 3339 years have four digits
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 
@@ -130,7 +130,7 @@ def parse_rfc3339(value: Any, *, field: str = "") -> datetime:
 def format_logged_at(ms: int) -> str:
     """Milliseconds since the Unix epoch as the leaf's `logged_at`: RFC 3339 UTC with exactly three
     fraction digits, e.g. 2026-08-01T12:00:00.123Z (the one form, so leaves are reproducible)."""
-    if type(ms) is not int or not 0 <= ms < _MAX_LOGGED_MS:
+    if type(ms) is not int or not 0 <= ms < MAX_LOGGED_MS:
         raise ValueError(f"logged_at milliseconds out of range: {ms!r}")
     seconds, milli = divmod(ms, 1000)
     # strftime pads %Y to four digits only from year 1000 on; ms ≥ 0 means 1970 or later.

@@ -150,7 +150,11 @@ SCHEMAS: dict[str, Any] = {
         "proof": _ref("MapProof"),
     }),
     "Purpose": _PURPOSE,
-    "PolicyDocument": _obj({"purposes": {"type": "object", "additionalProperties": _ref("Purpose")}, "text": {"type": "string"}}),
+    "PolicyDocument": _obj({
+        "purposes": {"type": "object", "additionalProperties": _ref("Purpose")}, "text": {"type": "string"},
+        "notice_days": {"type": "integer", "minimum": 0, "maximum": 3650,
+                        "description": "days of notice a loosening of this policy needs (SPEC §4 Notice)"},
+    }),
     "LogInfo": _obj({
         "origin": {"type": "string"},
         "verifier_keys": {"type": "array", "items": {"type": "string"}, "minItems": 1,
