@@ -3,6 +3,7 @@ in effect, VRF tags, and undo of a rejected submission, over an in-memory `Build
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -15,7 +16,7 @@ from tlog.builder import BatchBuilder, Head, Submission
 from tlog.checkpoint import Checkpoint
 from tlog.errors import Conflict, Forbidden, ValidationError
 from tlog.note import Signer, generate_key, parse_note
-from tlog.policy import DEFAULT_POLICY, make_policy, parse_policy
+from tlog.policy import DEFAULT_POLICY, Policy, make_policy
 from tlog.records import parse_leaf, validate_use
 from tlog.store.base import ArtistState, Entry, PolicyRecord
 from tlog.vrf import VrfSecret
@@ -173,25 +174,40 @@ def test_a_stored_event_is_answered_from_the_reader():
     assert (res.index, res.duplicate, res.leaf_hash) == (9, True, b"\x09" * 32) and not p.entries
 
 
+DAY_MS = 86_400_000
+T0_MS = int(T0 * 1000)
+
+
+def changed(policy_id: str, notice_days: int = 30, **defaults: str) -> Policy:
+    """The default policy under another id, with some purposes' defaults changed."""
+    table = [dataclasses.replace(p, default=defaults.get(p.code, p.default)) for p in DEFAULT_POLICY.purposes.values()]
+    return make_policy(policy_id, table, DEFAULT_POLICY.text, notice_days=notice_days)
+
+
+LOOSE = changed("loose", model_training_generative="allowed")
+
+
+def publish(b: BatchBuilder, policy: Policy, effective_ms: int | None) -> int:
+    """Publishes `policy` in a batch of its own; returns the index of its leaf."""
+    p = b.begin()
+    index, _ = b.policy(p, policy, effective_ms)
+    b.seal(p)
+    b.advance(p)
+    return index
+
+
 def test_decisions_follow_the_policy_in_effect_at_logged_at():
     """A policy announced for later decides nothing until then; from its effective time on, it does."""
     clock = Clock()
     b, reader = new_builder(clock=clock)
-    doc = DEFAULT_POLICY.document.replace(b'"model_training_generative":{"category":"cawg.ai_generative_training","covers":"training generative models on the content","default":"refused"',
-                                          b'"model_training_generative":{"category":"cawg.ai_generative_training","covers":"training generative models on the content","default":"allowed"')
-    assert doc != DEFAULT_POLICY.document
-    loose = parse_policy(doc, "loose")
-    p = b.begin()
-    b.policy(p, loose, int(T0 * 1000) + 60_000)
-    b.seal(p)
-    b.advance(p)
+    publish(b, LOOSE, T0_MS + 30 * DAY_MS)
     rec = dict(sample(1)[0], purpose="model_training_generative", phase="training")
     p = b.begin()
     ((before,),) = b.uses(p, subs(b, [rec]))
     assert before.decision == "refused" and p.policy.id == DEFAULT_POLICY.id
     b.seal(p)
     b.advance(p)
-    clock.t = T0 + 60
+    clock.t = T0 + 30 * 86_400
     p = b.begin()
     ((after,),) = b.uses(p, subs(b, [dict(rec, event_id="later")]))
     assert after.decision == "allowed" and p.policy.id == "loose" and leaves_of(p)[0].policy == "loose"
@@ -205,6 +221,67 @@ def test_a_policy_cannot_take_effect_before_it_is_announced_or_be_published_twic
     reader.policies["taken"] = PolicyRecord("taken", 1, b"{}")
     with pytest.raises(Conflict):
         b.policy(p, make_policy("taken", DEFAULT_POLICY.purposes.values(), "t"), None)
+
+
+def test_a_loosening_is_refused_naming_the_earliest_time_it_may_take_effect():
+    """SPEC §4 Notice: the default policy promises 30 days; a loosening announced now takes effect no
+    sooner, and the refusal says when it may. Refused, nothing of it is staged."""
+    b, _ = new_builder()
+    earliest = T0_MS + 30 * DAY_MS
+    p = b.begin()
+    for effective in (None, T0_MS, earliest - 1):
+        with pytest.raises(ValidationError) as err:
+            b.policy(p, LOOSE, effective)
+        assert err.value.message == (
+            f"policy 'loose' loosens 'default' — model_training_generative: refused → allowed — but takes effect at "
+            f"{records.format_logged_at(effective or T0_MS)}, before the 30 days' notice 'default' promised "
+            f"(not before {records.format_logged_at(earliest)})")
+        assert err.value.details == [{"field": "effective_at", "message": "the earliest allowed is 2026-10-21T14:13:20.000Z"}]
+    assert not p.entries and len(p.schedule) == 1
+    index, _ = b.policy(p, LOOSE, earliest)
+    assert leaves_of(p)[0].effective_at == records.format_logged_at(earliest) == "2026-10-21T14:13:20.000Z"
+    later, _ = new_builder()
+    assert publish(later, LOOSE, earliest + DAY_MS) == index
+
+
+def test_a_policy_that_does_not_loosen_may_take_effect_at_once():
+    b, _ = new_builder()
+    stricter = changed("stricter", notice_days=60, recommendation="flagged", talent_discovery="refused")
+    assert publish(b, stricter, None) == 3
+    assert publish(b, changed("copy", notice_days=60, recommendation="flagged", talent_discovery="refused"), None) == 5
+    assert b.begin().policy.id == "copy"
+    # Now 60 days' notice is promised, and giving it back (default's table) loosens.
+    with pytest.raises(ValidationError, match="before the 60 days' notice 'copy' promised"):
+        publish(b, DEFAULT_POLICY, T0_MS + 59 * DAY_MS)
+
+
+def test_several_announcements_may_be_pending_at_once():
+    """Each new policy is compared with what would be in effect when it takes effect, which may be an
+    announced policy not yet in effect; the notice is that of the policy in effect when it is announced."""
+    clock = Clock()
+    b, _ = new_builder(clock=clock)
+    week = changed("week", notice_days=7, recommendation="flagged")  # a shorter notice loosens: 30 days ahead
+    publish(b, week, T0_MS + 30 * DAY_MS)
+    # Before "week" takes effect, a copy of the default replaces the default: no loosening, so at once.
+    publish(b, changed("copy"), T0_MS + DAY_MS)
+    # Taking effect after "week", the same table loosens "week", with the 30 days of "copy", now in effect.
+    clock.t = T0 + 2 * 86_400
+    with pytest.raises(ValidationError, match="loosens 'week' — recommendation: flagged → allowed — .* the 30 days' "
+                                              "notice 'copy' promised"):
+        publish(b, changed("back"), T0_MS + 31 * DAY_MS)
+    publish(b, changed("back"), T0_MS + 32 * DAY_MS)
+    # With "week" and "back" pending, a tightening of "week" slots in between them, at once.
+    publish(b, changed("tighter", notice_days=7, recommendation="refused"), T0_MS + 30 * DAY_MS + 1)
+    # Once "week" is in effect its 7 days are the notice, and "loose" is compared with "tighter" or "back".
+    clock.t = T0 + 30 * 86_400
+    with pytest.raises(ValidationError, match="loosens 'tighter' — recommendation: refused → allowed; "
+                                              "model_training_generative: refused → allowed — .* the 7 days' notice 'week'"):
+        publish(b, LOOSE, T0_MS + 31 * DAY_MS)
+    with pytest.raises(ValidationError, match="loosens 'back' — model_training_generative: refused → allowed — .* "
+                                              "the 7 days' notice 'week' promised"):
+        publish(b, LOOSE, T0_MS + 33 * DAY_MS)
+    publish(b, LOOSE, T0_MS + 37 * DAY_MS)
+    assert [policy.id for _, _, policy in b.head.schedule] == ["default", "week", "copy", "back", "tighter", "loose"]
 
 
 def test_only_the_artist_may_loosen_preferences():

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import sqlite3
 import stat
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
@@ -171,6 +172,30 @@ def test_policy_publish_and_preferences(tmp_path, runner, db):
     prefs.write_text('{"no_ai": true}')
     res = runner.invoke(main, ["preferences", "--db", str(db), "--artist", "sc:user:1", str(prefs)])
     assert res.exit_code == 0 and "index 5" in res.output
+    ok = runner.invoke(main, ["verify", "--db", str(db)])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_policy_publish_refuses_a_loosening_without_notice_naming_when_it_may_take_effect(tmp_path, runner, db):
+    """SPEC §4 Notice: the default policy promises 30 days; the refusal names the earliest --effective."""
+    doc = orjson.loads(runner.invoke(main, ["policy", "show", "--db", str(db)]).stdout)
+    doc["purposes"]["model_training_generative"]["default"] = "allowed"
+    loose = tmp_path / "loose.json"
+    loose.write_bytes(orjson.dumps(doc))
+    res = runner.invoke(main, ["policy", "publish", "--db", str(db), "--id", "loose", str(loose)])
+    assert res.exit_code != 0 and res.stdout == ""
+    first, detail = res.stderr.splitlines()
+    assert first.startswith("error: policy 'loose' loosens 'default' — model_training_generative: refused → allowed — "
+                            "but takes effect at ") and "before the 30 days' notice 'default' promised" in first
+    earliest = detail.removeprefix("  effective_at: the earliest allowed is ")
+    assert first.endswith(f"(not before {earliest})")
+    # The notice counts from the leaf's logged_at, so a later attempt needs a (slightly) later time.
+    early = earliest[:-5] + "Z"  # the same second without its milliseconds
+    res = runner.invoke(main, ["policy", "publish", "--db", str(db), "--id", "loose", "--effective", early, str(loose)])
+    assert res.exit_code != 0 and "before the 30 days' notice 'default' promised" in res.stderr
+    later = (datetime.fromisoformat(earliest) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    res = runner.invoke(main, ["policy", "publish", "--db", str(db), "--id", "loose", "--effective", later, str(loose)])
+    assert res.exit_code == 0 and "policy loose published at index 3" in res.output, res.output
     ok = runner.invoke(main, ["verify", "--db", str(db)])
     assert ok.exit_code == 0, ok.output
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -178,10 +179,13 @@ def test_a_witness_quorum_in_words(lines, words):
     assert quorum_words(policy) == words
 
 
-async def test_public_page_shows_a_policy_change_purpose_by_purpose(log, aiohttp_client):
+async def test_public_page_shows_a_policy_change_purpose_by_purpose(log, aiohttp_client, monkeypatch):
     lenient = make_policy("lenient-2026", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"
                                            else p for p in DEFAULT_POLICY.purposes.values()], "Training allowed.")
-    log.sequencer().publish_policy(lenient.document, "lenient-2026")
+    # A loosening takes effect only after the default policy's 30 days' notice (SPEC §4): the page is drawn then.
+    effective = time.time() + 31 * 86_400
+    log.sequencer().publish_policy(lenient.document, "lenient-2026", effective_ms=int(effective * 1000))
+    monkeypatch.setattr(pages, "time", types.SimpleNamespace(time=lambda: effective + 86_400))
     reader = open_log(log.path)
     try:
         html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()

@@ -31,7 +31,7 @@ from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
 from .leaves import entry_leaf
 from .note import Signer, sign_note
-from .policy import Policy, decide, in_effect, loosenings, phase_problem
+from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem
 from .store.base import ArtistState, Batch, Entry, PolicyRecord
 from .vrf import VrfSecret
 
@@ -310,13 +310,22 @@ class BatchBuilder:
 
     def policy(self, p: Pending, policy: Policy, effective_ms: int | None) -> tuple[int, bytes]:
         """A `policy` leaf; uses logged from `effective_ms` on (default: at once) are decided under it. A
-        time before the leaf's own `logged_at` is refused (SPEC §4: `effective_at` ≥ `logged_at`)."""
+        time before the leaf's own `logged_at` is refused (SPEC §4: `effective_at` ≥ `logged_at`), and so
+        is a loosening with less notice than the policy in effect promised (SPEC §4 Notice), naming the
+        earliest time it may take effect. A loosening is not moved to that time silently: the operator
+        chooses it."""
         if self.reader.policy(policy.id) is not None:
             raise Conflict(f"policy {policy.id!r} was already published")
         effective = p.logged_ms if effective_ms is None else effective_ms
         if effective < p.logged_ms:
             raise ValidationError(f"a policy cannot take effect before it is announced ({p.logged_at})",
                                   [{"field": "effective_at", "message": "must not be in the past"}])
+        problem = notice_problem(p.schedule, policy, p.logged_ms, effective)
+        if problem is not None:
+            why, earliest = problem
+            when = records.format_logged_at(earliest)
+            raise ValidationError(f"policy {policy.id!r} {why}",
+                                  [{"field": "effective_at", "message": f"the earliest allowed is {when}"}])
         details = {"policy": policy.id, "sha256": hashlib.sha256(policy.document).hexdigest(),
                    "effective_at": records.format_logged_at(effective)}
         entry = Entry(p.size, "policy", p.logged_ms, details)

@@ -181,13 +181,17 @@ def policy() -> None:
 @db_option
 @click.option("--id", "policy_id", required=True, help="The policy's id, e.g. 2026-09 ([A-Za-z0-9._:-]{1,64}).")
 @click.option("--effective", default=None, metavar="TIME",
-              help="When it takes effect, RFC 3339 (e.g. 2027-01-05T00:00:00Z); default: at once.")
+              help="When it takes effect, RFC 3339 (e.g. 2027-01-05T00:00:00Z); default: at once, which a loosening "
+                   "may not.")
 @click.argument("file", type=click.File("rb"))
 def policy_publish(db: Path, policy_id: str, effective: str | None, file: IO[bytes]) -> None:
     """Publish the policy document FILE under --id: uses logged from --effective on are decided by it.
 
     FILE is JSON: {"purposes": {"<code>": {"covers": …, "category": …, "default": "allowed|flagged|refused",
-    "override_eligible": bool}}, "text": "…"}; `tlog policy show` prints the one in force as an example."""
+    "override_eligible": bool}}, "text": "…", "notice_days": n}; `tlog policy show` prints the one in force as
+    an example. A policy that loosens the one it replaces (a default toward allowed, a new override, a
+    shorter notice…) takes effect no sooner than the notice the policy in effect promised, counted from
+    publication; with less, it is refused, naming the earliest --effective."""
     effective_ms = None
     if effective is not None:
         effective_ms = (parse_rfc3339(effective, field="--effective") - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
