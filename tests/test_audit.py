@@ -367,6 +367,28 @@ def test_a_decision_that_does_not_follow_from_policy_and_preferences(tmp_path: P
         s.close()
 
 
+def test_a_loosening_published_without_the_notice_promised(tmp_path: Path, monkeypatch) -> None:
+    """SPEC §4 Notice, from the policies every bundle holds: a sequencer that skipped the check, yet signed
+    everything correctly, published a loosening at once. Even an artist with nothing logged sees it."""
+    db = tmp_path / "tlog.db"
+    log = init_log(db, ORIGIN)
+    loose = [Purpose(p.code, p.covers, p.category, "allowed" if p.code == "model_training_generative" else p.default,
+                     p.override_eligible) for p in DEFAULT_POLICY.purposes.values()]
+    monkeypatch.setattr("tlog.builder.notice_problem", lambda *args: None)
+    index, _ = log.sequencer().publish_policy(make_policy("loose", loose, DEFAULT_POLICY.text).document, "loose")
+    monkeypatch.undo()
+    log.close()
+    s = Served(db)
+    try:
+        with pytest.raises(VerificationError) as err:
+            verify_bundle(s.bundle(NOBODY), s.verifier)
+    finally:
+        s.close()
+    assert err.value.index == index == 3
+    assert err.value.message.startswith("policy 'loose' (index 3) loosens 'default' — model_training_generative: "
+                                        "refused → allowed — but takes effect at "), err.value.message
+
+
 def test_the_state_round_trips_and_refuses_anything_else() -> None:
     state = AuditState(ORIGIN, A, 10, bytes(range(32)), "note", Head(3, 8), 2)
     assert AuditState.from_json(orjson.loads(orjson.dumps(state.to_json()))) == state

@@ -4,6 +4,8 @@ checked in ranges whose records are replayed in order."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import replace
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from tlog import merkle
 from tlog.artistmap import ArtistMap, MapValue
 from tlog.errors import VerificationError
+from tlog.policy import DEFAULT_POLICY, make_policy
 from tlog.records import Leaf
 from tlog.replay import ChainChecker, Sequential
 from tlog.vrf import VrfSecret
@@ -27,8 +30,23 @@ def log_leaf(**kw) -> Leaf:
     return Leaf("log", bytes(32), T0, origin=kw.get("origin", ORIGIN), vrf=kw.get("vrf", VRF_KEY))
 
 
+def document(policy_id: str) -> bytes:
+    """Each policy's document: the default table under a text of its own (so none loosens another),
+    except `loose`, which allows generative training by default."""
+    table = [dataclasses.replace(p, default="allowed") if policy_id == "loose" and p.code == "model_training_generative"
+             else p for p in DEFAULT_POLICY.purposes.values()]
+    return make_policy(policy_id, table, f"policy {policy_id}").document
+
+
 def policy_leaf(policy: str, effective_at: str, logged_at: str = T0) -> Leaf:
-    return Leaf("policy", bytes(32), logged_at, details=bytes(32), policy=policy, effective_at=effective_at)
+    return Leaf("policy", bytes(32), logged_at, details=hashlib.sha256(document(policy)).digest(), policy=policy,
+                effective_at=effective_at)
+
+
+def add(checker: ChainChecker, h: bytes, leaf: Leaf, documents: dict[str, bytes] | None = None) -> None:
+    """Adds the leaf and, to a policy leaf, its document (from `documents`, else `document`)."""
+    doc = (documents or {}).get(leaf.policy, document(leaf.policy)) if leaf.type == "policy" else None  # type: ignore[arg-type]
+    checker.add(h, leaf, doc)
 
 
 def use(tag: bytes, aseq: int, aprev: int | None, policy: str = "p1", logged_at: str = T0, kind: str = "use") -> Leaf:
@@ -72,16 +90,16 @@ def sound() -> list[Leaf]:
     ]
 
 
-def check(leaves: list[Leaf]) -> ChainChecker:
+def check(leaves: list[Leaf], documents: dict[str, bytes] | None = None) -> ChainChecker:
     checker = ChainChecker(ORIGIN)
     for h, leaf in chained(leaves):
-        checker.add(h, leaf)
+        add(checker, h, leaf, documents)
     return checker
 
 
-def fails(leaves: list[Leaf], index: int | None, message: str) -> None:
+def fails(leaves: list[Leaf], index: int | None, message: str, documents: dict[str, bytes] | None = None) -> None:
     with pytest.raises(VerificationError) as err:
-        check(leaves)
+        check(leaves, documents)
     assert err.value.index == index and message in err.value.message, err.value.message
 
 
@@ -105,10 +123,10 @@ def test_ranges_replayed_in_order_agree_with_one_pass(cut):
     leaves = chained(sound())
     first = ChainChecker(ORIGIN, tree=False)
     for h, leaf in leaves[:cut]:
-        first.add(h, leaf)
+        add(first, h, leaf)
     second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
     for h, leaf in leaves[cut:]:
-        second.add(h, leaf)
+        add(second, h, leaf)
     rules = Sequential()
     rules.replay(first.sequential)  # type: ignore[arg-type]
     rules.replay(second.sequential)  # type: ignore[arg-type]
@@ -117,7 +135,7 @@ def test_ranges_replayed_in_order_agree_with_one_pass(cut):
     broken = [(h, replace(leaf, root=bytes(32)) if i == 10 else leaf) for i, (h, leaf) in enumerate(leaves)]
     second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
     for h, leaf in broken[cut:]:
-        second.add(h, leaf)
+        add(second, h, leaf)
     rules = Sequential()
     rules.replay(first.sequential)  # type: ignore[arg-type]
     with pytest.raises(VerificationError, match="^index 10: the map leaf's root is not the artist map"):
@@ -172,3 +190,49 @@ def test_a_policy_takes_effect_no_earlier_than_announced_and_is_published_once()
     fails([log_leaf(), policy_leaf("p1", T0, logged_at=T1)], 1,
           "the policy takes effect at 2026-08-01T12:00:00.000Z, before it was announced (2026-08-01T12:00:01.000Z)")
     fails([log_leaf(), policy_leaf("p1", T0), policy_leaf("p1", T1)], 2, "policy 'p1' was already published at index 1")
+
+
+# --- the notice rule (SPEC §4): it needs each policy leaf's document --------------------------------
+
+LATER = "2026-08-31T12:00:01.000Z"  # 30 days after T1
+
+
+def test_a_loosening_with_too_little_notice_is_refused_at_its_policy_leaf():
+    base = [log_leaf(), policy_leaf("p1", T0), map_leaf({})]
+    fails(base + [policy_leaf("loose", T2, logged_at=T1)], 3,
+          "policy 'loose' loosens 'p1' — model_training_generative: refused → allowed — but takes effect at "
+          "2026-08-01T12:00:02.000Z, before the 30 days' notice 'p1' promised (not before 2026-08-31T12:00:01.000Z)")
+    check(base + [policy_leaf("loose", LATER, logged_at=T1)])
+    check(base + [policy_leaf("p2", T1, logged_at=T1)])  # no loosening: at once
+
+
+def test_a_policy_leaf_needs_the_document_it_commits_to():
+    base = [log_leaf(), policy_leaf("p1", T0), map_leaf({}), policy_leaf("p2", T1)]
+    fails(base, 3, "the document of policy 'p2' is not the one its policy leaf commits to",
+          documents={"p2": document("p3")})
+    not_a_policy = b'{"purposes":{},"text":"t","notice_days":30}'
+    fails([*base[:3], replace(base[3], details=hashlib.sha256(not_a_policy).digest())], 3,
+          "the document of policy 'p2' is not a valid policy: purposes: required", documents={"p2": not_a_policy})
+    checker = ChainChecker(ORIGIN)
+    leaves = chained(base)
+    for h, leaf in leaves[:3]:
+        add(checker, h, leaf)
+    with pytest.raises(VerificationError, match="^index 3: policy 'p2' has a policy leaf but no document to check it against$"):
+        checker.add(*leaves[3])
+
+
+@pytest.mark.parametrize("cut", [2, 3, 4])
+def test_ranges_replayed_in_order_find_a_loosening_announced_in_another_range(cut):
+    """The policy it loosens (and the notice promised) may be in an earlier range: the rule is replayed."""
+    leaves = chained([log_leaf(), policy_leaf("p1", T0), map_leaf({}), policy_leaf("p2", T0),
+                      policy_leaf("loose", T2, logged_at=T1)])
+    first = ChainChecker(ORIGIN, tree=False)
+    for h, leaf in leaves[:cut]:
+        add(first, h, leaf)
+    second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
+    for h, leaf in leaves[cut:]:
+        add(second, h, leaf)
+    rules = Sequential()
+    rules.replay(first.sequential)  # type: ignore[arg-type]
+    with pytest.raises(VerificationError, match="^index 4: policy 'loose' loosens 'p2' — "):
+        rules.replay(second.sequential)  # type: ignore[arg-type]

@@ -265,7 +265,7 @@ def names_row(kind: str, value: str, column: str) -> Case:
 
 def policy_document(db: Path) -> str:
     flip(db, "policies", "document", "policy_id = '2026-12'", byte=100)
-    return "index 312: stored policy '2026-12' does not match its policy leaf"
+    return "index 312: the document of policy '2026-12' is not the one its policy leaf commits to"
 
 
 def policy_effective_at_dropped(db: Path) -> str:
@@ -503,6 +503,8 @@ REMOTE: dict[str, tuple[Case, str]] = {
     "leaf hash node": (node(0, 290, 290), "leaf 290 does not match its stored hash"),
     "names row": (names_row("purpose", "search_indexing", "purpose"), "does not match its stored hash"),
     "tile-level node (8, 0)": (node(8, 0, 0), "index 0: hash tile tile/1/000.p/1 differs from the recomputed tree at node (8, 0)"),
+    # GET /v1/policies/{id} serves the stored bytes: the notice rule needs them, so they are checked too.
+    "policy document": (policy_document, "index 312: the document of policy '2026-12' is not the one its policy leaf commits to"),
 }
 
 

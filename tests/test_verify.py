@@ -6,6 +6,7 @@ effect and the decisions need state from before a range, which the stitching mus
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from tlog import artistmap
 from tlog.errors import VerificationError
 from tlog.log import open_log
-from tlog.policy import decide
+from tlog.policy import DEFAULT_POLICY, decide, make_policy
 from tlog.store.sqlite import node_id
 from tlog.verify import verify_log
 
@@ -167,6 +168,27 @@ def test_a_policy_decides_only_once_in_effect(filled, monkeypatch, split):
 
     done = _append_dishonestly(filled, monkeypatch, "tlog.builder.in_effect", latest_announced, n=20)
     _fails(filled, split, done[0][1].index, "the use names policy 'next', but policy 'default' was in effect at its logged_at")
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_a_loosening_published_without_the_notice_promised_is_found(filled, monkeypatch, split):
+    """SPEC §4 Notice: the default policy (index 1, in another range) promised 30 days. Announced with
+    them, a loosening passes; published at once by a sequencer whose check is bypassed (every hash,
+    signature and table honest), it is found at its policy leaf."""
+    def loose(policy_id: str) -> bytes:
+        return make_policy(policy_id, [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"
+                                       else p for p in DEFAULT_POLICY.purposes.values()], DEFAULT_POLICY.text).document
+
+    filled.sequencer().publish_policy(loose("later"), "later", effective_ms=int(time.time() * 1000) + 31 * 86_400_000)
+    append(filled.sequencer(), records(20, seed=7))  # indexes 171-190, decided by "default" still
+    assert _verify(filled, **split).size == 192
+    with monkeypatch.context() as m:
+        m.setattr("tlog.builder.notice_problem", lambda *args: None)
+        index, _ = filled.sequencer().publish_policy(loose("now"), "now")
+    append(filled.sequencer(), records(20, seed=8))  # decided by "now", as the log says
+    _fails(filled, split, index, "policy 'now' loosens 'default' — model_training_generative: refused → allowed — but "
+                                 "takes effect at ")
+    _fails(filled, split, index, "before the 30 days' notice 'default' promised (not before ")
 
 
 @pytest.mark.parametrize("split", SPLITS)

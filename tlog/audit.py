@@ -10,7 +10,8 @@ A bundle is one page of an artist's history at a signed checkpoint. `verify_bund
 - every entry's leaf is canonical, in the tree, carries the tag, commits to the details shown and says in
   public what they say; the details name this artist and this index;
 - the artist chain (aseq, aprev) runs on without a gap within each page and from page to page;
-- every policy leaf is in the tree and its document is the one it commits to; every use and refusal names
+- every policy leaf is in the tree, its document is the one it commits to, and it keeps the notice rule
+  (SPEC §4: a loosening takes effect no sooner than the notice promised); every use and refusal names
   the policy in effect at its logged_at, and its decision is the one SPEC §4 derives from that policy and
   the preferences then in force (the page's `preferences_in_force`, then each preference entry in turn);
 - the map leaf ending the checkpoint is in the tree and its map proof for the tag says (aseq, head) equal
@@ -36,7 +37,7 @@ from .canonical import canonical
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import ProofError, ValidationError, VerificationError
 from .note import Note, Verifier, b64decode_strict
-from .policy import Policy, decide, in_effect, parse_policy, validate_preferences
+from .policy import Policy, decide, in_effect, notice_problem, parse_policy, validate_preferences
 from .records import BASES, CHAIN_TYPES, Leaf, artist_alpha, details_hash, is_platform_id, parse_leaf, parse_logged_at
 
 if TYPE_CHECKING:
@@ -373,7 +374,8 @@ class _Verifier:
         return since, [_b64(h, "the consistency proof") for h in _list(proof, "consistency")]
 
     def _policies(self) -> list[tuple[int, int, Policy]]:
-        """The policy schedule (effective_at ms, index, policy), each policy checked against its leaf."""
+        """The policy schedule (effective_at ms, index, policy), each policy checked against its leaf and
+        against the policies before it for the notice rule (the bundle holds every policy leaf)."""
         schedule: list[tuple[int, int, Policy]] = []
         for n, part in enumerate(_list(self.b["policies"], "policies")):
             _fields(part, _POLICY_FIELDS, f"policies[{n}]")
@@ -391,7 +393,11 @@ class _Verifier:
                 policy = parse_policy(document, policy_id)
             except ValidationError as exc:
                 raise VerificationError(f"{what}: the document is not a policy: {exc.message}", index=index) from None
-            schedule.append((parse_logged_at(leaf.effective_at), index, policy))
+            effective = parse_logged_at(leaf.effective_at)
+            problem = notice_problem(schedule, policy, parse_logged_at(leaf.logged_at), effective)
+            if problem is not None:
+                raise VerificationError(f"{what} {problem[0]}", index=index)
+            schedule.append((effective, index, policy))
         return schedule
 
     def _erasures(self) -> list[tuple[int, int]]:

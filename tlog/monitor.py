@@ -5,16 +5,18 @@ monitor checked in full (kept in the state directory): a smaller size is a rollb
 another root a fork. For a larger one it checks the log's consistency proof from the old checkpoint, then
 continues the saved ChainChecker over the new leaves (leaf and tile hashes, and the public-leaf rules of
 tlog/replay.py: hash chain, `logged_at` order, every artist chain, every map root, the policy each use
-names, the new checkpoint ending at a map leaf, the new root), recounts leaves by type/purpose/decision
-and compares the counts with /v1/stats. Only a round that passes becomes the new state, so after an alert
+names, each policy leaf's document from /v1/policies/{id} and the notice rule, the new checkpoint
+ending at a map leaf, the new root), recounts leaves by type/purpose/decision and compares the counts
+with /v1/stats. Only a round that passes becomes the new state, so after an alert
 every later run checks the same step again and alerts again, and the state never holds anything
 unverified.
 
 The state is one JSON file, replaced atomically (write, fsync, rename, fsync the directory), so a crash
 or Ctrl-C at any moment leaves either the old state or the new one. It keeps what the rules need to go
-on: the tree's frontier, the last leaf's hash and time, every artist's (aseq, head), every policy leaf,
-and the root of the last map leaf. The artist map itself is not kept: a checked checkpoint ends at a map
-leaf, so the map is exactly the saved artist heads, rebuilt at load and checked against the saved root."""
+on: the tree's frontier, the last leaf's hash and time, every artist's (aseq, head), every policy leaf
+with its document (the notice rule compares each new policy with earlier ones), and the root of the
+last map leaf. The artist map itself is not kept: a checked checkpoint ends at a map leaf, so the map
+is exactly the saved artist heads, rebuilt at load and checked against the saved root."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, NotFound, ProofError, StorageError, Unavailable, ValidationError, VerificationError
 from .note import Verifier
+from .policy import parse_policy
 from .records import Leaf
 from .remote import TileClient
 from .replay import ChainChecker, Sequential
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
     from .witnessing import WitnessPolicy
 
 STATE_FILE = "state.json"
-STATE_VERSION = 2  # 1: before map leaves and policies in effect; refused, to start over
+STATE_VERSION = 3  # 1: before map leaves and policies in effect; 2: before policy documents; refused, to start over
 DEFAULT_INTERVAL = 10.0
 
 Group = tuple[str, "str | None", "str | None"]  # (type, purpose, decision), as /v1/stats totals key them
@@ -86,10 +89,10 @@ def load_state(state_dir: Path, verifier: Verifier) -> MonitorState | None:
         checker.last_type = "map"  # only a checkpoint that ends at a map leaf is ever saved
         checker.artists = {bytes.fromhex(t): (aseq, index) for t, (aseq, index) in raw["artists"].items()}
         amap = ArtistMap.build((t, MapValue(aseq, head)) for t, (aseq, head) in checker.artists.items())
-        checker.sequential = Sequential(amap, [(e, i, p) for e, i, p in raw["policies"]])
+        checker.sequential = Sequential(amap, [(e, i, parse_policy(doc.encode(), p)) for e, i, p, doc in raw["policies"]])
         map_root = bytes.fromhex(raw["map_root"])
         counts: dict[Group, int] = {(t, p, d): n for t, p, d, n in raw["counts"]}
-    except (KeyError, TypeError, ValueError, VerificationError) as exc:
+    except (KeyError, TypeError, ValueError, VerificationError, ValidationError) as exc:
         raise StorageError(f"{path} is damaged ({exc}); move it away to start over") from None
     if checker.frontier.root() != cp.root or len(checker.prev) != merkle.HASH_SIZE:
         raise StorageError(f"{path} is damaged: its tree does not match its checkpoint; move it away to start over")
@@ -110,7 +113,7 @@ def save_state(state_dir: Path, verifier: Verifier, state: MonitorState) -> None
         "prev": c.prev.hex(),
         "logged_at": c.logged_at,
         "artists": {t.hex(): [aseq, index] for t, (aseq, index) in c.artists.items()},
-        "policies": [list(p) for p in rules.schedule],
+        "policies": [[e, i, p.id, p.document.decode()] for e, i, p in rules.schedule],
         "map_root": rules.map.root().hex(),
         "counts": [[*group, n] for group, n in sorted(state.counts.items(), key=_group_order)],
     })
@@ -190,7 +193,7 @@ async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, e
     maps = new.get(("map", None, None), 0)
     echo(f"  leaves {old.size}..{cp.size - 1}: leaf and tile hashes, hash chain, logged_at order, "
          f"{artists} artist chains ({artists - artists_before} new), {maps} new map root{'s' * (maps != 1)}, "
-         f"the policy each use names, tree root: ok")
+         f"the policy each use names, the notice rule, tree root: ok")
     for (t, p, d), n in sorted(counts.items(), key=_group_order):
         echo(f"    {t:<11}{p or '-':<32}{d or '-':<18}{n:>10}  (+{new.get((t, p, d), 0)})")
     echo(f"  {await _compare_stats(client, cp.size, counts)}")

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
@@ -105,6 +105,11 @@ class TileClient:
     async def checkpoint(self) -> bytes:
         """The log's latest signed checkpoint, unverified."""
         return await self.get("checkpoint")
+
+    async def policy(self, policy_id: str) -> bytes:
+        """The exact bytes of a policy document (`GET /v1/policies/{id}`), unverified: its policy leaf
+        holds their SHA-256."""
+        return await self.get(f"v1/policies/{quote(policy_id, safe='')}")
 
     async def tile(self, t: Tile) -> bytes:
         """A hash tile (checked to hold exactly `width` hashes) or an entry bundle (raw)."""

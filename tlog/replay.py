@@ -11,7 +11,11 @@ The rules, each failure naming the first bad index:
 - every `map` leaf's root is the artist map over every leaf before it (SPEC §2.3), and every checkpoint
   ends at a map leaf;
 - every use and refusal names the policy in effect at its `logged_at` (SPEC §4), and no policy takes
-  effect before it is announced.
+  effect before it is announced;
+- every policy leaf comes with its document (which leaves do not hold: the caller fetches it, from
+  `GET /v1/policies/{id}` or the store), which must be the one its `details` commit to, and keeps the
+  notice rule (SPEC §4 Notice, `policy.notice_problem`): a loosening takes effect no sooner than the
+  notice the policy in effect at its announcement promised.
 
 The map and the policy schedule need every earlier leaf. A range of leaves checked on its own (the
 fsck's worker processes) records what those two rules need (`Deferred`: the map's changes between map
@@ -20,12 +24,14 @@ ranges' records in order onto one `Sequential`, which applies them at once when 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from . import merkle
 from .artistmap import ArtistMap, MapValue
-from .errors import ProofError, VerificationError
-from .records import Leaf
+from .errors import ProofError, ValidationError, VerificationError
+from .policy import Policy, notice_problem, parse_policy
+from .records import Leaf, parse_logged_at
 from .vrf import validate_key
 
 
@@ -40,10 +46,10 @@ class Sequential:
     `changed` holds the (aseq, head) of every tag whose chain moved since the last map leaf; a map leaf
     applies them to the map in one update and compares roots."""
 
-    def __init__(self, amap: ArtistMap | None = None, schedule: list[tuple[str, int, str]] | None = None) -> None:
+    def __init__(self, amap: ArtistMap | None = None, schedule: list[tuple[str, int, Policy]] | None = None) -> None:
         self.map = amap or ArtistMap.empty()
         self.changed: dict[bytes, tuple[int, int]] = {}
-        self.schedule = schedule or []  # every policy leaf so far: (effective_at, index, policy id)
+        self.schedule = schedule or []  # every policy leaf so far: (effective_at, index, policy)
         self._effect: tuple[str, int, str | None] = ("", -1, None)  # (logged_at, len(schedule), id): the last answer
 
     def chained(self, tag: bytes, aseq: int, index: int) -> None:
@@ -57,11 +63,15 @@ class Sequential:
             raise fail(index, "the map leaf's root is not the artist map of the leaves before it: the log left out "
                               "or altered an artist's history")
 
-    def policy_leaf(self, index: int, policy_id: str, effective_at: str) -> None:
+    def policy_leaf(self, index: int, logged_at: str, effective_at: str, policy: Policy) -> None:
         for _, earlier, known in self.schedule:
-            if known == policy_id:
-                raise fail(index, f"policy {policy_id!r} was already published at index {earlier}")
-        self.schedule.append((effective_at, index, policy_id))
+            if known.id == policy.id:
+                raise fail(index, f"policy {policy.id!r} was already published at index {earlier}")
+        schedule = [(parse_logged_at(effective), i, p) for effective, i, p in self.schedule]
+        problem = notice_problem(schedule, policy, parse_logged_at(logged_at), parse_logged_at(effective_at))
+        if problem is not None:
+            raise fail(index, f"policy {policy.id!r} {problem[0]}")
+        self.schedule.append((effective_at, index, policy))
 
     def names_policy(self, index: int, logged_at: str, policy_id: str) -> None:
         want = self.in_effect(logged_at)
@@ -76,7 +86,7 @@ class Sequential:
         is kept."""
         key = (logged_at, len(self.schedule))
         if self._effect[:2] != key:
-            due = [(effective, index, pid) for effective, index, pid in self.schedule if effective <= logged_at]
+            due = [(effective, index, p.id) for effective, index, p in self.schedule if effective <= logged_at]
             self._effect = (*key, max(due)[2] if due else None)
         return self._effect[2]
 
@@ -88,7 +98,7 @@ class Sequential:
                 self.changed.update(op[1])
                 self.map_leaf(op[2], op[3])
             elif kind == "policy":
-                self.policy_leaf(op[1], op[2], op[3])
+                self.policy_leaf(*op[1:])
             elif kind == "uses":
                 self.names_policy(op[1], op[2], op[3])
         self.changed.update(deferred.changed)
@@ -110,8 +120,8 @@ class Deferred:
         self.ops.append(("map", self.changed, index, root))
         self.changed = {}
 
-    def policy_leaf(self, index: int, policy_id: str, effective_at: str) -> None:
-        self.ops.append(("policy", index, policy_id, effective_at))
+    def policy_leaf(self, index: int, logged_at: str, effective_at: str, policy: Policy) -> None:
+        self.ops.append(("policy", index, logged_at, effective_at, policy))
 
     def names_policy(self, index: int, logged_at: str, policy_id: str) -> None:
         last = self.ops[-1] if self.ops else None
@@ -144,10 +154,11 @@ class ChainChecker:
     def size(self) -> int:
         return self.frontier.size if self.frontier is not None else self._next
 
-    def add(self, h: bytes, leaf: Leaf) -> list[tuple[int, int, bytes]]:
+    def add(self, h: bytes, leaf: Leaf, document: bytes | None = None) -> list[tuple[int, int, bytes]]:
         """Checks the next leaf (hash `h`); returns the tree nodes it completes (none without a tree).
         Of `leaf` it reads only what the rules need: type, prev, logged_at, the chain fields, and the
-        policy, effective_at, origin, vrf and root where the type has them."""
+        policy, effective_at, details, origin, vrf and root where the type has them. A policy leaf needs
+        `document`, the exact bytes of its policy document."""
         index = self.size
         if leaf.prev != self.prev:
             raise fail(index, "prev does not match the hash of the leaf before it (the hash chain is broken)")
@@ -161,7 +172,7 @@ class ChainChecker:
         elif kind == "map":
             self.sequential.map_leaf(index, leaf.root)  # type: ignore[arg-type]
         elif kind == "policy":
-            self._policy(index, leaf)
+            self._policy(index, leaf, document)
         if leaf.aseq is not None:
             self._chain(index, leaf.artist, leaf.aseq, leaf.aprev)  # type: ignore[arg-type]
         if self.first_logged_at is None:
@@ -194,10 +205,11 @@ class ChainChecker:
         self.artists[tag] = (aseq, index)
         self.sequential.chained(tag, aseq, index)
 
-    def _policy(self, index: int, leaf: Leaf) -> None:
+    def _policy(self, index: int, leaf: Leaf, document: bytes | None) -> None:
         if leaf.effective_at < leaf.logged_at:  # type: ignore[operator]
             raise fail(index, f"the policy takes effect at {leaf.effective_at}, before it was announced ({leaf.logged_at})")
-        self.sequential.policy_leaf(index, leaf.policy, leaf.effective_at)  # type: ignore[arg-type]
+        policy = announced_policy(index, leaf, document)
+        self.sequential.policy_leaf(index, leaf.logged_at, leaf.effective_at, policy)  # type: ignore[arg-type]
 
     def _log_leaf(self, index: int, leaf: Leaf) -> None:
         if index != 0:
@@ -210,6 +222,19 @@ class ChainChecker:
             validate_key(leaf.vrf)  # type: ignore[arg-type]
         except ProofError as exc:
             raise fail(0, f"the log leaf's VRF key is not valid: {exc.message}") from None
+
+
+def announced_policy(index: int, leaf: Leaf, document: bytes | None) -> Policy:
+    """The policy a policy leaf announces, from `document`, which must be the one the leaf commits to."""
+    if document is None:
+        raise fail(index, f"policy {leaf.policy!r} has a policy leaf but no document to check it against")
+    if hashlib.sha256(document).digest() != leaf.details:
+        raise fail(index, f"the document of policy {leaf.policy!r} is not the one its policy leaf commits to "
+                          "(their SHA-256 differ)")
+    try:
+        return parse_policy(document, leaf.policy)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail(index, f"the document of policy {leaf.policy!r} is not a valid policy: {exc.message}") from None
 
 
 def chain_message(aseq: int, aprev: int | None, last_seq: int, last_index: int | None) -> str:

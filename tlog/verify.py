@@ -2,8 +2,9 @@
 
 Both paths apply the public-leaf rules of `replay.ChainChecker` (the hash chain, `logged_at` order, the
 log leaf, every artist chain, every map root, checkpoints ending at map leaves, the policy each use
-names) and check the Merkle tree against every signed checkpoint. The local path adds what only the
-operator can check: each stored details row against its leaf, each artist's stored VRF proof against
+names, each policy's document and the notice rule: documents from the policies table locally, from
+`GET /v1/policies/{id}` remotely) and check the Merkle tree against every signed checkpoint. The local
+path adds what only the operator can check: each stored details row against its leaf, each artist's stored VRF proof against
 the log leaf's key, every use's decision re-derived from its policy and the artist's preferences,
 every stored tree node, the artist heads, statistics and policies tables. Every failure names the first
 bad index."""
@@ -11,7 +12,6 @@ bad index."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import multiprocessing
 import os
 import time
@@ -93,7 +93,8 @@ class _Context:
     """What every range check needs from beyond its range. It goes to the worker processes."""
 
     origin: str
-    policies: dict[str, Policy]  # every stored policy document, parsed (each checked against its leaf by _check_tables)
+    documents: dict[str, bytes]  # every stored policy document, as stored: the chain rules check it against its leaf
+    policies: dict[str, Policy]  # the same, parsed
     with_preferences: frozenset[str]  # artists whose stored preferences are set: see _Decisions
 
 
@@ -157,7 +158,7 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
     if errors:
         raise min(errors, key=lambda e: (e.index is None, e.index or 0))
     try:
-        _check_tables(log, ctx, artists, merged)
+        _check_tables(log, artists, merged)
     except StorageError as exc:  # a table row that cannot even be read
         raise VerificationError(exc.message) from None
     return Report(log.origin, size, size, len(merged.artists), report_checkpoints + (trusted is not None),
@@ -165,16 +166,17 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
 
 
 def _context(log: LocalLog, artists: list[ArtistState]) -> _Context:
-    """The range checks' context. A stored document that is not a policy is left out (its uses are
-    not decided): `_check_tables` names it."""
-    policies = {}
+    """The range checks' context. A stored document that is not a policy is left out of `policies` (its
+    uses are not decided): the chain rules name it at its policy leaf."""
+    documents, policies = {}, {}
     for rec in log.store.policies():
+        documents[rec.policy_id] = rec.document
         try:
             policies[rec.policy_id] = parse_policy(rec.document, rec.policy_id)
         except ValidationError:
             continue
     with_preferences = frozenset(a.artist_id for a in artists if a.preferences is not None)
-    return _Context(log.origin, policies, with_preferences)
+    return _Context(log.origin, documents, policies, with_preferences)
 
 
 def _vrf_key(log: LocalLog, errors: list[VerificationError]) -> bytes | None:
@@ -265,7 +267,7 @@ class _Range:
     lasts: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     deferred: Any = None  # the map and policy rules' records (replay.Deferred), replayed in order
     stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
-    policies: dict[str, tuple[int, str]] = field(default_factory=dict)  # id → (index, sha256) of its leaf
+    policies: dict[str, int] = field(default_factory=dict)  # id → index of its policy leaf
     preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)  # the last preference leaf of each artist
     unresolved: dict[str, list[_Use]] = field(default_factory=dict)  # see _Decisions
 
@@ -310,7 +312,8 @@ def _check_range_in(store: Any, ctx: _Context, start: int, end: int, block: int,
             if hashes[i - start] != h:
                 raise _fail(i, "the stored leaf hash does not match the leaf derived from the stored details "
                                "(details or tree altered)")
-            checker.add(h, _public(e, checker.prev, leaf))
+            document = ctx.documents.get(e.details["policy"]) if e.type == "policy" else None
+            checker.add(h, _public(e, checker.prev, leaf), document)
             _check_entry(i, e, r, decisions)
             for level, n, node in frontier.append(h)[1:]:
                 if level <= block:  # nodes above the range are checked by _check_top
@@ -340,7 +343,7 @@ def _check_entry(i: int, e: Entry, r: _Range, decisions: _Decisions) -> None:
         r.preferences[e.artist_id] = (i, e.details.get("preferences"))  # type: ignore[index]
         decisions.preference(e)
     elif e.type == "policy":
-        r.policies[e.details["policy"]] = (i, e.details["sha256"])
+        r.policies[e.details["policy"]] = i
 
 
 def _public(e: Entry, prev: bytes, leaf: bytes) -> Leaf:
@@ -395,8 +398,8 @@ def _decision_error(policies: dict[str, Policy], use: _Use, prefs: Any) -> str |
     _, policy_id, purpose, content_id, basis, decision = use
     policy = policies.get(policy_id)
     if policy is None:
-        # Fails elsewhere: a policy that was in effect has a policy leaf, whose document the policies
-        # table must hold (_check_tables); one that was not in effect fails the chain rules.
+        # Fails elsewhere: a policy that was in effect has a policy leaf, whose stored document the chain
+        # rules check against it; one that was not in effect fails the chain rules too.
         return None
     if purpose not in policy.purposes:
         return f"the use's purpose {purpose!r} is not in policy {policy_id!r}, which it names"
@@ -416,7 +419,7 @@ class _Merged:
     artists: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     first_index: dict[bytes, int] = field(default_factory=dict)  # tag → index of its first chained leaf
     stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
-    policies: dict[str, tuple[int, str]] = field(default_factory=dict)
+    policies: dict[str, int] = field(default_factory=dict)
     preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
 
@@ -542,7 +545,7 @@ class _StoredNodes:
                 break
 
 
-def _check_tables(log: LocalLog, ctx: _Context, artists: list[ArtistState], m: _Merged) -> None:
+def _check_tables(log: LocalLog, artists: list[ArtistState], m: _Merged) -> None:
     heads = {a.tag: (a.aseq, a.head) for a in artists}
     if heads != m.artists:
         bad = sorted(v[1] for t, v in m.artists.items() if heads.get(t) != v) or [None]
@@ -552,16 +555,11 @@ def _check_tables(log: LocalLog, ctx: _Context, artists: list[ArtistState], m: _
         index, want = m.preferences.get(a.artist_id, (a.head, None))
         if a.preferences != want:
             raise _fail(index, f"the stored preferences of artist {a.artist_id!r} differ from its latest preference leaf")
-    stored = {rec.policy_id: rec for rec in log.store.policies()}
-    for rec in stored.values():
-        index, sha = m.policies.get(rec.policy_id, (None, None))
-        if index != rec.index or hashlib.sha256(rec.document).hexdigest() != sha:
+    # Each policy leaf's stored document was checked against it by the chain rules; what is left is a
+    # stored policy that is not where its leaf is.
+    for rec in log.store.policies():
+        if m.policies.get(rec.policy_id) != rec.index:
             raise _fail(rec.index, f"stored policy {rec.policy_id!r} does not match its policy leaf")
-        if rec.policy_id not in ctx.policies:  # published as it is, yet no use can have been decided by it
-            raise _fail(rec.index, f"the stored document of policy {rec.policy_id!r} is not a valid policy")
-    for policy_id, (index, _) in m.policies.items():
-        if policy_id not in stored:  # its uses' decisions could not be checked
-            raise _fail(index, f"policy {policy_id!r} has a policy leaf but no stored document")
     stored_stats = {(d, k, p, dec): [n, u] for d, k, p, dec, n, u in log.store.stats()}
     if stored_stats != m.stats:
         raise VerificationError("the statistics table does not match a recount of the leaves")
@@ -574,7 +572,7 @@ def verify_remote(url: str, vkey: str, *, trusted: bytes | None = None, progress
     """Verifies the log served at `url` from its public checkpoint and tiles alone, trusting only `vkey`:
     the checkpoint's signature, every leaf (strictly parsed, hashed against the level-0 tiles), the
     public-leaf rules (`replay.ChainChecker`: hash chain, `logged_at` order, log leaf, artist chains, map
-    roots, policies in effect), the tiles above level 0 and the tree against the signed root, which must
+    roots, policies in effect, each policy's document and the notice rule), the tiles above level 0 and the tree against the signed root, which must
     end at a map leaf; with `trusted` (an older signed checkpoint), that the log still holds the tree it
     signed."""
     return asyncio.run(_verify_remote(url, _verifier(vkey), trusted, progress))
@@ -604,7 +602,8 @@ async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: i
                               roots: dict[int, tuple[bytes, str]], progress: Progress | None = None,
                               on_leaf: Callable[[Leaf], None] | None = None) -> None:
     """Extends `checker` over the leaves [checker.size, size) of a remote log (`size` a checkpoint's):
-    each leaf's hash against its level-0 hash tile, the leaf parsed strictly, then the chain rules; every
+    each leaf's hash against its level-0 hash tile, the leaf parsed strictly, then the chain rules (with
+    each policy leaf's document, as `GET /v1/policies/{id}` serves it); every
     node it completes at a tile level (tree levels 8, 16, …) against the hash tile serving it; the tree at
     each size in `roots` against the (root, whose) given, and its last leaf a map leaf. Tiles are fetched ahead and checked in order, so
     the error names the first bad index."""
@@ -623,7 +622,8 @@ async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: i
                         leaf = parse_leaf(data)
                     except ValidationError as exc:
                         raise _fail(i, f"malformed leaf: {exc.message}") from None
-                    for level, n, node in checker.add(h, leaf)[1:]:
+                    document = await _policy_document(client, i, leaf.policy) if leaf.type == "policy" else None  # type: ignore[arg-type]
+                    for level, n, node in checker.add(h, leaf, document)[1:]:
                         if level % TILE_HEIGHT == 0:
                             await upper.check(level, n, node)
                     _check_checkpoint(checker, checker.frontier.root, roots)  # type: ignore[union-attr]
@@ -635,6 +635,14 @@ async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: i
         raise _fail(checker.size, f"the log does not serve its tiles: {exc.message}") from None
     finally:
         await upper.close()
+
+
+async def _policy_document(client: TileClient, index: int, policy_id: str) -> bytes:
+    """The document of the policy leaf at `index`, which the notice rule needs and the leaf only commits to."""
+    try:
+        return await client.policy(policy_id)
+    except (NotFound, ValidationError) as exc:
+        raise _fail(index, f"the log does not serve the document of policy {policy_id!r}: {exc.message}") from None
 
 
 class _UpperTiles:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -22,25 +23,28 @@ from tlog.checkpoint import Checkpoint
 from tlog.leaves import iter_leaves
 from tlog.log import key_paths, open_log
 from tlog.note import Signer, sign_note
-from tlog.records import build_leaf, parse_leaf
+from tlog.records import Leaf, build_leaf, parse_leaf
 from tlog.tiles import TILE_WIDTH, encode_bundle, entry_bundles_for_size, hash_tiles_for_size, tile_coords, tile_path
 
 
 @dataclass
 class Source:
-    """A real log's public leaves and its signer: the material a forger starts from."""
+    """A real log's public leaves, its policy documents by id and its signer: the material a forger
+    starts from."""
 
     leaves: list[bytes]
     signer: Signer
+    documents: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def from_db(cls, db: Path) -> Source:
         log = open_log(db, readonly=True)
         try:
             leaves = [leaf for _, leaf, _ in iter_leaves(log.store, 0, log.store.size())]
+            documents = {rec.policy_id: rec.document for rec in log.store.policies()}
         finally:
             log.close()
-        return cls(leaves, Signer.from_key(key_paths(db)[0].read_text().strip()))
+        return cls(leaves, Signer.from_key(key_paths(db)[0].read_text().strip()), documents)
 
     @property
     def vkey(self) -> str:
@@ -64,6 +68,19 @@ def edit(leaf: bytes, **changes: Any) -> bytes:
     return build_leaf(parsed)
 
 
+def with_policy(leaves: list[bytes], policy_id: str, document: bytes, effective_at: str | None = None) -> list[bytes]:
+    """`leaves` (ending at a map leaf) and a batch publishing a policy, as a sequencer writes one whatever
+    it checked: the policy leaf committing to `document`, effective at once unless `effective_at`, then
+    the map leaf (a policy leaf is in no artist chain, so the map is unchanged)."""
+    last = parse_leaf(leaves[-1])
+    assert last.type == "map", "a batch starts after a checkpoint, which ends at a map leaf"
+    out = [*leaves, build_leaf(Leaf("policy", merkle.leaf_hash(leaves[-1]), last.logged_at,
+                                    details=hashlib.sha256(document).digest(), policy=policy_id,
+                                    effective_at=effective_at or last.logged_at))]
+    out.append(build_leaf(Leaf("map", merkle.leaf_hash(out[-1]), last.logged_at, root=last.root)))
+    return out
+
+
 def rechain(leaves: list[bytes], start: int) -> list[bytes]:
     """Leaves with `prev` recomputed from `start` on, so an edited history is a well-chained one."""
     out = leaves[:start]
@@ -74,8 +91,8 @@ def rechain(leaves: list[bytes], start: int) -> list[bytes]:
 
 @dataclass
 class FakeLog:
-    """What the fake server serves: `files` by path ("checkpoint", "tile/…"), consistency proofs from
-    the published tree (`proof_lie` flips one hash), /v1/stats (`stats`, recounted at each publish),
+    """What the fake server serves: `files` by path ("checkpoint", "tile/…", "v1/policies/{id}"),
+    consistency proofs from the published tree (`proof_lie` flips one hash), /v1/stats (`stats`, recounted at each publish),
     and 503 once for each path in `fail_once`."""
 
     source: Source
@@ -87,9 +104,10 @@ class FakeLog:
     hits: Counter[str] = field(default_factory=Counter)
     _tree: merkle.MemoryHashes = field(default_factory=merkle.MemoryHashes)
 
-    def publish(self, leaves: list[bytes], checkpoint: bytes | None = None) -> bytes:
-        """Serve `leaves` as the whole log: bundles, hash tiles, stats, and `checkpoint` (default: an
-        honest one over them, signed with the log's key)."""
+    def publish(self, leaves: list[bytes], checkpoint: bytes | None = None, documents: dict[str, bytes] | None = None) -> bytes:
+        """Serve `leaves` as the whole log: bundles, hash tiles, stats, the document of each policy leaf
+        (the source's, or from `documents`), and `checkpoint` (default: an honest one over them, signed
+        with the log's key)."""
         tree = merkle.MemoryHashes(merkle.leaf_hash(leaf) for leaf in leaves)
         files = {}
         for t in entry_bundles_for_size(len(leaves)):
@@ -98,6 +116,10 @@ class FakeLog:
             level, first, count = tile_coords(t)
             files[tile_path(t)] = b"".join(tree.read_nodes([(level, first + i) for i in range(count)]))
         files["checkpoint"] = checkpoint or self.source.checkpoint(leaves)
+        known = {**self.source.documents, **(documents or {})}
+        for o in map(orjson.loads, leaves):  # not parse_leaf: some lies are leaves it refuses
+            if o["type"] == "policy" and o["policy"] in known:
+                files[f"v1/policies/{o['policy']}"] = known[o["policy"]]
         # As the real /v1/stats: leaves and uses (the invocations of use and refusal leaves, SPEC §2.2) by
         # type × purpose × decision, in total and by day of logged_at.
         totals: dict[tuple[Any, ...], list[int]] = {}

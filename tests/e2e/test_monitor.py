@@ -21,12 +21,13 @@ from tlog.errors import StorageError, ValidationError, VerificationError
 from tlog.log import key_paths, open_log
 from tlog.monitor import STATE_FILE, run_monitor
 from tlog.note import ALG_COSIGNATURE_V1, Signer, generate_key
+from tlog.policy import DEFAULT_POLICY
 from tlog.records import parse_leaf
 
 from ..conftest import append, records
 from .conftest import start_server, stop_server
-from .fakelog import Source, edit, rechain
-from .test_remote_verify import grown_demo
+from .fakelog import Source, edit, rechain, with_policy
+from .test_remote_verify import LOOSE, grown_demo
 
 
 def _monitor(url: str, vkey: str, state: Path, *extra: str) -> Result:
@@ -125,7 +126,7 @@ def test_an_honest_log_passes_round_after_round(source, fake, watched):
     assert result.exit_code == 0, result.output
     assert "consistent with the checkpoint of size 415 checked before" in result.output
     assert ("leaves 415..515: leaf and tile hashes, hash chain, logged_at order, 50 artist chains (0 new), 1 new map root, "
-            "the policy each use names, tree root: ok") in result.output
+            "the policy each use names, the notice rule, tree root: ok") in result.output
     assert "/v1/stats agrees with the recount (516 leaves" in result.output
     lines = [line.split() for line in result.output.splitlines() if line.startswith("    refusal")]
     assert sum(int(line[-2]) for line in lines) == sum(parse_leaf(leaf).type == "refusal" for leaf in source.leaves[:516])
@@ -137,7 +138,7 @@ def test_an_honest_log_passes_round_after_round(source, fake, watched):
     assert result.exit_code == 0 and "/v1/stats is at size 700, not 617: not compared" in result.output
     state = orjson.loads((watched / STATE_FILE).read_bytes())
     assert len(state["frontier"]) == bin(617).count("1") and len(state["artists"]) == 50
-    assert state["policies"] == [[parse_leaf(source.leaves[1]).effective_at, 1, "default"]]
+    assert state["policies"] == [[parse_leaf(source.leaves[1]).effective_at, 1, "default", DEFAULT_POLICY.document.decode()]]
     assert state["map_root"] == parse_leaf(source.leaves[616]).root.hex()
     assert not (watched / (STATE_FILE + ".tmp")).exists()
     assert "size 617, unchanged" in _monitor(fake.url, source.vkey, watched).output
@@ -223,6 +224,12 @@ def later_policy_not_in_effect(src, fake):
     return f"index {i}: the use names policy '2027-01', but policy 'default' was in effect at its logged_at"
 
 
+def later_loosening_without_notice(src, fake):
+    # Needs the saved policies with their documents: the one it loosens was published in the first run.
+    fake.publish(with_policy(src.leaves, "loose", LOOSE.document), documents={"loose": LOOSE.document})
+    return "index 617: policy 'loose' loosens 'default' — model_training_generative: refused → allowed — but"
+
+
 def later_stats_lie(src, fake):
     fake.publish(src.leaves)
     fake.stats["totals"][0]["leaves"] += 1
@@ -244,7 +251,7 @@ def later_tile_lie(src, fake):
 @pytest.mark.parametrize("lie", [later_rollback, later_same_size_fork, later_inconsistent, later_bad_proof,
                                  later_broken_chain, later_logged_at_back, later_artist_gap, later_artist_repeat,
                                  later_map_root, later_checkpoint_mid_batch, later_policy_not_in_effect,
-                                 later_stats_lie, later_impostor, later_tile_lie], ids=lambda f: f.__name__)
+                                 later_loosening_without_notice, later_stats_lie, later_impostor, later_tile_lie], ids=lambda f: f.__name__)
 def test_a_lie_after_an_honest_run_is_an_alert(source, fake, watched, lie):
     before = (watched / STATE_FILE).read_bytes()
     message = lie(source, fake)

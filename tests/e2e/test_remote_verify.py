@@ -3,6 +3,7 @@ altered under a real server, and every lie a malicious server can tell, are caug
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,13 +18,14 @@ from tlog.demo import build_demo
 from tlog.errors import NotFound, Unavailable, VerificationError
 from tlog.log import open_log
 from tlog.note import Signer, generate_key
-from tlog.records import parse_leaf
+from tlog.policy import DEFAULT_POLICY, make_policy
+from tlog.records import format_logged_at, parse_leaf, parse_logged_at
 from tlog.store.sqlite import node_id
 from tlog.verify import verify_remote
 
 from ..conftest import append, records
 from .conftest import start_server, stop_server
-from .fakelog import Source, edit, rechain
+from .fakelog import Source, edit, rechain, with_policy
 
 
 def grown_demo(db: Path) -> None:
@@ -193,6 +195,32 @@ def lie_policy_not_in_effect(src, fake):
     return i, "the use names policy '2027-01', but policy 'default' was in effect at its logged_at"
 
 
+# Allows generative training by default: a loosening of the default policy, which promised 30 days' notice.
+LOOSE = make_policy("loose", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative" else p
+                              for p in DEFAULT_POLICY.purposes.values()], DEFAULT_POLICY.text)
+
+
+def lie_loosening_without_notice(src, fake):
+    # As a sequencer whose notice check is bypassed would write it: every hash and signature honest.
+    fake.publish(with_policy(src.leaves, "loose", LOOSE.document), documents={"loose": LOOSE.document})
+    logged_at = parse_leaf(src.leaves[-1]).logged_at
+    earliest = format_logged_at(parse_logged_at(logged_at) + 30 * 86_400_000)
+    return 617, (f"policy 'loose' loosens 'default' — model_training_generative: refused → allowed — but takes effect "
+                 f"at {logged_at}, before the 30 days' notice 'default' promised (not before {earliest})")
+
+
+def lie_policy_document(src, fake):
+    fake.publish(src.leaves)
+    fake.files["v1/policies/default"] = LOOSE.document
+    return 1, "the document of policy 'default' is not the one its policy leaf commits to"
+
+
+def lie_policy_document_missing(src, fake):
+    fake.publish(src.leaves)
+    del fake.files["v1/policies/default"]
+    return 1, "the log does not serve the document of policy 'default': GET"
+
+
 def lie_log_leaf(src, fake):
     leaves = list(src.leaves)
     leaves[0] = edit(leaves[0], origin="other.example/log")
@@ -251,7 +279,8 @@ def lie_short_hash_tile(src, fake):
 
 
 @pytest.mark.parametrize("lie", [lie_prev, lie_artist_gap, lie_artist_repeat, lie_map_root, lie_checkpoint_mid_batch,
-                                 lie_policy_not_in_effect, lie_log_leaf, lie_logged_at, lie_non_canonical_leaf,
+                                 lie_policy_not_in_effect, lie_loosening_without_notice, lie_policy_document,
+                                 lie_policy_document_missing, lie_log_leaf, lie_logged_at, lie_non_canonical_leaf,
                                  lie_level0_tile, lie_upper_tile, lie_split_view, lie_missing_bundle,
                                  lie_truncated_bundle, lie_short_hash_tile], ids=lambda f: f.__name__)
 def test_a_lying_server_is_caught_at_the_first_bad_index(source, fake, lie):
@@ -260,6 +289,14 @@ def test_a_lying_server_is_caught_at_the_first_bad_index(source, fake, lie):
         verify_remote(fake.url, source.vkey)
     assert err.value.index == index, err.value.message
     assert err.value.message.startswith(f"index {index}: ") and message in err.value.message, err.value.message
+
+
+def test_a_loosening_announced_with_the_notice_promised_verifies(source, fake):
+    logged_at = parse_logged_at(parse_leaf(source.leaves[-1]).logged_at)
+    leaves = with_policy(source.leaves, "loose", LOOSE.document, format_logged_at(logged_at + 30 * 86_400_000))
+    fake.publish(leaves, documents={"loose": LOOSE.document})
+    assert verify_remote(fake.url, source.vkey).size == 619
+    assert fake.hits["v1/policies/loose"] == fake.hits["v1/policies/default"] == 1
 
 
 def test_the_cli_names_the_first_bad_index_in_one_line(source, fake):

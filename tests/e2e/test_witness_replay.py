@@ -1,6 +1,7 @@
 """A checking witness (`tlog witness serve --replay URL`): it cosigns an honest log's checkpoints,
 replaying only what each adds, and refuses with 422, naming the index, a checkpoint whose leaves break a
-public rule (a wrong map root, an aseq that skips, a checkpoint not at a map leaf, …), against a log that
+public rule (a wrong map root, an aseq that skips, a checkpoint not at a map leaf, a loosening policy
+without the notice promised, …), against a log that
 lies with its own key (tests/e2e/fakelog.py). End to end: a real `tlog serve --witness-policy` and a real
 replaying witness, whose cosignature needs the leaves of a checkpoint not yet published."""
 
@@ -20,14 +21,18 @@ from tlog.witness.store import init_witness
 
 from ..conftest import append, records
 from .conftest import free_port, start_server, start_witness, stop_server
+from .fakelog import with_policy
 from .test_remote_verify import (  # the same grown demo log (fixtures demo_db, source) and the same lies
+    LOOSE,
     demo_db,  # noqa: F401
     lie_artist_gap,
     lie_artist_repeat,
     lie_checkpoint_mid_batch,
     lie_log_leaf,
+    lie_loosening_without_notice,
     lie_map_root,
     lie_missing_bundle,
+    lie_policy_document,
     lie_policy_not_in_effect,
     lie_prev,
     source,  # noqa: F401
@@ -64,13 +69,26 @@ async def test_an_honest_log_is_cosigned_replaying_only_what_each_checkpoint_add
 
 
 @pytest.mark.parametrize("lie", [lie_map_root, lie_artist_gap, lie_artist_repeat, lie_checkpoint_mid_batch,
-                                 lie_policy_not_in_effect, lie_log_leaf, lie_prev, lie_missing_bundle],
+                                 lie_policy_not_in_effect, lie_loosening_without_notice, lie_policy_document,
+                                 lie_log_leaf, lie_prev, lie_missing_bundle],
                          ids=lambda f: f.__name__)
 async def test_a_checkpoint_whose_leaves_break_a_rule_is_refused_with_the_reason(source, fake, witness, lie):
     index, message = lie(source, fake)
     status, body = await add(witness, fake.files["checkpoint"])
     assert status == 422, body
     assert body.startswith(f"replaying the log's leaves: index {index}: ") and message in body, body
+
+
+async def test_a_loosening_without_notice_after_a_cosigned_checkpoint_is_refused(source, fake, witness):
+    """The policy it loosens was replayed for an earlier checkpoint: the witness kept it."""
+    status, body = await add(witness, fake.publish(source.leaves))
+    assert status == 200, body
+    leaves = with_policy(source.leaves, "loose", LOOSE.document)
+    signed = fake.publish(leaves, documents={"loose": LOOSE.document})
+    proof = merkle.consistency_proof(617, 619, merkle.MemoryHashes(map(merkle.leaf_hash, leaves)))
+    status, body = await add(witness, signed, old=617, proof=proof)
+    assert status == 422 and "index 617: policy 'loose' loosens 'default' — " in body, body
+    assert fake.hits["v1/policies/default"] == 1  # its document was fetched once, for the first replay
 
 
 async def test_after_a_refusal_the_witness_replays_from_the_start_again(source, fake, witness):

@@ -1,9 +1,10 @@
 """Routes anyone may call: checkpoint, tiles, leaves, proofs, log info, statistics, policies.
 
 Everything here is answered against the latest *published* checkpoint, never the store's raw size, so a
-reader can never see a leaf before a signed checkpoint covers it. Tiles are the one exception, in the
-direction that keeps that promise: with a witness policy they go up to the latest checkpoint the log
-signed, so that witnesses can replay its leaves before they cosign it."""
+reader can never see a leaf before a signed checkpoint covers it. Tiles and policy documents are the
+exceptions, in the direction that keeps that promise: with a witness policy they go up to the latest
+checkpoint the log signed, so that witnesses can replay its leaves (and check the notice rule on the
+policies they announce) before they cosign it."""
 
 from __future__ import annotations
 
@@ -215,7 +216,9 @@ async def policies(request: web.Request) -> web.Response:
 async def policy_doc(request: web.Request) -> web.Response:
     state = get_state(request)
     rec = state.store.policy(request.match_info["policy_id"])
-    if rec is None or rec.index >= state.published_size():
+    # As tiles: up to the latest signed checkpoint, for witnesses that check the notice rule before they
+    # cosign it. The bytes are the stored document, whose SHA-256 the policy leaf holds.
+    if rec is None or rec.index >= state.signed_size():
         raise NotFound("no such policy")
     return web.Response(body=rec.document, content_type="application/json", headers={"Cache-Control": IMMUTABLE})
 

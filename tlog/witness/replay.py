@@ -4,16 +4,19 @@ replaying the public leaves it adds.
 A plain c2sp.org/tlog-witness witness checks that a log stays append-only. A replaying witness also
 checks what the log's leaves say (tlog/replay.py, the rules anyone can check from public leaves): the
 hash chain, every artist's `aseq`/`aprev` chain, every map leaf's root against the artist map of the
-leaves before it, that the checkpoint ends at a map leaf, and that each use names the policy in effect.
+leaves before it, that the checkpoint ends at a map leaf, that each use names the policy in effect, and
+that each new policy leaf's document (from `GET /v1/policies/{id}`) is the one it commits to and keeps
+the notice rule (SPEC §4).
 So an artist who requires a quorum of replaying witnesses (`tlog audit --witness-policy`) rests
 "complete" on them, not on the operator.
 
 How: the witness keeps one `ChainChecker` per log, in memory, at the size it last replayed. For a new
-checkpoint it fetches the leaves after that size from the log's tiles (which a tlog server serves up to
-its latest signed checkpoint, before witnesses cosign it), checks each against the hash tiles and the
-rules, and the tree they make against the checkpoint's root. After a restart it replays from index 0
-once. A log whose leaves fail is refused with 422 and the reason; its checker starts again from 0 at
-the next request (it is not trusted to have been left in a sound state).
+checkpoint it fetches the leaves after that size from the log's tiles and the documents of the policies
+they announce (a tlog server serves both up to its latest signed checkpoint, before witnesses cosign
+it), checks each leaf against the hash tiles and the rules, and the tree they make against the
+checkpoint's root. After a restart it replays from index 0 once. A log whose leaves fail is refused
+with 422 and the reason; its checker starts again from 0 at the next request (it is not trusted to have
+been left in a sound state).
 """
 
 from __future__ import annotations
