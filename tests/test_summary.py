@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import types
 from pathlib import Path
 
 import pytest
 
-from tlog.log import open_log
+from tlog.log import init_log, open_log
 from tlog.note import ALG_COSIGNATURE_V1, generate_key
 from tlog.policy import DEFAULT_POLICY, make_policy
 from tlog.server import pages
@@ -179,13 +178,18 @@ def test_a_witness_quorum_in_words(lines, words):
     assert quorum_words(policy) == words
 
 
-async def test_public_page_shows_a_policy_change_purpose_by_purpose(log, aiohttp_client, monkeypatch):
+async def test_public_page_shows_a_policy_change_purpose_by_purpose(tmp_path, aiohttp_client):
     lenient = make_policy("lenient-2026", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"
                                            else p for p in DEFAULT_POLICY.purposes.values()], "Training allowed.")
-    # A loosening takes effect only after the default policy's 30 days' notice (SPEC §4): the page is drawn then.
-    effective = time.time() + 31 * 86_400
-    log.sequencer().publish_policy(lenient.document, "lenient-2026", effective_ms=int(effective * 1000))
-    monkeypatch.setattr(pages, "time", types.SimpleNamespace(time=lambda: effective + 86_400))
+    # A loosening takes effect only after the default policy's 30 days' notice (SPEC §4): announced by a
+    # log started 31 days ago, it is in force now.
+    past = time.time() - 31 * 86_400
+    log = init_log(tmp_path / "past.db", "test.tlog.example/log", clock=lambda: past)
+    try:
+        log.sequencer(clock=lambda: past).publish_policy(lenient.document, "lenient-2026",
+                                                         effective_ms=int(past * 1000) + 30 * 86_400_000)
+    finally:
+        log.close()
     reader = open_log(log.path)
     try:
         html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()

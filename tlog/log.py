@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,9 +205,11 @@ def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
     return [found[k] for k in vkeys]
 
 
-def init_log(db: str | os.PathLike[str], origin: str) -> LocalLog:
+def init_log(db: str | os.PathLike[str], origin: str, *, clock: Callable[[], float] = time.time) -> LocalLog:
     """Creates the database and keys, and writes the first batch (SPEC §2.3: the log leaf, the default
-    policy and a map leaf) with the first checkpoint, of size 3."""
+    policy and a map leaf) with the first checkpoint, of size 3. `clock` dates that batch: a test or a
+    demo that needs a log with a past (a loosening announced with its notice, now in effect) starts it
+    earlier and writes that past with `sequencer(clock=…)`."""
     path = Path(db)
     if not is_valid_name(origin) or "+" in origin:
         raise ValidationError(f"origin {origin!r} must be a key name: printable, no spaces, no '+'")
@@ -223,7 +227,7 @@ def init_log(db: str | os.PathLike[str], origin: str) -> LocalLog:
     store.set_meta("vkey", vkey)
     store.set_meta("vrf", vrf.pk.hex())
     log = LocalLog(path, store, origin, Verifier.from_key(vkey), [Signer.from_key(skey)], vrf)
-    log.sequencer().start_log(vrf.pk)
+    log.sequencer(clock=clock).start_log(vrf.pk)
     return log
 
 
