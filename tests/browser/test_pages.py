@@ -331,18 +331,21 @@ def test_ids_holding_markup_render_as_text(page, env):
 
 
 def test_no_ai_turns_the_next_generative_training_use_from_allowed_to_refused(page, tmp_path):
-    """Under a policy that allows generative training by default, the artist's "no AI" switch, set on the
-    page, refuses the next such use."""
+    """Under a policy that allows generative training by default (announced 60 days ago, in effect after
+    the default policy's 30 days' notice), the artist's "no AI" switch, set on the page, refuses the next
+    such use."""
     db = tmp_path / "tlog.db"
-    log = init_log(db, "pages.noai.example/log")
-    try:
-        lenient = make_policy("lenient-2026", [
-            p if p.code != "model_training_generative" else type(p)(p.code, p.covers, p.category, "allowed", False)
-            for p in DEFAULT_POLICY.purposes.values()], "Generative training is allowed unless the artist says no.")
-        log.sequencer().publish_policy(lenient.document, "lenient-2026")
-        tokens = {"artist": token(log, "artist", NEWCOMER), "service": token(log, "service", "research")}
-    finally:
-        log.close()
+    with logging_at([START.timestamp()]):
+        log = init_log(db, "pages.noai.example/log")
+        try:
+            lenient = make_policy("lenient-2026", [
+                p if p.code != "model_training_generative" else type(p)(p.code, p.covers, p.category, "allowed", False)
+                for p in DEFAULT_POLICY.purposes.values()], "Generative training is allowed unless the artist says no.")
+            log.sequencer().publish_policy(lenient.document, "lenient-2026",
+                                           effective_ms=int((START + timedelta(days=31)).timestamp() * 1000))
+            tokens = {"artist": token(log, "artist", NEWCOMER), "service": token(log, "service", "research")}
+        finally:
+            log.close()
     server = start_server(db)
     try:
         env = Env(server, tokens, {})
