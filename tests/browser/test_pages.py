@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pytest
 
 import tlog.builder
 from tlog.canonical import canonical
-from tlog.log import LocalLog, init_log
+from tlog.log import init_log
 from tlog.policy import DEFAULT_POLICY, make_policy
 from tlog.records import validate_use
 from tlog.sequencer import Submission
@@ -90,15 +90,6 @@ class Env:
             return orjson.loads(r.read())
 
 
-@contextmanager
-def logging_at(clock: list[float]) -> Iterator[None]:
-    """Every sequencer made meanwhile, init_log's too, logs at the time in clock[0]: a log with a past."""
-    real = LocalLog.sequencer
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(LocalLog, "sequencer", lambda self, **kw: real(self, **{"clock": lambda: clock[0], **kw}))
-        yield
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     """A log begun 60 days ago with: Alice (no AI on; 60 uses logged one a day over eight weeks, so two
@@ -108,12 +99,11 @@ def env(tmp_path_factory) -> Iterator[Env]:
     db = tmp_path_factory.mktemp("pages") / "tlog.db"
     clock = [START.timestamp()]
     notes: dict[str, Any] = {}
-    with logging_at(clock):
-        log = init_log(db, "pages.test.example/log")
-        try:
-            tokens = _fill(log, clock, notes)
-        finally:
-            log.close()
+    log = init_log(db, "pages.test.example/log", clock=lambda: clock[0])
+    try:
+        tokens = _fill(log, clock, notes)
+    finally:
+        log.close()
     server = start_server(db)
     yield Env(server, tokens, notes)
     out = stop_server(server)
@@ -123,7 +113,8 @@ def env(tmp_path_factory) -> Iterator[Env]:
 
 
 def _fill(log: Any, clock: list[float], notes: dict[str, Any]) -> dict[str, str]:
-    seq = log.sequencer()
+    """Writes the module's log, each batch logged at the time in clock[0]."""
+    seq = log.sequencer(clock=lambda: clock[0])
     seq.set_preferences(ALICE, {"no_ai": True, "content": {"sc:track:alice-1": {"strict": True}}}, by="artist")
     for i in range(60):
         clock[0] = (START + timedelta(days=i, hours=1)).timestamp()
@@ -335,17 +326,16 @@ def test_no_ai_turns_the_next_generative_training_use_from_allowed_to_refused(pa
     the default policy's 30 days' notice), the artist's "no AI" switch, set on the page, refuses the next
     such use."""
     db = tmp_path / "tlog.db"
-    with logging_at([START.timestamp()]):
-        log = init_log(db, "pages.noai.example/log")
-        try:
-            lenient = make_policy("lenient-2026", [
-                p if p.code != "model_training_generative" else type(p)(p.code, p.covers, p.category, "allowed", False)
-                for p in DEFAULT_POLICY.purposes.values()], "Generative training is allowed unless the artist says no.")
-            log.sequencer().publish_policy(lenient.document, "lenient-2026",
-                                           effective_ms=int((START + timedelta(days=31)).timestamp() * 1000))
-            tokens = {"artist": token(log, "artist", NEWCOMER), "service": token(log, "service", "research")}
-        finally:
-            log.close()
+    log = init_log(db, "pages.noai.example/log", clock=START.timestamp)
+    try:
+        lenient = make_policy("lenient-2026", [
+            p if p.code != "model_training_generative" else type(p)(p.code, p.covers, p.category, "allowed", False)
+            for p in DEFAULT_POLICY.purposes.values()], "Generative training is allowed unless the artist says no.")
+        log.sequencer(clock=START.timestamp).publish_policy(
+            lenient.document, "lenient-2026", effective_ms=int((START + timedelta(days=31)).timestamp() * 1000))
+        tokens = {"artist": token(log, "artist", NEWCOMER), "service": token(log, "service", "research")}
+    finally:
+        log.close()
     server = start_server(db)
     try:
         env = Env(server, tokens, {})
