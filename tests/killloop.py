@@ -25,14 +25,15 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 
-from tlog.checkpoint import open_checkpoint
+from tlog.checkpoint import Checkpoint, open_checkpoint
 from tlog.client import BatchLogger, TlogClient
 from tlog.client.errors import is_transient
 from tlog.errors import TlogError
 from tlog.log import init_log, open_log
+from tlog.note import parse_note
 
 from .faultkit import Served, check_log, free_port, http, make_token, serve, stop
-from .mapcheck import check_map_proof_answer, map_problems, map_values
+from .mapcheck import MapReplay, check_map_proof_answer
 
 Say = Callable[[str], None]
 
@@ -88,17 +89,20 @@ def _setup(workdir: Path) -> tuple[Path, str, str]:
     return db, vkey, make_token(db, "--service", "loadgen")
 
 
-def map_check(db: Path, url: str) -> list[str]:
+def map_check(db: Path, url: str, replay: MapReplay) -> list[str]:
     """What is wrong with the map roots of a running log (nothing, normally): the stored map leaves up
-    to the latest checkpoint, replayed from the public leaves (mapcheck.map_problems), and the server's
-    map proofs for a tag in the map and one that is not, each checked against the map leaf ending the
-    checkpoint it names and against the map replayed at that size. Safe while the server appends: only
-    leaves under a checkpoint are read, and those never change."""
+    to the latest checkpoint, replayed from the public leaves (`replay` goes on from where the last
+    check left it: only what was appended since is read), every checkpoint since ending at a map leaf,
+    and the server's map proofs for a tag in the map and one that is not, each checked against the map
+    leaf ending the checkpoint it names and against the map replayed at that size. Safe while the
+    server appends: only leaves under a checkpoint are read, and those never change."""
     log = open_log(db, readonly=True)
     try:
-        problems = map_problems(log.store)
-        artists = log.store.artists()
-        tags = [artists[0].tag.hex()] if artists else []
+        before = replay.size
+        latest = Checkpoint.parse(parse_note(log.store.latest_checkpoint() or b"")[0]).size
+        problems = replay.advance(log.store, latest)
+        problems += replay.checkpoint_problems(s for s in log.store.checkpoint_sizes() if before < s <= latest)
+        tags = [next(iter(replay.values))] if replay.values else []
         for tag in [*tags, "00" * 32]:
             status, body = http("GET", f"{url}/v1/map/proof?tag={tag}")
             if status != 200:
@@ -112,9 +116,13 @@ def map_check(db: Path, url: str) -> list[str]:
             except (AssertionError, TlogError) as exc:
                 problems.append(f"the map proof of {tag} at size {cp.size} does not verify: {exc}")
                 continue
-            want = map_values(log.store, cp.size).get(tag)
-            if got != want:
-                problems.append(f"the map proof of {tag} at size {cp.size} shows {got}, the leaves say {want}")
+            if cp.size < replay.size:
+                problems.append(f"the server answered a map proof for size {cp.size}, older than {replay.size}")
+                continue
+            problems += replay.advance(log.store, cp.size)
+            if got != replay.values.get(tag):
+                problems.append(f"the map proof of {tag} at size {cp.size} shows {got}, the leaves say "
+                                f"{replay.values.get(tag)}")
         return problems
     finally:
         log.close()
@@ -127,6 +135,7 @@ class _Run:
         self.db, self.port, self.rep = db, port, rep
         self.server: Served | None = None
         self.served: list[bytes] = []
+        self.replay = MapReplay()  # the map replayed so far, carried from one restart's check to the next
         self.up = asyncio.Event()
         self.done = False
 
@@ -135,7 +144,7 @@ class _Run:
         loop = asyncio.get_running_loop()
         self.server = await loop.run_in_executor(None, serve, self.db, self.port)
         self.up.set()
-        problems = await loop.run_in_executor(None, map_check, self.db, self.server.url)
+        problems = await loop.run_in_executor(None, map_check, self.db, self.server.url, self.replay)
         self.rep.map_checks += 1
         self.rep.map_errors += len(problems)
         self.rep.notes.extend(problems)

@@ -1,11 +1,11 @@
 """The artist map re-derived from public leaves alone (SPEC §2.3), as any monitor would, for the tests that
 must say every map root is right: after a batch, after a crash at any step, after a kill.
 
-`map_problems` replays every leaf of a stored log in order (leaf bytes re-derived and checked against the
-stored leaf hashes), keeps each tag's (aseq, head) as the public leaves give it, and compares the root of
-that map with the root of every `map` leaf; it also checks that every stored checkpoint (so the latest)
-ends at a map leaf, and that the product's own rebuild for the latest size (`tlog.maps.rebuild_map`)
-agrees. It returns readable problems, none when everything holds."""
+`MapReplay` replays a stored log's leaves in order (leaf bytes re-derived and checked against the stored
+leaf hashes), keeps each tag's (aseq, head) as the public leaves give it, and compares the root of that
+map with the root of every `map` leaf; `map_problems` runs it over a whole log and also checks that every
+stored checkpoint (so the latest) ends at a map leaf, and that the product's own rebuild for the latest
+size (`tlog.maps.rebuild_map`) agrees. Both return readable problems, none when everything holds."""
 
 from __future__ import annotations
 
@@ -23,23 +23,42 @@ from tlog.maps import rebuild_map
 from tlog.note import parse_note
 
 
-def replay_map_roots(store: Any, size: int) -> tuple[dict[int, tuple[str, str]], list[str]]:
-    """{index of each map leaf in [0, size): (root it states, root of the map replayed from the leaves
-    before it)} and the type of every leaf, in order."""
-    amap = ArtistMap.empty()
-    changed: dict[bytes, MapValue] = {}
-    roots: dict[int, tuple[str, str]] = {}
-    types: list[str] = []
-    for entry, leaf_bytes, _ in iter_leaves(store, 0, size):
-        leaf = orjson.loads(leaf_bytes)
-        types.append(leaf["type"])
-        if "aseq" in leaf:
-            changed[bytes.fromhex(leaf["artist"])] = MapValue(leaf["aseq"], entry.index)
-        if leaf["type"] == "map":
-            amap = amap.update(changed)
-            changed = {}
-            roots[entry.index] = (leaf["root"], amap.root().hex())
-    return roots, types
+class MapReplay:
+    """The artist map replayed from a stored log's public leaves, range after range: each `advance`
+    replays only the leaves it has not seen (so a kill loop can check a growing log after every restart
+    without replaying it from index 0 each time), checking every map leaf's root on the way."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.map = ArtistMap.empty()
+        self.values: dict[str, MapValue] = {}  # tag hex → (aseq, head), as the leaves so far give them
+        self.first_types: list[str] = []  # of the first three leaves: tlog init's
+        self.map_leaves: set[int] = set()  # indexes of the map leaves so far
+        self._changed: dict[bytes, MapValue] = {}
+
+    def advance(self, store: Any, size: int) -> list[str]:
+        """Replays leaves [self.size, size) (leaf bytes re-derived and checked against the stored leaf
+        hashes); returns the map leaves among them whose root is not the map of the leaves before it."""
+        problems = []
+        for entry, leaf_bytes, _ in iter_leaves(store, self.size, size):
+            leaf = orjson.loads(leaf_bytes)
+            if entry.index < 3:
+                self.first_types.append(leaf["type"])
+            if "aseq" in leaf:
+                self._changed[bytes.fromhex(leaf["artist"])] = self.values[leaf["artist"]] = MapValue(leaf["aseq"], entry.index)
+            if leaf["type"] == "map":
+                self.map = self.map.update(self._changed)
+                self._changed = {}
+                self.map_leaves.add(entry.index)
+                if leaf["root"] != self.map.root().hex():
+                    problems.append(f"map leaf {entry.index} states root {leaf['root']}, the leaves before it give "
+                                    f"{self.map.root().hex()}")
+        self.size = max(self.size, size)
+        return problems
+
+    def checkpoint_problems(self, sizes: Any) -> list[str]:
+        """Checkpoints among `sizes` (all within what was replayed) that do not end at a map leaf."""
+        return [f"checkpoint {s} does not end at a map leaf" for s in sizes if s - 1 not in self.map_leaves]
 
 
 def map_problems(store: Any, size: int | None = None) -> list[str]:
@@ -50,35 +69,27 @@ def map_problems(store: Any, size: int | None = None) -> list[str]:
         return ["no checkpoint is stored"]
     latest_size = Checkpoint.parse(parse_note(latest)[0]).size
     size = latest_size if size is None else size
-    problems: list[str] = []
-    roots, types = replay_map_roots(store, size)
-    if types[:3] != ["log", "policy", "map"]:
-        problems.append(f"the log starts with {types[:3]}, not the log, policy and map leaves of tlog init")
-    for index, (stated, replayed) in roots.items():
-        if stated != replayed:
-            problems.append(f"map leaf {index} states root {stated}, the leaves before it give {replayed}")
-    for s in store.checkpoint_sizes():
-        if s <= size and (s == 0 or types[s - 1] != "map"):
-            problems.append(f"checkpoint {s} ends at a {types[s - 1] if s else 'empty log'} leaf, not a map leaf")
+    replay = MapReplay()
+    problems = replay.advance(store, size)
+    if replay.first_types != ["log", "policy", "map"]:
+        problems.append(f"the log starts with {replay.first_types}, not the log, policy and map leaves of tlog init")
+    problems += replay.checkpoint_problems(s for s in store.checkpoint_sizes() if s <= size)
     if latest_size == size:
         try:
             rebuilt = rebuild_map(store, size).root().hex()
         except TlogError as exc:
             problems.append(f"rebuild_map({size}) failed: {exc.message}")
         else:
-            if roots.get(size - 1, ("", ""))[0] != rebuilt:
+            if replay.map.root().hex() != rebuilt:
                 problems.append(f"rebuild_map({size}) gives root {rebuilt}, not the map leaf's")
     return problems
 
 
 def map_values(store: Any, size: int) -> dict[str, MapValue]:
     """{tag hex: (aseq, head)} of the map that the map leaf at size - 1 commits to, from the leaves."""
-    values: dict[str, MapValue] = {}
-    for entry, leaf_bytes, _ in iter_leaves(store, 0, size - 1):
-        leaf = orjson.loads(leaf_bytes)
-        if "aseq" in leaf:
-            values[leaf["artist"]] = MapValue(leaf["aseq"], entry.index)
-    return values
+    replay = MapReplay()
+    replay.advance(store, size - 1)
+    return replay.values
 
 
 def check_served_map_proof(get: Callable[[str], tuple[int, bytes]], tag: str, checkpoint: Checkpoint) -> MapValue | None:
