@@ -205,6 +205,7 @@ def _print(figures: dict[str, Any], kl: KillReport, sp: KillReport, suites: dict
     row("  duplicates", kl.duplicates, kl.duplicates == 0)
     row("  forks / rollbacks between served checkpoints", f"{kl.forks} / {kl.rollbacks}", kl.forks + kl.rollbacks == 0)
     row("  unexpected answers, tracebacks", f"{kl.unexpected}, {kl.tracebacks}", kl.unexpected + kl.tracebacks == 0)
+    row("  map roots checked after each start / wrong", f"{kl.map_checks} / {kl.map_errors}", kl.map_errors == 0)
     row("  seconds", f"{kl.seconds:.0f}")
     rows.append(("spool outage (client BatchLogger)", "", ""))
     row("  outages (server SIGKILLed, down a while)", sp.kills, sp.kills > 0)
