@@ -821,12 +821,10 @@ def _check_state(page: _Page, state: AuditState) -> int:
 def _cosigners(signed: str, verifier: Verifier, policy: WitnessPolicy) -> list[str]:
     """The policy's witnesses that cosigned the checkpoint; VerificationError unless they make its quorum
     (a checkpoint no witness saw may be a view shown to this artist alone)."""
-    names = {(w.verifier.name, w.verifier.key_hash): w.name for w in policy.witnesses.values()}
     try:
-        _, note = open_checkpoint(signed.encode(), [verifier, *(w.verifier for w in policy.witnesses.values())])
+        cosigners = policy.signed_by(signed.encode(), verifier)
     except ProofError as exc:
         raise VerificationError(f"a witness cosignature on the checkpoint does not verify: {exc.message}") from None
-    cosigners = sorted({names[s.name, s.key_hash] for s in note.verified if (s.name, s.key_hash) in names})
     if not policy.satisfied(cosigners):
         raise VerificationError(f"the checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} of your witness "
                                 f"policy, short of its quorum {policy.quorum!r}: it may be a view shown to you alone")

@@ -35,7 +35,7 @@ import orjson
 
 from . import merkle
 from .artistmap import ArtistMap, MapValue
-from .checkpoint import Checkpoint, open_checkpoint
+from .checkpoint import Checkpoint
 from .errors import NoteError, NotFound, ProofError, StorageError, Unavailable, ValidationError, VerificationError
 from .note import Verifier
 from .policy import parse_policy
@@ -204,12 +204,10 @@ async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, e
 def _check_quorum(signed: bytes, verifier: Verifier, policy: WitnessPolicy) -> str:
     """Which of the policy's witnesses cosigned `signed`; VerificationError unless they make its quorum
     (a checkpoint the witnesses have not seen may be a view shown to this monitor alone)."""
-    names = {(w.verifier.name, w.verifier.key_hash): w.name for w in policy.witnesses.values()}
     try:
-        _, note = open_checkpoint(signed, [verifier, *(w.verifier for w in policy.witnesses.values())])
+        cosigners = policy.signed_by(signed, verifier)
     except NoteError as exc:
         raise VerificationError(f"quorum: a cosignature on the log's checkpoint does not verify: {exc.message}") from None
-    cosigners = sorted({names[s.name, s.key_hash] for s in note.verified if (s.name, s.key_hash) in names})
     if not policy.satisfied(cosigners):
         raise VerificationError(f"quorum: the log's checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} "
                                 f"of the witness policy, short of its quorum {policy.quorum!r}")

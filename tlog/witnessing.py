@@ -32,7 +32,7 @@ import aiohttp
 from aiohttp import web
 
 from . import merkle
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, TlogError, ValidationError
 from .note import Signature, Verifier, open_note, parse_note
 from .store.sqlite import SqliteStore
@@ -104,6 +104,15 @@ class WitnessPolicy:
             if w is not None and w.verifier.verify(text, s.sig):
                 valid[w.name] = int.from_bytes(s.sig[:8], "big")
         return {name: valid[name] for name in self.witnesses if name in valid}
+
+    def signed_by(self, signed: bytes, log: Verifier) -> list[str]:
+        """The policy's witnesses that cosigned a checkpoint signed by `log`, sorted by name. Strict, as
+        a verifier must be (SPEC §5): NoteError if the log's signature or any cosignature by a key of the
+        policy does not verify. (`cosigners` is the lenient view the pages show, which names and skips
+        a bad cosignature.)"""
+        names = {(w.verifier.name, w.verifier.key_hash): w.name for w in self.witnesses.values()}
+        _, note = open_checkpoint(signed, [log, *(w.verifier for w in self.witnesses.values())])
+        return sorted({names[s.name, s.key_hash] for s in note.verified if (s.name, s.key_hash) in names})
 
     def check_for_log(self, vkeys: Sequence[str]) -> None:
         """Refuses a policy that cannot publish this log: one that lists other logs only, or whose quorum
