@@ -160,6 +160,10 @@ def test_policy_diff_marks_loosenings():
     assert changes["model_training_generative"].loosens and "refused to allowed" in changes["model_training_generative"].what
     assert not changes["fraud_detection"].loosens and "no longer" in changes["fraud_detection"].what
     assert policy_diff(DEFAULT_POLICY, DEFAULT_POLICY) == []
+    shorter = dataclasses.replace(DEFAULT_POLICY, notice_days=7)
+    (notice,) = policy_diff(DEFAULT_POLICY, shorter)
+    assert notice.loosens and notice.what == "changes are announced 7 days ahead, not 30"
+    assert not policy_diff(shorter, DEFAULT_POLICY)[0].loosens
 
 
 @pytest.mark.parametrize("lines, words", [

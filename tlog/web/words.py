@@ -58,8 +58,8 @@ class Change:
 
 def policy_diff(old: Policy, new: Policy) -> list[Change]:
     """What changed from `old` to `new`, purpose by purpose, each change marked if it loosens the policy
-    (a default toward allowed, a new override, a purpose leaving the "no AI" tag's reach, or a new
-    purpose that is not refused or may override)."""
+    (a default toward allowed, a new override, a purpose leaving the "no AI" tag's reach, a new
+    purpose that is not refused or may override, or a shorter notice period)."""
     out: list[Change] = []
     for code, p in new.purposes.items():
         o = old.purposes.get(code)
@@ -81,6 +81,9 @@ def policy_diff(old: Policy, new: Policy) -> list[Change]:
     for code in old.purposes:
         if code not in new.purposes:
             out.append(Change(code, "removed: no longer allowed for any use", False))
+    if old.notice_days != new.notice_days:  # a shorter notice is a loosening too (SPEC §4)
+        out.append(Change("notice_days", f"changes are announced {new.notice_days} days ahead, not {old.notice_days}",
+                          new.notice_days < old.notice_days))
     return out
 
 
