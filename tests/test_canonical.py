@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlog.canonical import MAX_SAFE_INT, canonical, join_path, loads_strict
-from tlog.errors import ValidationError
+from tlog.errors import DETAIL_CHARS, DETAILS_KEPT, ValidationError, bounded_details, cut, more_detail, problem_count
 
 # Valid Unicode text (no lone surrogates), with astral and U+E000–U+FFFF characters well represented,
 # since that is where JCS order (UTF-16) and code-point order part.
@@ -290,3 +290,40 @@ def benchmark() -> dict[str, float]:
 if __name__ == "__main__":
     for name, micros in benchmark().items():
         print(f"{name:42s} {micros:6.2f} µs")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bounded errors (issue 15): a path and a list of problems never grow with the input
+
+
+@given(parent=st.text(max_size=400), key=st.one_of(st.integers(0, 10**9), st.text(max_size=5000)))
+def test_join_path_is_bounded(parent, key):
+    path = join_path(cut(parent), key)
+    assert len(path) <= DETAIL_CHARS
+    if len(parent) + len(str(key)) < DETAIL_CHARS // 3:
+        assert not path.endswith("…")  # short paths are never cut
+
+
+@settings(max_examples=50, deadline=None)
+@given(key_chars=st.integers(0, 50_000), floats=st.integers(1, 20_000), depth=st.integers(0, 50))
+def test_problems_of_any_body_are_bounded_and_counted(key_chars, floats, depth):
+    body = (b"[" * depth + b'{"' + b"k" * key_chars + b'": [' + b",".join([b"1.5"] * floats) + b"]}"
+            + b"]" * depth)
+    with pytest.raises(ValidationError) as e:
+        loads_strict(body)
+    details = e.value.details
+    assert len(details) <= DETAILS_KEPT + 1
+    assert all(len(d["field"]) <= DETAIL_CHARS and len(d["message"]) <= DETAIL_CHARS for d in details)
+    assert problem_count(details) == floats  # every float is counted, listed or not
+    assert len(e.value.message) <= 2 * DETAIL_CHARS + 40
+
+
+@given(n=st.integers(0, 500), limit=st.integers(1, 50), more=st.integers(0, 10**6))
+def test_bounded_details_keep_the_first_and_count_the_rest(n, limit, more):
+    details = [{"field": f"f{i}" * 100, "message": "m"} for i in range(n)] + ([more_detail(more)] if more else [])
+    shown = bounded_details(details, limit)
+    assert problem_count(shown) == n + more
+    listed = [d for d in shown if "more" not in d]
+    assert len(listed) == min(n, limit) and len(shown) <= limit + 1
+    assert [d["field"] for d in listed] == [cut(f"f{i}" * 100) for i in range(min(n, limit))]
+    assert all(len(d["field"]) <= DETAIL_CHARS for d in shown)

@@ -14,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlog.canonical import canonical
-from tlog.errors import ValidationError
+from tlog.errors import TooLarge, ValidationError
 from tlog.policy import (
     DEFAULT_POLICY,
+    PreferenceLimits,
     Purpose,
+    accepted_purposes,
     decide,
     loosenings,
     make_policy,
@@ -568,3 +570,29 @@ def test_training_phases_belong_to_training_purposes(code, phase):
     assert (problem is None) == allowed
     if problem:
         assert "model_training_generative" in problem and repr(code) in problem
+
+
+def test_preferences_size_and_content_limits():
+    small = PreferenceLimits(max_bytes=300, max_content=2)
+    two = {"content": {"sc:t:1": {"no_ai": True}, "sc:t:2": {"strict": True}}}
+    assert len(validate_preferences(two, limits=small)["content"]) == 2
+    with pytest.raises(ValidationError) as e:
+        validate_preferences({"content": {**two["content"], "sc:t:3": {}}}, limits=small)
+    assert "at most 2 pieces of content" in e.value.message and e.value.status == 400
+    with pytest.raises(TooLarge) as big:
+        validate_preferences({"purposes": {c: "deny" for c in DEFAULT_POLICY.purposes}}, limits=small)
+    assert big.value.status == 413 and "at most 300 bytes" in big.value.message
+    # What a log already holds is read back whatever the limits were when it was set.
+    validate_preferences({"content": {f"sc:t:{i}": {"no_ai": True} for i in range(5000)}}, limits=None)
+
+
+def test_accepted_purposes_are_those_in_effect_and_announced():
+    def policy(pid: str, *codes: str):
+        return make_policy(pid, [Purpose(c, c, "cawg.ai_inference", "allowed", False) for c in codes], "t")
+
+    schedule = ((0, 1, policy("old", "a", "gone")), (1000, 5, policy("now", "a", "b")),
+                (5000, 9, policy("later", "a", "c")))
+    assert accepted_purposes(schedule, 2000) == {"a", "b", "c"}  # "gone" was replaced, "c" is announced
+    assert accepted_purposes(schedule, 6000) == {"a", "c"}
+    assert accepted_purposes(schedule, 500) == {"a", "gone", "b", "c"}
+    assert accepted_purposes((), 0) == frozenset()

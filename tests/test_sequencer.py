@@ -301,3 +301,35 @@ def test_a_policy_takes_effect_at_its_effective_at(log):
     with pytest.raises(ValidationError, match="before it is announced"):
         seq.publish_policy(DEFAULT_POLICY.document, "backdated", effective_ms=int(t[0] * 1000) - 1000)
     assert log.store.size() == size and log.store.policy("backdated") is None
+
+
+def test_preferences_may_name_purposes_of_an_announced_policy_only(log):
+    """SPEC §4: a code of the policy in effect or of one announced for later (an artist may deny a purpose
+    before it applies); any other is refused and nothing is logged."""
+    t = [time.time()]
+    seq = log.sequencer(clock=lambda: t[0])
+    with pytest.raises(ValidationError) as e:
+        seq.set_preferences("sc:user:1", {"purposes": {"voice_cloning": "deny"}}, by="artist")
+    assert e.value.details[0]["field"] == "purposes.voice_cloning"
+    size = log.store.size()
+    doc = orjson.loads(DEFAULT_POLICY.document)
+    doc["purposes"]["voice_cloning"] = {"covers": "voice models", "category": "cawg.ai_generative_training",
+                                        "default": "refused", "override_eligible": False}
+    seq.publish_policy(orjson.dumps(doc), "with-voice", effective_ms=int(t[0] * 1000) + 3_600_000)
+    assert log.store.size() == size + 2  # the policy leaf and its map leaf: the refusal logged nothing
+    seq.set_preferences("sc:user:1", {"purposes": {"voice_cloning": "deny"}}, by="artist")
+    assert log.store.artist_state("sc:user:1").preferences["purposes"] == {"voice_cloning": "deny"}
+
+
+def test_preference_limits_are_the_sequencers(log):
+    from tlog.errors import TooLarge
+    from tlog.policy import PreferenceLimits
+
+    seq = log.sequencer(preference_limits=PreferenceLimits(max_bytes=200, max_content=1))
+    size = log.store.size()
+    with pytest.raises(ValidationError):
+        seq.set_preferences("sc:user:1", {"content": {"sc:t:1": {"no_ai": True}, "sc:t:2": {"no_ai": True}}}, by="artist")
+    with pytest.raises(TooLarge):
+        seq.set_preferences("sc:user:1", {"purposes": {c: "deny" for c in DEFAULT_POLICY.purposes}}, by="artist")
+    assert log.store.size() == size
+    seq.set_preferences("sc:user:1", {"content": {"sc:t:1": {"no_ai": True}}}, by="artist")

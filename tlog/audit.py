@@ -465,7 +465,7 @@ class _Verifier:
 
     def _preferences(self, details: dict[str, Any], index: int) -> dict[str, Any]:
         try:
-            return validate_preferences(details.get("preferences"))
+            return validate_preferences(details.get("preferences"), limits=None)  # the log's, as it holds them
         except ValidationError as exc:
             raise VerificationError(f"entry {index:,}: the preferences are not a preferences document: {exc.message}",
                                     index=index) from None

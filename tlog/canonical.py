@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from tlog.errors import ValidationError
+from tlog.errors import DETAIL_CHARS, DETAILS_KEPT, ValidationError, bounded_details, cut, more_detail, problem_count
 
 MAX_SAFE_INT = 2**53 - 1
 _INT_DIGITS = len(str(MAX_SAFE_INT))  # 16; JSON has no leading zeros, so more digits is out of range
@@ -39,12 +39,16 @@ _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 def join_path(parent: str, key: str | int) -> str:
     """The JSON path of `key` under `parent`, as error details name it: `records[3].system.id`, or
     `content["sc:track:1"].no_ai` for keys that are not identifiers. The root's path is "". A key with
-    lone surrogates is shown with them escaped, so that the error itself stays valid text."""
+    lone surrogates is shown with them escaped, so that the error itself stays valid text. A path is cut
+    to DETAIL_CHARS (ending "…"): under a megabyte-long key, a path per value would cost megabytes each."""
+    if len(parent) == DETAIL_CHARS and parent.endswith("…"):
+        return parent  # already cut: a child's path would be cut to the same
     if isinstance(key, int):
-        return f"{parent}[{key}]"
+        return cut(f"{parent}[{key}]")
     if _IDENTIFIER.fullmatch(key):
-        return f"{parent}.{key}" if parent else key
-    return f"{parent}[{json.dumps(key, ensure_ascii=not is_valid_unicode(key))}]"
+        return cut(f"{parent}.{key}" if parent else key)
+    shown = key[:DETAIL_CHARS]  # enough to fill a cut path: escaping only lengthens it
+    return cut(f"{parent}[{json.dumps(shown, ensure_ascii=not is_valid_unicode(shown))}]")
 
 
 def is_valid_unicode(s: str) -> bool:
@@ -59,13 +63,26 @@ def is_valid_unicode(s: str) -> bool:
     return True
 
 
-def problems_error(problems: list[dict[str, str]]) -> ValidationError:
-    """One ValidationError for a non-empty list of per-field problems; its message names the first."""
+def problems_error(problems: list[dict[str, Any]]) -> ValidationError:
+    """One ValidationError for a non-empty list of per-field problems (kept bounded: errors.bounded_details);
+    its message names the first."""
     first = problems[0]
     message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
-    if len(problems) > 1:
-        message += f" (and {len(problems) - 1} more)"
-    return ValidationError(message, problems)
+    count = problem_count(problems)
+    if count > 1:
+        message += f" (and {count - 1} more)"
+    return ValidationError(message, bounded_details(problems))
+
+
+def add_problem(problems: list[dict[str, Any]], field: str, message: str) -> None:
+    """Appends a problem; past DETAILS_KEPT of them only counts it, in one last `more_detail` (whose
+    message problems_error writes again from the count)."""
+    if len(problems) < DETAILS_KEPT:
+        problems.append({"field": field, "message": message})
+    elif len(problems) == DETAILS_KEPT:
+        problems.append(more_detail(1))
+    else:
+        problems[-1]["more"] += 1
 
 
 def _invalid(path: str, message: str) -> ValidationError:
@@ -287,12 +304,12 @@ def _loads_exact(text: str) -> Any:
     return obj
 
 
-def _marked_paths(obj: Any, path: str, out: list[dict[str, str]]) -> list[dict[str, str]]:
+def _marked_paths(obj: Any, path: str, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(obj, _Bad):
-        out.append({"field": path, "message": obj.message})
+        add_problem(out, path, obj.message)
     elif isinstance(obj, dict):
         for key, value in getattr(obj, "shadowed", ()):
-            out.append({"field": join_path(path, key), "message": "duplicate key"})
+            add_problem(out, join_path(path, key), "duplicate key")
             _marked_paths(value, join_path(path, key), out)
         for key, value in obj.items():
             _marked_paths(value, join_path(path, key), out)
@@ -302,16 +319,16 @@ def _marked_paths(obj: Any, path: str, out: list[dict[str, str]]) -> list[dict[s
     return out
 
 
-def _surrogate_paths(obj: Any, path: str, out: list[dict[str, str]]) -> list[dict[str, str]]:
+def _surrogate_paths(obj: Any, path: str, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(obj, str):
         if not is_valid_unicode(obj):
-            out.append({"field": path, "message": "string holds a lone surrogate"})
+            add_problem(out, path, "string holds a lone surrogate")
     elif isinstance(obj, dict):
         for key, value in obj.items():
             if is_valid_unicode(key):
                 _surrogate_paths(value, join_path(path, key), out)
             else:
-                out.append({"field": join_path(path, key), "message": "object key holds a lone surrogate"})
+                add_problem(out, join_path(path, key), "object key holds a lone surrogate")
     elif isinstance(obj, list):
         for i, value in enumerate(obj):
             _surrogate_paths(value, join_path(path, i), out)

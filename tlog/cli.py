@@ -18,7 +18,7 @@ from click.core import ParameterSource
 
 from . import merkle
 from .canonical import loads_strict
-from .errors import TlogError, ValidationError
+from .errors import DETAILS_SHOWN, TlogError, ValidationError
 from .log import LocalLog, default_db, init_log, open_log
 from .records import parse_rfc3339, validate_use
 from .sequencer import Submission
@@ -439,25 +439,55 @@ def export(db: Path, public: bool, out: IO[bytes]) -> None:
 @click.option("--burst", default=2000.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --rate.")
 @click.option("--auth-fail-rate", default=5.0, show_default=True, type=click.FloatRange(0), help="Failed authentications/s per address before 429 (0: no limit).")
 @click.option("--auth-fail-burst", default=20.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --auth-fail-rate.")
+@click.option("--token-rate", default=0.0, show_default=True, type=click.FloatRange(0), help="Requests/s per valid token (0: no limit, the default).")
+@click.option("--token-burst", default=100.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --token-rate.")
+@click.option("--max-error-details", default=DETAILS_SHOWN, show_default=True, type=click.IntRange(1, 1000),
+              help="Problems an error answer lists; one more entry counts the rest.")
+@click.option("--max-preferences", default=64 << 10, show_default=True, type=click.IntRange(1024, 8 << 20),
+              help="Largest preferences document, bytes (413 beyond).")
+@click.option("--max-content-overrides", default=1000, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="Most per-content settings in one artist's preferences.")
+@click.option("--metrics-token", is_flag=True, help="/metrics only with an auditor or metrics token (tlog token create --metrics).")
+@click.option("--metrics-bind", default=None, metavar="HOST:PORT", callback=lambda _c, _p, v: v and _host_port(v),
+              help="Serve /metrics only on this address, not on --host/--port.")
 @click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A c2sp.org/tlog-policy file (log/witness/group/quorum lines; witnesses with their URLs): "
                    "/checkpoint then advances only once its quorum of witnesses has cosigned.")
 def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
-          rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, witness_policy: Path | None) -> None:
+          rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, token_rate: float,
+          token_burst: float, max_error_details: int, max_preferences: int, max_content_overrides: int,
+          metrics_token: bool, metrics_bind: tuple[str, int] | None, witness_policy: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
 
     Reads are public; writes need the key files beside the database (without them the server is
     read-only). Refuses to start if the stored checkpoint does not verify with the log's key and origin,
-    or if another server already runs on the same database. Rate limits apply only to requests without
-    a token and to failed authentications, never to a valid token."""
+    or if another server already runs on the same database. Rate limits apply to requests without a token
+    and to failed authentications; a valid token is limited only with --token-rate.
+
+    \b
+    Examples:
+      tlog serve --db data/tlog.db --host 0.0.0.0 --port 8080
+      tlog serve --token-rate 200 --metrics-bind 127.0.0.1:9100"""
     from .server.app import run
     from .server.auth import RateLimit
+    from .server.metrics import MetricsAccess
     from .server.state import Limits
     from .witnessing import load_witness_policy
 
-    limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size)
+    limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size,
+                    max_details=max_error_details, max_preferences=max_preferences,
+                    max_content_overrides=max_content_overrides)
+    rates = RateLimit(rate, burst, auth_fail_rate, auth_fail_burst, token_rate, token_burst)
+    access = MetricsAccess(metrics_token, metrics_bind)
     policy = load_witness_policy(witness_policy) if witness_policy else None
-    run(db, host=host, port=port, limits=limits, rate_limit=RateLimit(rate, burst, auth_fail_rate, auth_fail_burst), witness_policy=policy)
+    run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"must be HOST:PORT, e.g. 127.0.0.1:9100, not {text!r}")
+    return host.strip("[]"), int(port)
 
 
 @main.group()
@@ -470,21 +500,24 @@ def token() -> None:
 @click.option("--service", "service", default=None, help="A service token logging uses as NAME.")
 @click.option("--artist", "artist", default=None, help="An artist token bound to this artist id.")
 @click.option("--auditor", is_flag=True, help="An auditor token (reads every entry's details).")
-def token_create(db: Path, service: str | None, artist: str | None, auditor: bool) -> None:
+@click.option("--metrics", is_flag=True, help="A token that may read /metrics and nothing private (for `tlog serve --metrics-token`).")
+def token_create(db: Path, service: str | None, artist: str | None, auditor: bool, metrics: bool) -> None:
     """Create a token; it is printed once, alone on the last line, and never again.
 
     \b
     Examples:
       tlog token create --service recsys
       tlog token create --artist sc:user:42
-      tlog token create --auditor"""
+      tlog token create --auditor
+      tlog token create --metrics"""
     from .tokens import check_subject, new_token
 
-    chosen = [(r, v) for r, v in (("service", service), ("artist", artist), ("auditor", auditor or None)) if v is not None]
+    chosen = [(r, v) for r, v in (("service", service), ("artist", artist), ("auditor", auditor or None),
+                                  ("metrics", metrics or None)) if v is not None]
     if len(chosen) != 1:
-        raise ValidationError("name exactly one of --service NAME, --artist ID, --auditor")
+        raise ValidationError("name exactly one of --service NAME, --artist ID, --auditor, --metrics")
     role, subject = chosen[0]
-    subject = None if role == "auditor" else subject
+    subject = None if role in ("auditor", "metrics") else subject
     check_subject(role, subject)  # type: ignore[arg-type]
     secret, digest = new_token()
     log = open_log(db)

@@ -33,6 +33,14 @@ class ValidationError(TlogError):
 
 
 @dataclass
+class TooLarge(TlogError):
+    """Input beyond a configured size (a preferences document, a request body)."""
+
+    code: str = "too_large"
+    status: int = 413
+
+
+@dataclass
 class NotFound(TlogError):
     code: str = "not_found"
     status: int = 404
@@ -92,3 +100,32 @@ class VerificationError(TlogError):
     index: int | None = None
     code: str = "verification_failed"
     status: int = 500
+
+
+# Error details are bounded where they are collected and again where they are sent: a body of a million
+# bad values must cost a count, not a million entries (nor megabytes of answer).
+DETAILS_SHOWN = 20  # details an HTTP error lists by default (`tlog serve --max-error-details`)
+DETAILS_KEPT = 100  # details an error keeps while it is built; more are only counted
+DETAIL_CHARS = 200  # characters of a detail's field or message
+
+
+def more_detail(n: int) -> dict[str, Any]:
+    """The last detail of a cut list: how many problems are not listed."""
+    return {"field": "", "message": f"{n} more problem{'s' if n != 1 else ''} not listed", "more": n}
+
+
+def problem_count(details: list[dict[str, Any]]) -> int:
+    """How many problems `details` stand for, counting those a `more_detail` summarises."""
+    return sum(d["more"] if "more" in d else 1 for d in details)
+
+
+def bounded_details(details: list[dict[str, Any]], limit: int = DETAILS_KEPT) -> list[dict[str, Any]]:
+    """At most `limit` details, each string cut to DETAIL_CHARS, then one `more_detail` for the rest."""
+    listed = [d for d in details if "more" not in d]
+    rest = problem_count(details) - min(len(listed), limit)
+    out = [{k: cut(v) if isinstance(v, str) else v for k, v in d.items()} for d in listed[:limit]]
+    return out + [more_detail(rest)] if rest else out
+
+
+def cut(text: str, chars: int = DETAIL_CHARS) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"

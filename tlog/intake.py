@@ -24,7 +24,7 @@ import orjson
 
 from .canonical import loads_strict
 from .child import die_with_parent
-from .errors import Unavailable, ValidationError
+from .errors import Unavailable, ValidationError, bounded_details, problem_count
 from .gctune import tune_for_batches
 from .records import UseRecord, validate_use
 
@@ -50,9 +50,9 @@ def check_body(body: bytes, *, now: datetime, purposes: Collection[str], max_rec
         try:
             valid.append(validate_use(r, now=now, purposes=purposes, at=f"records[{i}]" if batch else ""))
         except ValidationError as exc:
-            problems.extend(exc.details)
+            problems = bounded_details(problems + exc.details)
     if problems:
-        raise ValidationError(f"{len(problems)} problem(s); nothing was logged", problems)
+        raise ValidationError(f"{problem_count(problems)} problem(s); nothing was logged", problems)
     return Checked(valid, batch)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tlog.canonical import canonical, join_path, loads_strict, problems_error
+from tlog.errors import TooLarge, ValidationError
 from tlog.records import BASES, MAX_LOGGED_MS, POLICY_ID, PURPOSE_CODE, format_logged_at, is_platform_id, is_text
 
 # The CAWG training-and-data-mining entries §3 maps purposes onto. `None` stands for the table's
@@ -195,17 +196,34 @@ DEFAULT_POLICY: Final = make_policy(DEFAULT_POLICY_ID, _SPEC_TABLE, DEFAULT_POLI
 _LEVEL_FIELDS: Final = ("no_ai", "strict", "purposes")
 
 
-def validate_preferences(obj: Any, *, purposes: Collection[str] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreferenceLimits:
+    """How large an artist's preferences may be (`tlog serve --max-preferences`, `--max-content-overrides`).
+    Every decision about the artist reads them, and every audit page carries them."""
+
+    max_bytes: int = 64 << 10  # of the document's canonical JSON
+    max_content: int = 1000  # per-content settings
+
+
+def validate_preferences(obj: Any, *, purposes: Collection[str] | None = None,
+                         limits: PreferenceLimits | None = PreferenceLimits()) -> dict[str, Any]:
     """Checks an artist's preferences document and returns its normal form: every field present
     (`false`, `{}`), purposes and content ids sorted, content entries that set nothing dropped, so that
-    documents meaning the same are equal. `purposes`, if given, are the codes a setting may name (the
-    policy in force); otherwise any well-formed code is accepted. ValidationError names every problem."""
+    documents meaning the same are equal. `purposes`, if given, are the codes a setting may name (those
+    of the policy in effect or announced: `accepted_purposes`); otherwise any well-formed code is accepted.
+    ValidationError names every problem; TooLarge (413) if the document is beyond `limits` (None: no limit,
+    for reading back what a log holds). The one check for every way preferences are set (PUT, PATCH, CLI)."""
     problems: list[dict[str, str]] = []
     if type(obj) is not dict:
         raise problems_error([{"field": "", "message": "preferences are a JSON object"}])
+    content = obj.get("content", {})
+    if limits is not None and type(content) is dict and len(content) > limits.max_content:  # before work per entry
+        raise ValidationError(
+            f"preferences may set at most {limits.max_content} pieces of content one by one, not {len(content)}; "
+            "set the rest by the artist-wide no_ai, strict or purposes",
+            [{"field": "content", "message": f"at most {limits.max_content} entries"}])
     problems += [{"field": join_path("", k), "message": "unknown field"} for k in obj if k not in (*_LEVEL_FIELDS, "content")]
     normal = _level(obj, "", purposes, problems)
-    content = obj.get("content", {})
     entries: dict[str, Any] = {}
     if type(content) is not dict:
         problems.append({"field": "content", "message": "must be an object of content ids"})
@@ -225,7 +243,19 @@ def validate_preferences(obj: Any, *, purposes: Collection[str] | None = None) -
     if problems:
         raise problems_error(problems)
     normal["content"] = dict(sorted(entries.items()))
+    if limits is not None and (size := len(canonical(normal))) > limits.max_bytes:
+        raise TooLarge(f"preferences may take at most {limits.max_bytes:,} bytes as canonical JSON, not {size:,}",
+                       [{"field": "", "message": f"at most {limits.max_bytes} bytes"}])
     return normal
+
+
+def accepted_purposes(schedule: Iterable[tuple[int, int, Policy]], ms: int) -> frozenset[str]:
+    """The purpose codes preferences may name at `ms` (SPEC §4): those of the policy in effect and of
+    every policy announced to take effect later, so that an artist can deny a purpose before it applies.
+    A code only an earlier, replaced policy had is no longer accepted."""
+    current = in_effect(schedule, ms)
+    announced = [policy for effective, _, policy in schedule if effective > ms]
+    return frozenset(code for policy in [*([current] if current else []), *announced] for code in policy.purposes)
 
 
 def _level(obj: dict[str, Any], path: str, purposes: Collection[str] | None, problems: list[dict[str, str]]) -> dict[str, Any]:
@@ -246,7 +276,7 @@ def _level(obj: dict[str, Any], path: str, purposes: Collection[str] | None, pro
         if type(code) is not str or not PURPOSE_CODE.fullmatch(code):
             problems.append({"field": where, "message": "not a purpose code"})
         elif purposes is not None and code not in purposes:
-            problems.append({"field": where, "message": "not a purpose of the policy in force"})
+            problems.append({"field": where, "message": "not a purpose of the policy in effect or of an announced one"})
         elif type(value) is not str or value not in SETTINGS:
             problems.append({"field": where, "message": 'must be "allow" or "deny"'})
         else:

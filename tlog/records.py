@@ -22,7 +22,7 @@ import orjson
 
 from tlog import vrf
 from tlog.canonical import MAX_SAFE_INT, canonical, is_valid_unicode, join_path, problems_error
-from tlog.errors import ProofError, ValidationError
+from tlog.errors import DETAILS_KEPT, ProofError, ValidationError, more_detail
 from tlog.vrf import VrfSecret
 
 PHASES: Final = frozenset({"training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"})
@@ -165,8 +165,9 @@ def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str 
     if type(obj) is not dict:
         raise problems_error([{"field": at, "message": "a use record must be a JSON object"}])
     problems: list[tuple[str, str]] = []
+    unlisted = 0  # unknown fields beyond DETAILS_KEPT, only counted
     if not obj.keys() <= _USE_FIELDS:
-        problems += [(join_path("", k), "unknown field") for k in obj if k not in _USE_FIELDS]
+        unlisted += _unknown_fields(obj, _USE_FIELDS, "", problems)
     get = obj.get
 
     # Each check is written happy-path first (a type test and one cheap test); the reason is worked
@@ -190,7 +191,7 @@ def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str 
     if type(system) is dict and len(system) == 3 and all(map(_is_system_field, map(system.get, _SYSTEM_FIELDS))):
         system = {"id": system["id"], "model": system["model"], "version": system["version"]}
     else:
-        _system_problems(system, problems)
+        unlisted += _system_problems(system, problems)
 
     latest = now + MAX_FUTURE
     occurred_at = get("occurred_at", _MISSING)
@@ -214,7 +215,8 @@ def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str 
         problems.append(("basis", f"must be null or one of {', '.join(sorted(BASES))}"))
 
     if problems:
-        raise problems_error([{"field": _under(at, f), "message": m} for f, m in problems])
+        listed = [{"field": _under(at, f), "message": m} for f, m in problems]
+        raise problems_error(listed + [more_detail(unlisted)] if unlisted else listed)
     return {
         "event_id": event_id,
         "content_id": content_id,
@@ -249,17 +251,27 @@ def _is_system_field(value: Any) -> bool:
     return type(value) is str and 0 < len(value) <= MAX_SYSTEM_FIELD and is_text(value)
 
 
-def _system_problems(value: Any, problems: list[tuple[str, str]]) -> None:
+def _unknown_fields(obj: dict[str, Any], known: Collection[str], parent: str, problems: list[tuple[str, str]]) -> int:
+    """Adds obj's unknown fields to `problems`, at most DETAILS_KEPT of them; returns how many more there are."""
+    unknown = [k for k in obj if k not in known]
+    problems += [(join_path(parent, k), "unknown field") for k in unknown[:DETAILS_KEPT]]
+    return max(0, len(unknown) - DETAILS_KEPT)
+
+
+def _system_problems(value: Any, problems: list[tuple[str, str]]) -> int:
+    """Adds the problems of `system`; returns how many unknown fields were not listed."""
     if value is _MISSING:
         problems.append(("system", "required"))
     elif type(value) is not dict:
         problems.append(("system", "must be an object with id, model and version"))
     else:
-        problems += [(join_path("system", k), "unknown field") for k in value if k not in _SYSTEM_FIELDS]
+        unlisted = _unknown_fields(value, _SYSTEM_FIELDS, "system", problems)
         for name in _SYSTEM_FIELDS:
             field = value.get(name, _MISSING)
             if not _is_system_field(field):
                 problems.append((f"system.{name}", _type_problem(field) or f"must be 1–{MAX_SYSTEM_FIELD} characters"))
+        return unlisted
+    return 0
 
 
 def _timestamp(value: Any, name: str, latest: datetime, problems: list[tuple[str, str]]) -> datetime | None:

@@ -36,7 +36,7 @@ from .artistmap import ArtistMap, MapValue
 from .builder import BatchBuilder, Head, Pending, Submission, UseResult
 from .errors import StorageError, TlogError, ValidationError
 from .note import Signer
-from .policy import DEFAULT_POLICY, Policy, parse_policy, validate_preferences
+from .policy import DEFAULT_POLICY, Policy, PreferenceLimits, accepted_purposes, parse_policy, validate_preferences
 from .store.base import STALE_STATE, Batch, Entry, PolicyRecord, Store
 from .store.writer import BatchWriter, InlineWriter
 from .vrf import VrfSecret
@@ -75,8 +75,10 @@ class Sequencer:
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[Batch], None] | None = None,
         writer: BatchWriter | None = None,
+        preference_limits: PreferenceLimits = PreferenceLimits(),
     ) -> None:
         self.store = store
+        self.preference_limits = preference_limits
         self.writer = writer if writer is not None else InlineWriter(store)
         self._flight: deque[Ticket] = deque()
         # Told of every durable batch (the server warms its reader's node cache with it: the receipt of
@@ -160,16 +162,18 @@ class Sequencer:
         self, artist_id: str, preferences: Any, *, by: str, service: str | None = None
     ) -> tuple[int, bytes]:
         """Replaces an artist's preferences and appends a `preference` leaf saying who did it. A service
-        may only add restrictions (SPEC §4); the artist's own token may do anything."""
+        may only add restrictions (SPEC §4); the artist's own token may do anything. The document is
+        checked against the sequencer's limits and the purposes accepted when its leaf is logged."""
         if not records.is_platform_id(artist_id):
             raise ValidationError("artist_id must be 1-256 printable characters without spaces",
                                   [{"field": "artist_id", "message": "not a platform id"}])
-        prefs = validate_preferences(preferences)
         if by not in ("artist", "service"):
             raise ValidationError(f"by must be 'artist' or 'service', not {by!r}")
 
         def build() -> tuple[Pending, tuple[int, bytes]]:
             p = self._begin()
+            prefs = validate_preferences(preferences, purposes=accepted_purposes(p.schedule, p.logged_ms),
+                                         limits=self.preference_limits)
             return p, self.builder.preferences(p, artist_id, prefs, by=by, service=service)
 
         return self._build_and_commit(build)

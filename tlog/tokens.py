@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .errors import ValidationError
 from .records import is_platform_id
 
-ROLES = ("service", "artist", "auditor")
+ROLES = ("service", "artist", "auditor", "metrics")  # metrics: reads /metrics only (when it is limited)
 PREFIX = "tlog_"
 
 
@@ -68,9 +68,9 @@ def digest(token: str) -> bytes:
 def check_subject(role: str, subject: str | None) -> None:
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}")
-    if role == "auditor":
+    if role in ("auditor", "metrics"):
         if subject is not None:
-            raise ValidationError("an auditor token names no subject")
+            raise ValidationError(f"{'an' if role == 'auditor' else 'a'} {role} token names no subject")
     elif not is_platform_id(subject) or (role == "service" and len(subject) > 128):  # type: ignore[arg-type]
         raise ValidationError(f"a {role} token needs a {'service name' if role == 'service' else 'artist id'} "
                               "of printable characters without spaces")

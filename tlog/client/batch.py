@@ -416,9 +416,12 @@ def _pending_conflict(items: list[tuple[str, bytes]], positions: list[int]) -> C
 
 def _named_records(exc: TlogError, n: int) -> dict[int, list[dict[str, Any]]]:
     """The records a 400's details name (`records[3].purpose`), with their own details. Empty if any
-    detail names no record: then the error cannot be pinned on some records only."""
+    detail names no record: then the error cannot be pinned on some records only. The count of details
+    the server did not list is skipped: the records they are about are sent again, and named then."""
     named: dict[int, list[dict[str, Any]]] = {}
     for d in exc.details:
+        if "more" in d:
+            continue
         m = _RECORD_FIELD.fullmatch(str(d.get("field", "")))
         if m is None or int(m.group(1)) >= n:
             return {}

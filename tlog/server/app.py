@@ -22,7 +22,8 @@ from ..log import LocalLog, open_log
 from ..witnessing import NONE, WitnessPolicy, publisher_context
 from . import artist, metrics, openapi, pages, public, service, summary
 from .auth import RateLimit, auth_middleware
-from .errors import error_middleware, quiet_malformed_requests
+from .reads import ReadPool
+from .errors import error_middleware, hide_server_software, quiet_malformed_requests
 from .state import STATE_KEY, Limits, State
 
 # The sequencer's thread releases the GIL inside every SQLite call (per row of a batch) and must get it
@@ -36,7 +37,7 @@ log = logging.getLogger("tlog.server")
 
 def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits = Limits(),
              rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
-             pipelined: bool = False) -> web.Application:
+             pipelined: bool = False, metrics_access: metrics.MetricsAccess = metrics.MetricsAccess()) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
     connection, with the secrets) feeds the sequencer thread. Without a writer the server is read-only.
     `pipelined` (`tlog serve`): batches are written by a child process while the next is built, and the
@@ -45,20 +46,23 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     With a witness policy, /checkpoint serves only what the policy's quorum cosigned.
     Refuses a log whose stored checkpoint does not verify with its key and origin."""
     reader.latest_checkpoint()  # raises StorageError with the reason
+    hide_server_software()
     app = web.Application(middlewares=[error_middleware, metrics.middleware, auth_middleware],
                           client_max_size=limits.max_body)
     state = State(log=reader, tile_cache=public.LRU(TILE_CACHE_ENTRIES), rate_limit=rate_limit or RateLimit(),
                   limits=limits)
     app[STATE_KEY] = state
-    app[metrics.METRICS_KEY] = metrics.Metrics()
+    state.reads = ReadPool(reader.store.sharing_nodes)
+    app.on_cleanup.append(_stop_reads)
+    metrics.setup(app, metrics_access, [error_middleware, auth_middleware])
     app.add_routes(public.routes)
-    app.add_routes(metrics.routes)
     app.add_routes(openapi.routes)
     app.add_routes(summary.routes)
     pages.setup(app)
     if writer is not None:
         batches = writer.process_writer() if pipelined else None
-        seq = writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches)
+        seq = writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches,
+                               preference_limits=limits.preferences)
         state.committer = GroupCommitter(seq)
         state.recent_maps = seq.maps
         state.intake = Intake()
@@ -114,6 +118,10 @@ async def _start_intake(app: web.Application) -> None:
     app[STATE_KEY].intake.start()  # type: ignore[attr-defined]
 
 
+async def _stop_reads(app: web.Application) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, app[STATE_KEY].reads.close)  # type: ignore[attr-defined]
+
+
 async def _stop_committer(app: web.Application) -> None:
     state = app[STATE_KEY]
     await state.committer.close()  # type: ignore[attr-defined]
@@ -132,7 +140,8 @@ def _lock(db: Path) -> IO[str]:
 
 
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
-        rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None) -> None:
+        rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
+        metrics_access: metrics.MetricsAccess = metrics.MetricsAccess()) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_malformed_requests()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
@@ -140,7 +149,8 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     reader = open_log(path)
     lock = _lock(path)
     writer = open_log(path, secrets_needed=True) if reader.signers else None
-    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True)
+    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True,
+                   metrics_access=metrics_access)
     cp, _ = reader.latest_checkpoint()
     mode = "read-write" if writer else "read-only (the key files are not readable)"
     tune_for_batches()

@@ -5,7 +5,6 @@ about other artists leaks; entries are listed in log order with an opaque cursor
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import csv
 import io
@@ -115,7 +114,8 @@ async def uses(request: web.Request) -> web.StreamResponse:
     if fmt not in ("json", "jsonl", "csv"):
         raise ValidationError("format must be json, jsonl or csv", [{"field": "format", "message": fmt[:40]}])
     limit = _limit(request, state.limits.page_size, state.limits.max_page_size)
-    page = state.store.artist_entries(artist_id, flt, limit + 1)
+    # Off the loop: a filter that matches nothing makes SQLite walk the artist's whole history.
+    page = await state.reads.run(lambda store: store.artist_entries(artist_id, flt, limit + 1))  # type: ignore[union-attr]
     more = len(page) > limit
     page = page[:limit]
     next_cursor = _make_cursor(page[-1].index) if more else None
@@ -146,14 +146,14 @@ async def audit(request: web.Request) -> web.Response:
     state = get_state(request)
     artist_id = _own(request)
     query = _audit_query(request, state)
-    bundle = await _audit_bundle(state, artist_id, query)
-    return web.Response(body=orjson.dumps(bundle), content_type="application/json", headers={"Cache-Control": "no-store"})
+    # A full page's thousand proofs and leaves take up to a tenth of a second with a cold cache, which
+    # other requests should not wait for: built on a read thread (reads.py), encoded there too.
+    body = await state.reads.run(  # type: ignore[union-attr]
+        lambda store: orjson.dumps(_audit_bundle(state, store, artist_id, query)))
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 AUDIT_PAGE = 1000  # entries per audit page unless the client asks for fewer (at most --max-page-size)
-# Inclusion proofs built between two turns of the event loop: a full page's thousand proofs take up to
-# a tenth of a second with a cold cache, which other requests should not wait for.
-PROOFS_PER_TURN = 128
 _AUDIT_PARAMS = frozenset({"size", "since", "from_aseq", "limit"})
 
 
@@ -194,8 +194,8 @@ def _older_checkpoint(state: State, size: int, published: int) -> bytes:
     return note
 
 
-async def _audit_bundle(state: State, artist_id: str, q: _AuditQuery) -> dict[str, Any]:
-    store = state.store
+def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery) -> dict[str, Any]:
+    """The page, read through `store` (a read thread's own connection, not the loop's)."""
     artist = store.artist_state(artist_id)
     tag, vrf_proof = (artist.tag, artist.proof) if artist is not None else _tag_of_stranger(state, artist_id)
     entries, next_aseq = _audit_entries(store, artist, q)
@@ -203,7 +203,7 @@ async def _audit_bundle(state: State, artist_id: str, q: _AuditQuery) -> dict[st
     with_map = q.published and q.from_aseq is None
     policies = [p for p in store.policies() if p.index < q.size]
     fixed = [0, *(p.index for p in policies), *([q.size - 1] if with_map else [])]
-    proven = await _proven(store, [*entries, *([in_force] if in_force else [])], fixed, q.size)
+    proven = _proven(store, [*entries, *([in_force] if in_force else [])], fixed, q.size)
     return {
         "version": 2, "origin": state.log.origin, "artist_id": artist_id, "tag": tag.hex(),
         "vrf": {"key": state.log.vrf_key.hex(), "proof": vrf_proof.hex()},
@@ -215,7 +215,7 @@ async def _audit_bundle(state: State, artist_id: str, q: _AuditQuery) -> dict[st
         "preferences_in_force": None if in_force is None else {
             "index": in_force.index, **proven[in_force.index], "details": in_force.details},
         "erasures": [],  # no erasure leaves are written yet (`tlog erase` is to come)
-        "map": {"index": q.size - 1, **proven[q.size - 1], "map_proof": state.map_at(q.size).prove(tag).to_json()}
+        "map": {"index": q.size - 1, **proven[q.size - 1], "map_proof": state.map_at(q.size, store).prove(tag).to_json()}
                if with_map else None,
         "policies": [{"id": p.policy_id, "index": p.index, **proven[p.index],
                       "document": base64.b64encode(p.document).decode()} for p in policies],
@@ -223,16 +223,12 @@ async def _audit_bundle(state: State, artist_id: str, q: _AuditQuery) -> dict[st
     }
 
 
-async def _proven(store: Store, entries: list[Entry], fixed: list[int], size: int) -> dict[int, dict[str, Any]]:
+def _proven(store: Store, entries: list[Entry], fixed: list[int], size: int) -> dict[int, dict[str, Any]]:
     """{index: {leaf, proof}} for the entries and the leaves at `fixed` indexes, proved in the tree of
-    `size`. Leaves under a checkpoint never change, so yielding to other requests meanwhile is safe."""
+    `size`."""
     leaves = _leaves(store, entries) + [leaf for i in fixed for _, leaf, _ in iter_leaves(store, i, i + 1)]
-    proven = {}
-    for k, (i, leaf) in enumerate(zip([e.index for e in entries] + fixed, leaves), 1):
-        proven[i] = {"leaf": base64.b64encode(leaf).decode(), "proof": _b64s(merkle.inclusion_proof(i, size, store))}
-        if k % PROOFS_PER_TURN == 0:
-            await asyncio.sleep(0)
-    return proven
+    return {i: {"leaf": base64.b64encode(leaf).decode(), "proof": _b64s(merkle.inclusion_proof(i, size, store))}
+            for i, leaf in zip([e.index for e in entries] + fixed, leaves)}
 
 
 def _tag_of_stranger(state: State, artist_id: str) -> tuple[bytes, bytes]:

@@ -8,6 +8,7 @@ surprise (SPEC §1). Tokens are never logged: only the token id appears in logs 
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -44,21 +45,30 @@ class Bucket:
         self._buckets[key] = (tokens - 1, now)
         return True
 
+    def retry_after(self, key: str) -> str:
+        """Whole seconds until `key` may send again, after `allow` refused it (for Retry-After)."""
+        tokens, _ = self._buckets.get(key, (0.0, 0.0))
+        return str(max(1, math.ceil((1 - tokens) / self.rate)))
+
 
 @dataclass
 class RateLimit:
     """Two budgets per address: requests without a token (generous: a remote verifier fetches two tiles
     per 256 leaves, and tiles are cheap, cacheable reads), and failed authentications (tight: guessing
-    tokens is the abuse worth stopping). A valid token is never limited."""
+    tokens is the abuse worth stopping). A valid token is limited only if the operator opts in
+    (`token_rate` > 0, SPEC §1): then each token has its own budget, whatever address it comes from."""
 
     rate: float = 1000.0
     burst: float = 2000.0
     failed_rate: float = 5.0
     failed_burst: float = 20.0
+    token_rate: float = 0.0
+    token_burst: float = 100.0
 
     def __post_init__(self) -> None:
         self.public = Bucket(self.rate, self.burst)
         self.failed = Bucket(self.failed_rate, self.failed_burst)
+        self.per_token = Bucket(self.token_rate, self.token_burst)
 
 
 def _authenticate(request: web.Request) -> Principal | None:
@@ -98,6 +108,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(401, exc.code, exc.message, headers={"WWW-Authenticate": 'Bearer realm="tlog"'})
     if principal is None and not state.rate_limit.public.allow(peer, time.monotonic()):
         return error_response(429, "rate_limited", "too many requests without a token; slow down", headers={"Retry-After": "1"})
+    if principal is not None and not state.rate_limit.per_token.allow(str(principal.token_id), time.monotonic()):
+        wait = state.rate_limit.per_token.retry_after(str(principal.token_id))
+        return error_response(429, "rate_limited", f"this token sent more requests than the log allows; retry in {wait} s",
+                              headers={"Retry-After": wait})
     request[PRINCIPAL] = principal
     return await handler(request)
 

@@ -10,10 +10,11 @@ import logging
 from typing import Any, Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..errors import TlogError
+from ..errors import DETAILS_SHOWN, TlogError, bounded_details, cut
+from .state import STATE_KEY
 
 log = logging.getLogger("tlog.server")
 
@@ -25,9 +26,15 @@ _HTTP_CODES = {
 }
 
 
+MESSAGE_CHARS = 1000  # an error's message, which may quote the request, is cut to this
+
+
 def error_response(status: int, code: str, message: str, details: list[Any] | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    body = orjson.dumps({"error": {"code": code, "message": message, "details": details or []}})
+                   headers: dict[str, str] | None = None, *, max_details: int = DETAILS_SHOWN) -> web.Response:
+    """The error body, bounded whatever the request was: a cut message and at most `max_details`
+    details (then one counting the rest), each cut (errors.bounded_details)."""
+    shown = bounded_details(details or [], max_details)
+    body = orjson.dumps({"error": {"code": code, "message": cut(message, MESSAGE_CHARS), "details": shown}})
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
@@ -42,7 +49,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(500, "internal", "internal error")
         # RFC 9110 §15.5.2: a 401 names the scheme that would work.
         headers = {"WWW-Authenticate": 'Bearer realm="tlog"'} if status == 401 else None
-        return error_response(status, exc.code, exc.message, exc.details, headers=headers)
+        return error_response(status, exc.code, exc.message, exc.details, headers=headers,
+                              max_details=_max_details(request))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -52,6 +60,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error")
+
+
+def _max_details(request: web.Request) -> int:
+    state = request.app.get(STATE_KEY)  # an app made by make_app has one; a bare one uses the default
+    return DETAILS_SHOWN if state is None else state.limits.max_details  # type: ignore[attr-defined]
 
 
 class MalformedRequestLogFilter(logging.Filter):
@@ -68,6 +81,14 @@ class MalformedRequestLogFilter(logging.Filter):
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
+
+
+def hide_server_software() -> None:
+    """aiohttp names itself and Python, with their versions, in the Server header of every answer, which
+    tells an attacker which published flaws to try. It sets the header from a module constant when it
+    writes any response, including its own answers to requests it cannot parse, which no middleware or
+    signal sees; so the constant is what is replaced."""
+    web_response.SERVER_SOFTWARE = "tlog"
 
 
 def quiet_malformed_requests() -> None:

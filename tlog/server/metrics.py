@@ -7,20 +7,31 @@ import gc
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from ..checkpoint import Checkpoint
 from ..errors import TlogError, Unavailable
 from ..note import parse_note
-from .auth import PRINCIPAL
-from .state import get_state
+from .auth import PRINCIPAL, require
+from .state import STATE_KEY, get_state
 
 METRICS_KEY = web.AppKey("tlog_metrics", object)
+ACCESS_KEY = web.AppKey("tlog_metrics_access", object)
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class MetricsAccess:
+    """Who may read /metrics (SPEC §6: public unless the operator limits it). `token`: only with an
+    auditor or metrics token. `bind`: only on this (host, port), a listener of its own (say, an address
+    only the monitoring network reaches); the public address then answers 404 there."""
+
+    token: bool = False
+    bind: tuple[str, int] | None = None
 
 
 @dataclass
@@ -65,6 +76,8 @@ def _label(v: str) -> str:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    if request.app[ACCESS_KEY].token:  # type: ignore[attr-defined]
+        require(request, "auditor", "metrics")
     m: Metrics = request.app[METRICS_KEY]  # type: ignore[assignment]
     state = get_state(request)
     lines = ["# HELP tlog_http_requests_total HTTP requests by route template, role and status.",
@@ -104,3 +117,27 @@ async def metrics(request: web.Request) -> web.Response:
     lines += [f'python_gc_collections_total{{generation="{g}"}} {gen["collections"]}' for g, gen in enumerate(gc.get_stats())]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
+
+
+def setup(app: web.Application, access: MetricsAccess, middlewares: list[Any]) -> None:
+    """Counts the app's requests and serves /metrics as `access` says: on the app itself, or on an app of
+    its own listening on `access.bind`, started and stopped with the main one."""
+    app[METRICS_KEY] = Metrics()
+    app[ACCESS_KEY] = access
+    if access.bind is None:
+        app.add_routes(routes)
+        return
+    host, port = access.bind
+
+    async def listener(_app: web.Application) -> AsyncIterator[None]:
+        side = web.Application(middlewares=middlewares)
+        for key in (METRICS_KEY, ACCESS_KEY, STATE_KEY):
+            side[key] = app[key]
+        side.add_routes(routes)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        yield
+        await runner.cleanup()
+
+    app.cleanup_ctx.append(listener)

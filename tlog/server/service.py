@@ -17,7 +17,7 @@ from aiohttp import web
 from .. import merkle
 from ..canonical import loads_strict
 from ..checkpoint import Receipt
-from ..errors import Forbidden, NotFound, TlogError, ValidationError
+from ..errors import Forbidden, NotFound, TlogError, TooLarge, ValidationError
 from ..leaves import iter_leaves
 from ..records import is_platform_id
 from ..sequencer import Submission
@@ -33,10 +33,14 @@ def _json_content(request: web.Request) -> None:
         raise TlogError("send the body as application/json", code="unsupported_media_type", status=415)
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body as strict JSON; 415 for another content type, 400 for anything malformed."""
+async def read_json(request: web.Request, max_bytes: int | None = None) -> Any:
+    """The body as strict JSON; 415 for another content type, 413 beyond `max_bytes` (the app's own
+    limit, --max-body, bounds what is read), 400 for anything malformed."""
     _json_content(request)
-    return loads_strict(await request.read())
+    body = await request.read()
+    if max_bytes is not None and len(body) > max_bytes:
+        raise TooLarge(f"the body may be at most {max_bytes:,} bytes")
+    return loads_strict(body)
 
 
 @routes.post("/v1/uses")
@@ -142,7 +146,7 @@ async def put_preferences(request: web.Request) -> web.Response:
     artist_id = request.match_info["artist_id"]
     who = require(request, "service", "artist")
     _may_see_preferences(who, artist_id)
-    doc = await read_json(request)
+    doc = await read_json(request, state.limits.max_preferences)
     by, service = ("artist", None) if who.role == "artist" else ("service", who.subject)
     seq = state.committer.sequencer
     index, leaf_hash = await state.committer.call(lambda: seq.set_preferences(artist_id, doc, by=by, service=service))

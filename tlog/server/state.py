@@ -11,10 +11,11 @@ from aiohttp import web
 
 from ..artistmap import ArtistMap
 from ..checkpoint import Checkpoint
-from ..errors import Unavailable
+from ..errors import DETAILS_SHOWN, Unavailable
 from ..log import LocalLog
 from ..maps import rebuild_map
 from ..note import parse_note
+from ..policy import PreferenceLimits
 from ..store.sqlite import SqliteStore
 from ..tokens import TokenCache
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ..witnessing import WitnessPolicy
     from .auth import RateLimit
     from .public import LRU
+    from .reads import ReadPool
 
 STATE_KEY = web.AppKey("tlog_state", object)
 
@@ -36,6 +38,13 @@ class Limits:
     max_records: int = 1000
     page_size: int = 100
     max_page_size: int = 1000
+    max_details: int = DETAILS_SHOWN  # details an error lists; one more counts the rest
+    max_preferences: int = PreferenceLimits.max_bytes  # bytes of a preferences document
+    max_content_overrides: int = PreferenceLimits.max_content
+
+    @property
+    def preferences(self) -> PreferenceLimits:
+        return PreferenceLimits(self.max_preferences, self.max_content_overrides)
 
 
 @dataclass
@@ -46,6 +55,7 @@ class State:
     limits: Limits = field(default_factory=Limits)
     committer: "GroupCommitter | None" = None
     intake: "Intake | None" = None  # checks large write requests in a worker process
+    reads: "ReadPool | None" = None  # long reads, off the event loop
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
     witness_policy: "WitnessPolicy | None" = None  # its witnesses and quorum, published in /v1/log
@@ -88,14 +98,14 @@ class State:
         cosigned. Without a witness policy the two are the same."""
         return self.latest_size() if self.witnessed else self.published_size()
 
-    def map_at(self, size: int) -> ArtistMap:
+    def map_at(self, size: int, store: SqliteStore | None = None) -> ArtistMap:
         """The artist map that the map leaf ending checkpoint `size` commits to: the sequencer's, or one
-        rebuilt from the store (maps.py) and kept while it is asked for."""
+        rebuilt from the store (maps.py; `store`: a read thread's own) and kept while it is asked for."""
         amap = self.recent_maps.get(size)
         if amap is None:
             amap = self._rebuilt.get(size)
         if amap is None:
-            amap = rebuild_map(self.store, size)
+            amap = rebuild_map(store or self.store, size)
             self._rebuilt = {size: amap}
         return amap
 

@@ -294,6 +294,13 @@ class SqliteStore:
         cache.update(found)
         return [found[i] if h is None else h for i, h in zip(ids, out)]
 
+    def sharing_nodes(self) -> "SqliteStore":
+        """Another connection to the same log (for another thread) that shares this one's node cache:
+        stored nodes never change, and the cache is only used by single dict operations."""
+        other = SqliteStore(self.path)
+        other._node_cache = self._node_cache
+        return other
+
     def remember_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         """Adds nodes another connection has committed (the server's writer) to this one's node cache.
         Safe from another thread: stored nodes never change, and single dict operations are atomic."""

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ..errors import ProofError, TlogError, Unavailable, ValidationError
 from ..note import Verifier
+from ..server.errors import hide_server_software
 from . import core
 from .replay import Replayer
 from .store import Witness
@@ -42,6 +43,7 @@ def log_keys(vkeys: Sequence[str]) -> dict[str, list[Verifier]]:
 def make_witness_app(witness: Witness, logs: Mapping[str, Sequence[Verifier]],
                      replay: Mapping[str, Replayer] | None = None) -> web.Application:
     """`replay`: the logs, by origin, whose new leaves are replayed (witness/replay.py) before cosigning."""
+    hide_server_software()
     app = web.Application(client_max_size=MAX_BODY)
     app[WITNESS_KEY] = witness
     app[LOGS_KEY] = dict(logs)

@@ -1,0 +1,51 @@
+"""Long reads off the event loop: an audit page (a thousand inclusion proofs and leaves) or a filtered
+listing whose filter matches nothing (SQLite walks the artist's whole history to say so) would hold
+the loop for tens or hundreds of milliseconds, and every other request, `/checkpoint` included, would
+wait that long. They run here instead, on threads of their own.
+
+A SqliteStore is one connection with caches that are not meant to be shared (sqlite.py: "use one per
+thread"), so each thread opens its own store on the same file, sharing only the reader's node cache
+(`SqliteStore.sharing_nodes`), which the sequencer keeps warm. SQLite releases the GIL while it
+steps, and the server switches threads every half millisecond (app.GIL_SWITCH_INTERVAL), so the loop
+keeps answering while a read runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from ..store.sqlite import SqliteStore
+
+T = TypeVar("T")
+READ_THREADS = 2  # one artist's long read does not queue another's behind it
+
+
+class ReadPool:
+    def __init__(self, open_store: Callable[[], SqliteStore], threads: int = READ_THREADS) -> None:
+        self._open_store = open_store
+        self._local = threading.local()
+        self._stores: list[SqliteStore] = []
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="tlog-read")
+
+    async def run(self, fn: Callable[[SqliteStore], T]) -> T:
+        """fn(store) on a read thread, with that thread's own connection."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[SqliteStore], T]) -> T:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = self._open_store()
+            with self._lock:
+                self._stores.append(store)
+        return fn(store)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for store in self._stores:
+                store.close()
+            self._stores.clear()
