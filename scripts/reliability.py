@@ -9,7 +9,10 @@ Runs, on loopback only and bounded in time (a few minutes):
   3. the crash matrix, disk and resource faults and tamper detection (tests/test_crash.py,
      tests/test_faults.py, tests/test_tamper.py), counting every injected fault;
   4. a locked database against the real server and CLI with the default busy timeout;
-  5. the fuzzing campaign of scripts/fuzz (schemathesis against the running server), when it exists.
+  5. the fuzzing campaign of scripts/fuzz (schemathesis against the running server), when it exists;
+  6. bounded work: `GET /checkpoint` latency while one artist's audit of 20,000 entries (every page) and
+     `uses` listings whose filter matches nothing run, against the same server idle, in alternating
+     rounds; those reads must not delay it by more than 50 ms (p99).
 
 Prints a table; exits 0 only if nothing acknowledged was lost, nothing forked, nothing was duplicated
 and no bad input got a 5xx.
@@ -34,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -105,6 +110,115 @@ def locked_with_default_timeout(work: Path) -> dict[str, Any]:
     return res
 
 
+AUDIT_ENTRIES = 20_000
+DELAY_BUDGET_MS = 50.0
+
+
+def _busy_artist_log(db: Path, entries: int) -> None:
+    """A log where one artist has `entries` uses among others' (every tenth record is another's)."""
+    from datetime import datetime, timezone
+
+    from tlog.demo import sample_records
+    from tlog.records import validate_use
+    from tlog.sequencer import Submission
+
+    log = init_log(db, "bounds.example/log")
+    seq = log.sequencer()
+    now = datetime.now(timezone.utc)
+    purposes = seq.policy.purposes  # type: ignore[union-attr]
+    made = 0
+    for batch in range(entries * 10 // 9 // 1000 + 1):
+        recs = []
+        for k, (_, r) in enumerate(sample_records(1000, seed=batch, artists=5)):
+            mine = k % 10 != 0 and made < entries
+            made += mine
+            r.update(event_id=f"busy-{batch}-{k}", artist_id="sc:user:busy" if mine else f"sc:user:other-{k % 7}")
+            recs.append(validate_use(r, now=now, purposes=purposes))
+        seq.append_uses([Submission("svc", recs)])
+    log.close()
+
+
+def _audit_load(url: str, token: str, stop_at: float) -> None:
+    """From two threads, until `stop_at` (time.time()): walks the busy artist's whole audit, page by page,
+    and lists its uses under filters that match nothing (SQLite scans its whole history to say so)."""
+    import threading
+
+    base = f"{url}/v1/artists/sc:user:busy"
+
+    def walk() -> None:
+        while time.time() < stop_at:
+            status, body = http("GET", f"{base}/audit", token=token, timeout=120)
+            page = orjson.loads(body)
+            size = page["checkpoint"].split("\n")[1] if status == 200 else ""
+            while status == 200 and page["next_aseq"] is not None and time.time() < stop_at:
+                status, body = http("GET", f"{base}/audit?size={size}&from_aseq={page['next_aseq']}", token=token, timeout=120)
+                page = orjson.loads(body)
+            http("GET", f"{base}/uses?content_id=sc:track:none", token=token, timeout=120)
+            http("GET", f"{base}/uses?purpose=talent_discovery&decision=allowed_override", token=token, timeout=120)
+
+    threads = [threading.Thread(target=walk) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _checkpoint_latencies(url: str, seconds: float) -> list[float]:
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        status, _ = http("GET", url + "/checkpoint")
+        out.append((time.perf_counter() - t0) * 1000)
+        if status != 200:
+            out[-1] = float("inf")
+        time.sleep(0.01)
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def audit_vs_checkpoint(work: Path, rounds: int = 3, seconds: float = 6.0) -> dict[str, Any]:
+    """`GET /checkpoint` latency, idle and while the busy artist's audits and empty listings run (in
+    another process), alternating idle and busy rounds so that the machine's own drift hits both."""
+    import multiprocessing
+
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "tlog.db"
+    t0 = time.monotonic()
+    _busy_artist_log(db, AUDIT_ENTRIES)
+    token = make_token(db, "--auditor")
+    res: dict[str, Any] = {"build_seconds": round(time.monotonic() - t0, 1)}
+    server = serve(db)
+    idle: list[float] = []
+    busy: list[float] = []
+    audits = 0
+    try:
+        url = server.url
+        status, body = http("GET", f"{url}/v1/artists/sc:user:busy/summary", token=token, timeout=120)
+        res["busy_artist_entries"] = json.loads(body)["entries"] if status == 200 else None
+        for _ in range(rounds):
+            idle += _checkpoint_latencies(url, seconds)
+            load = multiprocessing.get_context("fork").Process(target=_audit_load, args=(url, token, time.time() + seconds + 1))
+            load.start()
+            time.sleep(1.0)  # the audits are under way
+            busy += _checkpoint_latencies(url, seconds)
+            load.join()
+            audits += 1
+    finally:
+        stop(server)
+    res.update(
+        rounds=audits, idle_n=len(idle), busy_n=len(busy),
+        idle_p50=_pct(idle, 0.5), idle_p99=_pct(idle, 0.99), busy_p50=_pct(busy, 0.5), busy_p99=_pct(busy, 0.99),
+    )
+    res["delay_p99_ms"] = res["busy_p99"] - res["idle_p99"]
+    res["ok"] = res["delay_p99_ms"] <= DELAY_BUDGET_MS and res["busy_artist_entries"] is not None
+    return res
+
+
 def run_fuzz(examples: int, timeout: float) -> dict[str, Any] | None:
     script = ROOT / "scripts" / "fuzz"
     if not script.exists() or examples <= 0:
@@ -131,6 +245,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
     ap.add_argument("--quick", action="store_true", help="10 kills, 2 outages, a short fuzz")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    ap.add_argument("--only-bounds", action="store_true", help="run only section 6 (bounded work)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.quick:
@@ -140,34 +255,40 @@ def main() -> int:
     t0 = time.monotonic()
     figures: dict[str, Any] = {"seed": args.seed}
     say(f"reliability run, seed {args.seed}, work dir {work}")
+    if args.only_bounds:
+        return _bounds_only(work)
 
-    say(f"1/5 kill loop: {args.kills} SIGKILLs of tlog serve under load from {args.clients} clients")
+    say(f"1/6 kill loop: {args.kills} SIGKILLs of tlog serve under load from {args.clients} clients")
     kl: KillReport = asyncio.run(kill_loop(work / "kill", kills=args.kills, clients=args.clients, seed=args.seed, say=say))
     figures["kill_loop"] = kl.as_dict()
 
-    say(f"2/5 spool: {args.outages} outages of {args.outage} s while a service logs through BatchLogger")
+    say(f"2/6 spool: {args.outages} outages of {args.outage} s while a service logs through BatchLogger")
     sp: KillReport = asyncio.run(spool_outage(work / "spool", outages=args.outages, outage=args.outage,
                                               seed=args.seed, say=say))
     figures["spool"] = sp.as_dict()
 
-    say("3/5 crash matrix, disk and resource faults, tamper detection (pytest)")
+    say("3/6 crash matrix, disk and resource faults, tamper detection (pytest)")
     suites = {}
     for name, files in (("crash", ["tests/test_crash.py"]), ("faults", ["tests/test_faults.py"]),
                         ("tamper", ["tests/test_tamper.py"])):
         suites[name] = run_pytest(files, timeout=300)
     figures["suites"] = {k: {kk: vv for kk, vv in v.items() if kk != "stdout"} for k, v in suites.items()}
 
-    say("4/5 a locked database, default busy timeout, real server and CLI")
+    say("4/6 a locked database, default busy timeout, real server and CLI")
     (work / "locked").mkdir()
     locked = locked_with_default_timeout(work / "locked")
     figures["locked"] = locked
 
-    say(f"5/5 fuzzing (scripts/fuzz, {args.fuzz_examples} cases per operation)")
+    say(f"5/6 fuzzing (scripts/fuzz, {args.fuzz_examples} cases per operation)")
     fuzz = run_fuzz(args.fuzz_examples, timeout=600)
     figures["fuzz"] = fuzz
+
+    say(f"6/6 bounded work: /checkpoint while an audit of {AUDIT_ENTRIES:,} entries runs")
+    bounds = audit_vs_checkpoint(work / "bounds")
+    figures["bounds"] = bounds
     figures["seconds"] = round(time.monotonic() - t0, 1)
 
-    ok = _print(figures, kl, sp, suites, locked, fuzz)
+    ok = _print(figures, kl, sp, suites, locked, fuzz, bounds)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1, default=str))
     if not args.keep and ok:
@@ -183,8 +304,31 @@ def _outcomes(suite: dict[str, Any]) -> tuple[int, int, int, list[str]]:
     return passed, len(failed), skipped, failed
 
 
+def _bounds_rows(bounds: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (f"bounded work (an audit of {AUDIT_ENTRIES:,} entries)", "", ""),
+        ("  the busy artist's entries (its summary)", str(bounds.get("busy_artist_entries")), ""),
+        ("  rounds idle / busy, GET /checkpoint each", f"{bounds['rounds']} ({bounds['idle_n']} / {bounds['busy_n']})", ""),
+        ("  /checkpoint idle p50 / p99, ms", f"{bounds['idle_p50']:.1f} / {bounds['idle_p99']:.1f}", ""),
+        ("  /checkpoint during audits p50 / p99, ms", f"{bounds['busy_p50']:.1f} / {bounds['busy_p99']:.1f}", ""),
+        (f"  delay at p99, ms (at most {DELAY_BUDGET_MS:.0f})", f"{bounds['delay_p99_ms']:.1f}",
+         "ok" if bounds["ok"] else "FAIL"),
+    ]
+
+
+def _bounds_only(work: Path) -> int:
+    bounds = audit_vs_checkpoint(work / "bounds")
+    rows = _bounds_rows(bounds)
+    width = max(len(r[0]) for r in rows) + 2
+    print()
+    for what, value, mark in rows:
+        print(f"{what:<{width}}{value:>18}  {mark}")
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+    return 0 if bounds["ok"] else 1
+
+
 def _print(figures: dict[str, Any], kl: KillReport, sp: KillReport, suites: dict[str, Any], locked: dict[str, Any],
-           fuzz: dict[str, Any] | None) -> bool:
+           fuzz: dict[str, Any] | None, bounds: dict[str, Any]) -> bool:
     rows: list[tuple[str, str, str]] = []
     ok = True
 
@@ -244,6 +388,8 @@ def _print(figures: dict[str, Any], kl: KillReport, sp: KillReport, suites: dict
     else:
         row("  bad and good inputs tried", fuzz.get("cases tried", "?"))
         row("  5xx seen", fuzz.get("5xx", "?"), fuzz.get("5xx") == 0 and fuzz.get("ok"))
+    for what, value, mark in _bounds_rows(bounds):
+        row(what, value, None if not mark else mark == "ok")
 
     crashes = kl.kills + sp.kills + injected
     lost = kl.lost + kl.wrong + sp.lost + sp.wrong
