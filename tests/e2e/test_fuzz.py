@@ -6,7 +6,9 @@ cases, positive and negative; each case is sent once with each role's token. Wha
 - no 5xx, and no traceback (nor any token) in the server's output;
 - every answer is documented: status, content type and body schema (errors included);
 - data the schema forbids is refused with a 4xx (the schema is never looser than it says);
-- a write that is refused changes nothing: the signed checkpoint (and so the log size) is the same after.
+- a write that is refused changes nothing: the signed checkpoint (and so the log size) is the same after;
+- no answer is larger than a fixed multiple of its request plus a bound: an error's (a cut message and
+  a bounded list of details), or a success's (a page of this small log, or a static asset).
 
 The suite runs a bounded campaign (TLOG_FUZZ_EXAMPLES fuzzing cases per operation, 8 by default);
 `scripts/fuzz` runs a long one through this same file and prints the counts from TLOG_FUZZ_REPORT."""
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -39,8 +41,26 @@ EXAMPLES = int(os.environ.get("TLOG_FUZZ_EXAMPLES", "8"))
 SEED = int(os.environ.get("TLOG_FUZZ_SEED", "20260801"))  # fixed in CI: a failure there replays
 FUZZ_ROLES = ("none", "service", "artist_a", "auditor")
 WRITES = {"POST /v1/uses", "PUT /v1/artists/{artist_id}/preferences"}
+SIZE_FACTOR = 2
+ERROR_BUDGET = 16 << 10  # an error body: a message cut to 1000 characters, 20 details of 2 × 200, one count
+PAGE_BUDGET = 256 << 10  # a success: the largest page of the fuzzed log (40 records), or a static asset
+
+
+@schemathesis.check
+def bounded_response_size(ctx: CheckContext, response: schemathesis.Response, case: schemathesis.Case) -> bool:
+    """Issue 15: no answer is larger than a fixed multiple of its request plus a bound."""
+    sent = len(response.request.url or "") + len(response.request.body or b"")
+    error = response.status_code >= 400
+    budget = ERROR_BUDGET if error else PAGE_BUDGET
+    largest = "largest_error" if error else "largest_success"
+    TALLY[largest] = max(TALLY[largest], response.content_size)
+    assert response.content_size <= SIZE_FACTOR * sent + budget, (
+        f"{case.method} {case.formatted_path}: {response.content_size} bytes answered to {sent} sent")
+    return True
+
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection]
+          response_schema_conformance, negative_data_rejection, bounded_response_size]
 
 schema = schemathesis.openapi.from_dict(openapi.DOCUMENT)
 schema.config.seed = SEED
