@@ -148,8 +148,9 @@ async def audit(request: web.Request) -> web.Response:
     query = _audit_query(request, state)
     # A full page's thousand proofs and leaves take up to a tenth of a second with a cold cache, which
     # other requests should not wait for: built on a read thread (reads.py), encoded there too.
+    vrf_key = state.log.vrf_key  # read here: the loop's connection is not the thread's to use
     body = await state.reads.run(  # type: ignore[union-attr]
-        lambda store: orjson.dumps(_audit_bundle(state, store, artist_id, query)))
+        lambda store: orjson.dumps(_audit_bundle(state, store, artist_id, query, vrf_key)))
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -194,8 +195,8 @@ def _older_checkpoint(state: State, size: int, published: int) -> bytes:
     return note
 
 
-def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery) -> dict[str, Any]:
-    """The page, read through `store` (a read thread's own connection, not the loop's)."""
+def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery, vrf_key: bytes) -> dict[str, Any]:
+    """The page, read through `store` (a read thread's own connection, never `state.store`, the loop's)."""
     artist = store.artist_state(artist_id)
     tag, vrf_proof = (artist.tag, artist.proof) if artist is not None else _tag_of_stranger(state, artist_id)
     entries, next_aseq = _audit_entries(store, artist, q)
@@ -206,7 +207,7 @@ def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery) ->
     proven = _proven(store, [*entries, *([in_force] if in_force else [])], fixed, q.size)
     return {
         "version": 2, "origin": state.log.origin, "artist_id": artist_id, "tag": tag.hex(),
-        "vrf": {"key": state.log.vrf_key.hex(), "proof": vrf_proof.hex()},
+        "vrf": {"key": vrf_key.hex(), "proof": vrf_proof.hex()},
         "checkpoint": q.checkpoint.decode(),
         "log": proven[0],
         "since": q.since,
