@@ -327,3 +327,13 @@ def test_bounded_details_keep_the_first_and_count_the_rest(n, limit, more):
     assert len(listed) == min(n, limit) and len(shown) <= limit + 1
     assert [d["field"] for d in listed] == [cut(f"f{i}" * 100) for i in range(min(n, limit))]
     assert all(len(d["field"]) <= DETAIL_CHARS for d in shown)
+
+
+def test_problems_past_the_cap_are_counted_whatever_their_kind():
+    members = [f'"k{i % 75}":{i}' for i in range(150)]  # 75 duplicate keys
+    members += [f'"big{i}":{2**60}' for i in range(60)] + [f'"nan{i}":NaN' for i in range(5)]
+    with pytest.raises(ValidationError) as e:
+        loads_strict("{" + ",".join(members) + "}")
+    details = e.value.details
+    assert problem_count(details) == 75 + 60 + 5 and len(details) == DETAILS_KEPT + 1
+    assert details[0] == {"field": "k0", "message": "duplicate key"}

@@ -17,6 +17,7 @@ over whenever the fast one has any doubt, and that alone writes error messages:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -271,31 +272,62 @@ def _exact_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
-def _exact_int(text: str) -> int | _Bad:
+def _exact_int(text: str) -> int | None:
     # Checking the length first keeps int() away from huge literals.
     if len(text.lstrip("-")) <= _INT_DIGITS and -MAX_SAFE_INT <= (n := int(text)) <= MAX_SAFE_INT:
         return n
-    return _Bad("integer out of range (|n| must be < 2^53)")
+    return None
 
 
-# The standard library's scanner with hooks that mark, rather than refuse, what the SPEC forbids, so
-# that one pass finds every bad path. Slower than orjson, so used only when the fast path objects.
-_EXACT = json.JSONDecoder(
-    object_pairs_hook=_exact_object,
-    parse_float=lambda _: _Bad("floats are not allowed; use an integer"),
-    parse_int=_exact_int,
-    parse_constant=lambda c: _Bad(f"{c} is not allowed in JSON"),
-)
+class _Marks:
+    """The hooks of the standard library's scanner for one text: they mark, rather than refuse, what the
+    SPEC forbids, so that one pass finds every bad path, and count the marks (duplicate keys included),
+    so that the walk naming them can stop at DETAILS_KEPT. Slower than orjson, so used only when the
+    fast path objects."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._object, parse_float=self._float,
+                                        parse_int=self._int, parse_constant=self._constant)
+
+    def _bad(self, message: str) -> _Bad:
+        self.count += 1
+        return _Bad(message)
+
+    def _float(self, _: str) -> _Bad:
+        return self._bad("floats are not allowed; use an integer")
+
+    def _int(self, text: str) -> int | _Bad:
+        n = _exact_int(text)
+        return self._bad("integer out of range (|n| must be < 2^53)") if n is None else n
+
+    def _constant(self, name: str) -> _Bad:
+        return self._bad(f"{name} is not allowed in JSON")
+
+    def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = _exact_object(pairs)
+        self.count += len(pairs) - len(obj)
+        return obj
+
+
+class _Enough(Exception):
+    """The walk has named DETAILS_KEPT problems; the rest are only counted."""
 
 
 def _loads_exact(text: str) -> Any:
+    marks = _Marks()
     try:
-        obj = _EXACT.decode(text)
+        obj = marks.decoder.decode(text)
     except json.JSONDecodeError as e:
         raise _invalid("", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
         raise _invalid("", "JSON nested too deeply") from None
-    problems = _marked_paths(obj, "", [])
+    problems: list[dict[str, Any]] = []
+    if marks.count:
+        with contextlib.suppress(_Enough):
+            _marked_paths(obj, "", problems)
+        if marks.count > len(problems):
+            problems.append(more_detail(marks.count - len(problems)))
     # Only an escape can bring in a lone surrogate ("\ud800"); raw ones already failed UTF-8 decoding.
     if _ESCAPED_SURROGATE.search(text):
         _surrogate_paths(obj, "", problems)
@@ -305,11 +337,12 @@ def _loads_exact(text: str) -> Any:
 
 
 def _marked_paths(obj: Any, path: str, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Names the marked values and duplicate keys in document order; raises _Enough at DETAILS_KEPT."""
     if isinstance(obj, _Bad):
-        add_problem(out, path, obj.message)
+        _name(out, path, obj.message)
     elif isinstance(obj, dict):
         for key, value in getattr(obj, "shadowed", ()):
-            add_problem(out, join_path(path, key), "duplicate key")
+            _name(out, join_path(path, key), "duplicate key")
             _marked_paths(value, join_path(path, key), out)
         for key, value in obj.items():
             _marked_paths(value, join_path(path, key), out)
@@ -317,6 +350,12 @@ def _marked_paths(obj: Any, path: str, out: list[dict[str, Any]]) -> list[dict[s
         for i, value in enumerate(obj):
             _marked_paths(value, join_path(path, i), out)
     return out
+
+
+def _name(out: list[dict[str, Any]], path: str, message: str) -> None:
+    out.append({"field": path, "message": message})
+    if len(out) >= DETAILS_KEPT:
+        raise _Enough
 
 
 def _surrogate_paths(obj: Any, path: str, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
