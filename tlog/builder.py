@@ -16,6 +16,8 @@ Invariants kept here:
 - A batch is decided by the policy in effect at its `logged_at` (SPEC §4, `policy.in_effect`).
 - A rejected submission leaves nothing behind: its staged entries, nodes, artist states and remembered
   events are undone, and the submissions before it in the batch stand.
+- An erased artist keeps its tag and its chain (SPEC §2.2): if its id comes back, the artist map still
+  holds the tag, and the chain goes on from there.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from . import merkle, records
 from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
-from .leaves import entry_leaf
+from .leaves import entry_leaf, public_fields
 from .note import Signer, sign_note
 from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem
-from .store.base import ArtistState, Batch, Entry, PolicyRecord
+from .store.base import ArtistState, Batch, Entry, Erasure, PolicyRecord
 from .vrf import VrfSecret
 
 # The submitted fields of a use record; the rest of its details are the server's.
@@ -100,6 +102,7 @@ class Pending:
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     artists: dict[str, ArtistState] = field(default_factory=dict)
     policies: list[PolicyRecord] = field(default_factory=list)
+    erasures: list[Erasure] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -134,6 +137,8 @@ class BatchBuilder:
         self.head = Head(p.size, p.frontier, p.prev, p.logged_ms, p.schedule, p.map)
         for a in p.artists.values():
             self._artists[a.artist_id] = a
+        for x in p.erasures:
+            self._artists[x.artist_id] = None  # no longer stored under its id
 
     def policy_now(self) -> Policy | None:
         return in_effect(self.head.schedule, max(int(self.clock() * 1000), self.head.logged_ms))
@@ -166,7 +171,8 @@ class BatchBuilder:
             cur = self._artists[artist_id] = self.reader.artist_states([artist_id]).get(artist_id)
         if cur is None:
             tag, proof = records.artist_tag(self.vrf, artist_id)
-            a = ArtistState(artist_id, tag, 0, -1, None, proof)
+            erased = p.map.get(tag)  # an erased artist whose id came back: its chain goes on
+            a = ArtistState(artist_id, tag, erased.aseq if erased else 0, erased.head if erased else -1, None, proof)
         else:
             a = ArtistState(cur.artist_id, cur.tag, cur.aseq, cur.head, cur.preferences, cur.proof)
         p.artists[artist_id] = a
@@ -335,6 +341,21 @@ class BatchBuilder:
         p.policy = in_effect(p.schedule, p.logged_ms)
         return entry.index, h
 
+    def erase(self, p: Pending, artist_id: str, reason: str, leaves: Sequence[tuple[Entry, bytes]]) -> Erasure | None:
+        """An `erasure` leaf for the artist's chain entries not erased before (`leaves`: each with its public
+        leaf, from the store), whose private data the batch deletes (SPEC §2.2); None if there are none.
+        Only the artist's chain entries may be listed, each once."""
+        if not leaves:
+            return None
+        tag = leaves[0][0].tag
+        if len({e.index for e, _ in leaves}) != len(leaves) or any(e.tag != tag or e.aseq is None for e, _ in leaves):
+            raise ValueError("an erasure lists the chain entries of one artist, each once")
+        entry = Entry(p.size, "erasure", p.logged_ms, {"artist": tag.hex(), "erased": len(leaves)})  # type: ignore[union-attr]
+        self._add(p, entry)
+        erasure = Erasure(entry.index, artist_id, tag, reason, [(e.index, public_fields(leaf)) for e, leaf in leaves])  # type: ignore[arg-type]
+        p.erasures.append(erasure)
+        return erasure
+
     def first(self, p: Pending, vrf_key: bytes, policy: Policy) -> None:
         """The first batch of a log (SPEC §2.3): the `log` leaf committing to the origin and the VRF public
         key, then the first policy; `seal` adds the map leaf."""
@@ -352,7 +373,8 @@ class BatchBuilder:
             p.map = p.map.update(changed)
         self._add(p, Entry(p.size, "map", p.logged_ms, {"root": p.map.root().hex()}))
         checkpoint = self.sign(p.size, p.frontier.root())
-        return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint, p.base)
+        return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint, p.base,
+                                 p.erasures)
 
     def sign(self, size: int, root: bytes) -> bytes:
         return sign_note(Checkpoint(self.origin, size, root).body(), tuple(self.signers))

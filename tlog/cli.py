@@ -203,6 +203,56 @@ def policy_publish(db: Path, policy_id: str, effective: str | None, file: IO[byt
         log.close()
 
 
+@main.command()
+@db_option
+@click.option("--artist", "artist_id", required=True, help="The artist whose private data is erased.")
+@click.option("--reason", required=True, help="Why, in a few words (kept, and shown with the erased entries; "
+                                              "must not name the artist), e.g. \"account deleted\".")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(db: Path, artist_id: str, reason: str, yes: bool) -> None:
+    """Erase an artist's private data on request, keeping every proof (SPEC §2.2).
+
+    Deletes every private field of the artist's entries (ids, content and event ids, free text, nonces,
+    preferences), its id and its tokens, and appends an erasure leaf naming its tag and how many entries
+    were erased. Public leaves, checkpoints, statistics and proofs stay and still verify. Prints what it
+    will remove and asks first unless --yes; running it again changes nothing. Works while `tlog serve`
+    runs on the same database. Backups still hold the data: see docs/PRIVACY.md.
+
+    \b
+    Example:
+      tlog erase --artist sc:user:42 --reason "account deleted"
+    """
+    from . import erasure
+
+    try:
+        erasure.check_reason(reason, artist_id)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="--reason") from None
+    log = open_log(db, secrets_needed=True)
+    try:
+        plan = erasure.plan(log.store, artist_id)
+        click.echo(plan.describe())
+        if not plan.empty and not yes and not _confirm("Erase it?"):
+            click.echo("declined: nothing was erased", err=True)
+            sys.exit(2)
+        done, tokens = erasure.erase(log, artist_id, reason)
+        if done is not None:
+            click.echo(f"erased {len(done.entries)} entries of artist {artist_id}: erasure leaf at index {done.index}")
+        elif tokens:
+            click.echo(f"deleted {tokens} token{'s' * (tokens != 1)} of artist {artist_id}")
+    finally:
+        log.close()
+
+
+def _confirm(question: str) -> bool:
+    """A yes/no question on the terminal; no answer (end of input) is a no."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        click.echo("", err=True)
+        return False
+
+
 @policy.command("show")
 @db_option
 @click.option("--id", "policy_id", default=None, help="A published policy id (default: the one in force).")

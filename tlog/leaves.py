@@ -7,12 +7,18 @@ rather than served."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator, Sequence
+
+import orjson
 
 from . import merkle
+from .canonical import canonical
 from .errors import StorageError, TlogError
-from .records import Leaf, build_leaf, format_logged_at, preference_leaf, use_leaf_unchecked
+from .records import LEAF_VERSION, Leaf, build_leaf, format_logged_at, parse_leaf, preference_leaf, use_leaf_unchecked
 from .store.base import Entry, Store
+
+# The fields of a chained leaf that its entry's columns hold; an erased entry keeps the others (Entry.erased).
+_COLUMN_FIELDS = frozenset({"v", "type", "prev", "logged_at", "artist", "aseq", "aprev"})
 
 
 def entry_leaf(entry: Entry, prev: bytes) -> bytes:
@@ -20,10 +26,14 @@ def entry_leaf(entry: Entry, prev: bytes) -> bytes:
     skip the leaf's re-check: every reader compares what this returns with the stored leaf hash, and
     the sequencer builds them from validated values."""
     d = entry.details
+    if entry.erased is not None:
+        return _erased_leaf(entry, prev)
     if entry.type in ("use", "refusal"):
         return use_leaf_unchecked(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
     logged_at = format_logged_at(entry.logged_ms)
-    if entry.type == "map":
+    if entry.type == "erasure":
+        leaf = Leaf("erasure", prev, logged_at, artist=bytes.fromhex(d["artist"]), erased=d["erased"])
+    elif entry.type == "map":
         leaf = Leaf("map", prev, logged_at, root=bytes.fromhex(d["root"]))
     elif entry.type == "preference":
         leaf = preference_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
@@ -35,6 +45,21 @@ def entry_leaf(entry: Entry, prev: bytes) -> bytes:
     else:
         raise ValueError(f"unknown entry type {entry.type!r}")
     return build_leaf(leaf)
+
+
+def public_fields(leaf: bytes) -> dict[str, Any]:
+    """What an erased entry keeps of its chained leaf: the fields its columns do not hold."""
+    return {k: v for k, v in orjson.loads(leaf).items() if k not in _COLUMN_FIELDS}
+
+
+def _erased_leaf(entry: Entry, prev: bytes) -> bytes:
+    """An erased entry's leaf, from the public fields it kept and its columns; parsed, so that only a
+    well-formed leaf is ever derived (its hash is then checked against the stored one like any other)."""
+    data = canonical({**entry.details, "v": LEAF_VERSION, "type": entry.type, "prev": prev.hex(),
+                      "logged_at": format_logged_at(entry.logged_ms), "artist": entry.tag.hex(),  # type: ignore[union-attr]
+                      "aseq": entry.aseq, "aprev": entry.aprev})
+    parse_leaf(data)
+    return data
 
 
 def checked_entry_leaf(entry: Entry, prev: bytes) -> bytes:
@@ -64,3 +89,18 @@ def iter_leaves(store: Store, start: int, end: int) -> Iterator[tuple[Entry, byt
         count += 1
     if count != end - start or len(hashes) != end - start:
         raise StorageError(f"entries [{start}, {end}) are incomplete in the store: the database was altered")
+
+
+def entry_leaves(store: Store, entries: Sequence[Entry]) -> list[bytes]:
+    """The public leaves of entries anywhere in the log (never index 0, the log leaf), re-derived and
+    checked against their stored hashes, reading every hash they need (theirs and the one before each)
+    at once."""
+    coords = [(0, i) for e in entries for i in (e.index - 1, e.index)]
+    hashes = store.read_nodes(coords)
+    out = []
+    for k, e in enumerate(entries):
+        leaf = checked_entry_leaf(e, hashes[2 * k])
+        if merkle.leaf_hash(leaf) != hashes[2 * k + 1]:
+            raise StorageError(f"leaf {e.index} does not match its stored hash: the database was altered")
+        out.append(leaf)
+    return out

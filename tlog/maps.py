@@ -21,7 +21,7 @@ MAX_REWIND = 1 << 20  # leaves undone at most to rebuild an older map; older siz
 def rebuild_map(store: Store, size: int) -> ArtistMap:
     """The artist map over leaves [0, size - 1) — the one the map leaf at size - 1 commits to — checked
     against that leaf's root."""
-    values = {a.tag: MapValue(a.aseq, a.head) for a in store.artists() if a.aseq}
+    values = {tag: MapValue(aseq, head) for tag, (aseq, head) in store.heads().items() if aseq}
     end = store.size()
     if not 0 < size <= end:
         raise NotFound(f"no checkpoint of size {size} in this log of size {end}")

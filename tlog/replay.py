@@ -8,6 +8,8 @@ The rules, each failure naming the first bad index:
   leaf is a `log` leaf;
 - every artist chain: a chained leaf (use, refusal, preference, binding; an erasure leaf names a tag but
   is not in its chain) has `aseq` one more than the tag's previous chained leaf and `aprev` its index;
+- every erasure leaf's `erased` is the number of its tag's chain leaves before it that no earlier erasure
+  leaf covered (SPEC §2.2), so at least one;
 - every `map` leaf's root is the artist map over every leaf before it (SPEC §2.3), and every checkpoint
   ends at a map leaf;
 - every use and refusal names the policy in effect at its `logged_at` (SPEC §4), and no policy takes
@@ -17,7 +19,7 @@ The rules, each failure naming the first bad index:
   notice rule (SPEC §4 Notice, `policy.notice_problem`): a loosening takes effect no sooner than the
   notice the policy in effect at its announcement promised.
 
-The map and the policy schedule need every earlier leaf. A range of leaves checked on its own (the
+The map, the policy schedule and the erasure counts need every earlier leaf. A range of leaves checked on its own (the
 fsck's worker processes) records what those two rules need (`Deferred`: the map's changes between map
 leaves, the policy leaves, runs of uses naming one policy at one time), and the caller replays the
 ranges' records in order onto one `Sequential`, which applies them at once when leaves come in order."""
@@ -41,15 +43,17 @@ def fail(index: int | None, message: str) -> VerificationError:
 
 
 class Sequential:
-    """The rules that need every earlier leaf: the artist map and the policy schedule.
+    """The rules that need every earlier leaf: the artist map, the policy schedule and erasure counts.
 
     `changed` holds the (aseq, head) of every tag whose chain moved since the last map leaf; a map leaf
     applies them to the map in one update and compares roots."""
 
-    def __init__(self, amap: ArtistMap | None = None, schedule: list[tuple[str, int, Policy]] | None = None) -> None:
+    def __init__(self, amap: ArtistMap | None = None, schedule: list[tuple[str, int, Policy]] | None = None,
+                 erased: dict[bytes, int] | None = None) -> None:
         self.map = amap or ArtistMap.empty()
         self.changed: dict[bytes, tuple[int, int]] = {}
         self.schedule = schedule or []  # every policy leaf so far: (effective_at, index, policy)
+        self.erased = erased or {}  # tag → its aseq at its latest erasure leaf: what erasures covered so far
         self._effect: tuple[str, int, str | None] = ("", -1, None)  # (logged_at, len(schedule), id): the last answer
 
     def chained(self, tag: bytes, aseq: int, index: int) -> None:
@@ -62,6 +66,19 @@ class Sequential:
         if self.map.root() != root:
             raise fail(index, "the map leaf's root is not the artist map of the leaves before it: the log left out "
                               "or altered an artist's history")
+
+    def erasure_leaf(self, index: int, tag: bytes, erased: int, aseq: int | None = None) -> None:
+        """`aseq`: the tag's aseq at the leaf, when the caller knows better (a range that moved the tag's
+        chain since its last map leaf); else the chain as this knows it."""
+        if aseq is None:
+            moved = self.changed.get(tag)
+            known = self.map.get(tag)
+            aseq = moved[0] if moved else known.aseq if known else 0
+        left = aseq - self.erased.get(tag, 0)
+        if erased != left:
+            raise fail(index, f"the erasure leaf says {erased} entries were erased, but its tag has {left} chain "
+                              "leaves before it that no earlier erasure leaf covered")
+        self.erased[tag] = aseq
 
     def policy_leaf(self, index: int, logged_at: str, effective_at: str, policy: Policy) -> None:
         for _, earlier, known in self.schedule:
@@ -101,13 +118,16 @@ class Sequential:
                 self.policy_leaf(*op[1:])
             elif kind == "uses":
                 self.names_policy(op[1], op[2], op[3])
+            elif kind == "erasure":
+                self.erasure_leaf(*op[1:])
         self.changed.update(deferred.changed)
 
 
 class Deferred:
     """What `Sequential` would be told about a range, kept compactly for a later `Sequential.replay`:
-    each map leaf with the chain changes since the one before, each policy leaf, and each run of uses
-    naming one policy at one `logged_at` (a batch's uses share both) by its first index."""
+    each map leaf with the chain changes since the one before, each policy leaf, each run of uses
+    naming one policy at one `logged_at` (a batch's uses share both) by its first index, and each erasure
+    leaf with its tag's aseq if the range moved the tag's chain since its last map leaf."""
 
     def __init__(self) -> None:
         self.ops: list[tuple[Any, ...]] = []
@@ -122,6 +142,10 @@ class Deferred:
 
     def policy_leaf(self, index: int, logged_at: str, effective_at: str, policy: Policy) -> None:
         self.ops.append(("policy", index, logged_at, effective_at, policy))
+
+    def erasure_leaf(self, index: int, tag: bytes, erased: int) -> None:
+        moved = self.changed.get(tag)
+        self.ops.append(("erasure", index, tag, erased, moved[0] if moved else None))
 
     def names_policy(self, index: int, logged_at: str, policy_id: str) -> None:
         last = self.ops[-1] if self.ops else None
@@ -173,6 +197,8 @@ class ChainChecker:
             self.sequential.map_leaf(index, leaf.root)  # type: ignore[arg-type]
         elif kind == "policy":
             self._policy(index, leaf, document)
+        elif kind == "erasure":
+            self.sequential.erasure_leaf(index, leaf.artist, leaf.erased)  # type: ignore[arg-type]
         if leaf.aseq is not None:
             self._chain(index, leaf.artist, leaf.aseq, leaf.aprev)  # type: ignore[arg-type]
         if self.first_logged_at is None:

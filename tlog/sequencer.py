@@ -36,8 +36,9 @@ from .artistmap import ArtistMap, MapValue
 from .builder import BatchBuilder, Head, Pending, Submission, UseResult
 from .errors import StorageError, TlogError, ValidationError
 from .note import Signer
+from .leaves import entry_leaves
 from .policy import DEFAULT_POLICY, Policy, PreferenceLimits, accepted_purposes, parse_policy, validate_preferences
-from .store.base import STALE_STATE, Batch, Entry, PolicyRecord, Store
+from .store.base import MAX_ENTRIES, STALE_STATE, Batch, Entry, Erasure, PolicyRecord, Store, UseFilter
 from .store.writer import BatchWriter, InlineWriter
 from .vrf import VrfSecret
 
@@ -189,6 +190,16 @@ class Sequencer:
 
         return self._build_and_commit(build)
 
+    def erase(self, artist_id: str, reason: str) -> Erasure | None:
+        """Deletes the artist's private data and appends the `erasure` leaf that says so (SPEC §2.2), in
+        one batch: one transaction. None if nothing of it was left to erase. The entries are read inside
+        the build, so a batch rebuilt after another writer appended erases what that one added too."""
+        def build() -> tuple[Pending, Erasure | None]:
+            p = self._begin()
+            return p, self.builder.erase(p, artist_id, reason, erasable(self.store, artist_id))
+
+        return self._build_and_commit(build)
+
     def start_log(self, vrf_key: bytes) -> bytes:
         """The first batch of a new log (SPEC §2.3): the `log` leaf committing to the origin and the VRF
         public key, the default policy, and the map leaf; returns its checkpoint (size 3)."""
@@ -319,8 +330,14 @@ def read_head(store: Store) -> Head:
     prev = store.leaf_hashes(size - 1, size)[0] if size else bytes(32)
     last = store.entry(size - 1) if size else None
     schedule = tuple(_scheduled(store.entry(r.index), r) for r in store.policies())
-    amap = ArtistMap.build((a.tag, MapValue(a.aseq, a.head)) for a in store.artists() if a.aseq)
+    amap = ArtistMap.build((tag, MapValue(aseq, head)) for tag, (aseq, head) in store.heads().items() if aseq)
     return Head(size, frontier, prev, last.logged_ms if last else 0, schedule, amap)
+
+
+def erasable(store: Store, artist_id: str) -> list[tuple[Entry, bytes]]:
+    """The artist's entries not erased yet, each with its public leaf (checked against its stored hash)."""
+    entries = [e for e in store.artist_entries(artist_id, UseFilter(), MAX_ENTRIES) if e.erased is None]
+    return list(zip(entries, entry_leaves(store, entries)))
 
 
 def _scheduled(entry: Entry | None, record: PolicyRecord) -> tuple[int, int, Policy]:

@@ -6,8 +6,13 @@ names, each policy's document and the notice rule: documents from the policies t
 `GET /v1/policies/{id}` remotely) and check the Merkle tree against every signed checkpoint. The local
 path adds what only the operator can check: each stored details row against its leaf, each artist's stored VRF proof against
 the log leaf's key, every use's decision re-derived from its policy and the artist's preferences,
-every stored tree node, the artist heads, statistics and policies tables. Every failure names the first
-bad index."""
+every stored tree node, the artist heads, statistics, policies and erasures tables. Every failure names
+the first bad index.
+
+Erased entries (SPEC §2.2) have no details to re-derive their leaf from: their stored public fields give
+it, checked against the stored leaf hash like any other. An entry is accepted as erased only where the
+leaves say so: a later erasure leaf of its tag, whose count the chain rules check. The other way round,
+an entry that such a leaf covers and that still holds details is an erasure left half done."""
 
 from __future__ import annotations
 
@@ -96,6 +101,7 @@ class _Context:
     documents: dict[str, bytes]  # every stored policy document, as stored: the chain rules check it against its leaf
     policies: dict[str, Policy]  # the same, parsed
     with_preferences: frozenset[str]  # artists whose stored preferences are set: see _Decisions
+    erased: dict[bytes, int]  # tag → index of its last erasure leaf, by the erasures table (checked against the leaves)
 
 
 def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None = None,
@@ -155,6 +161,7 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
         lo: int = node_error.index  # type: ignore[assignment]
         if not any(e.index is not None and lo <= e.index < hi for e in errors):
             errors.append(node_error)
+    errors += _check_erasures(merged)
     if errors:
         raise min(errors, key=lambda e: (e.index is None, e.index or 0))
     try:
@@ -176,7 +183,8 @@ def _context(log: LocalLog, artists: list[ArtistState]) -> _Context:
         except ValidationError:
             continue
     with_preferences = frozenset(a.artist_id for a in artists if a.preferences is not None)
-    return _Context(log.origin, documents, policies, with_preferences)
+    erased = {x.tag: x.index for x in log.store.erasures()}
+    return _Context(log.origin, documents, policies, with_preferences, erased)
 
 
 def _vrf_key(log: LocalLog, errors: list[VerificationError]) -> bytes | None:
@@ -270,6 +278,8 @@ class _Range:
     policies: dict[str, int] = field(default_factory=dict)  # id → index of its policy leaf
     preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)  # the last preference leaf of each artist
     unresolved: dict[str, list[_Use]] = field(default_factory=dict)  # see _Decisions
+    erasures: dict[int, bytes] = field(default_factory=dict)  # index → tag of each erasure leaf
+    erased: dict[bytes, int] = field(default_factory=dict)  # tag → index of its last erased entry
 
 
 _worker_stores: dict[str, Any] = {}
@@ -334,6 +344,13 @@ def _check_range_in(store: Any, ctx: _Context, start: int, end: int, block: int,
 
 def _check_entry(i: int, e: Entry, r: _Range, decisions: _Decisions) -> None:
     """What the stored entry at `i` (already matched to its leaf) holds beyond its leaf."""
+    if e.erased is not None:  # believed only if a later erasure leaf of its tag says so: _check_erasures
+        r.erased[e.tag] = i  # type: ignore[index]
+        return
+    last = decisions.ctx.erased.get(e.tag) if e.tag is not None else None  # type: ignore[arg-type]
+    if last is not None and i < last:
+        raise _fail(i, f"the entry still holds private details, though the erasure leaf at index {last} erased "
+                       "every earlier entry of its artist")
     if e.type == "use" or e.type == "refusal":
         kind = "refusal" if e.details.get("decision") == "refused" else "use"
         if e.type != kind:  # the type is stored beside the details; statistics count by it
@@ -344,6 +361,8 @@ def _check_entry(i: int, e: Entry, r: _Range, decisions: _Decisions) -> None:
         decisions.preference(e)
     elif e.type == "policy":
         r.policies[e.details["policy"]] = i
+    elif e.type == "erasure":
+        r.erasures[i] = bytes.fromhex(e.details["artist"])
 
 
 def _public(e: Entry, prev: bytes, leaf: bytes) -> Leaf:
@@ -421,6 +440,8 @@ class _Merged:
     stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
     policies: dict[str, int] = field(default_factory=dict)
     preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    erasures: dict[int, bytes] = field(default_factory=dict)
+    erased: dict[bytes, int] = field(default_factory=dict)
 
 
 class _Stitcher:
@@ -458,6 +479,8 @@ class _Stitcher:
             slot[0] += n
             slot[1] += u
         m.policies.update(r.policies)
+        m.erasures.update(r.erasures)
+        m.erased.update(r.erased)
 
     def _decisions(self, r: _Range) -> None:
         """Decides the range's unresolved uses with each artist's preferences from the ranges before, then
@@ -545,8 +568,18 @@ class _StoredNodes:
                 break
 
 
+def _check_erasures(m: _Merged) -> list[VerificationError]:
+    """Every entry stored as erased has a later erasure leaf of its tag (whose count the chain rules
+    checked): the leaves, not the database, say an entry was erased."""
+    last: dict[bytes, int] = {}
+    for index, tag in m.erasures.items():
+        last[tag] = max(index, last.get(tag, -1))
+    return [_fail(i, "the entry's details are gone, but no erasure leaf of its artist follows it: erased without "
+                     "an erasure leaf, or altered") for tag, i in m.erased.items() if last.get(tag, -1) < i]
+
+
 def _check_tables(log: LocalLog, artists: list[ArtistState], m: _Merged) -> None:
-    heads = {a.tag: (a.aseq, a.head) for a in artists}
+    heads = log.store.heads()
     if heads != m.artists:
         bad = sorted(v[1] for t, v in m.artists.items() if heads.get(t) != v) or [None]
         raise _fail(bad[0], "the stored artist heads do not match the artist chains in the leaves")
@@ -560,6 +593,18 @@ def _check_tables(log: LocalLog, artists: list[ArtistState], m: _Merged) -> None
     for rec in log.store.policies():
         if m.policies.get(rec.policy_id) != rec.index:
             raise _fail(rec.index, f"stored policy {rec.policy_id!r} does not match its policy leaf")
+    # The erasures table names each erasure leaf's tag (with its reason); an artist row without an id was
+    # erased, so an erasure leaf of its tag comes after its whole chain.
+    stored = {x.index: x.tag for x in log.store.erasures()}
+    if stored != m.erasures:
+        bad = sorted(i for i in stored.keys() | m.erasures.keys() if stored.get(i) != m.erasures.get(i))
+        raise _fail(bad[0], "the erasures table does not match the erasure leaves")
+    named = {a.tag for a in artists}
+    last = {tag: i for i, tag in sorted(m.erasures.items())}
+    for tag, (_, head) in heads.items():
+        if tag not in named and last.get(tag, -1) < head:
+            raise _fail(head, "an artist's id is gone from the artists table, but no erasure leaf of its tag follows "
+                              "its chain")
     stored_stats = {(d, k, p, dec): [n, u] for d, k, p, dec, n, u in log.store.stats()}
     if stored_stats != m.stats:
         raise VerificationError("the statistics table does not match a recount of the leaves")

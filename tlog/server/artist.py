@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .. import merkle
 from ..errors import Forbidden, NotFound, StorageError, Unavailable, ValidationError
-from ..leaves import checked_entry_leaf, iter_leaves
+from ..leaves import entry_leaves, iter_leaves
 from ..records import DECISIONS, PURPOSE_CODE, artist_tag, format_logged_at, is_platform_id, parse_rfc3339
 from ..store.base import ArtistState, Entry, Store, UseFilter
 from .auth import require
@@ -227,7 +227,7 @@ def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery, vr
 def _proven(store: Store, entries: list[Entry], fixed: list[int], size: int) -> dict[int, dict[str, Any]]:
     """{index: {leaf, proof}} for the entries and the leaves at `fixed` indexes, proved in the tree of
     `size`."""
-    leaves = _leaves(store, entries) + [leaf for i in fixed for _, leaf, _ in iter_leaves(store, i, i + 1)]
+    leaves = entry_leaves(store, entries) + [leaf for i in fixed for _, leaf, _ in iter_leaves(store, i, i + 1)]
     return {i: {"leaf": base64.b64encode(leaf).decode(), "proof": _b64s(merkle.inclusion_proof(i, size, store))}
             for i, leaf in zip([e.index for e in entries] + fixed, leaves)}
 
@@ -286,20 +286,6 @@ def _preference_before(store: Store, artist: ArtistState, first: Entry) -> Entry
             return e
         index = e.aprev
     return None
-
-
-def _leaves(store: Store, entries: list[Entry]) -> list[bytes]:
-    """The public leaves of artist entries (never at index 0, the log leaf), re-derived and checked
-    against their stored hashes, reading every hash they need (theirs and the one before each) at once."""
-    coords = [(0, i) for e in entries for i in (e.index - 1, e.index)]
-    hashes = store.read_nodes(coords)
-    out = []
-    for k, e in enumerate(entries):
-        leaf = checked_entry_leaf(e, hashes[2 * k])
-        if merkle.leaf_hash(leaf) != hashes[2 * k + 1]:
-            raise StorageError(f"leaf {e.index} does not match its stored hash: the database was altered")
-        out.append(leaf)
-    return out
 
 
 def _b64s(hashes: list[bytes]) -> list[str]:

@@ -26,6 +26,11 @@ class Entry:
     tag: bytes | None = None
     aseq: int | None = None
     aprev: int | None = None
+    # The index of the erasure leaf that deleted this entry's private details (SPEC §2.2), or None. An
+    # erased entry's `details` are then the fields of its public leaf that its columns do not hold
+    # (purpose, phase, decision, policy, invocations, by, and the `details` commitment, hex), so that
+    # the leaf can still be derived. A flag only: verifiers believe it where an erasure leaf says so.
+    erased: int | None = None
 
 
 @dataclass(slots=True)
@@ -45,6 +50,30 @@ class PolicyRecord:
     policy_id: str
     index: int
     document: bytes
+
+
+@dataclass(slots=True)
+class Erasure:
+    """An artist's private data deleted on request, in the batch that appends its `erasure` leaf (at
+    `index`): every entry listed loses its details and keeps its public leaf's fields (`public`, as in
+    `Entry.erased`); the artist's id, VRF proof, preferences and tokens are deleted with them. The tag,
+    its chain head and the leaves stay, so every proof still holds."""
+
+    index: int
+    artist_id: str
+    tag: bytes
+    reason: str
+    entries: list[tuple[int, dict[str, Any]]]  # (index, public fields) of each entry erased
+
+
+@dataclass(slots=True)
+class ErasureRecord:
+    """A stored erasure leaf: its index, the tag it names, the reason given, and when."""
+
+    index: int
+    tag: bytes
+    reason: str
+    logged_ms: int
 
 
 # The `code` of the StorageError `write_batch` raises when `Batch.start` is not the store's size: another
@@ -69,6 +98,7 @@ class Batch:
     policies: list[PolicyRecord] = field(default_factory=list)
     checkpoint: bytes | None = None
     prev: bytes | None = None
+    erasures: list[Erasure] = field(default_factory=list)
 
     @property
     def end(self) -> int:
@@ -83,6 +113,9 @@ class TokenRecord:
     created_ms: int
     revoked_ms: int | None = None
     digest: bytes = b""
+
+
+MAX_ENTRIES = 1 << 62  # the `limit` of a listing that wants every entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +160,18 @@ class Store(Protocol):
     def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]: ...
     def artist_state(self, artist_id: str) -> ArtistState | None: ...
     def artist_states(self, artist_ids: Sequence[str]) -> dict[str, ArtistState]: ...
-    def artists(self) -> list[ArtistState]: ...
+    def artists(self) -> list[ArtistState]: ...  # the artists with an id (an erased one has none)
+    def heads(self) -> dict[bytes, tuple[int, int]]: ...  # tag → (aseq, head) of every chain, erased ones too
     def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]: ...
 
     # --- policies ------------------------------------------------------------------------------
     def policies(self) -> list[PolicyRecord]: ...
     def policy(self, policy_id: str) -> PolicyRecord | None: ...
+
+    # --- erasures ------------------------------------------------------------------------------
+    def erasures(self, tag: bytes | None = None) -> list[ErasureRecord]: ...  # in log order; of one tag, or all
+    def forget_artist(self, artist_id: str) -> int: ...  # deletes its tokens (no leaf needed); returns how many
+    def scrub(self) -> None: ...  # deleted data off the disk: see SqliteStore.scrub
 
     # --- statistics ----------------------------------------------------------------------------
     def stats(self) -> list[tuple[str, str, str, int, int]]: ...  # (day, purpose, decision, leaves, uses)

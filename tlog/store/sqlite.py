@@ -24,6 +24,12 @@ and again at the checkpoint):
   1000 pages); a thread of its own does, on its own connection (`_Checkpointer`). Copying pages into the
   database file is C work without the GIL, so it overlaps the next batch instead of stalling one COMMIT
   in twenty-five. Durability is the WAL's either way: a checkpoint only copies committed frames.
+
+Erasure (SPEC §2.2, `tlog erase`): an artist's private data is deleted in the batch that appends its
+erasure leaf, so a crash leaves all of it or none. Every connection runs with `secure_delete`, which
+zeroes what SQLite frees (measured: switched on only for the erasure, copies left in the slack of pages
+split earlier survive it); `scrub` then copies the WAL into the file and truncates it, since the WAL
+still holds the pages as they were written.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -43,7 +50,7 @@ import sqlite_utils
 
 from ..errors import StorageError
 from ..records import format_logged_at
-from .base import STALE_STATE, ArtistState, Batch, Entry, PolicyRecord, TokenRecord, UseFilter
+from .base import STALE_STATE, ArtistState, Batch, Entry, ErasureRecord, PolicyRecord, TokenRecord, UseFilter
 
 SCHEMA_VERSION = "3"
 ARTIST_EPOCH_BITS = 15  # entries per artist-index epoch: see the module docstring
@@ -61,6 +68,16 @@ _USE_KEYS = frozenset(
     "service index logged_at decision policy nonce".split()
 )
 _SYSTEM_KEYS = frozenset(("id", "model", "version"))
+_CHAIN_TYPES = frozenset(("use", "refusal", "preference", "binding"))
+# What an erasure deletes of an entry: every private column; `extra` then holds its public fields.
+_ERASE_ENTRY = (
+    "UPDATE entries SET service = NULL, event_id = NULL, content_id = NULL, purpose = NULL, phase = NULL, "
+    "system = NULL, occurred_at = NULL, window_end = NULL, invocations = NULL, detail = NULL, basis = NULL, "
+    "decision = NULL, policy = NULL, nonce = NULL, extra = ? "
+    "WHERE idx = ? AND artist = (SELECT id FROM artists WHERE artist_id = ?)"
+)
+_DELETE_TOKENS = "DELETE FROM tokens WHERE role = 'artist' AND subject = ?"
+SCRUB_TRIES = 50  # checkpoint(TRUNCATE) attempts, 0.1 s apart, while readers hold the WAL
 
 
 def _artist_index() -> str:
@@ -114,6 +131,7 @@ class SqliteStore:
                 self._check_schema(readonly)
             if not readonly:
                 self._ensure_published_table()
+                self._ensure_erasures()
         except sqlite3.Error as exc:
             if not readonly and not os.access(self.path.parent, os.W_OK):
                 raise StorageError(
@@ -163,6 +181,8 @@ class SqliteStore:
         c.execute("PRAGMA synchronous = FULL")
         c.execute("PRAGMA cache_size = -131072")
         c.execute("PRAGMA temp_store = MEMORY")
+        # Zero what is freed, always: an erasure must leave no copy of what it deletes (module docstring).
+        c.execute("PRAGMA secure_delete = ON")
 
     def _create_schema(self) -> None:
         db = sqlite_utils.Database(self.conn)
@@ -199,6 +219,8 @@ class SqliteStore:
         )
         db["tokens"].create_index(["digest"], unique=True)
         self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        # Written with secure_delete from the start: `scrub` need not VACUUM it.
+        self.conn.execute("INSERT INTO meta VALUES ('secure_delete', 'since init')")
 
     def _ensure_published_table(self) -> None:
         """The checkpoints published under a witness policy (log signature plus cosignatures). Created on
@@ -206,6 +228,14 @@ class SqliteStore:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS published (size INTEGER PRIMARY KEY, note BLOB NOT NULL, created_ms INTEGER)"
         )
+
+    def _ensure_erasures(self) -> None:
+        """The erasure leaves' reasons (by index and tag), and the index that finds an erased artist's
+        row when its id returns. Created on open, as `published` is."""
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS erasures (idx INTEGER PRIMARY KEY, tag BLOB NOT NULL, reason TEXT NOT NULL)"
+        )
+        self.conn.execute("CREATE INDEX IF NOT EXISTS artists_erased ON artists(tag) WHERE artist_id IS NULL")
 
     def _check_schema(self, readonly: bool) -> None:
         try:
@@ -388,10 +418,13 @@ class SqliteStore:
         (idx, type_, logged_ms, artist_id, tag, aseq, aprev, service, event_id, content_id, purpose, phase,
          system, occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra) = row
         name = self._name
+        erased = None
         try:
             kind = name(type_)
             if extra is not None:
                 details = orjson.loads(extra)
+                if kind in _CHAIN_TYPES and "erased" in details:  # {"erased": index, "leaf": public fields}
+                    erased, details = details["erased"], details["leaf"]
             else:
                 ids = (purpose, phase, system, basis, service, decision, policy)
                 names = self._profiles.get(ids)
@@ -413,7 +446,7 @@ class SqliteStore:
         except (KeyError, TypeError, ValueError) as exc:  # JSON and base64 errors are ValueErrors
             raise StorageError(f"entry {idx} cannot be read from {self.path.name} (the database was altered): "
                                f"{type(exc).__name__}: {exc}") from None
-        return Entry(idx, kind, logged_ms, details, artist_id, tag, aseq, aprev)
+        return Entry(idx, kind, logged_ms, details, artist_id, tag, aseq, aprev, erased)
 
     def entries(self, start: int, end: int) -> Iterator[Entry]:
         rows = self.conn.execute(f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? ORDER BY e.idx", (start, end))
@@ -458,8 +491,12 @@ class SqliteStore:
         return found
 
     def artists(self) -> list[ArtistState]:
-        rows = self.conn.execute(f"{_ARTIST_STATE} ORDER BY a.id")
+        rows = self.conn.execute(f"{_ARTIST_STATE} WHERE a.artist_id IS NOT NULL ORDER BY a.id")
         return [ArtistState(a, _blob(t), s, h, _preferences(a, p), _blob(pf)) for a, t, s, h, p, pf in rows]
+
+    def heads(self) -> dict[bytes, tuple[int, int]]:
+        rows = self.conn.execute("SELECT CAST(a.tag AS BLOB), h.aseq, h.head FROM artists a JOIN heads h ON h.id = a.id")
+        return {_blob(t): (s, h) for t, s, h in rows}
 
     def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]:
         row = self.conn.execute(
@@ -501,6 +538,47 @@ class SqliteStore:
             "SELECT policy_id, idx, document FROM policies WHERE policy_id = ?", (policy_id,)
         ).fetchone()
         return None if row is None else PolicyRecord(row[0], row[1], bytes(row[2]))
+
+    # --- erasures ------------------------------------------------------------------------------
+
+    def erasures(self, tag: bytes | None = None) -> list[ErasureRecord]:
+        """The erasure leaves (of one tag, or all), in log order. A read-only connection to a log that
+        never had the table has none."""
+        q = ("SELECT r.idx, CAST(r.tag AS BLOB), r.reason, e.logged_ms FROM erasures r JOIN entries e ON e.idx = r.idx"
+             + (" WHERE r.tag = ?" if tag is not None else "") + " ORDER BY r.idx")
+        try:
+            rows = self.conn.execute(q, () if tag is None else (tag,)).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [ErasureRecord(i, _blob(t), r, ms) for i, t, r, ms in rows]
+
+    def forget_artist(self, artist_id: str) -> int:
+        """Deletes the tokens of an artist that has no entries left to erase (an erasure batch deletes
+        them itself, with the entries). Returns how many there were."""
+        def write() -> int:
+            with self._immediate() as c:
+                return c.execute(_DELETE_TOKENS, (artist_id,)).rowcount
+
+        deleted = int(self._guard(write))
+        if deleted:
+            self._stamp_tokens()
+        return deleted
+
+    def scrub(self) -> None:
+        """After an erasure: deleted data off the disk. Freed pages and cells are already zeroed
+        (secure_delete); a log that may have been written without it is first rebuilt (VACUUM). The WAL
+        still holds the pages as they were: it is copied into the file and truncated to nothing, waiting
+        for readers (a running server's) to move on. StorageError if they never do: run it again."""
+        if self.get_meta("secure_delete") is None:
+            self._guard(lambda: self.conn.execute("VACUUM"))
+            self.set_meta("secure_delete", "since vacuum")
+        for _ in range(SCRUB_TRIES):
+            busy = self._guard(lambda: self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+            if not busy:
+                return
+            time.sleep(0.1)
+        raise StorageError(f"the write-ahead log of {self.path.name} was kept busy by readers and still holds the "
+                           "erased data; run the same `tlog erase` again to truncate it")
 
     # --- statistics ----------------------------------------------------------------------------
 
@@ -618,6 +696,7 @@ class SqliteStore:
                     "INSERT INTO policies (policy_id, idx, document) VALUES (?, ?, ?)",
                     [(p.policy_id, p.index, p.document) for p in batch.policies],
                 )
+                self._write_erasures(batch)
                 c.executemany(
                     "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                     "leaves = leaves + excluded.leaves, uses = uses + excluded.uses",
@@ -640,6 +719,10 @@ class SqliteStore:
             self._names[key] = i
             self._name_of[i] = key
         self._artist_ids.update(new_artists)
+        for gone in batch.erasures:
+            self._artist_ids.pop(gone.artist_id, None)
+        if batch.erasures:
+            self._stamp_tokens()  # a running server forgets the erased artist's tokens at once
         if self._checkpointer is not None:
             self._checkpointer.poke()
 
@@ -651,6 +734,21 @@ class SqliteStore:
             log.warning("cannot open %s for background checkpoints: %s", self.path, exc)
             return
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def _write_erasures(self, batch: Batch) -> None:
+        """Each erasure of the batch (SPEC §2.2): its entries' private columns, the artist's id, proof,
+        preferences and tokens, all deleted in the batch's transaction, beside the erasure leaf's reason.
+        Run for every batch (most have none), so that the crash matrix reaches every statement."""
+        c = self.conn
+        rows = [(orjson.dumps({"erased": x.index, "leaf": public}, option=orjson.OPT_SORT_KEYS).decode(), i, x.artist_id)
+                for x in batch.erasures for i, public in x.entries]
+        if c.executemany(_ERASE_ENTRY, rows).rowcount != len(rows) and rows:
+            raise StorageError(f"the erasure in the batch at {batch.start} names entries that are not its artist's")
+        gone = [(x.artist_id,) for x in batch.erasures]
+        c.executemany("UPDATE artists SET artist_id = NULL, proof = NULL, preferences = NULL WHERE artist_id = ?", gone)
+        c.executemany(_DELETE_TOKENS, gone)
+        c.executemany("INSERT INTO erasures (idx, tag, reason) VALUES (?, ?, ?)",
+                      [(x.index, x.tag, x.reason) for x in batch.erasures])
 
     def _write_artists(self, batch: Batch, ids: dict[str, int]) -> None:
         """Upserts the batch's artist heads with a handful of statements, whatever their number: ids of
@@ -667,12 +765,16 @@ class SqliteStore:
             chunk = unknown[k : k + 500]
             q = f"SELECT artist_id, id FROM artists WHERE artist_id IN ({','.join('?' * len(chunk))})"
             ids.update(c.execute(q, chunk).fetchall())
+        returning = self._erased_rows([a.tag for a in artists if a.artist_id not in ids])
         next_id = c.execute("SELECT coalesce(max(id), 0) FROM artists").fetchone()[0]
         changed = {e.artist_id for e in batch.entries if e.type == "preference"}
-        inserts, heads, prefs = [], [], []
+        inserts, restores, heads, prefs = [], [], [], []
         for a in artists:
             i = ids.get(a.artist_id)
-            if i is None:
+            if i is None and a.tag in returning:  # an erased artist's id came back: same row, same chain
+                i = ids[a.artist_id] = returning[a.tag]
+                restores.append((a.artist_id, a.proof, _dump_preferences(a.preferences), i))
+            elif i is None:
                 next_id += 1
                 i = ids[a.artist_id] = next_id
                 inserts.append((i, a.artist_id, a.tag, a.proof, _dump_preferences(a.preferences)))
@@ -680,12 +782,22 @@ class SqliteStore:
                 prefs.append((_dump_preferences(a.preferences), i))
             heads.append((i, a.aseq, a.head))
         c.executemany("INSERT INTO artists (id, artist_id, tag, proof, preferences) VALUES (?, ?, ?, ?, ?)", inserts)
+        c.executemany("UPDATE artists SET artist_id = ?, proof = ?, preferences = ? WHERE id = ?", restores)
         c.executemany("UPDATE artists SET preferences = ? WHERE id = ?", prefs)
         c.executemany(
             "INSERT INTO heads (id, aseq, head) VALUES (?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET aseq = excluded.aseq, head = excluded.head",
             heads,
         )
+
+    def _erased_rows(self, tags: list[bytes]) -> dict[bytes, int]:
+        """The row ids of erased artists among `tags` (artists the batch did not find by id)."""
+        found: dict[bytes, int] = {}
+        for k in range(0, len(tags), 500):
+            chunk = tags[k : k + 500]
+            q = f"SELECT CAST(tag AS BLOB), id FROM artists WHERE artist_id IS NULL AND tag IN ({','.join('?' * len(chunk))})"
+            found.update((_blob(t), i) for t, i in self.conn.execute(q, chunk))
+        return found
 
     def _entry_row(self, e: Entry, leaf_hash: bytes, name_id: Any, artist_ids: dict[str, int],
                    profiles: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[Any, ...]:
