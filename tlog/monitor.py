@@ -14,7 +14,8 @@ unverified.
 The state is one JSON file, replaced atomically (write, fsync, rename, fsync the directory), so a crash
 or Ctrl-C at any moment leaves either the old state or the new one. It keeps what the rules need to go
 on: the tree's frontier, the last leaf's hash and time, every artist's (aseq, head), every policy leaf
-with its document (the notice rule compares each new policy with earlier ones), and the root of the
+with its document (the notice rule compares each new policy with earlier ones), how far erasure leaves
+have covered each erased tag's chain (each new one's count is checked against it), and the root of the
 last map leaf. The artist map itself is not kept: a checked checkpoint ends at a map leaf, so the map
 is exactly the saved artist heads, rebuilt at load and checked against the saved root."""
 
@@ -89,7 +90,8 @@ def load_state(state_dir: Path, verifier: Verifier) -> MonitorState | None:
         checker.last_type = "map"  # only a checkpoint that ends at a map leaf is ever saved
         checker.artists = {bytes.fromhex(t): (aseq, index) for t, (aseq, index) in raw["artists"].items()}
         amap = ArtistMap.build((t, MapValue(aseq, head)) for t, (aseq, head) in checker.artists.items())
-        checker.sequential = Sequential(amap, [(e, i, parse_policy(doc.encode(), p)) for e, i, p, doc in raw["policies"]])
+        checker.sequential = Sequential(amap, [(e, i, parse_policy(doc.encode(), p)) for e, i, p, doc in raw["policies"]],
+                                        {bytes.fromhex(t): aseq for t, aseq in raw.get("erased", {}).items()})
         map_root = bytes.fromhex(raw["map_root"])
         counts: dict[Group, int] = {(t, p, d): n for t, p, d, n in raw["counts"]}
     except (KeyError, TypeError, ValueError, VerificationError, ValidationError) as exc:
@@ -114,6 +116,7 @@ def save_state(state_dir: Path, verifier: Verifier, state: MonitorState) -> None
         "logged_at": c.logged_at,
         "artists": {t.hex(): [aseq, index] for t, (aseq, index) in c.artists.items()},
         "policies": [[e, i, p.id, p.document.decode()] for e, i, p in rules.schedule],
+        "erased": {t.hex(): aseq for t, aseq in rules.erased.items()},
         "map_root": rules.map.root().hex(),
         "counts": [[*group, n] for group, n in sorted(state.counts.items(), key=_group_order)],
     })
@@ -182,10 +185,15 @@ async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, e
     new = dict.fromkeys(counts, 0)
     artists_before = len(state.checker.artists)
 
+    erasures: list[str] = []
+
     def count(leaf: Leaf) -> None:
         g = _group(leaf)
         counts[g] = counts.get(g, 0) + 1
         new[g] = new.get(g, 0) + 1
+        if leaf.type == "erasure":  # its count was checked against the tag's chain: erased, not tampered with
+            erasures.append(f"  erasure at {leaf.logged_at}: {leaf.erased} entries of artist tag {leaf.artist.hex()[:16]}… "  # type: ignore[union-attr]
+                            "erased on request (their public leaves stay and verified)")
 
     await check_remote_leaves(client, state.checker, cp.size, roots={cp.size: (cp.root, "the signed checkpoint")},
                               progress=progress, on_leaf=count)
@@ -193,7 +201,9 @@ async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, e
     maps = new.get(("map", None, None), 0)
     echo(f"  leaves {old.size}..{cp.size - 1}: leaf and tile hashes, hash chain, logged_at order, "
          f"{artists} artist chains ({artists - artists_before} new), {maps} new map root{'s' * (maps != 1)}, "
-         f"the policy each use names, the notice rule, tree root: ok")
+         f"the policy each use names, the notice rule, erasure counts, tree root: ok")
+    for line in erasures:
+        echo(line)
     for (t, p, d), n in sorted(counts.items(), key=_group_order):
         echo(f"    {t:<11}{p or '-':<32}{d or '-':<18}{n:>10}  (+{new.get((t, p, d), 0)})")
     echo(f"  {await _compare_stats(client, cp.size, counts)}")

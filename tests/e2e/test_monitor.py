@@ -126,7 +126,7 @@ def test_an_honest_log_passes_round_after_round(source, fake, watched):
     assert result.exit_code == 0, result.output
     assert "consistent with the checkpoint of size 415 checked before" in result.output
     assert ("leaves 415..515: leaf and tile hashes, hash chain, logged_at order, 50 artist chains (0 new), 1 new map root, "
-            "the policy each use names, the notice rule, tree root: ok") in result.output
+            "the policy each use names, the notice rule, erasure counts, tree root: ok") in result.output
     assert "/v1/stats agrees with the recount (516 leaves" in result.output
     lines = [line.split() for line in result.output.splitlines() if line.startswith("    refusal")]
     assert sum(int(line[-2]) for line in lines) == sum(parse_leaf(leaf).type == "refusal" for leaf in source.leaves[:516])

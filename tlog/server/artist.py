@@ -1,7 +1,8 @@
 """Routes for artists (their own entries only) and auditors (every entry).
 
 An artist token asking about another artist gets 403 whether or not that artist exists, so nothing
-about other artists leaks; entries are listed in log order with an opaque cursor."""
+about other artists leaks; entries are listed in log order with an opaque cursor. An erased entry (SPEC
+§2.2) is shown without details, with `"erased": {"at", "reason"}`: when and why its erasure leaf erased it."""
 
 from __future__ import annotations
 
@@ -93,15 +94,45 @@ def _filter(request: web.Request) -> UseFilter:
                      since_ms=_time_ms(request, "since"), until_ms=_time_ms(request, "until"), after=_cursor(q.get("cursor")))
 
 
-def _entry_json(e: Entry) -> dict[str, Any]:
-    return {"index": e.index, "type": e.type, "logged_at": format_logged_at(e.logged_ms), "aseq": e.aseq, "details": e.details}
+Notes = dict[int, dict[str, str]]  # erasure leaf index → {"at", "reason"}
 
 
-def _csv_row(e: Entry) -> list[Any]:
+def erasure_notes(store: Store, entries: list[Entry]) -> Notes:
+    """What to say of the erased entries among `entries`: when and why, by their erasure leaf."""
+    tags = {e.tag for e in entries if e.erased is not None}
+    return {x.index: {"at": format_logged_at(x.logged_ms), "reason": x.reason}
+            for tag in tags for x in store.erasures(tag)}  # type: ignore[arg-type]
+
+
+def _erased(e: Entry, notes: Notes) -> dict[str, str] | None:
+    if e.erased is None:
+        return None
+    note = notes.get(e.erased)
+    if note is None:
+        raise StorageError(f"entry {e.index} is marked erased by index {e.erased}, which is no erasure leaf of its "
+                           "tag: the database was altered")
+    return note
+
+
+def entry_json(e: Entry, notes: Notes) -> dict[str, Any]:
+    out = {"index": e.index, "type": e.type, "logged_at": format_logged_at(e.logged_ms), "aseq": e.aseq,
+           "details": None if e.erased is not None else e.details}
+    if e.erased is not None:
+        out["erased"] = _erased(e, notes)
+    return out
+
+
+def _csv_row(e: Entry, notes: Notes) -> list[Any]:
+    """An erased entry keeps what its public leaf says (purpose, phase, decision, invocations, policy); its
+    detail column says when and why it was erased."""
     d = e.details
     system = d.get("system") or {}
     flat = {**d, "index": e.index, "type": e.type, "logged_at": format_logged_at(e.logged_ms),
             "system_id": system.get("id"), "system_model": system.get("model"), "system_version": system.get("version")}
+    if e.erased is not None:
+        note = _erased(e, notes)
+        flat = {k: flat.get(k) for k in ("index", "type", "logged_at", "purpose", "phase", "decision", "invocations", "policy")}
+        flat["detail"] = f"erased on {note['at']}, reason {note['reason']}"  # type: ignore[index]
     return ["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS]
 
 
@@ -119,20 +150,21 @@ async def uses(request: web.Request) -> web.StreamResponse:
     more = len(page) > limit
     page = page[:limit]
     next_cursor = _make_cursor(page[-1].index) if more else None
+    notes = erasure_notes(state.store, page)
     headers = {"Cache-Control": "no-store"}
     if next_cursor:
         headers["X-Next-Cursor"] = next_cursor
     if fmt == "jsonl":
-        body = b"".join(orjson.dumps(_entry_json(e)) + b"\n" for e in page)
+        body = b"".join(orjson.dumps(entry_json(e, notes)) + b"\n" for e in page)
         return web.Response(body=body, content_type="application/x-ndjson", headers=headers)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
-        w.writerows(_csv_row(e) for e in page)
+        w.writerows(_csv_row(e, notes) for e in page)
         return web.Response(text=buf.getvalue(), content_type="text/csv", headers=headers)
     return web.Response(
-        body=orjson.dumps({"artist_id": artist_id, "entries": [_entry_json(e) for e in page], "next_cursor": next_cursor}),
+        body=orjson.dumps({"artist_id": artist_id, "entries": [entry_json(e, notes) for e in page], "next_cursor": next_cursor}),
         content_type="application/json", headers=headers,
     )
 
@@ -204,7 +236,10 @@ def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery, vr
     with_map = q.published and q.from_aseq is None
     policies = [p for p in store.policies() if p.index < q.size]
     fixed = [0, *(p.index for p in policies), *([q.size - 1] if with_map else [])]
+    erasures = [x for x in store.erasures(tag) if x.index < q.size]
+    fixed += [x.index for x in erasures]
     proven = _proven(store, [*entries, *([in_force] if in_force else [])], fixed, q.size)
+    notes = erasure_notes(store, entries)
     return {
         "version": 2, "origin": state.log.origin, "artist_id": artist_id, "tag": tag.hex(),
         "vrf": {"key": vrf_key.hex(), "proof": vrf_proof.hex()},
@@ -212,10 +247,12 @@ def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery, vr
         "log": proven[0],
         "since": q.since,
         "consistency": None if q.since is None else _b64s(merkle.consistency_proof(q.since, q.size, store)),
-        "entries": [{"index": e.index, **proven[e.index], "details": e.details, "erased": None} for e in entries],
+        "entries": [{"index": e.index, **proven[e.index], "details": None if e.erased is not None else e.details,
+                     "erased": _erased(e, notes)} for e in entries],
         "preferences_in_force": None if in_force is None else {
-            "index": in_force.index, **proven[in_force.index], "details": in_force.details},
-        "erasures": [],  # no erasure leaves are written yet (`tlog erase` is to come)
+            "index": in_force.index, **proven[in_force.index],
+            "details": None if in_force.erased is not None else in_force.details},
+        "erasures": [{"index": x.index, **proven[x.index]} for x in erasures],
         "map": {"index": q.size - 1, **proven[q.size - 1], "map_proof": state.map_at(q.size, store).prove(tag).to_json()}
                if with_map else None,
         "policies": [{"id": p.policy_id, "index": p.index, **proven[p.index],
@@ -302,6 +339,6 @@ async def entry(request: web.Request) -> web.Response:
         raise NotFound(f"no entry {index}")
     ((_, leaf, h),) = list(iter_leaves(state.store, index, index + 1))
     return web.Response(
-        body=orjson.dumps({**_entry_json(e), "leaf": orjson.Fragment(leaf), "leaf_hash": h.hex()}),
+        body=orjson.dumps({**entry_json(e, erasure_notes(state.store, [e])), "leaf": orjson.Fragment(leaf), "leaf_hash": h.hex()}),
         content_type="application/json",
     )

@@ -17,8 +17,8 @@ import orjson
 from aiohttp import web
 
 from ..records import format_logged_at
-from ..store.base import Entry, Store, UseFilter
-from .artist import _entry_json, _own
+from ..store.base import MAX_ENTRIES, Entry, Store, UseFilter
+from .artist import Notes, entry_json, erasure_notes, _own
 from .auth import require
 from .state import State, get_state
 
@@ -46,8 +46,11 @@ def _week(logged_at: str) -> str:
     return (d - timedelta(days=d.weekday())).isoformat()
 
 
-def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict[str, Any] | None) -> dict[str, Any]:
-    """The summary of an artist's entries (log order, all under the checkpoint of `size`). Pure."""
+def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict[str, Any] | None,
+              notes: Notes | None = None) -> dict[str, Any]:
+    """The summary of an artist's entries (log order, all under the checkpoint of `size`). Pure. Erased
+    entries are counted by what their public leaves say (purpose, decision, invocations), their tracks
+    are not known any more, and `notes` (erasure_notes) says when and why they were erased."""
     by_purpose: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     by_week: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     by_month: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -65,6 +68,8 @@ def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict
                             (by_month, (logged_at[:7], purpose, decision))):
             bucket[key][0] += 1  # type: ignore[index]
             bucket[key][1] += runs  # type: ignore[index]
+        if e.erased is not None:
+            continue
         t = tracks.setdefault(d["content_id"], {"content_id": d["content_id"], "leaves": 0, "invocations": 0,
                                                 "refused": 0, "last": logged_at})
         t["leaves"] += 1
@@ -87,7 +92,8 @@ def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict
                      for (m, p, d), (n, i) in sorted(by_month.items())],
         "tracks": sorted(tracks.values(), key=lambda t: (-t["leaves"], t["content_id"]))[:MAX_TRACKS],
         "track_count": len(tracks),
-        "latest": [_entry_json(e) for e in reversed(uses[-LATEST:])],
+        "latest": [entry_json(e, notes or {}) for e in reversed(uses[-LATEST:])],
+        "erased": sum(e.erased is not None for e in entries),
         "preferences": preferences or {},
         "preference_changes": changes,
     }
@@ -115,8 +121,9 @@ def _summary(store: Store, artist_id: str, size: int) -> bytes:
     artist = store.artist_state(artist_id)
     entries = []
     if artist is not None:
-        entries = [e for e in store.artist_entries(artist_id, UseFilter(), 1 << 62) if e.index < size]
-    return orjson.dumps(summarize(artist_id, entries, size, artist.preferences if artist else None))
+        entries = [e for e in store.artist_entries(artist_id, UseFilter(), MAX_ENTRIES) if e.index < size]
+    notes = erasure_notes(store, entries)
+    return orjson.dumps(summarize(artist_id, entries, size, artist.preferences if artist else None, notes))
 
 
 @routes.get("/v1/whoami")

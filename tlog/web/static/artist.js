@@ -183,6 +183,9 @@ async function loadEntries(reset = false) {
 
 function entryRow(e) {
   const d = e.details;
+  if (e.erased) {  // its private details were deleted on request; its public leaf stays in the log
+    return el("tr", { class: "erased-row" }, el("td", {}, when(e.logged_at)), el("td", { colspan: 5 }, `Erased on ${when(e.erased.at)}, reason: ${e.erased.reason}`), el("td", {}, num(e.index)));
+  }
   if (e.type === "preference") {
     return el("tr", { class: "pref-row" }, el("td", {}, when(e.logged_at)), el("td", { colspan: 5 }, `Your choices changed (by ${d.by === "artist" ? "you" : d.service || "a service"})`), el("td", {}, num(e.index)));
   }
