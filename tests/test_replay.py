@@ -1,5 +1,5 @@
 """The public-leaf rules (tlog/replay.py) on hand-made leaves, including leaf types the sequencer does not
-write yet (binding, erasure) and shapes no parser lets through, and the same verdicts when a log is
+write yet (binding) and shapes no parser lets through, and the same verdicts when a log is
 checked in ranges whose records are replayed in order."""
 
 from __future__ import annotations
@@ -169,6 +169,51 @@ def test_each_rule_names_the_first_bad_index(index, leaf, message):
     leaves = sound()
     leaves[index] = leaf
     fails(leaves, index, message)
+
+
+# --- erasure leaves (SPEC §2.2): each counts its tag's chain leaves no earlier erasure leaf covered ------
+
+
+def erasures() -> list[Leaf]:
+    """sound(), then a second erasure of A (covering only leaf 8) and one of B (leaves 4 and 9)."""
+    return [*sound(), erasure(A, 1), erasure(B, 2), map_leaf({A: (3, 8), B: (2, 9)})]  # 11-13
+
+
+@pytest.mark.parametrize("index, leaf, left", [
+    (7, erasure(A, 3), 2), (7, erasure(A, 1), 2), (7, erasure(bytes(32), 1), 0),  # a tag with no chain at all
+    (11, erasure(A, 3), 1), (12, erasure(B, 1), 2),
+])
+def test_an_erasure_leaf_must_count_what_no_earlier_one_covered(index, leaf, left):
+    check(erasures())
+    leaves = erasures()
+    leaves[index] = leaf
+    fails(leaves, index, f"the erasure leaf says {leaf.erased} entries were erased, but its tag has {left} chain leaves")
+
+
+@pytest.mark.parametrize("cut", [1, 6, 7, 8, 10, 11, 12, 13])
+@pytest.mark.parametrize("broken", [None, 11])
+def test_ranges_replayed_in_order_check_erasure_counts_as_one_pass(cut, broken):
+    """A range that did not see a tag's whole chain records the erasure with what it saw since its last
+    map leaf; replayed in order, the counts are checked as in one pass."""
+    leaves = erasures()
+    if broken is not None:
+        leaves[broken] = erasure(A, 2)
+    hashed = chained(leaves)
+    first = ChainChecker(ORIGIN, tree=False)
+    for h, leaf in hashed[:cut]:
+        add(first, h, leaf)
+    second = ChainChecker(ORIGIN, start=cut, prev=hashed[cut - 1][0], tree=False)
+    for h, leaf in hashed[cut:]:
+        add(second, h, leaf)
+    rules = Sequential()
+    if broken is None:
+        rules.replay(first.sequential)  # type: ignore[arg-type]
+        rules.replay(second.sequential)  # type: ignore[arg-type]
+        assert rules.erased == {A: 3, B: 2}
+        return
+    with pytest.raises(VerificationError, match="^index 11: the erasure leaf says 2 entries were erased, but its tag has 1"):
+        rules.replay(first.sequential)  # type: ignore[arg-type]
+        rules.replay(second.sequential)  # type: ignore[arg-type]
 
 
 def test_a_use_before_any_policy_names_none_in_effect():
