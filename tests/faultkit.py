@@ -129,6 +129,19 @@ def fail_at(label: str, phase: str, *, times: int = 1, exc: Callable[[], BaseExc
     return hook
 
 
+def within_batch(hook: Hook) -> Hook:
+    """`hook`, from a batch's BEGIN on: the reads an operation makes before it (an erasure reads the
+    artist's leaves) run statements of the same shape, which are not the step a case means to fail."""
+    begun = [False]
+
+    def inner(lab: str, ph: str, sql: str) -> None:
+        begun[0] = begun[0] or lab == "begin"
+        if begun[0]:
+            hook(lab, ph, sql)
+
+    return inner
+
+
 def recorder(into: list[str]) -> Hook:
     def hook(lab: str, ph: str, sql: str) -> None:
         if ph == "before":

@@ -11,7 +11,8 @@
 After each: the fsck passes, nothing acknowledged is missing, no batch is half-written, every checkpoint
 ever served is consistent with the log now, every map root is right (the artist map replayed from the
 public leaves gives the root of every map leaf, and every checkpoint ends at a map leaf: SPEC §2.3), and
-appending continues with dense indexes.
+appending continues with dense indexes. An erasure (SPEC §2.2) is all or nothing: either the artist's
+entries, id, preferences and tokens are all there and no erasure leaf, or none of them and the leaf.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from tlog.log import LocalLog, open_log
 from tlog.policy import DEFAULT_POLICY
 from tlog.records import validate_use
 from tlog.sequencer import Sequencer, Submission
+from tlog.tokens import new_token
 
 from .conftest import records
-from .faultkit import STEP_LABELS, Injected, check_log, fail_at, hooked, recorder, survived
+from .faultkit import STEP_LABELS, Injected, check_log, fail_at, hooked, recorder, survived, within_batch
 from .mapcheck import kept_map_problems
 
 KILLED = 77
@@ -104,7 +106,45 @@ def op_policy(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
     return {}
 
 
-OPS: dict[str, tuple[Op, int]] = {"uses": (op_uses, 6 + 1), "preferences": (op_preferences, 1 + 1), "policy": (op_policy, 1 + 1)}
+def _erased_artist(k: int) -> str:
+    return f"sc:user:erase-{k}"
+
+
+def prepare_erasure(seq: Sequencer, k: int) -> None:
+    """What op_erase erases: two uses, preferences and a token of its artist (batches of their own)."""
+    artist = _erased_artist(k)
+    service, recs = _uses(k, 2)
+    _submit(seq, f"erasable-{service}", [dict(r, artist_id=artist, event_id=f"erasable-{r['event_id']}") for r in recs])
+    seq.set_preferences(artist, {"no_ai": True}, by="artist")
+    seq.store.add_token("artist", artist, new_token()[1], 0)
+
+
+def op_erase(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
+    seq.erase(_erased_artist(k), "account deleted")
+    return {}
+
+
+OPS: dict[str, tuple[Op, int]] = {"uses": (op_uses, 6 + 1), "preferences": (op_preferences, 1 + 1), "policy": (op_policy, 1 + 1),
+                                  "erase": (op_erase, 1 + 1)}
+
+
+def assert_erased(log: LocalLog, k: int, erased: bool) -> None:
+    """Erasure is atomic: the artist's id, preferences, tokens and the details of its three entries are all
+    there and no erasure leaf names its tag, or none is there and one erasure leaf does."""
+    artist = _erased_artist(k)
+    store = log.store
+    state = store.artist_state(artist)
+    tokens = [t for t in store.tokens() if t.subject == artist]
+    if not erased:
+        assert state is not None and state.preferences["no_ai"] is True and len(tokens) == 1
+        entries = [e for e in store.entries(0, store.size()) if e.tag == state.tag]
+        assert len(entries) == 3 and all(e.erased is None and e.details.get("artist_id") == artist for e in entries)
+        assert not store.erasures(state.tag)
+        return
+    assert state is None and not tokens
+    (record,) = [x for x in store.erasures() if x.index == store.size() - 2]
+    entries = [e for e in store.entries(0, store.size()) if e.tag == record.tag and e.aseq is not None]
+    assert len(entries) == 3 and all(e.erased == record.index for e in entries)
 
 
 def assert_one_batch(log: LocalLog, start: int, n: int) -> None:
@@ -128,6 +168,8 @@ def _reached(log: LocalLog, op: Op, k: int) -> list[str]:
     """The statements `op` runs inside its write transaction (BEGIN to COMMIT)."""
     steps: list[str] = []
     seq = log.sequencer()
+    if op is op_erase:
+        prepare_erasure(seq, k)
     with hooked(log.store, recorder(steps)):
         op(seq, k)
     return steps[steps.index("begin") : len(steps) - steps[::-1].index("commit")]
@@ -157,6 +199,9 @@ def test_failed_and_not_saved_at_every_step(log, history, name):
     history.serve(log)
     seq.reload()
     for k, step in enumerate(steps):
+        if name == "erase":
+            prepare_erasure(seq, k)
+            history.serve(log)
         size, note = log.store.size(), log.store.latest_checkpoint()
         if step == "sign":
             builder = seq.builder
@@ -167,14 +212,18 @@ def test_failed_and_not_saved_at_every_step(log, history, name):
             finally:
                 del builder.sign
         else:
-            with hooked(log.store, fail_at(step, "before")), pytest.raises(StorageError, match="injected"):
+            with hooked(log.store, within_batch(fail_at(step, "before"))), pytest.raises(StorageError, match="injected"):
                 op(seq, k)
         assert (log.store.size(), log.store.latest_checkpoint()) == (size, note), step
         assert seq.size == size, step
+        if name == "erase":
+            assert_erased(log, k, False)
         history.check(seq)
         got = op(seq, k)  # the same work again: same indexes, nothing skipped
         assert log.store.size() == size + n, step
         assert_one_batch(log, size, n)
+        if name == "erase":
+            assert_erased(log, k, True)
         assert all(index >= size for index, _ in got.values()), step
         history.acked.update(got)
         history.serve(log)
@@ -187,6 +236,10 @@ def test_failed_but_saved_after_commit(log, history, name):
     """COMMIT returned, then the write path failed before memory moved or the caller was told."""
     op, n = OPS[name]
     seq = log.sequencer()
+    if name == "erase":
+        prepare_erasure(seq, 1)
+        prepare_erasure(seq, 2)
+        history.serve(log)
     size = log.store.size()
     with hooked(log.store, fail_at("commit", "after")), pytest.raises(StorageError, match="injected"):
         op(seq, 1)
@@ -195,6 +248,10 @@ def test_failed_but_saved_after_commit(log, history, name):
     assert seq.size == size + n  # reloaded from disk
     history.serve(log)
     history.check(seq)
+    if name == "erase":
+        assert_erased(log, 1, True)
+        op(seq, 1)  # the operator runs it again: nothing is left to erase, nothing is appended
+        assert log.store.size() == size + n
     if name == "uses":
         service, recs = _uses(1)
         again = _submit(seq, service, recs)  # the client retries: the first answers, marked duplicate
@@ -259,7 +316,7 @@ def _die_at(db: Path, step: str, phase: str, op: Op, k: int) -> int:
                     os._exit(KILLED)
 
             seq = log.sequencer()
-            with hooked(log.store, hook):
+            with hooked(log.store, within_batch(hook)):
                 op(seq, k)
             code = 0
         finally:
@@ -273,9 +330,9 @@ def op_big_uses(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]
     return {(service, r.event_id): (r.index, r.leaf_hash.hex()) for r in _submit(seq, service, recs)}
 
 
-@pytest.mark.parametrize("name", ["uses", "preferences", "policy"])
+@pytest.mark.parametrize("name", ["uses", "preferences", "policy", "erase"])
 def test_process_death_at_every_step(log, history, name):
-    op, n = {"uses": (op_big_uses, 150 + 1), "preferences": OPS["preferences"], "policy": OPS["policy"]}[name]
+    op, n = {"uses": (op_big_uses, 150 + 1), "preferences": OPS["preferences"], "policy": OPS["policy"], "erase": OPS["erase"]}[name]
     _reached(log, op, 100)
     steps = [(s, "before") for s in dict.fromkeys(_reached(log, op, 101))] + [("commit", "after")]
     history.serve(log)
@@ -283,6 +340,9 @@ def test_process_death_at_every_step(log, history, name):
     log.close()
     for k, (step, phase) in enumerate(steps):
         lg = open_log(db, secrets_needed=True)
+        if name == "erase":
+            prepare_erasure(lg.sequencer(), k)
+            history.serve(lg)
         size, note = lg.store.size(), lg.store.latest_checkpoint()
         lg.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         lg.close()
@@ -296,6 +356,8 @@ def test_process_death_at_every_step(log, history, name):
             assert lg.store.size() == size + (n if saved else 0), (step, phase)
             if not saved:
                 assert lg.store.latest_checkpoint() == note, (step, phase)
+            if name == "erase":
+                assert_erased(lg, k, saved)
             history.serve(lg)
             history.check()
             seq = lg.sequencer()
@@ -310,6 +372,8 @@ def test_process_death_at_every_step(log, history, name):
                 history.acked.update(op(seq, k))  # the unacknowledged work, sent again, lands at the old size
                 assert lg.store.size() == size + n
                 assert_one_batch(lg, size, n)
+                if name == "erase":
+                    assert_erased(lg, k, True)
             history.serve(lg)
         finally:
             lg.close()
