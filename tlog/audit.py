@@ -168,10 +168,11 @@ class AuditReport:
         if self.uses:
             rows = sorted(self.uses.items(), key=lambda kv: (-kv[1][0], kv[0]))
             parts[0] += " — " + ", ".join(f"{n:,} {purpose} {decision}" for (purpose, decision), (n, _) in rows)
-        for count, what in ((self.preference_changes, "preference change"), (self.bindings, "catalogue binding"),
-                            (self.erased, "erased entry")):
+        for count, one, many in ((self.preference_changes, "preference change", "preference changes"),
+                                 (self.bindings, "catalogue binding", "catalogue bindings"),
+                                 (self.erased, "erased entry", "erased entries")):
             if count:
-                parts.append(f"{count:,} {what}{'s' if count != 1 else ''}")
+                parts.append(f"{count:,} {one if count == 1 else many}")
         return "; ".join(parts)
 
     def _decided(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,18 @@ routes = web.RouteTableDef()
 CSV_COLUMNS = ("index", "type", "logged_at", "event_id", "content_id", "purpose", "phase", "decision", "basis",
                "service", "system_id", "system_model", "system_version", "occurred_at", "window_end",
                "invocations", "detail", "policy")
+
+
+def find_artist(state: State, store: Store, artist_id: str) -> ArtistState | None:
+    """The artist's state, read through `store`; for an id that was erased (and has not come back), the
+    state of its tag's chain, found by the VRF (a server without the VRF key knows only ids it holds):
+    its entries are still there, erased, and its audit must show them so."""
+    artist = store.artist_state(artist_id)
+    if artist is not None or state.log.vrf is None:
+        return artist
+    tag, proof = artist_tag(state.log.vrf, artist_id)
+    erased = store.erased_artist(tag)
+    return None if erased is None else dataclasses.replace(erased, artist_id=artist_id, proof=proof)
 
 
 def _own(request: web.Request) -> str:
@@ -115,11 +128,8 @@ def _erased(e: Entry, notes: Notes) -> dict[str, str] | None:
 
 
 def entry_json(e: Entry, notes: Notes) -> dict[str, Any]:
-    out = {"index": e.index, "type": e.type, "logged_at": format_logged_at(e.logged_ms), "aseq": e.aseq,
-           "details": None if e.erased is not None else e.details}
-    if e.erased is not None:
-        out["erased"] = _erased(e, notes)
-    return out
+    return {"index": e.index, "type": e.type, "logged_at": format_logged_at(e.logged_ms), "aseq": e.aseq,
+            "details": None if e.erased is not None else e.details, "erased": _erased(e, notes)}
 
 
 def _csv_row(e: Entry, notes: Notes) -> list[Any]:
@@ -145,12 +155,17 @@ async def uses(request: web.Request) -> web.StreamResponse:
     if fmt not in ("json", "jsonl", "csv"):
         raise ValidationError("format must be json, jsonl or csv", [{"field": "format", "message": fmt[:40]}])
     limit = _limit(request, state.limits.page_size, state.limits.max_page_size)
-    # Off the loop: a filter that matches nothing makes SQLite walk the artist's whole history.
-    page = await state.reads.run(lambda store: store.artist_entries(artist_id, flt, limit + 1))  # type: ignore[union-attr]
+
+    def read(store: Store) -> tuple[list[Entry], Notes]:
+        # Off the loop: a filter that matches nothing makes SQLite walk the artist's whole history.
+        artist = find_artist(state, store, artist_id)
+        found = [] if artist is None else store.chain_entries(artist, flt, limit + 1)
+        return found, erasure_notes(store, found)
+
+    page, notes = await state.reads.run(read)  # type: ignore[union-attr]
     more = len(page) > limit
     page = page[:limit]
     next_cursor = _make_cursor(page[-1].index) if more else None
-    notes = erasure_notes(state.store, page)
     headers = {"Cache-Control": "no-store"}
     if next_cursor:
         headers["X-Next-Cursor"] = next_cursor
@@ -229,7 +244,7 @@ def _older_checkpoint(state: State, size: int, published: int) -> bytes:
 
 def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery, vrf_key: bytes) -> dict[str, Any]:
     """The page, read through `store` (a read thread's own connection, never `state.store`, the loop's)."""
-    artist = store.artist_state(artist_id)
+    artist = find_artist(state, store, artist_id)
     tag, vrf_proof = (artist.tag, artist.proof) if artist is not None else _tag_of_stranger(state, artist_id)
     entries, next_aseq = _audit_entries(store, artist, q)
     in_force = _preference_before(store, artist, entries[0]) if artist is not None and entries else None
@@ -287,7 +302,7 @@ def _audit_entries(store: Store, artist: ArtistState | None, q: _AuditQuery) -> 
         if start is None:
             return [], None
         after = max(after, start - 1)
-    found = [e for e in store.artist_entries(artist.artist_id, UseFilter(after=after), q.limit + 1) if e.index < q.size]
+    found = [e for e in store.chain_entries(artist, UseFilter(after=after), q.limit + 1) if e.index < q.size]
     return found[: q.limit], found[q.limit].aseq if len(found) > q.limit else None
 
 
@@ -299,7 +314,7 @@ def _aseq_index(store: Store, artist: ArtistState, aseq: int) -> int | None:
     lo, hi = -1, artist.head  # the entry is after lo, at or before hi
     while lo < hi:
         mid = (lo + hi) // 2
-        found = store.artist_entries(artist.artist_id, UseFilter(after=mid), 1)
+        found = store.chain_entries(artist, UseFilter(after=mid), 1)
         if found and found[0].aseq == aseq:
             return found[0].index
         if found and found[0].aseq < aseq:  # type: ignore[operator]

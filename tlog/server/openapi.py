@@ -74,10 +74,14 @@ _PURPOSE = _obj({
 })
 _STATS_ROW = _obj({"type": _LEAF_TYPE, "purpose": _nullable({"type": "string"}), "decision": _nullable({"type": "string"}),
                    "leaves": {"type": "integer", "minimum": 0}, "uses": {"type": "integer", "minimum": 0}})
+_ERASED = _nullable(_obj({"at": _LOGGED_AT, "reason": {"type": "string"}},
+                         description="erased on request (SPEC §2.2): when (its erasure leaf's logged_at) and why"))
 _ENTRY = _obj({
     "index": {"type": "integer", "minimum": 0}, "type": _LEAF_TYPE, "logged_at": _LOGGED_AT,
     "aseq": _nullable({"type": "integer", "minimum": 1}),
-    "details": {"type": "object", "description": "the private details the leaf commits to (SPEC §2.2)"},
+    "details": _nullable({"type": "object", "description": "the private details the leaf commits to (SPEC §2.2); "
+                                                          "null once erased"}),
+    "erased": _ERASED,
 })
 
 SCHEMAS: dict[str, Any] = {
@@ -411,7 +415,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "by_month": {"type": "array", "items": {"type": "object"}},
             "tracks": {"type": "array", "items": {"type": "object"}}, "track_count": {"type": "integer"},
             "latest": {"type": "array", "items": _ref("Entry")}, "preferences": {"type": "object"},
-            "preference_changes": {"type": "integer"}})),
+            "preference_changes": {"type": "integer"},
+            "erased": {"type": "integer", "description": "entries erased on request (counted by their public leaves)"}})),
         (400, 403), params=[_ARTIST_PARAM],
         description="The entries under the published checkpoint, as the audit bundle at that checkpoint proves them.")},
     "/v1/whoami": {"get": _op(

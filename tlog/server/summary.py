@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..records import format_logged_at
 from ..store.base import MAX_ENTRIES, Entry, Store, UseFilter
-from .artist import Notes, entry_json, erasure_notes, _own
+from .artist import Notes, entry_json, erasure_notes, find_artist, _own
 from .auth import require
 from .state import State, get_state
 
@@ -108,7 +108,7 @@ async def summary(request: web.Request) -> web.Response:
     body = cache.get((artist_id, size))
     if body is None:
         # Every entry of the artist is read: off the loop (reads.py), for an artist with a long history.
-        body = await state.reads.run(lambda store: _summary(store, artist_id, size))  # type: ignore[union-attr]
+        body = await state.reads.run(lambda store: _summary(state, store, artist_id, size))  # type: ignore[union-attr]
         cache[(artist_id, size)] = body
         while len(cache) > CACHE_ENTRIES:
             cache.popitem(last=False)
@@ -117,11 +117,11 @@ async def summary(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-def _summary(store: Store, artist_id: str, size: int) -> bytes:
-    artist = store.artist_state(artist_id)
+def _summary(state: State, store: Store, artist_id: str, size: int) -> bytes:
+    artist = find_artist(state, store, artist_id)
     entries = []
     if artist is not None:
-        entries = [e for e in store.artist_entries(artist_id, UseFilter(), MAX_ENTRIES) if e.index < size]
+        entries = [e for e in store.chain_entries(artist, UseFilter(), MAX_ENTRIES) if e.index < size]
     notes = erasure_notes(store, entries)
     return orjson.dumps(summarize(artist_id, entries, size, artist.preferences if artist else None, notes))
 

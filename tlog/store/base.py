@@ -43,6 +43,7 @@ class ArtistState:
     head: int
     preferences: dict[str, Any] | None = None
     proof: bytes = b""  # the 80-byte VRF proof of the tag (SPEC §2.2), made once at first sight
+    erased: bool = False  # an erased artist's chain, found by its tag: the store no longer knows its id
 
 
 @dataclass(slots=True)
@@ -163,6 +164,8 @@ class Store(Protocol):
     def artists(self) -> list[ArtistState]: ...  # the artists with an id (an erased one has none)
     def heads(self) -> dict[bytes, tuple[int, int]]: ...  # tag → (aseq, head) of every chain, erased ones too
     def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]: ...
+    def erased_artist(self, tag: bytes) -> ArtistState | None: ...  # the chain of an erased id, by its tag
+    def chain_entries(self, artist: ArtistState, flt: UseFilter, limit: int) -> list[Entry]: ...  # by id, or erased by tag
 
     # --- policies ------------------------------------------------------------------------------
     def policies(self) -> list[PolicyRecord]: ...

@@ -502,6 +502,26 @@ class SqliteStore:
         row = self.conn.execute(
             "SELECT a.id, h.head FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id = ?", (artist_id,)
         ).fetchone()
+        return self._listing(row, flt, limit)
+
+    def erased_artist(self, tag: bytes) -> ArtistState | None:
+        row = self.conn.execute(
+            "SELECT h.aseq, h.head FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?", (tag,)
+        ).fetchone()
+        return None if row is None else ArtistState("", tag, row[0], row[1], erased=True)
+
+    def chain_entries(self, artist: ArtistState, flt: UseFilter, limit: int) -> list[Entry]:
+        """`artist_entries` of an artist state: by its id, or for an erased one by its tag."""
+        if not artist.erased:
+            return self.artist_entries(artist.artist_id, flt, limit)
+        row = self.conn.execute(
+            "SELECT a.id, h.head FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?",
+            (artist.tag,),
+        ).fetchone()
+        return self._listing(row, flt, limit)
+
+    def _listing(self, row: tuple[int, int] | None, flt: UseFilter, limit: int) -> list[Entry]:
+        """The entries of the artist row `row` (id, head), filtered, from the cursor on."""
         if row is None or row[1] <= flt.after:
             return []
         # One seek per epoch of the artist index from the cursor to the artist's head (module docstring).
