@@ -118,15 +118,21 @@ def test_a_checkpoint_that_does_not_end_at_a_map_leaf_is_refused():
         checker.check_end(10)
 
 
-@pytest.mark.parametrize("cut", [1, 4, 6, 7, 9])
-def test_ranges_replayed_in_order_agree_with_one_pass(cut):
-    leaves = chained(sound())
+def two_ranges(leaves: list[tuple[bytes, Leaf]], cut: int) -> tuple[ChainChecker, ChainChecker]:
+    """The leaves (hash, leaf) checked as two ranges, split before index `cut`."""
     first = ChainChecker(ORIGIN, tree=False)
     for h, leaf in leaves[:cut]:
         add(first, h, leaf)
     second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
     for h, leaf in leaves[cut:]:
         add(second, h, leaf)
+    return first, second
+
+
+@pytest.mark.parametrize("cut", [1, 4, 6, 7, 9])
+def test_ranges_replayed_in_order_agree_with_one_pass(cut):
+    leaves = chained(sound())
+    first, second = two_ranges(leaves, cut)
     rules = Sequential()
     rules.replay(first.sequential)  # type: ignore[arg-type]
     rules.replay(second.sequential)  # type: ignore[arg-type]
@@ -198,13 +204,7 @@ def test_ranges_replayed_in_order_check_erasure_counts_as_one_pass(cut, broken):
     leaves = erasures()
     if broken is not None:
         leaves[broken] = erasure(A, 2)
-    hashed = chained(leaves)
-    first = ChainChecker(ORIGIN, tree=False)
-    for h, leaf in hashed[:cut]:
-        add(first, h, leaf)
-    second = ChainChecker(ORIGIN, start=cut, prev=hashed[cut - 1][0], tree=False)
-    for h, leaf in hashed[cut:]:
-        add(second, h, leaf)
+    first, second = two_ranges(chained(leaves), cut)
     rules = Sequential()
     if broken is None:
         rules.replay(first.sequential)  # type: ignore[arg-type]
