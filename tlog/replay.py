@@ -76,8 +76,8 @@ class Sequential:
             aseq = moved[0] if moved else known.aseq if known else 0
         left = aseq - self.erased.get(tag, 0)
         if erased != left:
-            raise fail(index, f"the erasure leaf says {erased} entries were erased, but its tag has {left} chain "
-                              "leaves before it that no earlier erasure leaf covered")
+            raise fail(index, f"the erasure leaf says erased {erased}, but the chain leaves of its tag before it that "
+                              f"no earlier erasure leaf covered number {left}")
         self.erased[tag] = aseq
 
     def policy_leaf(self, index: int, logged_at: str, effective_at: str, policy: Policy) -> None:

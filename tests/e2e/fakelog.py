@@ -81,6 +81,16 @@ def with_policy(leaves: list[bytes], policy_id: str, document: bytes, effective_
     return out
 
 
+def with_erasure(leaves: list[bytes], tag: bytes, erased: int) -> list[bytes]:
+    """`leaves` (ending at a map leaf) and a batch erasing `erased` entries of `tag`, as a sequencer writes
+    one whatever it counted: the erasure leaf, then the map leaf (unchanged: the leaf is in no chain)."""
+    last = parse_leaf(leaves[-1])
+    assert last.type == "map", "a batch starts after a checkpoint, which ends at a map leaf"
+    out = [*leaves, build_leaf(Leaf("erasure", merkle.leaf_hash(leaves[-1]), last.logged_at, artist=tag, erased=erased))]
+    out.append(build_leaf(Leaf("map", merkle.leaf_hash(out[-1]), last.logged_at, root=last.root)))
+    return out
+
+
 def rechain(leaves: list[bytes], start: int) -> list[bytes]:
     """Leaves with `prev` recomputed from `start` on, so an edited history is a well-chained one."""
     out = leaves[:start]

@@ -26,8 +26,8 @@ from tlog.records import parse_leaf
 
 from ..conftest import append, records
 from .conftest import start_server, stop_server
-from .fakelog import Source, edit, rechain, with_policy
-from .test_remote_verify import LOOSE, grown_demo
+from .fakelog import Source, edit, rechain, with_erasure, with_policy
+from .test_remote_verify import LOOSE, chain_of_a_tag, grown_demo
 
 
 def _monitor(url: str, vkey: str, state: Path, *extra: str) -> Result:
@@ -230,6 +230,29 @@ def later_loosening_without_notice(src, fake):
     return "index 617: policy 'loose' loosens 'default' — model_training_generative: refused → allowed — but"
 
 
+def later_erasure_count(src, fake):
+    tag, n = chain_of_a_tag(src)
+    fake.publish(with_erasure(src.leaves, tag, n + 1))
+    return (f"index 617: the erasure leaf says erased {n + 1}, but the chain leaves of its tag before it that no "
+            f"earlier erasure leaf covered number {n}")
+
+
+def test_an_erasure_is_reported_and_the_next_one_counts_from_it(source, fake, watched):
+    """What earlier erasures covered is kept in the state: a second erasure of the tag with nothing new
+    before it is an alert in a later run."""
+    tag, n = chain_of_a_tag(source)
+    erased = with_erasure(source.leaves, tag, n)
+    fake.publish(erased)
+    result = _monitor(fake.url, source.vkey, watched)
+    assert result.exit_code == 0, result.output
+    assert f"{n} entries of artist tag {tag.hex()[:16]}… erased on request" in result.output
+    fake.publish(with_erasure(erased, tag, 1))
+    result = _monitor(fake.url, source.vkey, watched)
+    assert result.exit_code == 2, result.output
+    assert ("index 619: the erasure leaf says erased 1, but the chain leaves of its tag before it that no earlier "
+            "erasure leaf covered number 0") in result.stderr
+
+
 def later_stats_lie(src, fake):
     fake.publish(src.leaves)
     fake.stats["totals"][0]["leaves"] += 1
@@ -251,7 +274,8 @@ def later_tile_lie(src, fake):
 @pytest.mark.parametrize("lie", [later_rollback, later_same_size_fork, later_inconsistent, later_bad_proof,
                                  later_broken_chain, later_logged_at_back, later_artist_gap, later_artist_repeat,
                                  later_map_root, later_checkpoint_mid_batch, later_policy_not_in_effect,
-                                 later_loosening_without_notice, later_stats_lie, later_impostor, later_tile_lie], ids=lambda f: f.__name__)
+                                 later_loosening_without_notice, later_stats_lie, later_impostor, later_tile_lie,
+                                 later_erasure_count], ids=lambda f: f.__name__)
 def test_a_lie_after_an_honest_run_is_an_alert(source, fake, watched, lie):
     before = (watched / STATE_FILE).read_bytes()
     message = lie(source, fake)

@@ -25,7 +25,7 @@ from tlog.verify import verify_remote
 
 from ..conftest import append, records
 from .conftest import start_server, stop_server
-from .fakelog import Source, edit, rechain, with_policy
+from .fakelog import Source, edit, rechain, with_erasure, with_policy
 
 
 def grown_demo(db: Path) -> None:
@@ -209,6 +209,20 @@ def lie_loosening_without_notice(src, fake):
                  f"at {logged_at}, before the 30 days' notice 'default' promised (not before {earliest})")
 
 
+def chain_of_a_tag(src) -> tuple[bytes, int]:
+    """A tag of the source log and how many chain leaves it has."""
+    tags = [leaf.artist for leaf in map(parse_leaf, src.leaves) if leaf.aseq is not None]
+    return tags[0], tags.count(tags[0])
+
+
+def lie_erasure_count(src, fake):
+    # An erasure leaf that claims more entries than its tag's chain has: as a log hiding how many it erased.
+    tag, n = chain_of_a_tag(src)
+    fake.publish(with_erasure(src.leaves, tag, n + 1))
+    return len(src.leaves), (f"the erasure leaf says erased {n + 1}, but the chain leaves of its tag before it that "
+                             f"no earlier erasure leaf covered number {n}")
+
+
 def lie_policy_document(src, fake):
     fake.publish(src.leaves)
     fake.files["v1/policies/default"] = LOOSE.document
@@ -282,13 +296,19 @@ def lie_short_hash_tile(src, fake):
                                  lie_policy_not_in_effect, lie_loosening_without_notice, lie_policy_document,
                                  lie_policy_document_missing, lie_log_leaf, lie_logged_at, lie_non_canonical_leaf,
                                  lie_level0_tile, lie_upper_tile, lie_split_view, lie_missing_bundle,
-                                 lie_truncated_bundle, lie_short_hash_tile], ids=lambda f: f.__name__)
+                                 lie_truncated_bundle, lie_short_hash_tile, lie_erasure_count], ids=lambda f: f.__name__)
 def test_a_lying_server_is_caught_at_the_first_bad_index(source, fake, lie):
     index, message = lie(source, fake)
     with pytest.raises(VerificationError) as err:
         verify_remote(fake.url, source.vkey)
     assert err.value.index == index, err.value.message
     assert err.value.message.startswith(f"index {index}: ") and message in err.value.message, err.value.message
+
+
+def test_an_erasure_that_counts_its_tags_chain_verifies(source, fake):
+    tag, n = chain_of_a_tag(source)
+    fake.publish(with_erasure(source.leaves, tag, n))
+    assert verify_remote(fake.url, source.vkey).size == len(source.leaves) + 2
 
 
 def test_a_loosening_announced_with_the_notice_promised_verifies(source, fake):

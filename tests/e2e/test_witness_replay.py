@@ -28,6 +28,7 @@ from .test_remote_verify import (  # the same grown demo log (fixtures demo_db, 
     lie_artist_gap,
     lie_artist_repeat,
     lie_checkpoint_mid_batch,
+    lie_erasure_count,
     lie_log_leaf,
     lie_loosening_without_notice,
     lie_map_root,
@@ -70,7 +71,7 @@ async def test_an_honest_log_is_cosigned_replaying_only_what_each_checkpoint_add
 
 @pytest.mark.parametrize("lie", [lie_map_root, lie_artist_gap, lie_artist_repeat, lie_checkpoint_mid_batch,
                                  lie_policy_not_in_effect, lie_loosening_without_notice, lie_policy_document,
-                                 lie_log_leaf, lie_prev, lie_missing_bundle],
+                                 lie_log_leaf, lie_prev, lie_missing_bundle, lie_erasure_count],
                          ids=lambda f: f.__name__)
 async def test_a_checkpoint_whose_leaves_break_a_rule_is_refused_with_the_reason(source, fake, witness, lie):
     index, message = lie(source, fake)
