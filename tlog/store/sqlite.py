@@ -77,6 +77,7 @@ _ERASE_ENTRY = (
     "WHERE idx = ? AND artist = (SELECT id FROM artists WHERE artist_id = ?)"
 )
 _DELETE_TOKENS = "DELETE FROM tokens WHERE role = 'artist' AND subject = ?"
+_ERASED_ROW = "FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?"  # an erased artist's
 SCRUB_TRIES = 50  # checkpoint(TRUNCATE) attempts, 0.1 s apart, while readers hold the WAL
 
 
@@ -505,19 +506,14 @@ class SqliteStore:
         return self._listing(row, flt, limit)
 
     def erased_artist(self, tag: bytes) -> ArtistState | None:
-        row = self.conn.execute(
-            "SELECT h.aseq, h.head FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?", (tag,)
-        ).fetchone()
+        row = self.conn.execute(f"SELECT h.aseq, h.head {_ERASED_ROW}", (tag,)).fetchone()
         return None if row is None else ArtistState("", tag, row[0], row[1], erased=True)
 
     def chain_entries(self, artist: ArtistState, flt: UseFilter, limit: int) -> list[Entry]:
         """`artist_entries` of an artist state: by its id, or for an erased one by its tag."""
         if not artist.erased:
             return self.artist_entries(artist.artist_id, flt, limit)
-        row = self.conn.execute(
-            "SELECT a.id, h.head FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?",
-            (artist.tag,),
-        ).fetchone()
+        row = self.conn.execute(f"SELECT a.id, h.head {_ERASED_ROW}", (artist.tag,)).fetchone()
         return self._listing(row, flt, limit)
 
     def _listing(self, row: tuple[int, int] | None, flt: UseFilter, limit: int) -> list[Entry]:
