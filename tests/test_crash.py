@@ -176,11 +176,11 @@ def _reached(log: LocalLog, op: Op, k: int) -> list[str]:
 
 
 def test_the_matrix_covers_every_statement_of_a_batch(log, history):
-    """A step added to `write_batch` must get its crash case: the uses batch runs exactly these."""
-    steps = _reached(log, op_uses, 0)
-    assert "other" not in steps, steps
-    assert sorted(set(steps), key=STEP_LABELS.index) == list(STEP_LABELS)
-    assert steps[0] == "begin" and steps[-1] == "commit"
+    """A step added to `write_batch` must get its crash case: a uses batch and an erasure run exactly these."""
+    uses, erasure = _reached(log, op_uses, 0), _reached(log, op_erase, 0)
+    assert "other" not in uses + erasure, (uses, erasure)
+    assert sorted(set(uses + erasure), key=STEP_LABELS.index) == list(STEP_LABELS)
+    assert uses[0] == erasure[0] == "begin" and uses[-1] == erasure[-1] == "commit"
 
 
 def test_durability_settings(log):

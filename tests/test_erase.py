@@ -109,6 +109,16 @@ def test_erasing_again_changes_nothing_but_deletes_a_new_token(log):
     verify_log(log)
 
 
+def test_a_token_of_several_artists_keeps_covering_the_others(log):
+    """A label's token names the erased artist among others: it loses that id and keeps the rest."""
+    fill(log)
+    label = log.store.add_token("artist", f"sc:user:other {GONE} {KEPT}", new_token()[1], 0)
+    assert erasure.plan(log.store, GONE).tokens == 3
+    erasure.erase(log, GONE, "account deleted")
+    assert [(t.token_id, t.subject) for t in log.store.tokens() if t.subject != KEPT] == [(label, f"sc:user:other {KEPT}")]
+    assert GONE.encode() not in raw_bytes(log.path)
+
+
 def test_an_erased_artist_that_returns_keeps_its_tag_and_its_chain_goes_on(log):
     fill(log)
     tag = log.store.artist_state(GONE).tag

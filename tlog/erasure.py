@@ -73,7 +73,7 @@ def plan(store: Store, artist_id: str) -> Plan:
         raise ValidationError(f"{artist_id!r} is not an artist id (1–256 printable characters without spaces)")
     state = store.artist_state(artist_id)
     entries = Counter(e.type for e, _ in erasable(store, artist_id)) if state is not None else Counter()
-    tokens = sum(t.role == "artist" and t.subject == artist_id for t in store.tokens())
+    tokens = sum(t.role == "artist" and artist_id in (t.subject or "").split(" ") for t in store.tokens())
     return Plan(artist_id, entries, state is not None and state.preferences is not None, tokens)
 
 

@@ -76,7 +76,8 @@ _ERASE_ENTRY = (
     "decision = NULL, policy = NULL, nonce = NULL, extra = ? "
     "WHERE idx = ? AND artist = (SELECT id FROM artists WHERE artist_id = ?)"
 )
-_DELETE_TOKENS = "DELETE FROM tokens WHERE role = 'artist' AND subject = ?"
+# The artist tokens that cover an id: an artist token's subject is its artist ids, joined by spaces.
+_ARTIST_TOKENS = "SELECT id, subject FROM tokens WHERE role = 'artist' AND instr(' ' || subject || ' ', ' ' || ? || ' ') > 0"
 _ERASED_ROW = "FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?"  # an erased artist's
 SCRUB_TRIES = 50  # checkpoint(TRUNCATE) attempts, 0.1 s apart, while readers hold the WAL
 
@@ -573,7 +574,7 @@ class SqliteStore:
         them itself, with the entries). Returns how many there were."""
         def write() -> int:
             with self._immediate() as c:
-                return c.execute(_DELETE_TOKENS, (artist_id,)).rowcount
+                return _forget_tokens(c, [artist_id])
 
         deleted = int(self._guard(write))
         if deleted:
@@ -760,9 +761,9 @@ class SqliteStore:
                 for x in batch.erasures for i, public in x.entries]
         if c.executemany(_ERASE_ENTRY, rows).rowcount != len(rows) and rows:
             raise StorageError(f"the erasure in the batch at {batch.start} names entries that are not its artist's")
-        gone = [(x.artist_id,) for x in batch.erasures]
-        c.executemany("UPDATE artists SET artist_id = NULL, proof = NULL, preferences = NULL WHERE artist_id = ?", gone)
-        c.executemany(_DELETE_TOKENS, gone)
+        c.executemany("UPDATE artists SET artist_id = NULL, proof = NULL, preferences = NULL WHERE artist_id = ?",
+                      [(x.artist_id,) for x in batch.erasures])
+        _forget_tokens(c, [x.artist_id for x in batch.erasures])
         c.executemany("INSERT INTO erasures (idx, tag, reason) VALUES (?, ?, ?)",
                       [(x.index, x.tag, x.reason) for x in batch.erasures])
 
@@ -902,6 +903,24 @@ class _Checkpointer:
         self._stop.set()
         self._wake.set()
         self._thread.join()
+
+
+def _forget_tokens(c: sqlite3.Connection, artist_ids: Sequence[str]) -> int:
+    """Takes the erased `artist_ids` out of every artist token: a token of those alone is deleted (revoked
+    would still name them), one that also covers other artists (a label's) keeps covering those. Returns
+    how many tokens changed."""
+    narrowed: list[tuple[str, int]] = []
+    deleted: list[tuple[int]] = []
+    for artist_id in artist_ids:
+        for token_id, subject in c.execute(_ARTIST_TOKENS, (artist_id,)).fetchall():
+            rest = " ".join(a for a in subject.split(" ") if a not in artist_ids)
+            if rest:
+                narrowed.append((rest, token_id))
+            else:
+                deleted.append((token_id,))
+    c.executemany("UPDATE tokens SET subject = ? WHERE id = ?", narrowed)
+    c.executemany("DELETE FROM tokens WHERE id = ?", deleted)
+    return len(narrowed) + len(deleted)
 
 
 def _dump_preferences(prefs: dict[str, Any] | None) -> str | None:
