@@ -4,6 +4,7 @@ shape, leaves byte-equal to the JCS reference, strict leaf parsing, artist tags,
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import json
 import timeit
@@ -31,7 +32,8 @@ from tlog.records import (
     format_logged_at,
     parse_leaf,
     parse_logged_at,
-    parse_rfc3339,
+    parse_rfc3339_ms,
+    parse_rfc3339_ns,
     preference_details,
     preference_leaf,
     use_details,
@@ -324,12 +326,91 @@ def test_format_logged_at_range(ms):
 
 
 def test_parse_rfc3339():
-    assert parse_rfc3339("2026-08-01T14:00:00+02:00") == datetime(2026, 8, 1, 12, tzinfo=timezone.utc)
-    assert parse_rfc3339("2016-12-31T23:59:60Z") == datetime(2017, 1, 1, tzinfo=timezone.utc)
-    assert parse_rfc3339("2026-08-01T12:00:00.5z").microsecond == 500000
+    assert parse_rfc3339_ms("2026-08-01T14:00:00+02:00") == 1785585600000
+    assert parse_rfc3339_ms("2016-12-31T23:59:60Z") == parse_rfc3339_ms("2017-01-01T00:00:00Z")
+    assert parse_rfc3339_ns("2026-08-01T12:00:00.5z") % 10**9 == 500_000_000
+    assert parse_rfc3339_ms("2026-08-01T12:00:00.001Z") % 1000 == 1  # exact: no float on the way
     with pytest.raises(ValidationError) as e:
-        parse_rfc3339("2026-08-01", field="since")
+        parse_rfc3339_ms("2026-08-01", field="since")
     assert e.value.details[0]["field"] == "since"
+
+
+@pytest.mark.parametrize("text, utc", [
+    ("9999-12-31T23:59:60Z", (10000, 1, 1, 0, 0, 0)),  # the leap second runs into year 10000
+    ("9999-12-31T23:30:00-01:00", (10000, 1, 1, 0, 30, 0)),
+    ("0001-01-01T00:30:00+01:00", (0, 12, 31, 23, 30, 0)),  # the UTC instant is in year 0
+    ("0001-01-01T00:00:00Z", (1, 1, 1, 0, 0, 0)),
+    ("9999-12-31T23:59:59.999999999Z", (9999, 12, 31, 23, 59, 59)),
+])
+def test_rfc3339_edges_are_exact(text, utc):
+    """Instants a datetime cannot hold are still exact integers (proleptic Gregorian, as RFC 3339)."""
+    assert parse_rfc3339_ns(text) // 10**9 == _utc_seconds(*utc)
+
+
+def _utc_seconds(y: int, mo: int, d: int, h: int, mi: int, sec: int) -> int:
+    """calendar.timegm, extended to years 0 and 10000 by the 400-year Gregorian cycle (146,097 days)."""
+    shift = 400 if y < 1 else -400 if y > 9999 else 0
+    return calendar.timegm((y + shift, mo, d, h, mi, sec)) - shift // 400 * 146_097 * 86_400
+
+
+@st.composite
+def rfc3339_parts(draw):
+    """Every field over its whole range and a bit beyond (day 31 of every month, second 60, hour 24…)."""
+    year = draw(st.sampled_from([0, 1, 2, 1969, 1970, 2016, 2024, 2100, 9998, 9999]) | st.integers(0, 9999))
+    month = draw(st.integers(1, 12))
+    day = draw(st.sampled_from([1, 28, 29, 30, 31]) | st.integers(1, 31))
+    hour, minute, second = draw(st.integers(0, 24)), draw(st.integers(0, 59)), draw(st.integers(0, 60))
+    frac = draw(st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=9)))
+    zone = draw(st.one_of(st.sampled_from(["Z", "z", "+00:00", "-00:00", "+23:59", "-23:59", "+01:00", "-01:00"]),
+                          st.tuples(st.sampled_from("+-"), st.integers(0, 23), st.integers(0, 59))))
+    return year, month, day, hour, minute, second, frac, zone, draw(st.sampled_from("Tt"))
+
+
+def _format(parts) -> str:
+    year, month, day, hour, minute, second, frac, zone, t = parts
+    if isinstance(zone, tuple):
+        zone = f"{zone[0]}{zone[1]:02d}:{zone[2]:02d}"
+    return f"{year:04d}-{month:02d}-{day:02d}{t}{hour:02d}:{minute:02d}:{second:02d}{'.' + frac if frac else ''}{zone}"
+
+
+def _offset_seconds(zone) -> int:
+    if not isinstance(zone, tuple):
+        zone = (zone[0], int(zone[1:3]), int(zone[4:6])) if zone not in "Zz" else ("+", 0, 0)
+    return (-1 if zone[0] == "-" else 1) * (zone[1] * 3600 + zone[2] * 60)
+
+
+@settings(max_examples=2000)
+@given(rfc3339_parts())
+def test_rfc3339_parser_is_exact_or_names_the_field(parts):
+    """Property: a valid date-time parses to exactly its instant (a leap second being the next minute's
+    first instant), anything else is a ValidationError naming the field, never another exception."""
+    year, month, day, hour, minute, second, frac, zone, _ = parts
+    text = _format(parts)
+    valid = 1 <= year and day <= calendar.monthrange(year or 2000, month)[1] and hour < 24
+    if not valid:
+        with pytest.raises(ValidationError) as e:
+            parse_rfc3339_ns(text, field="occurred_at")
+        assert e.value.details[0]["field"] == "occurred_at"
+        return
+    want = _utc_seconds(year, month, day, hour, minute, second) - _offset_seconds(zone)
+    got = parse_rfc3339_ns(text)
+    assert got == want * 10**9 + int(frac.ljust(9, "0") or 0)
+    assert parse_rfc3339_ms(text) == got // 10**6
+    if second < 60 and 2 <= year <= 9998:  # the same instant as the standard library reads it
+        dt = datetime(year, month, day, hour, minute, second, tzinfo=timezone(timedelta(seconds=_offset_seconds(zone))))
+        assert (dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(seconds=1) == want
+
+
+@given(rfc3339_parts(), st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc)))
+def test_occurred_at_at_any_edge_is_a_field_problem_or_accepted(parts, now):
+    """validate_use never raises anything but a ValidationError naming occurred_at, whatever the time."""
+    text = _format(parts)
+    try:
+        validate_use(submitted(occurred_at=text), now=now, purposes=PURPOSES)
+    except ValidationError as e:
+        assert [d["field"] for d in e.details] == ["occurred_at"]
+    else:
+        assert parse_rfc3339_ns(text) <= (now + timedelta(minutes=5) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1000
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -326,6 +326,9 @@ class BatchBuilder:
         if effective < p.logged_ms:
             raise ValidationError(f"a policy cannot take effect before it is announced ({p.logged_at})",
                                   [{"field": "effective_at", "message": "must not be in the past"}])
+        if effective >= records.MAX_LOGGED_MS:  # a leaf's time has a four-digit year
+            raise ValidationError("a policy must take effect before the year 10000",
+                                  [{"field": "effective_at", "message": "must be before 10000-01-01T00:00:00Z"}])
         problem = notice_problem(p.schedule, policy, p.logged_ms, effective)
         if problem is not None:
             why, earliest = problem

@@ -7,7 +7,7 @@ import base64
 import gc
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -20,7 +20,7 @@ from . import merkle
 from .canonical import loads_strict
 from .errors import DETAILS_SHOWN, TlogError, ValidationError
 from .log import LocalLog, default_db, init_log, open_log
-from .records import parse_rfc3339, validate_use
+from .records import parse_rfc3339_ms, validate_use
 from .sequencer import Submission
 
 APPEND_BATCH = 1000
@@ -194,7 +194,7 @@ def policy_publish(db: Path, policy_id: str, effective: str | None, file: IO[byt
     publication; with less, it is refused, naming the earliest --effective."""
     effective_ms = None
     if effective is not None:
-        effective_ms = (parse_rfc3339(effective, field="--effective") - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+        effective_ms = parse_rfc3339_ms(effective, field="--effective")
     log = open_log(db, secrets_needed=True)
     try:
         index, _ = log.sequencer().publish_policy(file.read(), policy_id, effective_ms=effective_ms)

@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Final, TypedDict
 
 import orjson
@@ -50,9 +50,12 @@ _LOGGED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\
 # RFC 3339 §5.6 (T and Z case-insensitive, §5.6 NOTE). Fractions are capped at nanoseconds, and the
 # pattern is ASCII-only: `\d` would also match other scripts' digits.
 _RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:([0-9]{2})(?:\.[0-9]{1,9})?"
-    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(?:[Zz]|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))"
 )
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_NS: Final = 1_000_000_000
+_MS_NS: Final = 1_000_000
 MAX_LOGGED_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: RFC 3339 years have four digits
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
@@ -110,20 +113,36 @@ def is_text(value: Any) -> bool:
 # Time
 
 
-def parse_rfc3339(value: Any, *, field: str = "") -> datetime:
-    """An RFC 3339 date-time with a zone (`Z` or `±hh:mm`) as an aware datetime; ValidationError naming
-    `field` otherwise. A leap second (:60) is read as the first instant of the next minute."""
+def parse_rfc3339_ns(value: Any, *, field: str = "") -> int:
+    """An RFC 3339 date-time with a zone (`Z` or `±hh:mm`) as nanoseconds since the Unix epoch;
+    ValidationError naming `field` otherwise. Integer arithmetic, not datetime: years 0001–9999 with any
+    offset are exact, even where the instant in UTC falls in year 0 or 10000 (0001-01-01T00:30:00+01:00,
+    9999-12-31T23:30:00-01:00), which a datetime cannot hold. A leap second (:60) is read as the first
+    instant of the next minute."""
     if type(value) is not str or not (m := _RFC3339.fullmatch(value)):
         raise problems_error([{"field": field, "message": "must be an RFC 3339 date-time with a zone, e.g. 2026-08-01T12:00:00Z"}])
-    text = value.upper()
-    leap = m.group(1) == "60"
-    if leap:
-        text = text[:17] + "59" + text[19:]
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as e:
-        raise problems_error([{"field": field, "message": f"not a valid date-time: {e}"}]) from None
-    return parsed + timedelta(seconds=1) if leap else parsed
+        days = date(year, month, day).toordinal() - _EPOCH_DAY
+    except ValueError:
+        raise problems_error([{"field": field, "message": f"{value[:10]} is not a date of the years 0001–9999"}]) from None
+    if hour > 23 or minute > 59 or second > 60:
+        raise problems_error([{"field": field, "message": f"{value[11:19]} is not a time of day"}])
+    offset = 0
+    if m.group(8) is not None:
+        offset = (int(m.group(9)) * 60 + int(m.group(10))) * 60 * (-1 if m.group(8) == "-" else 1)
+    seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset
+    return seconds * _NS + int((m.group(7) or "").ljust(9, "0"))
+
+
+def parse_rfc3339_ms(value: Any, *, field: str = "") -> int:
+    """`parse_rfc3339_ns` in whole milliseconds (rounded down), the unit of `logged_at`."""
+    return parse_rfc3339_ns(value, field=field) // _MS_NS
+
+
+def datetime_ns(when: datetime) -> int:
+    """An aware datetime as nanoseconds since the Unix epoch, to compare with `parse_rfc3339_ns`."""
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1_000
 
 
 @functools.lru_cache(maxsize=4096)  # a batch shares one timestamp; verifiers see runs of equal ones
@@ -193,7 +212,7 @@ def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str 
     else:
         unlisted += _system_problems(system, problems)
 
-    latest = now + MAX_FUTURE
+    latest = datetime_ns(now + MAX_FUTURE)
     occurred_at = get("occurred_at", _MISSING)
     start = _timestamp(occurred_at, "occurred_at", latest, problems)
     window_end = get("window_end")
@@ -274,12 +293,12 @@ def _system_problems(value: Any, problems: list[tuple[str, str]]) -> int:
     return 0
 
 
-def _timestamp(value: Any, name: str, latest: datetime, problems: list[tuple[str, str]]) -> datetime | None:
+def _timestamp(value: Any, name: str, latest: int, problems: list[tuple[str, str]]) -> int | None:
     if value is _MISSING:
         problems.append((name, "required"))
         return None
     try:
-        parsed = parse_rfc3339(value, field=name)
+        parsed = parse_rfc3339_ns(value, field=name)
     except ValidationError as e:
         problems.append((name, e.details[0]["message"]))
         return None
