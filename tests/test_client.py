@@ -5,7 +5,9 @@ lose an answer after committing, or tamper with what it says, so every client pa
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -379,6 +381,20 @@ def test_spool_is_durable_ordered_and_refuses_a_second_body(tmp_path):
     reopened.fail(reopened.take(0, 10), 409, "conflict", "used for another body")
     assert reopened.count() == 0 and [f.event_id for f in reopened.failed()] == ["d"]
     reopened.close()
+
+
+def test_spool_files_are_private(tmp_path):
+    """The spool holds the records (artist and content ids): 0600, its -wal and -shm too, in a 0700 folder."""
+    old = os.umask(0o022)
+    try:
+        s = Spool(tmp_path / "new" / "s.spool")
+        s.add([("a", b'{"a":1}')])
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "new").iterdir()}
+    s.close()
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert "s.spool-wal" in modes and set(modes.values()) == {0o600}, modes
 
 
 def test_spool_refuses_a_file_that_is_not_a_spool(tmp_path):

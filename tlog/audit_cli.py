@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import orjson
 from .audit import AuditReport, AuditState, AuditWalk
 from .canonical import loads_strict
 from .errors import NotFound, TlogError, Unavailable, ValidationError, VerificationError
+from .files import private_dir, write_private
 from .note import Verifier
 from .remote import TIMEOUT, TileClient
 
@@ -193,6 +193,8 @@ def _exits(as_json: bool) -> Iterator[None]:
         _fail(as_json, "error", exc.message, UNREACHABLE)
     except TlogError as exc:
         _fail(as_json, "error", exc.message, BAD_INPUT)
+    except BrokenPipeError:
+        raise  # the reader went away: tlog's command group ends quietly (SPEC §7)
     except OSError as exc:
         _fail(as_json, "error", f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), BAD_INPUT)
 
@@ -240,31 +242,10 @@ def _load_state(state_dir: Path, origin: str, artist_id: str) -> AuditState | No
 
 
 def _save_state(state_dir: Path, state: AuditState) -> None:
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _replace(_state_path(state_dir, state.origin, state.artist_id), orjson.dumps(state.to_json()) + b"\n")
+    private_dir(state_dir)
+    write_private(_state_path(state_dir, state.origin, state.artist_id), orjson.dumps(state.to_json()) + b"\n")
 
 
 def _save_pages(out: Path, pages: list[bytes]) -> None:
     body = pages[0] if len(pages) == 1 else b"[" + b",".join(pages) + b"]"
-    _replace(out, body)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Writes `path` so that a crash leaves the old file or the new one, never half of either: a new file
-    (mode 0600) beside it, fsynced, renamed over it, and the directory fsynced so the rename lasts."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private(out, body)

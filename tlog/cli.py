@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import gc
+import os
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, NoReturn
 
 import click
 import orjson
@@ -31,13 +33,25 @@ class TlogGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # output still buffered meets a closed pipe here, not after exit
+            return result
+        except BrokenPipeError:
+            _closed_pipe()
         except TlogError as exc:
             _fail(exc.message, exc.details)
         except OSError as exc:
             _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), [])
         except KeyboardInterrupt:
             _fail("interrupted", [])
+
+
+def _closed_pipe() -> NoReturn:
+    """SPEC §7: the reader went away (`tlog export | head`): stop writing, quietly, exit 0. stdout now
+    points to /dev/null, or Python would complain once more when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 def _fail(message: str, details: list[dict[str, Any]]) -> None:
@@ -459,8 +473,9 @@ def stats(db: Path, as_json: bool) -> None:
 @main.command()
 @db_option
 @click.option("--public", is_flag=True, help="Only the public leaves (what the tiles serve), no private details.")
-@click.option("--out", type=click.File("wb"), default="-", help="Output file (default stdout).")
-def export(db: Path, public: bool, out: IO[bytes]) -> None:
+@click.option("--out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Output file, created mode 0600 and replaced only once complete (default stdout).")
+def export(db: Path, public: bool, out: Path | None) -> None:
     """Export the whole log as JSON Lines: index, leaf hash, public leaf and (unless --public) the private
     details. The secrets (signer and tag keys) are never exported."""
     from .leaves import iter_leaves
@@ -468,13 +483,26 @@ def export(db: Path, public: bool, out: IO[bytes]) -> None:
     log = open_log(db, readonly=True)
     try:
         size = log.latest_checkpoint()[0].size
-        for entry, leaf, h in iter_leaves(log.store, 0, size):
-            row: dict[str, Any] = {"index": entry.index, "leaf_hash": h.hex(), "leaf": orjson.Fragment(leaf)}
-            if not public:
-                row["details"] = entry.details
-            out.write(orjson.dumps(row) + b"\n")
+        with _output(out) as f:
+            for entry, leaf, h in iter_leaves(log.store, 0, size):
+                row: dict[str, Any] = {"index": entry.index, "leaf_hash": h.hex(), "leaf": orjson.Fragment(leaf)}
+                if not public:
+                    row["details"] = entry.details
+                f.write(orjson.dumps(row) + b"\n")
     finally:
         log.close()
+
+
+@contextmanager
+def _output(out: Path | None) -> Iterator[IO[bytes]]:
+    """stdout, or a private file (files.replacing: mode 0600, atomic) for `--out FILE`."""
+    if out is None or str(out) == "-":
+        yield sys.stdout.buffer
+        return
+    from .files import replacing
+
+    with replacing(out) as f:
+        yield f
 
 
 @main.command()

@@ -38,6 +38,7 @@ from . import merkle
 from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import NoteError, NotFound, ProofError, StorageError, Unavailable, ValidationError, VerificationError
+from .files import private_dir, write_private
 from .note import Verifier
 from .policy import parse_policy
 from .records import Leaf
@@ -120,21 +121,7 @@ def save_state(state_dir: Path, verifier: Verifier, state: MonitorState) -> None
         "map_root": rules.map.root().hex(),
         "counts": [[*group, n] for group, n in sorted(state.counts.items(), key=_group_order)],
     })
-    _write_atomically(state_dir / STATE_FILE, data)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself is durable only once the directory is
-    finally:
-        os.close(dir_fd)
+    write_private(state_dir / STATE_FILE, data)
 
 
 def _group_order(item: tuple[Group, int]) -> tuple[str, str, str]:
@@ -153,7 +140,18 @@ async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, e
                       progress: Progress | None = None, policy: WitnessPolicy | None = None) -> tuple[Checkpoint, bool]:
     """Checks the log's current checkpoint (and, with a witness policy, its quorum of cosignatures)
     against the saved state and saves the new state if all holds. Returns the checkpoint and whether the
-    log grew; VerificationError (an alert) if it does not hold."""
+    log grew; VerificationError (an alert) if it does not hold. The round's report is echoed once the
+    state is saved: a reader that stops reading (`| head`, a closed pipe) cannot cost the state."""
+    lines: list[str] = []
+    try:
+        return await _round(client, verifier, state_dir, lines.append, progress, policy)
+    finally:
+        for line in lines:
+            echo(line)
+
+
+async def _round(client: TileClient, verifier: Verifier, state_dir: Path, echo: Callable[[str], None],
+                 progress: Progress | None, policy: WitnessPolicy | None) -> tuple[Checkpoint, bool]:
     origin = verifier.name
     state = load_state(state_dir, verifier)
     signed = await client.checkpoint()
@@ -232,7 +230,7 @@ def _keep_evidence(state_dir: Path, signed: bytes, size: int) -> str:
     """Saves the conflicting checkpoint beside the state: the two signed checkpoints are the proof of the
     log's misbehaviour, to show to anyone. Returns the sentence that says where it is."""
     path = state_dir / f"conflicting-{size}.checkpoint"
-    _write_atomically(path, signed)
+    write_private(path, signed)
     return f"; the conflicting signed checkpoint is saved in {path}"
 
 
@@ -282,7 +280,7 @@ def run_monitor(url: str, vkey: str, state_dir: Path, *, follow: bool = False, i
     except NoteError as exc:
         raise ValidationError(f"--vkey is not a verifier key: {exc.message}") from None
     policy = _load_policy(witness_policy, verifier) if witness_policy is not None else None
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(state_dir)
     with _locked(state_dir):
         asyncio.run(_run(url, verifier, state_dir, follow, interval, echo, progress, policy))
 

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -115,3 +119,112 @@ def _size(db: Path) -> int:
         return log.store.size()
     finally:
         log.close()
+
+
+# --- private files and closed pipes ------------------------------------------------------------------------
+
+
+def tlog(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    """A `tlog` command in its own process, with the usual umask (022: new files would be 0644)."""
+    return subprocess.run([sys.executable, "-m", "tlog.cli", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, preexec_fn=lambda: os.umask(0o022), timeout=120)
+
+
+def piped(command: str) -> tuple[int, str, str]:
+    """`command` (a tlog command line) in a real shell pipeline; returns tlog's exit status (not head's),
+    what came out of the pipeline and tlog's stderr."""
+    tlog_cmd = f"{shlex.quote(sys.executable)} -m tlog.cli {command}"
+    out = subprocess.run(["bash", "-c", f"umask 022; {tlog_cmd} 2>err | head -2; echo ${{PIPESTATUS[0]}} >status"],
+                         capture_output=True, text=True, cwd=_cwd, timeout=120)
+    return int((_cwd / "status").read_text()), out.stdout, (_cwd / "err").read_text()
+
+
+def closed_stdout(*args: str) -> subprocess.CompletedProcess[str]:
+    """A tlog command whose stdout is a pipe nobody reads any more: its first write fails (EPIPE)."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return tlog(*args, stdout=w)
+    finally:
+        os.close(w)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def vkey_of(api: Api) -> str:
+    return orjson.loads(api.call("GET", "/v1/log")[2])["verifier_keys"][0]
+
+
+def test_private_files_are_created_0600_and_state_folders_0700(env, tmp_path: Path):
+    api, tok, db = env
+    url, vkey = api.server.url, vkey_of(api)
+    out = tmp_path / "export.jsonl"
+    assert tlog("export", "--db", str(db), "--out", str(out)).returncode == 0
+    assert mode(out) == 0o600 and out.read_bytes().count(b"\n") == api.size()
+    res = tlog("monitor", "--url", url, "--vkey", vkey, "--state", str(tmp_path / "mon"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert mode(tmp_path / "mon") == 0o700 and mode(tmp_path / "mon" / "state.json") == 0o600
+    bundle = tmp_path / "bundle.json"
+    res = tlog("audit", "--url", url, "--vkey", vkey, "--artist", "sc:user:7", "--token", tok["artist7"],
+               "--out", str(bundle), "--state", str(tmp_path / "aud"))
+    assert res.returncode == 0, res.stderr
+    assert mode(bundle) == 0o600 and mode(tmp_path / "aud") == 0o700
+    assert [mode(p) for p in (tmp_path / "aud").iterdir()] == [0o600]
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # every file was renamed into place
+
+
+def test_an_export_over_an_existing_file_is_0600_and_whole(env, tmp_path: Path):
+    """--out replaces a file (made 0644 by someone else) by a new private one, never writes into it."""
+    api, _, db = env
+    out = tmp_path / "old.jsonl"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    assert tlog("export", "--db", str(db), "--public", "--out", str(out)).returncode == 0
+    assert mode(out) == 0o600 and out.read_bytes().count(b"\n") == api.size()
+    assert all("details" not in orjson.loads(line) for line in out.read_bytes().splitlines())  # --public
+
+
+_cwd = Path()
+
+
+@pytest.fixture
+def big(tmp_path_factory):
+    """A log whose export is far larger than a pipe's buffer, so `| head` closes it mid-way."""
+    global _cwd
+    _cwd = tmp_path_factory.mktemp("pipes")
+    db = _cwd / "tlog.db"
+    build_demo(str(db), 3000)
+    return db
+
+
+def test_export_into_a_closed_pipe_ends_quietly_with_0(big: Path):
+    status, out, err = piped(f"export --db {shlex.quote(str(big))}")
+    assert status == 0 and err == "", err
+    assert len(out.splitlines()) == 2 and orjson.loads(out.splitlines()[0])["index"] == 0
+    res = closed_stdout("export", "--db", str(big))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+def test_monitor_and_audit_keep_their_state_when_the_reader_goes_away(env, tmp_path: Path):
+    api, tok, _ = env
+    url, vkey = api.server.url, vkey_of(api)
+    global _cwd
+    _cwd = tmp_path
+    state = tmp_path / "mon"
+    status, out, err = piped(f"monitor --quiet --url {url} --vkey {shlex.quote(vkey)} --state {state}")
+    assert status == 0 and err == "" and len(out.splitlines()) == 2, err
+    saved = orjson.loads((state / "state.json").read_bytes())
+    assert saved["checkpoint"].split("\n")[1] == str(api.size())  # the checkpoint body's size line
+    # A reader gone before the first line: the state is saved all the same, and the next run starts there.
+    state2 = tmp_path / "mon2"
+    res = closed_stdout("monitor", "--quiet", "--url", url, "--vkey", vkey, "--state", str(state2))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    res = tlog("monitor", "--quiet", "--url", url, "--vkey", vkey, "--state", str(state2))
+    assert res.returncode == 0 and "unchanged" in res.stdout, res.stdout
+    aud = tmp_path / "aud"
+    res = closed_stdout("audit", "--url", url, "--vkey", vkey, "--artist", "sc:user:7", "--token", tok["artist7"],
+                        "--state", str(aud))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert len(list(aud.iterdir())) == 1

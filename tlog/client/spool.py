@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..files import create_private, private_dir
 from .errors import SpoolError
 
 SCHEMA_VERSION = 1
@@ -78,7 +79,8 @@ class Spool:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            create_private(self.path)  # the records are private: mode 0600 (SQLite's -wal and -shm follow it)
             self._db = sqlite3.connect(self.path, timeout=0.2, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
