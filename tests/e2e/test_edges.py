@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -17,10 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tlog.client import BatchLogger, TlogClient
 from tlog.demo import build_demo
+from tlog.errors import ValidationError
 from tlog.log import open_log
 
 from .conftest import start_server, stop_server
+from .test_client_e2e import use
 from .test_service_api import Api, _rec, make_token
 
 EDGES = [
@@ -228,3 +233,56 @@ def test_monitor_and_audit_keep_their_state_when_the_reader_goes_away(env, tmp_p
                         "--state", str(aud))
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert len(list(aud.iterdir())) == 1
+
+
+# --- the client never floods the server --------------------------------------------------------------------
+
+
+def uses_requests(api: Api) -> dict[int, int]:
+    """POST /v1/uses requests the server has answered, by status, from its own /metrics."""
+    text = api.call("GET", "/metrics")[2].decode()
+    found = re.findall(r'tlog_http_requests_total\{method="POST",route="/v1/uses",role="service",status="(\d+)"\} (\d+)', text)
+    return {int(status): int(n) for status, n in found}
+
+
+async def test_a_batch_the_log_refuses_whole_is_reported_once_and_never_resent(tmp_path: Path):
+    """The policy in force dropped a purpose code: every record of a spooled batch under it is refused
+    (400 naming each). Each is failed once, with the reason, and nothing more is sent: no empty batch,
+    no loop; close() returns. A mixed batch sends only its good records again, once."""
+    db = tmp_path / "tlog.db"
+    build_demo(str(db), 5)
+    shown = tlog("policy", "show", "--db", str(db))
+    doc = orjson.loads(shown.stdout)
+    del doc["purposes"]["talent_discovery"]
+    (tmp_path / "p.json").write_bytes(orjson.dumps(doc))
+    res = tlog("policy", "publish", "--db", str(db), "--id", "no-talent-discovery", str(tmp_path / "p.json"))
+    assert res.returncode == 0, res.stderr
+    token = make_token(db, "--service", "recsys")
+    server = start_server(db)
+    api = Api(server)
+    errors: list[str] = []
+    try:
+        async with TlogClient(server.url, token, vkey=vkey_of(api)) as client:
+            logger = BatchLogger(client, tmp_path / "s.spool", backoff_base=0.01, backoff_cap=0.05,
+                                 on_error=lambda event_id, exc: errors.append(event_id))
+            await logger.start()
+            dropped = [use(i, purpose="talent_discovery") for i in range(20)]
+            futures = await logger.log_many(dropped)
+            assert await asyncio.wait_for(logger.close(), 10) == 0
+            assert uses_requests(api) == {400: 1}
+            for f in futures:
+                with pytest.raises(ValidationError, match="purpose"):
+                    f.result()
+            assert sorted(errors) == sorted(r["event_id"] for r in dropped)  # each reported once
+            reopened = BatchLogger(client, tmp_path / "s.spool")
+            await reopened.start()
+            failed = await reopened.failed()
+            assert len(failed) == 20 and all(f.status == 400 and "purpose" in f.message for f in failed)
+            mixed = [use(100 + i, purpose="talent_discovery" if i % 2 else "recommendation") for i in range(10)]
+            futures = await reopened.log_many(mixed)
+            assert await asyncio.wait_for(reopened.close(), 10) == 0
+        assert uses_requests(api) == {400: 2, 200: 1}
+        assert [f.exception() is None for f in futures] == [i % 2 == 0 for i in range(10)]
+    finally:
+        out = stop_server(server)
+    assert "Traceback" not in out, out

@@ -15,10 +15,11 @@ acknowledged them. So:
   answer (`duplicate=True`), so nothing is logged twice, even when an answer was lost after the commit;
 - 5xx, 429, refused or dropped connections and timeouts are retried forever, with exponential backoff
   and full jitter (an outage is waited out, never turned into loss);
-- a record the log refuses for good (400: invalid; 409: its event_id was used for another body) fails
-  alone: it is moved to the spool's `failed` table with the reason, its future raises, `on_error` is
-  called; the rest of its batch is sent again (records named by the 400 are dropped from the batch,
-  otherwise the batch is halved until the culprit is alone);
+- a record the log refuses for good (400: invalid, e.g. a purpose the policy dropped; 409: its event_id
+  was used for another body) fails alone, once: it is moved to the spool's `failed` table with the
+  reason, its future raises, `on_error` is called; the rest of its batch is sent again (records named
+  by the 400 are dropped from the batch, otherwise the batch is halved until the culprit is alone), so a
+  batch of n records costs at most 2n - 1 requests, and an empty batch is never sent;
 - 401/403/404/415 mean the logger is misconfigured (token, role, URL): it stops, keeps every record in
   the spool, and `log()`, `flush()` and `close()` raise that error;
 - backpressure: `log()` waits while `max_pending` records are spooled and unacknowledged, so an outage
@@ -340,7 +341,8 @@ class BatchLogger:
             mid = len(part) // 2
             return [part[:mid], part[mid:]]
         await self._fail([(part[i], _record_error(exc, details)) for i, details in named.items()])
-        return [[r for i, r in enumerate(part) if i not in named]]
+        rest = [r for i, r in enumerate(part) if i not in named]
+        return [rest] if rest else []  # every record refused: nothing left to send, not an empty batch
 
     async def _ack(self, part: list[SpooledRecord], results: list[UseReceipt]) -> None:
         await self._run(self._spool_().remove, [r.seq for r in part])

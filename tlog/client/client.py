@@ -236,7 +236,10 @@ class TlogClient:
     # --- transport ---------------------------------------------------------------------------
 
     async def submit(self, bodies: Sequence[bytes], event_ids: Sequence[str | None], *, retries: int = 0) -> list[UseReceipt]:
-        """POST records already encoded as JSON objects (as the spool keeps them) as one batch."""
+        """POST records already encoded as JSON objects (as the spool keeps them) as one batch. No records,
+        no request: the log would refuse an empty batch, and a caller retrying that would flood it."""
+        if not bodies:
+            return []
         body = b'{"records":[' + b",".join(bodies) + b"]}"
         data = await self._call("POST", "/v1/uses", body, retries=retries)
         return [r for r, _ in parse_results(data, event_ids)]
