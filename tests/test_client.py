@@ -346,6 +346,8 @@ def test_response_errors_map_to_types():
     assert isinstance(err, TransientError) and err.status == 502 and "HTTP 502: <html>Bad gateway" in str(err)
     err = response_error(400, b'{"error":{"code":"invalid_input","message":"bad","details":[{"field":"records[1].purpose","message":"unknown"}]}}', None)
     assert isinstance(err, ValidationError) and str(err) == "bad (records[1].purpose: unknown)"
+    err = response_error(425, b'{"error":{"code":"too_early","message":"not cosigned yet","details":[]}}', "1")
+    assert isinstance(err, TransientError) and err.retry_after == 1.0 and err.code == "too_early"  # asked again
 
 
 def test_backoff_grows_with_jitter_and_is_capped():

@@ -71,6 +71,16 @@ class Unavailable(TlogError):
 
 
 @dataclass
+class TooEarly(TlogError):
+    """The answer exists but may not be shown yet: a receipt for a leaf that no published (witness-
+    cosigned) checkpoint covers yet (SPEC §6). Ask again after `retry_after` seconds."""
+
+    code: str = "too_early"
+    status: int = 425
+    retry_after: int = 1
+
+
+@dataclass
 class ProofError(TlogError):
     """A Merkle proof, receipt or signed note does not check out."""
 

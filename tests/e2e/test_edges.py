@@ -19,14 +19,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tlog.client import BatchLogger, TlogClient
+from tlog.checkpoint import Receipt, verify_receipt
+from tlog.client import BatchLogger, TlogClient, UseReceipt
 from tlog.demo import build_demo
 from tlog.errors import ValidationError
-from tlog.log import open_log
+from tlog.log import init_log, open_log
+from tlog.note import Verifier, open_note
 
-from .conftest import start_server, stop_server
+from .conftest import start_server, start_witness, stop_server
 from .test_client_e2e import use
 from .test_service_api import Api, _rec, make_token
+from .test_witness_e2e import ORIGIN, cosigned, new_witness, policy_file, wait_for
 
 EDGES = [
     "9999-12-31T23:59:60Z", "9999-12-31T23:59:59.999999999Z", "9999-12-31T23:30:00-01:00", "0001-01-01T00:30:00+01:00",
@@ -286,3 +289,71 @@ async def test_a_batch_the_log_refuses_whole_is_reported_once_and_never_resent(t
     finally:
         out = stop_server(server)
     assert "Traceback" not in out, out
+
+
+# --- receipts and bundles rest on the published (cosigned) checkpoint ----------------------------------------
+
+
+def test_receipts_and_bundles_wait_for_the_witnesses(tmp_path: Path):
+    """With a witness policy (SPEC §6), a receipt proves a leaf against a checkpoint the public can see:
+    the latest the quorum cosigned. A leaf logged while the witness is away has no receipt yet (425 with
+    Retry-After, nothing inline in the POST answer) and is not in the artist's audit bundle; once the
+    witness is back and has cosigned, the receipt comes, and its checkpoint carries the cosignature."""
+    db = tmp_path / "tlog.db"
+    log = init_log(db, ORIGIN)
+    log_v = log.verifier
+    log.close()
+    wdb, wvkey = new_witness(tmp_path)
+    witness_v = Verifier.from_key(wvkey)
+    witness = start_witness(wdb, log_v.key)
+    port = int(witness.url.rsplit(":", 1)[1])
+    service, artist = make_token(db, "--service", "recsys"), make_token(db, "--artist", "sc:user:7")
+    server = start_server(db, "--witness-policy", str(policy_file(tmp_path, wvkey, witness.url)))
+    api = Api(server)
+    try:
+        wait_for("the first cosigned checkpoint", lambda: cosigned(server, log_v))
+        status, body = api.json("POST", "/v1/uses", service, _rec(1))
+        assert status == 200, body
+        first = body["results"][0]["index"]
+        receipt = wait_for("the first receipt", lambda: (r := api.call("GET", f"/v1/receipts/{first}", service))[0] == 200 and r[2])
+        _check_cosigned_receipt(receipt, first, log_v, witness_v)
+        result = asyncio.run(_use(server.url, service, log_v.key))  # the client waits out the 425s for its receipt
+        _check_cosigned_receipt(result.receipt.format(), result.index, log_v, witness_v)
+
+        stop_server(witness)
+        witness = None
+        status, body = api.json("POST", "/v1/uses", service, _rec(2))
+        assert status == 200 and "receipt" not in body["results"][0], body  # no receipt on an unpublished view
+        index = body["results"][0]["index"]
+        for token in (service, artist):
+            status, headers, data = api.call("GET", f"/v1/receipts/{index}", token)
+            assert status == 425 and headers["Retry-After"] == "1", data
+            assert orjson.loads(data)["error"]["code"] == "too_early"
+        assert api.call("GET", f"/v1/receipts/{index + 1000}", service)[0] == 404  # no such leaf: still 404
+        status, bundle = api.json("GET", "/v1/artists/sc:user:7/audit", artist)
+        assert status == 200 and index not in [e["index"] for e in bundle["entries"]]
+        assert first in [e["index"] for e in bundle["entries"]]
+        open_note(bundle["checkpoint"].encode(), [witness_v])  # the bundle's checkpoint is the cosigned one
+
+        witness = start_witness(wdb, log_v.key, port=port)
+        receipt = wait_for("the receipt once cosigned", lambda: (r := api.call("GET", f"/v1/receipts/{index}", service))[0] == 200 and r[2])
+        _check_cosigned_receipt(receipt, index, log_v, witness_v)
+        status, bundle = api.json("GET", "/v1/artists/sc:user:7/audit", artist)
+        assert index in [e["index"] for e in bundle["entries"]]
+    finally:
+        out = stop_server(server)
+        if witness is not None:
+            stop_server(witness)
+    assert "Traceback" not in out, out
+
+
+async def _use(url: str, token: str, vkey: str) -> UseReceipt:
+    async with TlogClient(url, token, vkey=vkey) as client:
+        return await client.use(_rec(3))
+
+
+def _check_cosigned_receipt(data: bytes, index: int, log_v: Verifier, witness_v: Verifier) -> None:
+    receipt = Receipt.parse(data)
+    cp = verify_receipt(receipt, None, [log_v])
+    assert receipt.index == index < cp.size
+    assert [s.name for s in open_note(receipt.checkpoint, [witness_v]).verified] == [witness_v.name]

@@ -9,11 +9,12 @@
 from .aggregate import Aggregator
 from .batch import BatchLogger
 from .client import LogInfo, PreferenceChange, TlogClient, UseReceipt, VerifiedReceipt
-from .errors import ProtocolError, RateLimited, ReceiptError, SpoolError, TooLarge, TransientError, UseRefused
+from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, SpoolError, TooLarge, TransientError, UseRefused
 from .spool import FailedRecord
 
 __all__ = [
-    "Aggregator", "BatchLogger", "FailedRecord", "LogInfo", "PreferenceChange", "ProtocolError", "RateLimited",
+    "Aggregator", "BatchLogger", "FailedRecord", "LogInfo", "NotYetPublished", "PreferenceChange", "ProtocolError",
+    "RateLimited",
     "ReceiptError", "SpoolError", "TlogClient", "TooLarge", "TransientError", "UseReceipt", "UseRefused",
     "VerifiedReceipt",
 ]

@@ -27,7 +27,7 @@ from ..errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, Val
 from ..note import Verifier
 from ..records import DECISIONS, Leaf, parse_leaf
 from .backoff import Backoff
-from .errors import ProtocolError, RateLimited, ReceiptError, TooLarge, TransientError, UseRefused, describe, is_transient
+from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, TooLarge, TransientError, UseRefused, describe, is_transient
 
 MAX_RECORDS = 1000  # per POST /v1/uses (SPEC §6)
 
@@ -317,6 +317,8 @@ def response_error(status: int, data: bytes, retry_after: str | None) -> TlogErr
         kwargs["code"] = code
     if status == 429:
         return RateLimited(f"the log is rate limiting this client: {text}", retry_after=_seconds(retry_after), **kwargs)
+    if status == 425:
+        return NotYetPublished(f"not published yet: {text}", retry_after=_seconds(retry_after), **kwargs)
     if status >= 500:
         return TransientError(f"the log is unavailable (HTTP {status}): {text}", retry_after=_seconds(retry_after), **kwargs)
     if status == 401:

@@ -34,6 +34,15 @@ class RateLimited(TransientError):
 
 
 @dataclass
+class NotYetPublished(TransientError):
+    """425: the leaf is logged, but no published (witness-cosigned) checkpoint covers it yet, so no
+    receipt can be shown; asked again after the server's Retry-After."""
+
+    code: str = "too_early"
+    status: int = 425
+
+
+@dataclass
 class TooLarge(ValidationError):
     """The request was over the server's body or batch limit (413)."""
 

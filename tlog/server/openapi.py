@@ -236,6 +236,7 @@ _ERROR_TEXT = {
     409: "conflict: the event_id was logged before with a different body",
     413: "the body is too large (`tlog serve --max-body`)",
     415: "send the body as application/json",
+    425: "with a witness policy: the leaf is not yet under a published (cosigned) checkpoint; see Retry-After",
     429: "too many requests without a valid token, or with a failed one; see Retry-After",
     503: "the log cannot answer now (storage unavailable, or no witnessed checkpoint yet)",
 }
@@ -243,7 +244,7 @@ _ERROR_TEXT = {
 
 def _error(status: int) -> dict[str, Any]:
     resp: dict[str, Any] = {"description": _ERROR_TEXT[status], "content": {"application/json": {"schema": _ref("Error")}}}
-    if status == 429:
+    if status in (425, 429):
         resp["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
     if status == 401:
         resp["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
@@ -358,9 +359,10 @@ PATHS: dict[str, dict[str, Any]] = {
         description="One record or {\"records\": [...]}, all or nothing. The same event_id again from the same "
                     "service returns the first answer (duplicate: true); a different body under it is 409.")},
     "/v1/receipts/{index}": {"get": _op(
-        "A c2sp.org/tlog-proof receipt for a leaf against the latest checkpoint", [SERVICE, ARTIST, AUDITOR],
-        _text("c2sp.org/tlog-proof@v1"), (400, 403, 404), params=[_INDEX_PARAM],
-        description="For the service that logged the leaf, the artist it concerns, or an auditor.")},
+        "A c2sp.org/tlog-proof receipt for a leaf against the published checkpoint", [SERVICE, ARTIST, AUDITOR],
+        _text("c2sp.org/tlog-proof@v1"), (400, 403, 404, 425), params=[_INDEX_PARAM],
+        description="For the service that logged the leaf, the artist it concerns, or an auditor. With a witness "
+                    "policy, the checkpoint is the latest its quorum cosigned: 425 until one covers the leaf.")},
     "/v1/artists/{artist_id}/preferences": {
         "get": _op("An artist's current preferences", [SERVICE, ARTIST, AUDITOR], _json(_ref("ArtistPreferences")),
                    (400, 403), params=[_ARTIST_PARAM],

@@ -17,7 +17,7 @@ from aiohttp import web
 from .. import merkle
 from ..canonical import loads_strict
 from ..checkpoint import Receipt
-from ..errors import Forbidden, NotFound, TlogError, TooLarge, ValidationError
+from ..errors import Forbidden, NotFound, TlogError, TooEarly, TooLarge, Unavailable, ValidationError
 from ..leaves import iter_leaves
 from ..records import is_platform_id
 from ..sequencer import Submission
@@ -55,31 +55,47 @@ async def post_uses(request: web.Request) -> web.Response:
     )
     batch = checked.batch
     results = await state.committer.append(Submission(who.subject, checked.records))  # type: ignore[union-attr]
-    # The sequencer's latest checkpoint covers every leaf it has acknowledged (stored in the same
-    # transaction), so it serves as the receipt's checkpoint without a read.
-    signed = None if batch else state.committer.sequencer.checkpoint
+    # Without a witness policy the sequencer's latest checkpoint covers every leaf it has acknowledged
+    # (stored in the same transaction), so it serves as the receipt's checkpoint without a read. With one,
+    # a receipt rests only on a checkpoint the public can see (SPEC §6): a leaf that the published one
+    # does not cover yet gets its receipt_url alone (425 there until the witnesses have cosigned).
+    signed = None if batch else _published(state) if state.witnessed else state.committer.sequencer.checkpoint
     out = []
     for r in results:
         item: dict[str, Any] = {
             "event_id": r.event_id, "index": r.index, "decision": r.decision, "leaf_hash": r.leaf_hash.hex(),
             "duplicate": r.duplicate, "receipt_url": f"/v1/receipts/{r.index}",
         }
-        if signed is not None:
+        if signed is not None and r.index < state.parse_checkpoint(signed).size:
             item["receipt"] = receipt_for(state, r.index, signed, leaf=r.leaf).format().decode()
         out.append(item)
     return web.Response(body=orjson.dumps({"results": out}), content_type="application/json")
 
 
 def receipt_for(state: State, index: int, signed: bytes | None = None, *, leaf: bytes | None = None) -> Receipt:
-    """A c2sp.org/tlog-proof for leaf `index` against `signed` (default: the latest log-signed
-    checkpoint). `leaf` saves re-deriving a leaf the caller already holds."""
-    signed = signed or state.store.latest_checkpoint() or b""
+    """A c2sp.org/tlog-proof for leaf `index` against `signed` (default: the published checkpoint, which
+    with a witness policy is the latest its quorum cosigned). A leaf the log signed but the witnesses
+    have not yet cosigned is TooEarly (425): a receipt on a checkpoint the public cannot see would show
+    the holder a view of the log that may never be published. `leaf` saves re-deriving a leaf the caller
+    already holds."""
+    signed = signed or _published(state)
+    if index >= (state.parse_checkpoint(signed).size if signed else 0):
+        if index < state.signed_size():
+            raise TooEarly(f"leaf {index} is logged, but no checkpoint covering it is published yet (the witnesses "
+                           "have not cosigned one); ask again in a moment")
+        raise NotFound(f"no leaf {index} under the published checkpoint")
     cp = state.parse_checkpoint(signed)
-    if index >= cp.size:
-        raise NotFound(f"no leaf {index} under the latest checkpoint")
     if leaf is None:
         ((_, leaf, _),) = list(iter_leaves(state.store, index, index + 1))
     return Receipt(extra=leaf, index=index, proof=merkle.inclusion_proof(index, cp.size, state.store), checkpoint=signed)
+
+
+def _published(state: State) -> bytes:
+    """The published checkpoint, or b"" while a witness policy's quorum has cosigned none."""
+    try:
+        return state.published_note()
+    except Unavailable:
+        return b""
 
 
 def may_read_entry(who: Principal, details: dict[str, Any]) -> bool:
