@@ -357,3 +357,15 @@ def _check_cosigned_receipt(data: bytes, index: int, log_v: Verifier, witness_v:
     cp = verify_receipt(receipt, None, [log_v])
     assert receipt.index == index < cp.size
     assert [s.name for s in open_note(receipt.checkpoint, [witness_v]).verified] == [witness_v.name]
+
+
+def test_append_of_records_at_the_edges_names_each_line_and_changes_nothing(tmp_path: Path):
+    db = tmp_path / "tlog.db"
+    build_demo(str(db), 5)
+    lines = [orjson.dumps(_rec(i, event_id=f"edge-{i}", occurred_at=when)).decode() for i, when in enumerate(EDGES)]
+    (tmp_path / "uses.jsonl").write_text("\n".join(lines) + "\n")
+    before = _size(db)
+    res = tlog("append", "--db", str(db), "--service", "recsys", "--quiet", str(tmp_path / "uses.jsonl"))
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert "problem(s)" in res.stderr.splitlines()[0] and "9999-12-31T23:59:60Z" not in res.stderr.splitlines()[0]
+    assert _size(db) == before
