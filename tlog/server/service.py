@@ -66,7 +66,7 @@ async def post_uses(request: web.Request) -> web.Response:
             "event_id": r.event_id, "index": r.index, "decision": r.decision, "leaf_hash": r.leaf_hash.hex(),
             "duplicate": r.duplicate, "receipt_url": f"/v1/receipts/{r.index}",
         }
-        if signed is not None and r.index < state.parse_checkpoint(signed).size:
+        if signed and r.index < state.parse_checkpoint(signed).size:
             item["receipt"] = receipt_for(state, r.index, signed, leaf=r.leaf).format().decode()
         out.append(item)
     return web.Response(body=orjson.dumps({"results": out}), content_type="application/json")
