@@ -369,3 +369,21 @@ def test_append_of_records_at_the_edges_names_each_line_and_changes_nothing(tmp_
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
     assert "problem(s)" in res.stderr.splitlines()[0] and "9999-12-31T23:59:60Z" not in res.stderr.splitlines()[0]
     assert _size(db) == before
+
+
+def test_before_any_cosigned_checkpoint_a_use_is_logged_and_its_receipt_is_too_early(tmp_path: Path):
+    db = tmp_path / "tlog.db"
+    init_log(db, ORIGIN).close()
+    _, wvkey = new_witness(tmp_path)
+    service = make_token(db, "--service", "recsys")
+    server = start_server(db, "--witness-policy", str(policy_file(tmp_path, wvkey, "http://127.0.0.1:9")))  # no witness there
+    api = Api(server)
+    try:
+        status, body = api.json("POST", "/v1/uses", service, _rec(1))
+        assert status == 200 and "receipt" not in body["results"][0], body
+        status, headers, _ = api.call("GET", f"/v1/receipts/{body['results'][0]['index']}", service)
+        assert status == 425 and headers["Retry-After"] == "1"
+        assert api.call("GET", "/checkpoint")[0] == 503
+    finally:
+        out = stop_server(server)
+    assert "Traceback" not in out, out
