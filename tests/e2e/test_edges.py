@@ -138,13 +138,13 @@ def tlog(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.CompletedProce
                           text=True, preexec_fn=lambda: os.umask(0o022), timeout=120)
 
 
-def piped(command: str) -> tuple[int, str, str]:
-    """`command` (a tlog command line) in a real shell pipeline; returns tlog's exit status (not head's),
-    what came out of the pipeline and tlog's stderr."""
+def piped(command: str, work: Path) -> tuple[int, str, str]:
+    """`command` (a tlog command line) in a real shell pipeline run in `work`; returns tlog's exit status
+    (not head's), what came out of the pipeline and tlog's stderr."""
     tlog_cmd = f"{shlex.quote(sys.executable)} -m tlog.cli {command}"
     out = subprocess.run(["bash", "-c", f"umask 022; {tlog_cmd} 2>err | head -2; echo ${{PIPESTATUS[0]}} >status"],
-                         capture_output=True, text=True, cwd=_cwd, timeout=120)
-    return int((_cwd / "status").read_text()), out.stdout, (_cwd / "err").read_text()
+                         capture_output=True, text=True, cwd=work, timeout=120)
+    return int((work / "status").read_text()), out.stdout, (work / "err").read_text()
 
 
 def closed_stdout(*args: str) -> subprocess.CompletedProcess[str]:
@@ -194,21 +194,16 @@ def test_an_export_over_an_existing_file_is_0600_and_whole(env, tmp_path: Path):
     assert all("details" not in orjson.loads(line) for line in out.read_bytes().splitlines())  # --public
 
 
-_cwd = Path()
-
-
 @pytest.fixture
-def big(tmp_path_factory):
+def big(tmp_path: Path) -> Path:
     """A log whose export is far larger than a pipe's buffer, so `| head` closes it mid-way."""
-    global _cwd
-    _cwd = tmp_path_factory.mktemp("pipes")
-    db = _cwd / "tlog.db"
+    db = tmp_path / "tlog.db"
     build_demo(str(db), 3000)
     return db
 
 
 def test_export_into_a_closed_pipe_ends_quietly_with_0(big: Path):
-    status, out, err = piped(f"export --db {shlex.quote(str(big))}")
+    status, out, err = piped(f"export --db {shlex.quote(str(big))}", big.parent)
     assert status == 0 and err == "", err
     assert len(out.splitlines()) == 2 and orjson.loads(out.splitlines()[0])["index"] == 0
     res = closed_stdout("export", "--db", str(big))
@@ -218,10 +213,8 @@ def test_export_into_a_closed_pipe_ends_quietly_with_0(big: Path):
 def test_monitor_and_audit_keep_their_state_when_the_reader_goes_away(env, tmp_path: Path):
     api, tok, _ = env
     url, vkey = api.server.url, vkey_of(api)
-    global _cwd
-    _cwd = tmp_path
     state = tmp_path / "mon"
-    status, out, err = piped(f"monitor --quiet --url {url} --vkey {shlex.quote(vkey)} --state {state}")
+    status, out, err = piped(f"monitor --quiet --url {url} --vkey {shlex.quote(vkey)} --state {state}", tmp_path)
     assert status == 0 and err == "" and len(out.splitlines()) == 2, err
     saved = orjson.loads((state / "state.json").read_bytes())
     assert saved["checkpoint"].split("\n")[1] == str(api.size())  # the checkpoint body's size line
