@@ -22,6 +22,8 @@ from . import merkle
 from .canonical import loads_strict
 from .errors import DETAILS_SHOWN, TlogError, ValidationError
 from .log import LocalLog, default_db, init_log, open_log
+from .policy import Policy, parse_policy
+from .policy import policy_diff as diff_policies
 from .records import parse_rfc3339_ms, validate_use
 from .sequencer import Submission
 
@@ -281,6 +283,43 @@ def policy_show(db: Path, policy_id: str | None) -> None:
         click.echo(rec.document.decode())
     finally:
         log.close()
+
+
+@policy.command("diff")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="JSON, as GET /v1/policies/{a}/diff/{b} answers.")
+@click.argument("old")
+@click.argument("new")
+def policy_diff(db: Path, as_json: bool, old: str, new: str) -> None:
+    """Show what changed from published policy OLD to NEW, purpose by purpose, each change that loosens
+    the policy (SPEC §4: it then needs the notice OLD promised) marked.
+
+    \b
+    Example:
+      tlog policy diff default 2027-01"""
+    log = open_log(db, readonly=True)
+    try:
+        a, b = (_published_policy(log, policy_id) for policy_id in (old, new))
+    finally:
+        log.close()
+    if as_json:
+        from .web.words import diff_json
+
+        click.echo(orjson.dumps(diff_json(a, b)))
+        return
+    changes = diff_policies(a, b)
+    loosens = any(c.loosens for c in changes)
+    click.echo(f"{old} → {new}: " + ("no change" if not changes else f"{len(changes)} change{'s' * (len(changes) != 1)}"
+                                     + (", loosens (needs the notice promised)" if loosens else ", none loosens")))
+    for c in changes:
+        click.echo(f"  {'LOOSENS ' if c.loosens else '        '}{c.summary()}")
+
+
+def _published_policy(log: LocalLog, policy_id: str) -> Policy:
+    rec = log.store.policy(policy_id)
+    if rec is None:
+        raise ValidationError(f"no published policy {policy_id!r} (tlog policy show --id ID prints one)")
+    return parse_policy(rec.document, policy_id)
 
 
 @main.command()

@@ -317,28 +317,86 @@ def in_effect(schedule: Iterable[tuple[int, int, Policy]], ms: int) -> Policy | 
 _TOWARD_ALLOWED: Final = {"refused": 0, "flagged": 1, "allowed": 2}
 
 
-def policy_loosenings(old: Policy, new: Policy) -> list[str]:
-    """How `new` loosens `old` (SPEC §4 "loosens"), one line per change, e.g.
-    "model_training_generative: refused → allowed"; empty if it does not. (Not to be confused with
-    `loosenings`, which compares an artist's preferences.)"""
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """One difference between two policy versions. `purpose` is the code it concerns (None for the policy's
+    `notice_days` and `text`); `kind` is one of CHANGE_KINDS; `old`/`new` are the values before and after
+    (a whole Purpose for `added`/`removed`, None on the side where it does not exist); `loosens` says
+    whether this change alone makes the new policy loosen the old one (SPEC §4 "loosens")."""
+
+    purpose: str | None
+    kind: str
+    old: Any
+    new: Any
+    loosens: bool
+
+    def summary(self) -> str:
+        """One line, e.g. "model_training_generative: refused → allowed"."""
+        code, old, new = self.purpose, self.old, self.new
+        if self.kind == "added":
+            what = ([f"{new.default} by default"] if new.default != "refused" or not new.override_eligible else []) + \
+                   (["override-eligible"] if new.override_eligible else [])
+            return f"{code}: new purpose, {' and '.join(what)}"
+        if self.kind == "removed":
+            return f"{code}: removed"
+        if self.kind == "override_eligible":
+            return f"{code}: {'becomes' if new else 'no longer'} override-eligible"
+        if self.kind == "category":
+            denied = ", which no_ai does not deny" if self.loosens else ""
+            return f"{code}: category {old or 'per use'} → {new or 'per use'}{denied}"
+        if self.kind == "covers":
+            return f"{code}: now covers {new!r}"
+        if self.kind == "text":
+            return "text: changed"
+        return f"{code or self.kind}: {old} → {new}"  # default, notice_days
+
+    def as_json(self) -> dict[str, Any]:
+        def value(v: Any) -> Any:
+            return v.as_json() if isinstance(v, Purpose) else v
+        return {"purpose": self.purpose, "change": self.kind, "from": value(self.old), "to": value(self.new),
+                "loosens": self.loosens, "summary": self.summary()}
+
+
+CHANGE_KINDS: Final = ("added", "removed", "default", "override_eligible", "category", "covers", "notice_days", "text")
+
+
+def policy_diff(old: Policy, new: Policy) -> list[PolicyChange]:
+    """What changed from `old` to `new`, purpose by purpose in the new policy's order (then the purposes
+    it removes, the notice period and the text), each change marked if it loosens: this is the one place
+    that says what "loosens" (SPEC §4) means. A default moving toward allowed, a purpose becoming
+    override-eligible, one moving out of the categories `no_ai` denies, a new purpose with a default
+    other than refused or override-eligible, a lower `notice_days`. A removed purpose does not loosen
+    (its uses can no longer be logged at all)."""
     found = []
     for code, p in new.purposes.items():
         o = old.purposes.get(code)
         if o is None:
-            what = ([f"{p.default} by default"] if p.default != "refused" else []) + \
-                   (["override-eligible"] if p.override_eligible else [])
-            if what:
-                found.append(f"{code}: new purpose, {' and '.join(what)}")
+            found.append(PolicyChange(code, "added", None, p, p.default != "refused" or p.override_eligible))
             continue
-        if _TOWARD_ALLOWED[p.default] > _TOWARD_ALLOWED[o.default]:
-            found.append(f"{code}: {o.default} → {p.default}")
-        if p.override_eligible and not o.override_eligible:
-            found.append(f"{code}: becomes override-eligible")
-        if o.category in NO_AI_CATEGORIES and p.category not in NO_AI_CATEGORIES:
-            found.append(f"{code}: category {o.category or 'per use'} → {p.category}, which no_ai does not deny")
-    if new.notice_days < old.notice_days:
-        found.append(f"notice_days: {old.notice_days} → {new.notice_days}")
+        if p.default != o.default:
+            found.append(PolicyChange(code, "default", o.default, p.default,
+                                      _TOWARD_ALLOWED[p.default] > _TOWARD_ALLOWED[o.default]))
+        if p.override_eligible != o.override_eligible:
+            found.append(PolicyChange(code, "override_eligible", o.override_eligible, p.override_eligible,
+                                      p.override_eligible))
+        if p.category != o.category:
+            found.append(PolicyChange(code, "category", o.category, p.category,
+                                      o.category in NO_AI_CATEGORIES and p.category not in NO_AI_CATEGORIES))
+        if p.covers != o.covers:
+            found.append(PolicyChange(code, "covers", o.covers, p.covers, False))
+    found += [PolicyChange(code, "removed", o, None, False) for code, o in old.purposes.items() if code not in new.purposes]
+    if new.notice_days != old.notice_days:
+        found.append(PolicyChange(None, "notice_days", old.notice_days, new.notice_days, new.notice_days < old.notice_days))
+    if new.text != old.text:
+        found.append(PolicyChange(None, "text", old.text, new.text, False))
     return found
+
+
+def policy_loosenings(old: Policy, new: Policy) -> list[str]:
+    """How `new` loosens `old` (SPEC §4 "loosens"), one line per change, e.g.
+    "model_training_generative: refused → allowed"; empty if it does not. (Not to be confused with
+    `loosenings`, which compares an artist's preferences.)"""
+    return [c.summary() for c in policy_diff(old, new) if c.loosens]
 
 
 def notice_problem(schedule: Iterable[tuple[int, int, Policy]], new: Policy, announced_ms: int,
@@ -402,13 +460,15 @@ def preference_verdict(purpose: Purpose, content_id: str, prefs: Mapping[str, An
     if content:
         settings = content.get(content_id)
         if settings:
-            verdict = _level_verdict(settings, purpose)
+            verdict = level_verdict(settings, purpose)
             if verdict is not None:
                 return verdict
-    return _level_verdict(prefs, purpose)
+    return level_verdict(prefs, purpose)
 
 
-def _level_verdict(settings: Mapping[str, Any], purpose: Purpose) -> str | None:
+def level_verdict(settings: Mapping[str, Any], purpose: Purpose) -> str | None:
+    """What one settings object (an artist's, or one content id's) says about a purpose: "allow", "deny"
+    or None (§4 `level`)."""
     explicit = settings.get("purposes")
     if explicit and purpose.code in explicit:
         return explicit[purpose.code]  # an explicit allow (an opt-in) or deny beats the tags

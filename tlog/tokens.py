@@ -13,6 +13,7 @@ from .records import is_platform_id
 
 ROLES = ("service", "artist", "auditor", "metrics")  # metrics: reads /metrics only (when it is limited)
 PREFIX = "tlog_"
+FEED_KEY_PREFIX = "tlogfeed_"  # feed keys (SPEC §6) are made the same way, and told apart at a glance
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,9 @@ class TokenCache:
         self.entries[want] = (principal, now + TOKEN_CACHE_SECONDS)
 
 
-def new_token() -> tuple[str, bytes]:
-    """A fresh token (256 random bits, URL-safe, 48 characters) and the digest to store."""
-    token = PREFIX + secrets.token_urlsafe(32)
+def new_token(prefix: str = PREFIX) -> tuple[str, bytes]:
+    """A fresh token (256 random bits, URL-safe, 43 characters after `prefix`) and the digest to store."""
+    token = prefix + secrets.token_urlsafe(32)
     return token, digest(token)
 
 

@@ -20,7 +20,7 @@ from ..gctune import tune_for_batches
 from ..intake import Intake
 from ..log import LocalLog, open_log
 from ..witnessing import NONE, WitnessPolicy, publisher_context
-from . import artist, metrics, openapi, pages, public, service, summary
+from . import artist, feeds, metrics, openapi, pages, public, service, summary
 from .auth import RateLimit, auth_middleware
 from .reads import ReadPool
 from .errors import error_middleware, hide_server_software, quiet_malformed_requests
@@ -58,6 +58,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(public.routes)
     app.add_routes(openapi.routes)
     app.add_routes(summary.routes)
+    app.add_routes(feeds.routes)
     pages.setup(app)
     if writer is not None:
         batches = writer.process_writer() if pipelined else None
@@ -68,6 +69,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
         state.intake = Intake()
         app.add_routes(service.routes)
         app.add_routes(artist.routes)
+        app.add_routes(feeds.key_routes)
         app.on_startup.append(_start_committer)
         if pipelined:
             app.on_startup.append(_start_intake)

@@ -226,6 +226,26 @@ SCHEMAS: dict[str, Any] = {
         "next_aseq": _nullable({"type": "integer", "minimum": 1}),
     }, description="Everything an artist needs to check its history offline (`tlog audit verify`; SPEC §6, version 2)"),
     "Health": _obj({"ok": {"const": True}, "size": {"type": "integer", "minimum": 0}}),
+    "PolicyChange": _obj({
+        "purpose": _nullable(_PURPOSE_CODE),
+        "change": {"enum": ["added", "removed", "default", "override_eligible", "category", "covers", "notice_days", "text"]},
+        "from": {"description": "the value before (a purpose for `removed`; null for `added`)"},
+        "to": {"description": "the value after (a purpose for `added`; null for `removed`)"},
+        "loosens": {"type": "boolean", "description": "this change makes the policy loosen (SPEC §4)"},
+        "summary": {"type": "string", "description": "one line, e.g. \"model_training_generative: refused → allowed\""},
+        "words": {"type": "string", "description": "the change in plain words, as the public page shows it"},
+    }),
+    "PolicyDiff": _obj({
+        "from": {"type": "string"}, "to": {"type": "string"},
+        "loosens": {"type": "boolean", "description": "any change loosens: taking effect needs the notice promised"},
+        "changes": {"type": "array", "items": _ref("PolicyChange")},
+    }, description="What changed from one policy version to another, purpose by purpose (SPEC §4)"),
+    "FeedKey": _obj({
+        "id": {"type": "integer", "minimum": 1},
+        "key": {"type": "string", "description": "shown this once; the log keeps its SHA-256 only"},
+        "url": {"type": "string", "description": "the feed's address with the key"},
+    }),
+    "FeedKeyRevoked": _obj({"id": {"type": "integer", "minimum": 1}, "revoked": {"const": True}}),
 }
 
 _ERROR_TEXT = {
@@ -348,6 +368,24 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/policies/{policy_id}": {"get": _op(
         "A policy document, byte for byte as its leaf commits to it", [PUBLIC], _json(_ref("PolicyDocument")), (404,),
         params=[_path_param("policy_id", {"type": "string", "minLength": 1}, "a policy id", "default")])},
+    "/v1/policies/{a}/diff/{b}": {"get": _op(
+        "What changed between two published policies, purpose by purpose, loosenings marked", [PUBLIC],
+        _json(_ref("PolicyDiff")), (404,),
+        params=[_path_param("a", {"type": "string", "minLength": 1}, "the older policy id", "default"),
+                _path_param("b", {"type": "string", "minLength": 1}, "the newer policy id", "default")],
+        description="404 names the policy id that is not published.")},
+    "/feeds/policies.atom": {"get": _op(
+        "Atom feed of the policy announcements, with their effective dates and what changed", [PUBLIC],
+        _text("an Atom 1.0 feed (RFC 4287)", "application/atom+xml"))},
+    "/feeds/artists/{artist_id}.atom": {"get": _op(
+        "Atom feed of an artist's entries and of what each announced policy change means for its music", [PUBLIC],
+        _text("an Atom 1.0 feed (RFC 4287); `next` links to older entries", "application/atom+xml"), (400, 404),
+        params=[_ARTIST_PARAM,
+                _query("key", {"type": "string", "minLength": 1, "maxLength": 256},
+                       "a feed key of this artist (POST /v1/artists/{artist_id}/feed-keys)", required=True),
+                _query("before", _SIZE, "older entries: the `before` of the feed's `next` link")],
+        description="For the holder of the artist's feed key (no bearer token: feed readers cannot send one). A wrong, "
+                    "revoked or another artist's key is 404, as for an artist that does not exist.")},
     "/healthz": {"get": _op("Liveness", [PUBLIC], _json(_ref("Health")))},
     "/metrics": {"get": _op("Prometheus text metrics, labelled by route template and role", [PUBLIC],
                             _text("Prometheus text exposition format"))},
@@ -372,6 +410,14 @@ PATHS: dict[str, dict[str, Any]] = {
                    description="A service may only add restrictions (403 otherwise); only the artist's own token may "
                                "loosen them."),
     },
+    "/v1/artists/{artist_id}/feed-keys": {"post": _op(
+        "Make a key for the artist's Atom feed", [ARTIST], _json(_ref("FeedKey")), (400, 403), params=[_ARTIST_PARAM],
+        description="The artist's own token only. The key is shown once and stored as its SHA-256.")},
+    "/v1/artists/{artist_id}/feed-keys/{key_id}": {"delete": _op(
+        "Revoke one of the artist's feed keys: its feed is 404 from the next request on", [ARTIST],
+        _json(_ref("FeedKeyRevoked")), (400, 403, 404),
+        params=[_ARTIST_PARAM, _path_param("key_id", {"type": "integer", "minimum": 1, "maximum": MAX_INT64 - 1},
+                                           "the key's id, as made", 1)])},
     "/v1/artists/{artist_id}/uses": {"get": _op(
         "An artist's entries with their private details, in log order", [ARTIST, AUDITOR],
         {"description": "a page of entries; X-Next-Cursor names the next page when there is one",
@@ -442,7 +488,7 @@ PATHS: dict[str, dict[str, Any]] = {
 for _path, _ops in PATHS.items():
     for _method, _o in _ops.items():
         _o["operationId"] = _method + "".join(
-            part.strip("{}").replace(".", "_").replace("_", " ").title().replace(" ", "")
+            part.replace("{", "").replace("}", "").replace(".", "_").replace("_", " ").title().replace(" ", "")
             for part in _path.split("/") if part)
 
 DOCUMENT: dict[str, Any] = {

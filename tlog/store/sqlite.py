@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import hmac
 import logging
 import os
 import sqlite3
@@ -134,6 +135,7 @@ class SqliteStore:
             if not readonly:
                 self._ensure_published_table()
                 self._ensure_erasures()
+                self._ensure_feed_keys_table()
         except sqlite3.Error as exc:
             if not readonly and not os.access(self.path.parent, os.W_OK):
                 raise StorageError(
@@ -238,6 +240,13 @@ class SqliteStore:
             "CREATE TABLE IF NOT EXISTS erasures (idx INTEGER PRIMARY KEY, tag BLOB NOT NULL, reason TEXT NOT NULL)"
         )
         self.conn.execute("CREATE INDEX IF NOT EXISTS artists_erased ON artists(tag) WHERE artist_id IS NULL")
+
+    def _ensure_feed_keys_table(self) -> None:
+        """Artists' feed keys (SPEC §6), stored as SHA-256 like tokens. Created on open, as `published`."""
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS feed_keys (id INTEGER PRIMARY KEY, artist_id TEXT NOT NULL, "
+            "digest BLOB NOT NULL UNIQUE, created_ms INTEGER NOT NULL, revoked_ms INTEGER)"
+        )
 
     def _check_schema(self, readonly: bool) -> None:
         try:
@@ -544,6 +553,23 @@ class SqliteStore:
         q = f"{_ENTRY_SELECT} WHERE {' AND '.join(where)} ORDER BY e.idx LIMIT ?"
         return [self._entry(r) for r in self.conn.execute(q, [*args, limit])]
 
+    def artist_latest(self, artist_id: str, before: int, limit: int) -> list[Entry]:
+        """The artist's `limit` latest entries below index `before`, newest first: one seek per epoch of the
+        artist index, from the newest down, stopping once enough are found."""
+        row = self.conn.execute(
+            "SELECT a.id, h.head FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id = ?", (artist_id,)
+        ).fetchone()
+        found: list[Entry] = []
+        if row is None or before <= 0:
+            return found
+        q = (f"{_ENTRY_SELECT} WHERE (e.idx >> {ARTIST_EPOCH_BITS}) = ? AND e.artist = ? AND e.idx < ? "
+             "ORDER BY e.idx DESC LIMIT ?")
+        for epoch in range(min(row[1], before - 1) >> ARTIST_EPOCH_BITS, -1, -1):
+            found += [self._entry(r) for r in self.conn.execute(q, (epoch, row[0], before, limit - len(found)))]
+            if len(found) >= limit:
+                break
+        return found
+
     # --- policies ------------------------------------------------------------------------------
 
     def policies(self) -> list[PolicyRecord]:
@@ -658,6 +684,30 @@ class SqliteStore:
             )
         )
         self._stamp_tokens()
+        return cur.rowcount == 1
+
+    # --- feed keys ----------------------------------------------------------------------------
+
+    def add_feed_key(self, artist_id: str, digest: bytes, now_ms: int) -> int:
+        cur = self._guard(lambda: self.conn.execute(
+            "INSERT INTO feed_keys (artist_id, digest, created_ms) VALUES (?, ?, ?)", (artist_id, digest, now_ms)))
+        return int(cur.lastrowid)
+
+    def feed_key(self, digest: bytes) -> tuple[int, str] | None:
+        """(id, artist id) of the unrevoked feed key with this SHA-256, or None. Read from the database
+        every time, so that a revocation holds from the next request on."""
+        try:
+            row = self.conn.execute("SELECT id, artist_id, digest FROM feed_keys WHERE digest = ? AND revoked_ms IS NULL",
+                                    (digest,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only open of a log that never had feed keys
+            return None
+        return None if row is None or not hmac.compare_digest(bytes(row[2]), digest) else (row[0], row[1])
+
+    def revoke_feed_key(self, artist_id: str, key_id: int, now_ms: int) -> bool:
+        """Revokes the artist's key `key_id`; False if it has no such unrevoked key."""
+        cur = self._guard(lambda: self.conn.execute(
+            "UPDATE feed_keys SET revoked_ms = ? WHERE id = ? AND artist_id = ? AND revoked_ms IS NULL",
+            (now_ms, key_id, artist_id)))
         return cur.rowcount == 1
 
     # --- the one write path --------------------------------------------------------------------

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from ..policy import NO_AI_CATEGORIES, Policy, Purpose
+from ..policy import NO_AI_CATEGORIES, Policy, PolicyChange, Purpose
+from ..policy import policy_diff as diff
 
 if TYPE_CHECKING:
     from ..witnessing import WitnessPolicy
@@ -36,7 +37,6 @@ DECISIONS: Final = ("allowed", "flagged", "allowed_override", "refused")
 TRAINING_CATEGORIES: Final = frozenset({"cawg.ai_training", "cawg.ai_generative_training"})
 OVERRIDE_WORDS: Final = ("Yes: only under a legal obligation or to protect the platform's security, "
                          "and every such use is logged as an override")
-_RANK: Final = {"refused": 0, "flagged": 1, "allowed": 2}
 
 
 def purpose_name(code: str) -> str:
@@ -57,34 +57,37 @@ class Change:
 
 
 def policy_diff(old: Policy, new: Policy) -> list[Change]:
-    """What changed from `old` to `new`, purpose by purpose, each change marked if it loosens the policy
-    (a default toward allowed, a new override, a purpose leaving the "no AI" tag's reach, a new
-    purpose that is not refused or may override, or a shorter notice period)."""
-    out: list[Change] = []
-    for code, p in new.purposes.items():
-        o = old.purposes.get(code)
-        if o is None:
-            loosens = p.default != "refused" or p.override_eligible
-            out.append(Change(code, f"new purpose ({p.covers}): {SHORT_DEFAULT[p.default]} by default", loosens))
-            continue
-        if o.default != p.default:
-            out.append(Change(code, f"default changed from {SHORT_DEFAULT[o.default]} to {SHORT_DEFAULT[p.default]}", _RANK[p.default] > _RANK[o.default]))
-        if o.override_eligible != p.override_eligible:
-            out.append(Change(code, "may now override an opt-out" if p.override_eligible else
-                                    "may no longer override an opt-out", p.override_eligible))
-        if o.category != p.category:
-            left = no_ai_applies(o) and not no_ai_applies(p)
-            out.append(Change(code, f"now counted as {CATEGORY_WORDS.get(p.category, p.category)}"
-                                    + (": the \u201cno AI\u201d tag no longer refuses it" if left else ""), left))
-        if o.covers != p.covers:
-            out.append(Change(code, f"now covers: {p.covers}", False))
-    for code in old.purposes:
-        if code not in new.purposes:
-            out.append(Change(code, "removed: no longer allowed for any use", False))
-    if old.notice_days != new.notice_days:  # a shorter notice is a loosening too (SPEC §4)
-        out.append(Change("notice_days", f"changes are announced {new.notice_days} days ahead, not {old.notice_days}",
-                          new.notice_days < old.notice_days))
-    return out
+    """What changed from `old` to `new` in words, purpose by purpose, each change marked if it loosens the
+    policy as `policy.policy_diff` decides (the text itself is not compared here: the page shows it)."""
+    return [Change(c.purpose or c.kind, change_words(c), c.loosens) for c in diff(old, new) if c.kind != "text"]
+
+
+def diff_json(old: Policy, new: Policy) -> dict[str, Any]:
+    """The diff as `GET /v1/policies/{a}/diff/{b}` and `tlog policy diff --json` give it."""
+    changes = diff(old, new)
+    return {"from": old.id, "to": new.id, "loosens": any(c.loosens for c in changes),
+            "changes": [{**c.as_json(), "words": change_words(c)} for c in changes]}
+
+
+def change_words(c: PolicyChange) -> str:
+    """One change of a policy in plain words, e.g. "default changed from refused to allowed"."""
+    if c.kind == "added":
+        return f"new purpose ({c.new.covers}): {SHORT_DEFAULT[c.new.default]} by default" + \
+               (", and may override an opt-out" if c.new.override_eligible else "")
+    if c.kind == "removed":
+        return "removed: no longer allowed for any use"
+    if c.kind == "default":
+        return f"default changed from {SHORT_DEFAULT[c.old]} to {SHORT_DEFAULT[c.new]}"
+    if c.kind == "override_eligible":
+        return "may now override an opt-out" if c.new else "may no longer override an opt-out"
+    if c.kind == "category":
+        return f"now counted as {CATEGORY_WORDS.get(c.new, c.new)}" + \
+               (": the \u201cno AI\u201d tag no longer refuses it" if c.loosens else "")
+    if c.kind == "covers":
+        return f"now covers: {c.new}"
+    if c.kind == "notice_days":
+        return f"changes are announced {c.new} days ahead, not {c.old}"
+    return "the policy's text changed"
 
 
 def and_list(names: Sequence[str]) -> str:
