@@ -200,6 +200,29 @@ def test_policy_publish_refuses_a_loosening_without_notice_naming_when_it_may_ta
     assert ok.exit_code == 0, ok.output
 
 
+def test_policy_diff_shows_each_change_and_marks_loosenings(tmp_path, runner, db):
+    doc = orjson.loads(runner.invoke(main, ["policy", "show", "--db", str(db)]).stdout)
+    doc["purposes"]["talent_discovery"]["default"] = "refused"
+    doc["notice_days"] = 60
+    stricter = tmp_path / "stricter.json"
+    stricter.write_bytes(orjson.dumps(doc))
+    assert runner.invoke(main, ["policy", "publish", "--db", str(db), "--id", "stricter", str(stricter)]).exit_code == 0
+    res = runner.invoke(main, ["policy", "diff", "--db", str(db), "default", "stricter"])
+    assert res.exit_code == 0 and res.stdout.splitlines() == [
+        "default → stricter: 2 changes, none loosens",
+        "          talent_discovery: flagged → refused",
+        "          notice_days: 30 → 60"]
+    res = runner.invoke(main, ["policy", "diff", "--db", str(db), "stricter", "default"])
+    assert res.stdout.splitlines() == [
+        "stricter → default: 2 changes, loosens (needs the notice promised)",
+        "  LOOSENS talent_discovery: refused → flagged",
+        "  LOOSENS notice_days: 60 → 30"]
+    same = runner.invoke(main, ["policy", "diff", "--db", str(db), "default", "default", "--json"])
+    assert orjson.loads(same.stdout) == {"from": "default", "to": "default", "loosens": False, "changes": []}
+    bad = runner.invoke(main, ["policy", "diff", "--db", str(db), "default", "nope"])
+    assert bad.exit_code != 0 and bad.stderr.startswith("error: no published policy 'nope'") and "Traceback" not in bad.output
+
+
 def test_help_teaches(runner):
     res = runner.invoke(main, ["--help"])
     assert res.exit_code == 0 and "tlog init" in res.output

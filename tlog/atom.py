@@ -13,8 +13,9 @@ from typing import Final
 
 ATOM_NS: Final = "http://www.w3.org/2005/Atom"
 CONTENT_TYPE: Final = "application/atom+xml"
-# Characters XML 1.0 does not allow, even escaped: a service's free-text `detail` could hold one.
-_NOT_XML: Final = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Characters XML 1.0 does not allow, even escaped (a service's free-text `detail` could hold one), and the
+# C1 controls it discourages, which feed readers take for Windows-1252 letters.
+_NOT_XML: Final = re.compile("[^\u0009\u000a\u000d\u0020-\u007e\u00a0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ import random
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
+import orjson
+
 # service name → (system id, model, phase, purpose, detail)
 SERVICES: dict[str, tuple[str, str, str, str, str]] = {
     "recsys": ("recs-ranker", "ranker", "inference", "recommendation", "daily candidate scoring"),
@@ -60,8 +62,32 @@ def sample_preferences() -> dict[str, dict[str, Any]]:
     }
 
 
-def build_demo(db: str, records: int, origin: str = "demo.tlog.example/log") -> None:
-    """Creates a demo log: default policy, a few artists' preferences, then `records` sample uses."""
+TIGHTENING_ID = "talent-consent"
+LOOSENING_ID = "generative-training"
+TIGHTEN_AFTER_S = 300  # the demo's tightening takes effect this long after the log is made
+
+
+def announced_policies(now_ms: int) -> list[tuple[str, bytes, int]]:
+    """(id, document, effective_at ms) of the demo's two announcements, in the order to publish them: a
+    tightening (talent discovery needs the artist's consent) that takes effect a few minutes from now,
+    and a loosening (generative training allowed unless the artist denies it) that waits for the notice
+    the default policy promises, to the next midnight UTC after it."""
+    from .policy import DAY_MS, DEFAULT_POLICY
+
+    doc = orjson.loads(DEFAULT_POLICY.document)
+    doc["purposes"]["talent_discovery"]["default"] = "refused"
+    doc["text"] = DEFAULT_POLICY.text + " Talent discovery only with the artist's consent."
+    tighter = orjson.dumps(doc)
+    doc["purposes"]["model_training_generative"]["default"] = "allowed"
+    doc["text"] += " Generative models may be trained on music unless its artist opts out."
+    notice_end = now_ms + DEFAULT_POLICY.notice_days * DAY_MS + 60_000  # a minute for the publications themselves
+    return [(TIGHTENING_ID, tighter, now_ms + TIGHTEN_AFTER_S * 1000),
+            (LOOSENING_ID, orjson.dumps(doc), -(-notice_end // DAY_MS) * DAY_MS)]
+
+
+def build_demo(db: str, records: int, origin: str = "demo.tlog.example/log", *, announcements: bool = False) -> None:
+    """Creates a demo log: default policy, a few artists' preferences, then `records` sample uses; with
+    `announcements`, then the two policy announcements of `announced_policies`."""
     from .log import init_log
     from .records import validate_use
     from .sequencer import Submission
@@ -76,6 +102,9 @@ def build_demo(db: str, records: int, origin: str = "demo.tlog.example/log") -> 
         for service, rec in sample_records(records):
             by_service.setdefault(service, []).append(validate_use(rec, now=now, purposes=seq.policy.purposes))
         seq.append_uses([Submission(s, rs) for s, rs in by_service.items()])
+        if announcements:
+            for policy_id, document, effective_ms in announced_policies(int(now.timestamp() * 1000)):
+                seq.publish_policy(document, policy_id, effective_ms=effective_ms)
         print(f"demo log {db}: {log.store.size()} leaves, verifier key {log.verifier.key}")
     finally:
         log.close()
@@ -84,11 +113,33 @@ def build_demo(db: str, records: int, origin: str = "demo.tlog.example/log") -> 
 def main() -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Create a demo tlog log with sample AI uses.")
+    ap = argparse.ArgumentParser(description="Create a demo tlog log with sample AI uses and two announced policy "
+                                             "changes; or, with --feed-key-for, make a feed key for an artist.")
     ap.add_argument("--db", required=True)
     ap.add_argument("--records", type=int, default=400)
+    ap.add_argument("--feed-key-for", metavar="ARTIST", help="print a new feed key of ARTIST (the log must exist)")
     args = ap.parse_args()
-    build_demo(args.db, args.records)
+    if args.feed_key_for:
+        print(demo_feed_key(args.db, args.feed_key_for))
+    else:
+        build_demo(args.db, args.records, announcements=True)
+
+
+def demo_feed_key(db: str, artist_id: str) -> str:
+    """A feed key of the artist, as `POST /v1/artists/{id}/feed-keys` makes one for the artist, so that
+    the demo can print a feed's address."""
+    import time
+
+    from .log import open_log
+    from .tokens import FEED_KEY_PREFIX, new_token
+
+    log = open_log(db)
+    try:
+        key, digest = new_token(FEED_KEY_PREFIX)
+        log.store.add_feed_key(artist_id, digest, int(time.time() * 1000))
+        return key
+    finally:
+        log.close()
 
 
 if __name__ == "__main__":

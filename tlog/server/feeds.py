@@ -151,7 +151,8 @@ async def artist_feed(request: web.Request) -> web.Response:
     items: list[tuple[int, AtomEntry]] = [
         (e.index, _entry(origin, day, e)) for e in state.store.artist_latest(artist_id, before, FEED_PAGE + 1)]
     tag = artist.tag.hex() if artist else "-"
-    items += [(a.version.index, _effect_entry(origin, day, tag, a, prefs)) for a in announcements(state, before)
+    now_ms = int(time.time() * 1000)
+    items += [(a.version.index, _effect_entry(origin, day, tag, a, prefs, now_ms)) for a in announcements(state, before)
               if a.replaces is not None]
     items.sort(key=lambda item: item[0], reverse=True)
     page = items[:FEED_PAGE]
@@ -167,15 +168,16 @@ async def artist_feed(request: web.Request) -> web.Response:
     ))
 
 
-def _effect_entry(origin: str, day: str, tag: str, a: Announcement, prefs: dict[str, Any] | None) -> AtomEntry:
+def _effect_entry(origin: str, day: str, tag: str, a: Announcement, prefs: dict[str, Any] | None,
+                  now_ms: int) -> AtomEntry:
     v, when = a.version, when_words(a.effective_ms)
     effects = artist_effects(a.replaces.policy, v.policy, prefs)  # type: ignore[union-attr]
     changing = [e for e in effects if e.changes]
     title = (f"From {when}, policy {v.id} changes {len(changing)} purpose{'s' * (len(changing) != 1)} for your music"
              if changing else f"From {when}, policy {v.id}: nothing changes for your music")
     lines = [effect_words(e, when) for e in effects] or [f"From {when}, {v.id} changes only the policy's wording."]
-    lines.append(f"Announced {when_words(parse_logged_at(v.announced))}, replacing {a.replaces.id}; change your "  # type: ignore[union-attr]
-                 "choices on your artist page before then.")
+    lines.append(f"Announced {when_words(parse_logged_at(v.announced))}, replacing {a.replaces.id}"  # type: ignore[union-attr]
+                 + ("; you can change your choices on your artist page before then." if a.effective_ms > now_ms else "."))
     return AtomEntry(id=tag_uri(origin, day, "artists", tag, "policies", v.id), title=title, updated=v.announced,
                      published=v.announced, content="\n".join(lines))
 
@@ -192,7 +194,7 @@ def _entry(origin: str, day: str, e: Entry) -> AtomEntry:
                    f"{d['purpose']} ({d['phase']}) with {system['id']} ({system['model']} {system['version']})"
                    f"{f', {times} times' if times != 1 else ''}; decision: {decision}, under policy {d['policy']}."
                    + (f" Basis claimed: {d['basis']}." if d.get("basis") else "")
-                   + (f" Detail: {d['detail']}" if d.get("detail") else ""))
+                   + (f" Detail: {d['detail'].rstrip('.')}." if d.get("detail") else ""))
     elif e.type == "preference":
         who = "you" if d.get("by") == "artist" else f"the service {d.get('service')}"
         title, content = "Your AI choices changed", f"Your AI choices were changed by {who}."
