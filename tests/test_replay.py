@@ -280,5 +280,5 @@ def test_ranges_replayed_in_order_find_a_loosening_announced_in_another_range(cu
         add(second, h, leaf)
     rules = Sequential()
     rules.replay(first.sequential)  # type: ignore[arg-type]
-    with pytest.raises(VerificationError, match="^index 4: policy 'loose' loosens 'p2' — "):
+    with pytest.raises(VerificationError, match="^index 4: notice rule broken: policy 'loose' loosens 'p2' — "):
         rules.replay(second.sequential)  # type: ignore[arg-type]

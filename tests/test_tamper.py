@@ -363,7 +363,7 @@ def forged_policy_not_in_effect(db: Path) -> str:
     _x(db, "INSERT INTO names (kind, value) VALUES ('policy', '2026-12')")
     _x(db, "UPDATE entries SET policy = (SELECT id FROM names WHERE kind = 'policy' AND value = '2026-12') WHERE idx = ?", i)
     reseal(db, i)
-    return f"index {i}: the use names policy '2026-12', but policy 'default' was in effect at its logged_at"
+    return f"index {i}: policy-in-effect rule broken: the use names policy '2026-12', but policy 'default' was in effect at its logged_at"
 
 
 def forged_decision(db: Path) -> str:

@@ -697,8 +697,10 @@ def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, f
 
     Each round checks the new checkpoint's signature and its consistency with the last one checked
     (the log's consistency proof), then every new leaf: leaf and tile hashes, the hash chain, logged_at
-    order, every artist chain, the tree against the signed root, and the leaf counts by type, purpose
-    and decision against /v1/stats. What passed is kept in --state, so the next run checks only what is
+    order, every artist chain, every map root, the policy each use names (it must be the one in effect
+    at its logged_at), each new policy's notice (a loosening announced with less notice than promised),
+    the tree against the signed root, and the leaf counts by type, purpose and decision against
+    /v1/stats. An alert names the first bad index and the rule it breaks. What passed is kept in --state, so the next run checks only what is
     new, and a fork between runs (two logs under one key) or a rollback is caught.
 
     With --witness-policy, each checkpoint must also carry the cosignatures of the policy's quorum

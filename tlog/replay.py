@@ -37,9 +37,14 @@ from .records import Leaf, parse_logged_at
 from .vrf import validate_key
 
 
-def fail(index: int | None, message: str) -> VerificationError:
+# The two policy rules of SPEC §4, named in their failures so that a monitor's alert says which one broke.
+NOTICE_RULE = "notice rule broken"
+IN_EFFECT_RULE = "policy-in-effect rule broken"
+
+
+def fail(index: int | None, message: str, rule: str | None = None) -> VerificationError:
     where = f"index {index}: " if index is not None else ""
-    return VerificationError(f"{where}{message}", index=index)
+    return VerificationError(f"{where}{f'{rule}: ' if rule else ''}{message}", index=index)
 
 
 class Sequential:
@@ -87,14 +92,15 @@ class Sequential:
         schedule = [(parse_logged_at(effective), i, p) for effective, i, p in self.schedule]
         problem = notice_problem(schedule, policy, parse_logged_at(logged_at), parse_logged_at(effective_at))
         if problem is not None:
-            raise fail(index, f"policy {policy.id!r} {problem[0]}")
+            raise fail(index, f"policy {policy.id!r} {problem[0]}", NOTICE_RULE)
         self.schedule.append((effective_at, index, policy))
 
     def names_policy(self, index: int, logged_at: str, policy_id: str) -> None:
         want = self.in_effect(logged_at)
         if policy_id != want:
             in_effect = f"policy {want!r} was" if want else "no policy was"
-            raise fail(index, f"the use names policy {policy_id!r}, but {in_effect} in effect at its logged_at {logged_at}")
+            raise fail(index, f"the use names policy {policy_id!r}, but {in_effect} in effect at its logged_at {logged_at}",
+                       IN_EFFECT_RULE)
 
     def in_effect(self, logged_at: str) -> str | None:
         """The id of the policy in effect at `logged_at` (SPEC §4, as `policy.in_effect`): among the policy
@@ -233,7 +239,8 @@ class ChainChecker:
 
     def _policy(self, index: int, leaf: Leaf, document: bytes | None) -> None:
         if leaf.effective_at < leaf.logged_at:  # type: ignore[operator]
-            raise fail(index, f"the policy takes effect at {leaf.effective_at}, before it was announced ({leaf.logged_at})")
+            raise fail(index, f"the policy takes effect at {leaf.effective_at}, before it was announced ({leaf.logged_at})",
+                       NOTICE_RULE)
         policy = announced_policy(index, leaf, document)
         self.sequential.policy_leaf(index, leaf.logged_at, leaf.effective_at, policy)  # type: ignore[arg-type]
 

@@ -21,7 +21,7 @@ from tlog.errors import StorageError, ValidationError, VerificationError
 from tlog.log import key_paths, open_log
 from tlog.monitor import STATE_FILE, run_monitor
 from tlog.note import ALG_COSIGNATURE_V1, Signer, generate_key
-from tlog.policy import DEFAULT_POLICY
+from tlog.policy import DEFAULT_POLICY, make_policy
 from tlog.records import parse_leaf
 
 from ..conftest import append, records
@@ -221,13 +221,26 @@ def later_policy_not_in_effect(src, fake):
     leaves = list(src.leaves)
     leaves[i] = edit(leaves[i], policy="2027-01")
     fake.publish(rechain(leaves, i + 1))
-    return f"index {i}: the use names policy '2027-01', but policy 'default' was in effect at its logged_at"
+    return f"index {i}: policy-in-effect rule broken: the use names policy '2027-01', but policy 'default' was in effect at its logged_at"
 
 
 def later_loosening_without_notice(src, fake):
     # Needs the saved policies with their documents: the one it loosens was published in the first run.
     fake.publish(with_policy(src.leaves, "loose", LOOSE.document), documents={"loose": LOOSE.document})
-    return "index 617: policy 'loose' loosens 'default' — model_training_generative: refused → allowed — but"
+    return "index 617: notice rule broken: policy 'loose' loosens 'default' — model_training_generative: refused → allowed — but"
+
+
+REWORDED = make_policy("later", DEFAULT_POLICY.purposes.values(), "The same table, in other words.").document
+
+
+def later_use_names_an_announced_policy_not_yet_in_effect(src, fake):
+    # A policy announced for 2099 (no loosening: only its wording changes), and a use that names it at once.
+    leaves = with_policy(src.leaves, "later", REWORDED, effective_at="2099-01-05T00:00:00.000Z")
+    use = next(leaf for leaf in src.leaves[415:] if parse_leaf(leaf).type == "use")
+    leaves = rechain([*leaves, edit(use, logged_at=parse_leaf(leaves[-1]).logged_at, policy="later")], len(leaves))
+    fake.publish(leaves, documents={"later": REWORDED})
+    return (f"index {len(leaves) - 1}: policy-in-effect rule broken: the use names policy 'later', but policy "
+            f"'default' was in effect at its logged_at {parse_leaf(leaves[-1]).logged_at}")
 
 
 def later_erasure_count(src, fake):
@@ -274,8 +287,9 @@ def later_tile_lie(src, fake):
 @pytest.mark.parametrize("lie", [later_rollback, later_same_size_fork, later_inconsistent, later_bad_proof,
                                  later_broken_chain, later_logged_at_back, later_artist_gap, later_artist_repeat,
                                  later_map_root, later_checkpoint_mid_batch, later_policy_not_in_effect,
-                                 later_loosening_without_notice, later_stats_lie, later_impostor, later_tile_lie,
-                                 later_erasure_count], ids=lambda f: f.__name__)
+                                 later_loosening_without_notice, later_use_names_an_announced_policy_not_yet_in_effect,
+                                 later_stats_lie, later_impostor, later_tile_lie, later_erasure_count],
+                         ids=lambda f: f.__name__)
 def test_a_lie_after_an_honest_run_is_an_alert(source, fake, watched, lie):
     before = (watched / STATE_FILE).read_bytes()
     message = lie(source, fake)
