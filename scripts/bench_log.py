@@ -35,13 +35,21 @@ from tlog.store.sqlite import SqliteStore
 from tlog.verify import verify_log
 
 
-def _gen_lines(n: int, artists: int) -> list[tuple[str, bytes]]:
-    return [(s, orjson.dumps(r)) for s, r in sample_records(n, artists=artists, seed=7)]
+FEED_ARTIST = "sc:user:feed-bench"  # one artist with a record in every FEED_EVERY: 10,000 entries in 1M
 
 
-def bench_append(db: Path, n: int, batch: int, artists: int) -> None:
+def _gen_lines(n: int, artists: int, feed_every: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i, (s, r) in enumerate(sample_records(n, artists=artists, seed=7)):
+        if feed_every and i % feed_every == 0:  # spread over the whole log, as a prolific artist's uses are
+            r = {**r, "artist_id": FEED_ARTIST, "content_id": f"sc:track:feed-{i // feed_every % 20}"}
+        out.append((s, orjson.dumps(r)))
+    return out
+
+
+def bench_append(db: Path, n: int, batch: int, artists: int, feed_every: int) -> None:
     print(f"generating {n:,} realistic records ({artists:,} artists)…", flush=True)
-    lines = _gen_lines(n, artists)
+    lines = _gen_lines(n, artists, feed_every)
     gc.freeze()  # the generated input is not part of what is measured: keep it out of the collector's way
     log = init_log(db, "bench.tlog.example/log")
     # As `tlog append` does: batches are written by a child process while the next one is built.
@@ -145,6 +153,56 @@ def bench_artists(db: Path, samples: int) -> None:
     log.close()
 
 
+def bench_feed(db: Path, samples: int) -> None:
+    """Issue 14's figure: the Atom feed of an artist with many entries (FEED_ARTIST), served by a real
+    `tlog serve` over HTTP: its first page and older pages at random `before`, each FEED_PAGE items."""
+    import subprocess
+    import urllib.request
+
+    from tlog.server.feeds import FEED_PAGE
+    from tlog.tokens import FEED_KEY_PREFIX, new_token
+
+    log = open_log(db)
+    state = log.store.artist_state(FEED_ARTIST)
+    key, digest = new_token(FEED_KEY_PREFIX)
+    log.store.add_feed_key(FEED_ARTIST, digest, 0)
+    size = log.store.size()
+    log.close()
+    if state is None:
+        print("artist feed: skipped (--feed-every 0)")
+        return
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = subprocess.Popen([sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/feeds/artists/{FEED_ARTIST}.atom?key={key}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        rnd = random.Random(3)
+        for label, url in (("first page", lambda: base),
+                           ("older page", lambda: f"{base}&before={rnd.randrange(size // 10, size)}")):
+            times = []
+            for _ in range(samples):
+                u = url()
+                t = time.perf_counter()
+                body = urllib.request.urlopen(u, timeout=10).read()
+                times.append(time.perf_counter() - t)
+            assert body.count(b"<entry>") == FEED_PAGE, body[:500]
+            print(f"artist feed, {label} ({FEED_PAGE} entries) of an artist with {state.aseq:,} entries at {size:,}: "
+                  f"median {statistics.median(times) * 1e3:.1f} ms, p99 {sorted(times)[int(len(times) * 0.99)] * 1e3:.1f} ms "
+                  f"over {samples} HTTP requests")
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def bench_verify(db: Path) -> None:
     log = open_log(db, readonly=True)
     report = verify_log(log)
@@ -182,6 +240,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--artists", type=int, default=20_000)
     ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--feed-every", type=int, default=100,
+                    help="one record in N is by one artist, whose Atom feed is timed (0: no feed figure)")
+    ap.add_argument("--only-feed", action="store_true", help="build the log, then time the artist feed only")
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--no-pymerkle", action="store_true")
     args = ap.parse_args()
@@ -189,7 +250,10 @@ def main() -> None:
         db = Path(tmp) / "bench.db"
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
         print(machine_speed.describe(), flush=True)
-        bench_append(db, args.entries, args.batch, args.artists)
+        bench_append(db, args.entries, args.batch, args.artists, args.feed_every)
+        bench_feed(db, min(args.samples, 300))
+        if args.only_feed:
+            return
         bench_proofs(db, args.samples)
         bench_artists(db, args.artists)
         bench_verify(db)

@@ -35,6 +35,10 @@ def public() -> dict[str, int]:
     return {"none": 200, "wrong": 401, "revoked": 401, "service": 200, "artist_a": 200, "artist_b": 200, "auditor": 200}
 
 
+def not_found() -> dict[str, int]:
+    return {**public(), **{r: 404 for r in ("none", "service", "artist_a", "artist_b", "auditor")}}
+
+
 def protected(service: int, artist_a: int, artist_b: int, auditor: int) -> dict[str, int]:
     return {"none": 401, "wrong": 401, "revoked": 401, "service": service, "artist_a": artist_a, "artist_b": artist_b,
             "auditor": auditor}
@@ -65,6 +69,16 @@ ROWS = [
     Row("stats", "GET /v1/stats", "/v1/stats", public(), public=True),
     Row("policies", "GET /v1/policies", "/v1/policies", public(), public=True),
     Row("policy", "GET /v1/policies/{policy_id}", "/v1/policies/default", public(), public=True),
+    Row("policy diff", "GET /v1/policies/{a}/diff/{b}", "/v1/policies/default/diff/default", public(), public=True),
+    Row("policy feed", "GET /feeds/policies.atom", "/feeds/policies.atom", public(), public=True),
+    Row("A's feed with a key never made", "GET /feeds/artists/{artist_id}.atom",
+        f"/feeds/artists/{A}.atom?key=tlogfeed_{'A' * 43}", not_found(), public=True),
+    Row("A's feed without a key", "GET /feeds/artists/{artist_id}.atom", f"/feeds/artists/{A}.atom", not_found(),
+        public=True),
+    Row("make a feed key of A", "POST /v1/artists/{artist_id}/feed-keys", f"/v1/artists/{A}/feed-keys",
+        protected(403, 200, 403, 403)),
+    Row("revoke a feed key A does not have", "DELETE /v1/artists/{artist_id}/feed-keys/{key_id}",
+        f"/v1/artists/{A}/feed-keys/999999", protected(403, 404, 403, 403)),
     Row("healthz", "GET /healthz", "/healthz", public(), public=True),
     Row("metrics", "GET /metrics", "/metrics", public(), public=True),
     Row("openapi", "GET /openapi.json", "/openapi.json", public(), public=True),

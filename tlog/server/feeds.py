@@ -232,5 +232,5 @@ async def revoke_feed_key(request: web.Request) -> web.Response:
     artist_id = _own_artist(request)
     key_id = parse_index(request.match_info["key_id"])
     if not state.store.revoke_feed_key(artist_id, key_id, int(time.time() * 1000)):
-        raise NotFound(f"no feed key {key_id} of {artist_id} to revoke")
+        raise NotFound(f"no feed key {key_id} to revoke (already revoked, or never made by this artist)")
     return web.Response(body=orjson.dumps({"id": key_id, "revoked": True}), content_type="application/json")
