@@ -26,6 +26,7 @@ from .roles import cli, make_token, record
 
 DAY = 86_400
 ALICE, BOB = "sc:user:alice", "sc:user:bob"
+NEWCOMER = "sc:user:newcomer"  # nothing logged about it yet
 ALICE_USES = FEED_PAGE + 25  # more than a page
 START = time.time() - 40 * DAY
 LOOSE_AT = START + 3600 + 31 * DAY  # announced an hour after the start, with a day to spare
@@ -71,7 +72,7 @@ def env(tmp_path_factory):
     clock[0] = time.time() - DAY
     seq.publish_policy(STRICT, "2027-strict", effective_ms=int(STRICT_AT * 1000))
     log.close()
-    tokens = {who: make_token(db, "--artist", who)[0] for who in (ALICE, BOB)}
+    tokens = {who: make_token(db, "--artist", who)[0] for who in (ALICE, BOB, NEWCOMER)}
     tokens["service"] = make_token(db, "--service", "recsys")[0]
     server = start_server(db)
     yield server, tokens
@@ -203,6 +204,15 @@ def test_an_artist_feed_tells_each_artist_what_a_change_means_for_its_own_music(
 def _an_index(server: Server, token: str) -> int:
     status, body = _call(server, "GET", f"/v1/artists/{BOB}/uses?limit=1", token)
     return orjson.loads(body)["entries"][0]["index"]
+
+
+def test_an_artist_with_nothing_logged_yet_is_told_of_the_changes(env):
+    server, tokens = env
+    feed, _ = _feed(server, _new_key(server, NEWCOMER, tokens[NEWCOMER])["url"])
+    assert [e.title.split(", policy ")[1] for e in feed.entries] == [
+        "2027-strict changes 1 purpose for your music", "2026-loose changes 1 purpose for your music"]
+    assert "you can change your choices on your artist page before then." in feed.entries[0].content[0].value
+    assert feed.entries[1].content[0].value.endswith("replacing default.")  # in effect already
 
 
 def test_an_artist_feed_is_paged_newest_first(env):

@@ -150,15 +150,14 @@ async def artist_feed(request: web.Request) -> web.Response:
     prefs = artist.preferences if artist else None
     items: list[tuple[int, AtomEntry]] = [
         (e.index, _entry(origin, day, e)) for e in state.store.artist_latest(artist_id, before, FEED_PAGE + 1)]
-    tag = artist.tag.hex() if artist else "-"
     now_ms = int(time.time() * 1000)
-    items += [(a.version.index, _effect_entry(origin, day, tag, a, prefs, now_ms)) for a in announcements(state, before)
+    items += [(a.version.index, _effect_entry(origin, day, artist_id, a, prefs, now_ms)) for a in announcements(state, before)
               if a.replaces is not None]
     items.sort(key=lambda item: item[0], reverse=True)
     page = items[:FEED_PAGE]
     more = len(items) > FEED_PAGE
     return _feed_response(AtomFeed(
-        id=tag_uri(origin, day, "feeds", "artists", tag), title=f"Your music in the AI log of {origin}",
+        id=tag_uri(origin, day, "feeds", "artists", artist_id), title=f"Your music in the AI log of {origin}",
         subtitle=f"Every AI use of {artist_id}'s music the platform logged, and what each announced policy change "
                  "means for it.",
         updated=max((e.updated for _, e in page), default=f"{day}T00:00:00.000Z"),
@@ -168,7 +167,7 @@ async def artist_feed(request: web.Request) -> web.Response:
     ))
 
 
-def _effect_entry(origin: str, day: str, tag: str, a: Announcement, prefs: dict[str, Any] | None,
+def _effect_entry(origin: str, day: str, artist_id: str, a: Announcement, prefs: dict[str, Any] | None,
                   now_ms: int) -> AtomEntry:
     v, when = a.version, when_words(a.effective_ms)
     effects = artist_effects(a.replaces.policy, v.policy, prefs)  # type: ignore[union-attr]
@@ -178,7 +177,7 @@ def _effect_entry(origin: str, day: str, tag: str, a: Announcement, prefs: dict[
     lines = [effect_words(e, when) for e in effects] or [f"From {when}, {v.id} changes only the policy's wording."]
     lines.append(f"Announced {when_words(parse_logged_at(v.announced))}, replacing {a.replaces.id}"  # type: ignore[union-attr]
                  + ("; you can change your choices on your artist page before then." if a.effective_ms > now_ms else "."))
-    return AtomEntry(id=tag_uri(origin, day, "artists", tag, "policies", v.id), title=title, updated=v.announced,
+    return AtomEntry(id=tag_uri(origin, day, "artists", artist_id, "policies", v.id), title=title, updated=v.announced,
                      published=v.announced, content="\n".join(lines))
 
 
