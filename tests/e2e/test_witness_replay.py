@@ -88,7 +88,7 @@ async def test_a_loosening_without_notice_after_a_cosigned_checkpoint_is_refused
     signed = fake.publish(leaves, documents={"loose": LOOSE.document})
     proof = merkle.consistency_proof(617, 619, merkle.MemoryHashes(map(merkle.leaf_hash, leaves)))
     status, body = await add(witness, signed, old=617, proof=proof)
-    assert status == 422 and "index 617: policy 'loose' loosens 'default' — " in body, body
+    assert status == 422 and "index 617: notice rule broken: policy 'loose' loosens 'default' — " in body, body
     assert fake.hits["v1/policies/default"] == 1  # its document was fetched once, for the first replay
 
 
