@@ -43,5 +43,5 @@ def test_any_text_is_escaped_and_characters_xml_forbids_are_replaced(content, ti
     assert parsed.bozo == 0, parsed.get("bozo_exception")
     allowed = lambda c: c in "\t\n\r" or " " <= c <= "~" or "\xa0" <= c <= "\ud7ff" or "\ue000" <= c <= "\ufffd" or c >= "\U00010000"  # noqa: E731
     want = "".join(c if allowed(c) else "\ufffd" for c in content)
-    # XML normalises line ends to \n.
-    assert parsed.entries[0].content[0].value == want.replace("\r\n", "\n").replace("\r", "\n")
+    # XML normalises line ends to \n; feedparser strips the whitespace around a text.
+    assert parsed.entries[0].content[0].value.strip() == want.replace("\r\n", "\n").replace("\r", "\n").strip()
