@@ -267,3 +267,47 @@ def test_a_bad_reason_is_refused_and_nothing_changes(log, reason, why):
     result = run(log, "--artist", GONE, "--reason", reason, "--yes")
     assert result.exit_code == 2 and why in result.output and "Traceback" not in result.output, result.output
     assert log.store.size() == size and log.store.artist_state(GONE) is not None
+
+
+def test_erasure_deletes_the_artists_feed_keys(log):
+    fill(log)
+    keys = {who: new_token("tlogfeed_") for who in (GONE, KEPT)}
+    for who, (_, digest) in keys.items():
+        log.store.add_feed_key(who, digest, 0)
+    erasure.erase(log, GONE, "account deleted")
+    assert log.store.feed_key(keys[GONE][1]) is None
+    assert log.store.feed_key(keys[KEPT][1])[1] == KEPT
+    later = new_token("tlogfeed_")  # made after the erasure, with nothing left to erase: deleted all the same
+    log.store.add_feed_key(GONE, later[1], 0)
+    assert erasure.erase(log, GONE, "account deleted") == (None, 0)
+    assert log.store.feed_key(later[1]) is None
+    assert GONE.encode() not in raw_bytes(log.path)
+
+
+async def test_a_returning_artists_feed_shows_its_erased_entries_as_erased(aiohttp_client, log):
+    import feedparser
+
+    from tlog.server.app import make_app
+
+    fill(log)
+    erasure.erase(log, GONE, "account deleted")
+    seq = log.sequencer()
+    append(seq, [use("ev-back-1", GONE, "sc:track:back-1")])  # the id comes back
+    seq.close()
+    key, digest = new_token("tlogfeed_")
+    log.store.add_feed_key(GONE, digest, 0)
+    reader = open_log(log.path)
+    try:
+        client = await aiohttp_client(make_app(reader))
+        response = await client.get(f"/feeds/artists/{GONE}.atom", params={"key": key})
+        assert response.status == 200
+        body = await response.text()
+    finally:
+        reader.close()
+    feed = feedparser.parse(body)
+    assert feed.bozo == 0
+    titles = [e.title for e in feed.entries]
+    assert titles[0] == "Recommendation of sc:track:back-1: allowed"
+    assert sorted(titles[1:]) == ["An entry erased on request (preference)", "An entry erased on request (refusal)",
+                                  "An entry erased on request (use)"]
+    assert not [s for s in SECRETS[1:] if s in body]

@@ -184,7 +184,10 @@ def _effect_entry(origin: str, day: str, artist_id: str, a: Announcement, prefs:
 def _entry(origin: str, day: str, e: Entry) -> AtomEntry:
     d = e.details
     logged = format_logged_at(e.logged_ms)
-    if e.type in ("use", "refusal"):
+    if e.erased is not None:  # its private details are gone: say only what its public leaf says
+        title = f"An entry erased on request ({e.type})"
+        content = f"The details of this {e.type} entry were erased on request (erasure at entry {e.erased})."
+    elif e.type in ("use", "refusal"):
         decision = words.DECISION_WORDS.get(d["decision"], d["decision"])
         system = d["system"]
         title = f"{words.purpose_name(d['purpose'])} of {d['content_id']}: {decision}"

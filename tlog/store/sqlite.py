@@ -79,6 +79,7 @@ _ERASE_ENTRY = (
 )
 # The artist tokens that cover an id: an artist token's subject is its artist ids, joined by spaces.
 _ARTIST_TOKENS = "SELECT id, subject FROM tokens WHERE role = 'artist' AND instr(' ' || subject || ' ', ' ' || ? || ' ') > 0"
+_DELETE_FEED_KEYS = "DELETE FROM feed_keys WHERE artist_id = ?"  # erased with the artist, as its tokens
 _ERASED_ROW = "FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?"  # an erased artist's
 SCRUB_TRIES = 50  # checkpoint(TRUNCATE) attempts, 0.1 s apart, while readers hold the WAL
 
@@ -596,10 +597,11 @@ class SqliteStore:
         return [ErasureRecord(i, _blob(t), r, ms) for i, t, r, ms in rows]
 
     def forget_artist(self, artist_id: str) -> int:
-        """Deletes the tokens of an artist that has no entries left to erase (an erasure batch deletes
-        them itself, with the entries). Returns how many there were."""
+        """Deletes the tokens and feed keys of an artist that has no entries left to erase (an erasure
+        batch deletes them itself, with the entries). Returns how many tokens there were."""
         def write() -> int:
             with self._immediate() as c:
+                c.execute(_DELETE_FEED_KEYS, (artist_id,))
                 return _forget_tokens(c, [artist_id])
 
         deleted = int(self._guard(write))
@@ -804,7 +806,7 @@ class SqliteStore:
 
     def _write_erasures(self, batch: Batch) -> None:
         """Each erasure of the batch (SPEC §2.2): its entries' private columns, the artist's id, proof,
-        preferences and tokens, all deleted in the batch's transaction, beside the erasure leaf's reason.
+        preferences, tokens and feed keys, all deleted in the batch's transaction, beside the erasure leaf's reason.
         Run for every batch (most have none), so that the crash matrix reaches every statement."""
         c = self.conn
         rows = [(orjson.dumps({"erased": x.index, "leaf": public}, option=orjson.OPT_SORT_KEYS).decode(), i, x.artist_id)
@@ -814,6 +816,7 @@ class SqliteStore:
         c.executemany("UPDATE artists SET artist_id = NULL, proof = NULL, preferences = NULL WHERE artist_id = ?",
                       [(x.artist_id,) for x in batch.erasures])
         _forget_tokens(c, [x.artist_id for x in batch.erasures])
+        c.executemany(_DELETE_FEED_KEYS, [(x.artist_id,) for x in batch.erasures])
         c.executemany("INSERT INTO erasures (idx, tag, reason) VALUES (?, ?, ?)",
                       [(x.index, x.tag, x.reason) for x in batch.erasures])
 
