@@ -58,6 +58,7 @@ WRITE_STEPS: tuple[tuple[str, str], ...] = (
     ("read artist tokens", "SELECT id, subject FROM tokens WHERE role = 'artist'"),
     ("narrow artist tokens", "UPDATE tokens SET subject"),
     ("delete artist tokens", "DELETE FROM tokens WHERE id"),
+    ("delete artist feed keys", "DELETE FROM feed_keys WHERE artist_id"),
     ("insert erasures", "INSERT INTO erasures"),
     ("upsert stats", "INSERT INTO stats"),
     ("store checkpoint", "INSERT OR REPLACE INTO checkpoints"),

@@ -111,12 +111,13 @@ def _erased_artist(k: int) -> str:
 
 
 def prepare_erasure(seq: Sequencer, k: int) -> None:
-    """What op_erase erases: two uses, preferences and a token of its artist (batches of their own)."""
+    """What op_erase erases: two uses, preferences, a token and a feed key of its artist (batches of their own)."""
     artist = _erased_artist(k)
     service, recs = _uses(k, 2)
     _submit(seq, f"erasable-{service}", [dict(r, artist_id=artist, event_id=f"erasable-{r['event_id']}") for r in recs])
     seq.set_preferences(artist, {"no_ai": True}, by="artist")
     seq.store.add_token("artist", artist, new_token()[1], 0)
+    seq.store.add_feed_key(artist, new_token("tlogfeed_")[1], 0)
 
 
 def op_erase(seq: Sequencer, k: int) -> dict[tuple[str, str], tuple[int, str]]:
@@ -129,19 +130,20 @@ OPS: dict[str, tuple[Op, int]] = {"uses": (op_uses, 6 + 1), "preferences": (op_p
 
 
 def assert_erased(log: LocalLog, k: int, erased: bool) -> None:
-    """Erasure is atomic: the artist's id, preferences, tokens and the details of its three entries are all
+    """Erasure is atomic: the artist's id, preferences, tokens, feed keys and the details of its three entries are all
     there and no erasure leaf names its tag, or none is there and one erasure leaf does."""
     artist = _erased_artist(k)
     store = log.store
     state = store.artist_state(artist)
     tokens = [t for t in store.tokens() if t.subject == artist]
+    feed_keys = store.conn.execute("SELECT count(*) FROM feed_keys WHERE artist_id = ?", (artist,)).fetchone()[0]
     if not erased:
-        assert state is not None and state.preferences["no_ai"] is True and len(tokens) == 1
+        assert state is not None and state.preferences["no_ai"] is True and len(tokens) == 1 and feed_keys == 1
         entries = [e for e in store.entries(0, store.size()) if e.tag == state.tag]
         assert len(entries) == 3 and all(e.erased is None and e.details.get("artist_id") == artist for e in entries)
         assert not store.erasures(state.tag)
         return
-    assert state is None and not tokens
+    assert state is None and not tokens and not feed_keys
     (record,) = [x for x in store.erasures() if x.index == store.size() - 2]
     entries = [e for e in store.entries(0, store.size()) if e.tag == record.tag and e.aseq is not None]
     assert len(entries) == 3 and all(e.erased == record.index for e in entries)
