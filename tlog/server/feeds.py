@@ -211,8 +211,7 @@ def _entry(origin: str, day: str, e: Entry) -> AtomEntry:
 
 def _own_artist(request: web.Request) -> str:
     artist_id = request.match_info["artist_id"]
-    who = require(request, "artist")
-    if who.subject != artist_id:
+    if not require(request, "artist").is_artist(artist_id):
         raise Forbidden("an artist token may only manage its own feed keys")
     return check_artist_id(artist_id)
 
