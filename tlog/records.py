@@ -56,6 +56,7 @@ _RFC3339 = re.compile(
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _NS: Final = 1_000_000_000
 _MS_NS: Final = 1_000_000
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 MAX_LOGGED_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: RFC 3339 years have four digits
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
@@ -145,6 +146,29 @@ def datetime_ns(when: datetime) -> int:
     return (when - _EPOCH) // timedelta(microseconds=1) * 1_000
 
 
+def unknown_code(what: str, codes: Collection[str]) -> str:
+    """The problem of a code that is not one of `codes`, naming every valid one (what to type instead)."""
+    return f"not {what}; use one of {', '.join(sorted(codes))}"
+
+
+def parse_time_filter(value: str, *, field: str) -> int:
+    """A query's `since`/`until` as milliseconds since the epoch: an RFC 3339 date-time with a zone, or a
+    date (YYYY-MM-DD, UTC, as `logged_at` days are counted) meaning the start of that day for `since`
+    and its end for `until`, so `since=D&until=D` is the whole of day D."""
+    if _DATE.fullmatch(value):
+        try:
+            start = (datetime.fromisoformat(value + "T00:00:00+00:00") - _EPOCH) // _ONE_MS
+        except ValueError:
+            raise ValidationError(f"{field} {value} is not a date", [{"field": field, "message": "no such day"}]) from None
+        return start + 86_400_000 if field == "until" else start
+    try:
+        ms = parse_rfc3339_ms(value, field=field)
+    except ValidationError:
+        raise ValidationError(f"{field} is neither a date nor a time", [{"field": field, "message":
+                              "must be a date (2026-12-01) or an RFC 3339 time with a zone (2026-12-01T12:00:00Z)"}]) from None
+    return ms
+
+
 @functools.lru_cache(maxsize=4096)  # a batch shares one timestamp; verifiers see runs of equal ones
 def format_logged_at(ms: int) -> str:
     """Milliseconds since the Unix epoch as the leaf's `logged_at`: RFC 3339 UTC with exactly three
@@ -202,10 +226,10 @@ def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str 
         problems.append(("artist_id", _type_problem(artist_id) or "must be 1–256 printable characters without spaces"))
     purpose = get("purpose", _MISSING)
     if type(purpose) is not str or purpose not in purposes:
-        problems.append(("purpose", _type_problem(purpose) or "not a purpose of the policy in force"))
+        problems.append(("purpose", _type_problem(purpose) or unknown_code("a purpose of the policy in force", purposes)))
     phase = get("phase", _MISSING)
     if type(phase) is not str or phase not in PHASES:
-        problems.append(("phase", _type_problem(phase) or f"must be one of {', '.join(sorted(PHASES))}"))
+        problems.append(("phase", _type_problem(phase) or unknown_code("a phase", PHASES)))
     system = get("system", _MISSING)
     if type(system) is dict and len(system) == 3 and all(map(_is_system_field, map(system.get, _SYSTEM_FIELDS))):
         system = {"id": system["id"], "model": system["model"], "version": system["version"]}

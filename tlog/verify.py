@@ -32,10 +32,12 @@ from .leaves import checked_entry_leaf
 from .log import LocalLog
 from .note import Verifier
 from .policy import Policy, decide, parse_policy
-from .records import Leaf, check_artist_tag, format_logged_at, parse_leaf
+from .records import Leaf, check_artist_tag, format_logged_at, parse_leaf, parse_logged_at
 from .remote import TileClient, cancel
 from .replay import ChainChecker, Sequential, chain_message
 from .replay import fail as _fail
+from .stats import StatsQuery, Tally
+from .stats import answer as stats_answer
 from .store.base import ArtistState, Entry
 from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, hash_tiles_for_size, tile_path
 from .vrf import validate_key
@@ -274,7 +276,7 @@ class _Range:
     firsts: dict[bytes, tuple[int, int | None, int | None]] = field(default_factory=dict)
     lasts: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     deferred: Any = None  # the map and policy rules' records (replay.Deferred), replayed in order
-    stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
+    stats: Tally = field(default_factory=Tally)
     policies: dict[str, int] = field(default_factory=dict)  # id → index of its policy leaf
     preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)  # the last preference leaf of each artist
     unresolved: dict[str, list[_Use]] = field(default_factory=dict)  # see _Decisions
@@ -329,7 +331,7 @@ def _check_range_in(store: Any, ctx: _Context, start: int, end: int, block: int,
                 if level <= block:  # nodes above the range are checked by _check_top
                     nodes.check(level, n, node)
             _check_checkpoint(checker, frontier.root, roots)
-            _count(r.stats, e)
+            r.stats.add_details(e.logged_ms, e.type, e.details)
         if checker.size != end:
             raise _fail(checker.size, "entry is missing from the store")
     except VerificationError as exc:
@@ -437,7 +439,7 @@ class _Merged:
     errors: list[VerificationError] = field(default_factory=list)
     artists: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     first_index: dict[bytes, int] = field(default_factory=dict)  # tag → index of its first chained leaf
-    stats: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
+    stats: Tally = field(default_factory=Tally)
     policies: dict[str, int] = field(default_factory=dict)
     preferences: dict[str, tuple[int, Any]] = field(default_factory=dict)
     erasures: dict[int, bytes] = field(default_factory=dict)
@@ -474,10 +476,7 @@ class _Stitcher:
         if r.error is not None:
             m.errors.append(r.error)
         self._decisions(r)
-        for k, (n, u) in r.stats.items():
-            slot = m.stats.setdefault(k, [0, 0])
-            slot[0] += n
-            slot[1] += u
+        m.stats.merge(r.stats)
         m.policies.update(r.policies)
         m.erasures.update(r.erasures)
         m.erased.update(r.erased)
@@ -530,15 +529,6 @@ def _check_top(store: Any, size: int, block: int) -> tuple[VerificationError, in
     except StorageError as exc:
         return _fail(frontier.size << block, exc.message), (frontier.size + 1) << block
     return None
-
-
-def _count(stats: dict[tuple[str, str, str, str], list[int]], e) -> None:  # type: ignore[no-untyped-def]
-    d = e.details
-    use = e.type in ("use", "refusal")
-    key = (format_logged_at(e.logged_ms)[:10], e.type, d.get("purpose", "") if use else "", d.get("decision", "") if use else "")
-    slot = stats.setdefault(key, [0, 0])
-    slot[0] += 1
-    slot[1] += d["invocations"] if use else 0
 
 
 class _StoredNodes:
@@ -605,8 +595,7 @@ def _check_tables(log: LocalLog, artists: list[ArtistState], m: _Merged) -> None
         if tag not in named and last.get(tag, -1) < head:
             raise _fail(head, "an artist's id is gone from the artists table, but no erasure leaf of its tag follows "
                               "its chain")
-    stored_stats = {(d, k, p, dec): [n, u] for d, k, p, dec, n, u in log.store.stats()}
-    if stored_stats != m.stats:
+    if log.store.stats() != m.stats.rows():
         raise VerificationError("the statistics table does not match a recount of the leaves")
 
 
@@ -639,8 +628,31 @@ async def _verify_remote(url: str, verifier: Verifier, trusted: bytes | None, pr
                                                   "but different roots")
             roots.setdefault(old.size, (old.root, "the trusted checkpoint (a fork)"))
         checker = ChainChecker(origin)
-        await check_remote_leaves(client, checker, cp.size, roots=roots, progress=progress)
-    return Report(origin, cp.size, cp.size, len(checker.artists), 1 + (trusted is not None), time.perf_counter() - t0)
+        tally = Tally()
+        await check_remote_leaves(client, checker, cp.size, roots=roots, progress=progress, on_leaf=lambda leaf: tally.add(
+            parse_logged_at(leaf.logged_at), leaf.type, leaf.purpose, leaf.phase, leaf.decision, leaf.invocations or 0))
+        note = await _compare_stats(client, cp.size, tally)
+    return Report(origin, cp.size, cp.size, len(checker.artists), 1 + (trusted is not None), time.perf_counter() - t0,
+                  [note])
+
+
+async def _compare_stats(client: TileClient, size: int, tally: Tally) -> str:
+    """The log's published figures (`GET /v1/stats`) against the recount of the leaves just verified: a
+    difference is a failed verification. Figures of another size (the log grew meanwhile) are not
+    comparable, and the report says they were not compared."""
+    try:
+        claimed = await client.json("v1/stats")
+        if not isinstance(claimed, dict) or claimed.get("size") != size:
+            return f"/v1/stats is at size {claimed.get('size') if isinstance(claimed, dict) else '?'}, not {size}: not compared"
+    except (NotFound, ValidationError) as exc:
+        raise VerificationError(f"the log's /v1/stats cannot be read: {exc.message}") from None
+    recount = stats_answer(tally.rows(), size, StatsQuery())
+    for part in ("totals", "by_day"):
+        if claimed.get(part) != recount[part]:
+            wrong = [row for row in recount[part] if row not in (claimed.get(part) or [])]
+            raise VerificationError(f"/v1/stats {part} differ from the recount of the leaves"
+                                    + (f", e.g. the leaves hold {wrong[0]}" if wrong else ""))
+    return f"/v1/stats agrees with the recount of every leaf"
 
 
 async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: int, *,

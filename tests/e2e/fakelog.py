@@ -23,7 +23,9 @@ from tlog.checkpoint import Checkpoint
 from tlog.leaves import iter_leaves
 from tlog.log import key_paths, open_log
 from tlog.note import Signer, sign_note
-from tlog.records import Leaf, build_leaf, parse_leaf
+from tlog.records import Leaf, build_leaf, parse_leaf, parse_logged_at
+from tlog.stats import StatsQuery, Tally
+from tlog.stats import answer as stats_answer
 from tlog.tiles import TILE_WIDTH, encode_bundle, entry_bundles_for_size, hash_tiles_for_size, tile_coords, tile_path
 
 
@@ -131,22 +133,12 @@ class FakeLog:
             if o["type"] == "policy" and o["policy"] in known:
                 files[f"v1/policies/{o['policy']}"] = known[o["policy"]]
         # As the real /v1/stats: leaves and uses (the invocations of use and refusal leaves, SPEC §2.2) by
-        # type × purpose × decision, in total and by day of logged_at.
-        totals: dict[tuple[Any, ...], list[int]] = {}
-        days: dict[tuple[Any, ...], list[int]] = {}
+        # type × purpose × phase × decision, in total and by day of logged_at.
+        tally = Tally()
         for o in map(orjson.loads, leaves):
-            key = (o["type"], o.get("purpose"), o.get("decision"))
-            for table, k in ((totals, key), (days, (o["logged_at"][:10], *key))):
-                row = table.setdefault(k, [0, 0])
-                row[0] += 1
-                row[1] += o.get("invocations", 0)
-        self.stats = {
-            "size": len(leaves),
-            "totals": [{"type": t, "purpose": p, "decision": d, "leaves": n, "uses": u}
-                       for (t, p, d), (n, u) in totals.items()],
-            "by_day": [{"day": day, "type": t, "purpose": p, "decision": d, "leaves": n, "uses": u}
-                       for (day, t, p, d), (n, u) in days.items()],
-        }
+            tally.add(parse_logged_at(o["logged_at"]), o["type"], o.get("purpose"), o.get("phase"), o.get("decision"),
+                      o.get("invocations", 0))
+        self.stats = stats_answer(tally.rows(), len(leaves), StatsQuery())
         self.files, self._tree = files, tree
         return files["checkpoint"]
 

@@ -10,7 +10,6 @@ import base64
 import csv
 import dataclasses
 import io
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from aiohttp import web
 from .. import merkle
 from ..errors import Forbidden, NotFound, StorageError, Unavailable, ValidationError
 from ..leaves import entry_leaves, iter_leaves
-from ..records import DECISIONS, PURPOSE_CODE, artist_tag, format_logged_at, is_platform_id, parse_rfc3339_ms
+from ..records import DECISIONS, PURPOSE_CODE, artist_tag, format_logged_at, is_platform_id, parse_time_filter
 from ..store.base import ArtistState, Entry, Store, UseFilter
 from .auth import require
 from .public import _int_param
@@ -29,8 +28,6 @@ from .state import State, get_state
 
 routes = web.RouteTableDef()
 
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-DAY_MS = 86_400_000
 CSV_COLUMNS = ("index", "type", "logged_at", "event_id", "content_id", "purpose", "phase", "decision", "basis",
                "service", "system_id", "system_model", "system_version", "occurred_at", "window_end",
                "invocations", "detail", "policy")
@@ -57,15 +54,9 @@ def _own(request: web.Request) -> str:
 
 
 def _time_ms(request: web.Request, name: str) -> int | None:
-    """`since` / `until`: an RFC 3339 time, or a date (SPEC §6) meaning the start of that UTC day for
-    `since` and its end for `until`, so `since=D&until=D` is the whole of day D."""
+    """`since` / `until`: an RFC 3339 time, or a date (SPEC §6; records.parse_time_filter)."""
     raw = request.query.get(name)
-    if raw is None:
-        return None
-    if _DATE.fullmatch(raw):
-        start = parse_rfc3339_ms(f"{raw}T00:00:00Z", field=name)
-        return start + DAY_MS if name == "until" else start
-    return parse_rfc3339_ms(raw, field=name)
+    return None if raw is None else parse_time_filter(raw, field=name)
 
 
 def _cursor(raw: str | None) -> int:

@@ -225,7 +225,7 @@ def figures(state: State) -> Figures:
     totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     weeks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     purpose_weeks: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-    for day, kind, purpose, decision, leaves, uses in state.store.stats():
+    for day, kind, purpose, _phase, decision, leaves, uses in state.store.stats(state.published_size()):
         if kind not in ("use", "refusal"):
             continue
         t = totals[(purpose, decision)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, Sequence
 
+from ..stats import StatRow
+
 
 @dataclass(slots=True)
 class Entry:
@@ -178,7 +180,8 @@ class Store(Protocol):
     def scrub(self) -> None: ...  # deleted data off the disk: see SqliteStore.scrub
 
     # --- statistics ----------------------------------------------------------------------------
-    def stats(self) -> list[tuple[str, str, str, int, int]]: ...  # (day, purpose, decision, leaves, uses)
+    def stats(self, size: int | None = None, since_ms: int | None = None,
+              until_ms: int | None = None) -> list[StatRow]: ...  # leaves [0, size) logged in [since, until)
 
     # --- tokens --------------------------------------------------------------------------------
     def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int) -> int: ...

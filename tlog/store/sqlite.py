@@ -44,16 +44,24 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 import sqlite_utils
 
 from ..errors import StorageError
 from ..records import format_logged_at
+from ..stats import StatRow, Tally
 from .base import STALE_STATE, ArtistState, Batch, Entry, ErasureRecord, PolicyRecord, TokenRecord, UseFilter
 
 SCHEMA_VERSION = "3"
+_DAY_MS = 86_400_000
+_USAGE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, type TEXT NOT NULL, purpose TEXT NOT NULL, phase TEXT NOT NULL, "
+    "decision TEXT NOT NULL, leaves INTEGER NOT NULL, uses INTEGER NOT NULL, PRIMARY KEY (day, type, purpose, phase, decision))"
+)
+_USAGE_UPSERT = ("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                 "leaves = leaves + excluded.leaves, uses = uses + excluded.uses")
 ARTIST_EPOCH_BITS = 15  # entries per artist-index epoch: see the module docstring
 PAGE_SIZE = 8192  # pages of new logs: appends fill fewer of them than of 4 KiB (scripts/bench: ~+7%)
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
@@ -137,6 +145,7 @@ class SqliteStore:
                 self._ensure_published_table()
                 self._ensure_erasures()
                 self._ensure_feed_keys_table()
+            self._has_usage = self._table_exists("usage")
         except sqlite3.Error as exc:
             if not readonly and not os.access(self.path.parent, os.W_OK):
                 raise StorageError(
@@ -152,6 +161,8 @@ class SqliteStore:
         self._checkpointer: _Checkpointer | None = None  # started by the first write_batch
         self._checkpointer_tried = False
         self._load_names()
+        if not readonly and not self._has_usage:
+            self._ensure_usage_table()
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -214,10 +225,7 @@ class SqliteStore:
         db["nodes"].create({"id": int, "hash": bytes}, pk="id")
         db["checkpoints"].create({"size": int, "note": bytes, "created_ms": int}, pk="size")
         db["policies"].create({"policy_id": str, "idx": int, "document": bytes}, pk="policy_id")
-        db["stats"].create(
-            {"day": str, "type": str, "purpose": str, "decision": str, "leaves": int, "uses": int},
-            pk=("day", "type", "purpose", "decision"),
-        )
+        self.conn.execute(_USAGE_TABLE)
         db["tokens"].create(
             {"id": int, "role": str, "subject": str, "digest": bytes, "created_ms": int, "revoked_ms": int},
             pk="id",
@@ -248,6 +256,26 @@ class SqliteStore:
             "CREATE TABLE IF NOT EXISTS feed_keys (id INTEGER PRIMARY KEY, artist_id TEXT NOT NULL, "
             "digest BLOB NOT NULL UNIQUE, created_ms INTEGER NOT NULL, revoked_ms INTEGER)"
         )
+
+    def _table_exists(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+    def _ensure_usage_table(self) -> None:
+        """The public figures (`usage`: leaves and invocations by day, type, purpose, phase and decision),
+        created on open and counted once from the entries for a log made before it existed, whose older
+        `stats` table (without phase) it replaces. It is derived data: the fsck recounts it."""
+        try:
+            with self._immediate() as c:
+                if self._table_exists("usage"):  # another process made it first
+                    self._has_usage = True
+                    return
+                c.execute(_USAGE_TABLE)
+                for start in range(0, self.size(), 100_000):
+                    c.executemany(_USAGE_UPSERT, _stat_rows(self.entries(start, start + 100_000)))
+                c.execute("DROP TABLE IF EXISTS stats")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot add the usage table to {self.path}: {exc}") from exc
+        self._has_usage = True
 
     def _check_schema(self, readonly: bool) -> None:
         try:
@@ -627,12 +655,55 @@ class SqliteStore:
 
     # --- statistics ----------------------------------------------------------------------------
 
-    def stats(self) -> list[tuple[str, str, str, str, int, int]]:
-        return list(
-            self.conn.execute(
-                "SELECT day, type, purpose, decision, leaves, uses FROM stats ORDER BY day, type, purpose, decision"
-            )
-        )
+    def stats(self, size: int | None = None, since_ms: int | None = None,
+              until_ms: int | None = None) -> list[StatRow]:
+        """The public figures of leaves [0, size) logged in [since_ms, until_ms), by day, type, purpose,
+        phase and decision. Whole days come from the `usage` table; the parts of the first and last day
+        outside the range (a time within a day, leaves beyond `size`) are recounted from their entries
+        and taken off, so the cost is that of at most two days' leaves."""
+        c = self.conn
+        own = not c.in_transaction
+        if own:
+            c.execute("BEGIN")  # one snapshot: the table and the entries must agree
+        try:
+            total = self.size()
+            size = total if size is None else min(size, total)
+            lo = 0 if since_ms is None else self._first_logged(since_ms, total)
+            hi = size if until_ms is None else min(size, self._first_logged(until_ms, total))
+            if lo >= hi:
+                return []
+            if not self._has_usage:  # a log opened read-only, made before the table existed
+                return _stat_rows(self.entries(lo, hi))
+            first_ms, last_ms = self._logged_ms(lo), self._logged_ms(hi - 1)
+            day_lo, day_hi = first_ms - first_ms % _DAY_MS, last_ms - last_ms % _DAY_MS
+            counts = {row[:5]: [row[5], row[6]] for row in c.execute(
+                "SELECT day, type, purpose, phase, decision, leaves, uses FROM usage WHERE day >= ? AND day <= ?",
+                (format_logged_at(day_lo)[:10], format_logged_at(day_hi)[:10]))}
+            outside = [*self.entries(self._first_logged(day_lo, total), lo),
+                       *self.entries(hi, self._first_logged(day_hi + _DAY_MS, total))]
+            for *key, leaves, uses in _stat_rows(outside):
+                slot = counts.setdefault(tuple(key), [0, 0])  # type: ignore[arg-type]
+                slot[0] -= leaves
+                slot[1] -= uses
+            return sorted((*k, n, u) for k, (n, u) in counts.items() if n)  # type: ignore[misc]
+        finally:
+            if own:
+                c.execute("COMMIT")
+
+    def _logged_ms(self, index: int) -> int:
+        return int(self.conn.execute("SELECT logged_ms FROM entries WHERE idx = ?", (index,)).fetchone()[0])
+
+    def _first_logged(self, ms: int, total: int) -> int:
+        """The first index logged at or after `ms` (`total` if none): `logged_at` never decreases along
+        the log, so a binary search over indexes finds it."""
+        lo, hi = 0, total
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._logged_ms(mid) < ms:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     # --- tokens --------------------------------------------------------------------------------
 
@@ -766,11 +837,7 @@ class SqliteStore:
                     [(p.policy_id, p.index, p.document) for p in batch.policies],
                 )
                 self._write_erasures(batch)
-                c.executemany(
-                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                    "leaves = leaves + excluded.leaves, uses = uses + excluded.uses",
-                    _stat_rows(batch.entries),
-                )
+                c.executemany(_USAGE_UPSERT, _stat_rows(batch.entries))
                 if batch.checkpoint is not None:
                     c.execute(
                         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
@@ -998,20 +1065,8 @@ def _blob(value: Any) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-def _stat_rows(entries: Sequence[Entry]) -> list[tuple[str, str, str, str, int, int]]:
-    """Per-batch aggregate of (day, type, purpose, decision) → leaves, uses. Everything in the key is in
-    the public leaf, so anyone can recount `leaves`; `uses` adds the private `invocations`."""
-    agg: dict[tuple[str, str, str, str], list[int]] = {}
-    days: dict[int, str] = {}
+def _stat_rows(entries: Iterable[Entry]) -> list[StatRow]:
+    tally = Tally()
     for e in entries:
-        d = e.details
-        day = days.get(e.logged_ms // 86_400_000)
-        if day is None:
-            day = days[e.logged_ms // 86_400_000] = format_logged_at(e.logged_ms)[:10]
-        key = (day, e.type, d.get("purpose") or "", d.get("decision") or "")
-        slot = agg.get(key)
-        if slot is None:
-            slot = agg[key] = [0, 0]
-        slot[0] += 1
-        slot[1] += d.get("invocations", 1) if e.type in _USE_TYPES else 0
-    return [(*k, v[0], v[1]) for k, v in agg.items()]
+        tally.add_details(e.logged_ms, e.type, e.details)
+    return tally.rows()
