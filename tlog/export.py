@@ -27,9 +27,10 @@ FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 CHUNK = 256  # leaves per write
 
 
-def rows(store: Store, start: int, end: int, fmt: str, *, details: bool = False) -> Iterator[bytes]:
-    """Leaves [start, end) in `fmt`, a chunk of lines at a time (CSV with its header first)."""
-    if fmt == "csv":
+def rows(store: Store, start: int, end: int, fmt: str, *, details: bool = False, header: bool = True) -> Iterator[bytes]:
+    """Leaves [start, end) in `fmt`, a chunk of lines at a time (CSV with its header first, unless this
+    continues an answer that has it)."""
+    if fmt == "csv" and header:
         yield _csv_line(CSV_COLUMNS)
     lines: list[bytes] = []
     for entry, leaf, h in iter_leaves(store, start, end):

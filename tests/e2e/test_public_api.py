@@ -127,7 +127,7 @@ def test_map_proofs_verify_against_the_map_leaf_ending_the_published_checkpoint(
 @pytest.mark.parametrize(
     "path, status",
     [
-        ("/v1/proof/inclusion?index=5", 400),
+        ("/v1/proof/inclusion?size=10", 400),
         ("/v1/proof/inclusion?index=-1&size=10", 400),
         ("/v1/proof/inclusion?index=10&size=10", 400),
         ("/v1/proof/inclusion?index=1&size=99999", 400),

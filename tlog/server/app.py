@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
@@ -15,7 +16,7 @@ from typing import IO
 from aiohttp import web
 
 from ..committer import GroupCommitter
-from ..errors import StorageError, TlogError
+from ..errors import StorageError, TlogError, Unavailable
 from ..gctune import tune_for_batches
 from ..intake import Intake
 from ..log import LocalLog, open_log
@@ -47,11 +48,12 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     Refuses a log whose stored checkpoint does not verify with its key and origin."""
     reader.latest_checkpoint()  # raises StorageError with the reason
     hide_server_software()
-    app = web.Application(middlewares=[error_middleware, metrics.middleware, auth_middleware],
+    app = web.Application(middlewares=[public.cors_preflight, error_middleware, metrics.middleware, auth_middleware],
                           client_max_size=limits.max_body)
     state = State(log=reader, tile_cache=public.LRU(TILE_CACHE_ENTRIES), rate_limit=rate_limit or RateLimit(),
                   limits=limits)
     app[STATE_KEY] = state
+    app.on_response_prepare.append(public.cors_headers)
     state.reads = ReadPool(reader.store.sharing_nodes)
     app.on_cleanup.append(_stop_reads)
     metrics.setup(app, metrics_access, [error_middleware, auth_middleware])
@@ -141,6 +143,14 @@ def _lock(db: Path) -> IO[str]:
     return f
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), backlog=1024)
+    except OSError as exc:
+        raise Unavailable(f"cannot listen on {host}:{port} ({exc.strerror or exc}): is another server using "
+                          "that port? Pick another with --port", code="port_unavailable") from None
+
+
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
         rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
         metrics_access: metrics.MetricsAccess = metrics.MetricsAccess()) -> None:
@@ -150,6 +160,8 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     path = Path(db)
     reader = open_log(path)
     lock = _lock(path)
+    sock = _listen(host, port)  # before saying "serving": a busy port fails here, before anything starts
+    port = sock.getsockname()[1]
     writer = open_log(path, secrets_needed=True) if reader.signers else None
     app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True,
                    metrics_access=metrics_access)
@@ -161,7 +173,7 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
         print(f"witness policy: /checkpoint advances once quorum {witness_policy.quorum!r} of "
               f"{len(witness_policy.witnesses)} witness(es) has cosigned", flush=True)
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None)
+        web.run_app(app, sock=sock, print=None, access_log=None)
     finally:
         reader.close()
         if writer:

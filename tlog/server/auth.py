@@ -126,5 +126,9 @@ def require(request: web.Request, *roles: str) -> Principal:
     if p is None:
         raise Unauthorized("this endpoint needs a bearer token")
     if p.role not in roles:
-        raise Forbidden(f"a {p.role} token may not do this")
+        raise Forbidden(f"{_a(p.role)} token may not do this; this needs {' or '.join(map(_a, roles))} token")
     return p
+
+
+def _a(role: str) -> str:
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"

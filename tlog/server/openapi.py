@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from .. import __version__
+from ..export import CSV_COLUMNS
 
 routes = web.RouteTableDef()
 
@@ -43,6 +44,8 @@ _RFC3339 = {
 _LOGGED_AT = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"}
 _PURPOSE_CODE = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}
 _DECISION = {"type": "string", "enum": ["allowed", "allowed_override", "flagged", "refused"]}
+_DATE_OR_TIME = {"anyOf": [{"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}, _RFC3339],
+                 "description": "a date (UTC) or an RFC 3339 date-time with a zone"}
 _PHASE = {"type": "string", "enum": ["training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"]}
 _LEAF_TYPE = {"type": "string", "enum": ["use", "refusal", "preference", "policy", "binding", "erasure", "log", "map"]}
 
@@ -72,8 +75,10 @@ _PURPOSE = _obj({
     "covers": {"type": "string"}, "category": _nullable({"type": "string"}),
     "default": {"enum": ["allowed", "flagged", "refused"]}, "override_eligible": {"type": "boolean"},
 })
-_STATS_ROW = _obj({"type": _LEAF_TYPE, "purpose": _nullable({"type": "string"}), "decision": _nullable({"type": "string"}),
-                   "leaves": {"type": "integer", "minimum": 0}, "uses": {"type": "integer", "minimum": 0}})
+_STATS_ROW = _obj({"type": _LEAF_TYPE, "purpose": _nullable({"type": "string"}), "phase": _nullable({"type": "string"}),
+                   "decision": _nullable({"type": "string"}),
+                   "leaves": {"type": "integer", "minimum": 0},
+                   "uses": {"type": "integer", "minimum": 0, "description": "invocations (uses and refusals only)"}})
 _ERASED = _nullable(_obj({"at": _LOGGED_AT, "reason": {"type": "string"}},
                          description="erased on request (SPEC §2.2): when (its erasure leaf's logged_at) and why"))
 _ENTRY = _obj({
@@ -191,10 +196,15 @@ SCHEMAS: dict[str, Any] = {
                               "proof": {"type": "array", "items": _B64_HASH, "maxItems": 126}}),
     "StatsRow": _STATS_ROW,
     "Stats": _obj({
-        "size": {"type": "integer", "minimum": 0},
+        "size": {"type": "integer", "minimum": 0, "description": "the published checkpoint's size: leaves [0, size) are counted"},
+        "since": _nullable(_LOGGED_AT), "until": _nullable(_LOGGED_AT),
+        "purpose": _nullable({"type": "string"}), "phase": _nullable({"type": "string"}),
         "totals": {"type": "array", "items": _ref("StatsRow")},
-        "by_day": {"type": "array", "items": _obj({"day": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
-                                                   **_STATS_ROW["properties"]})},
+        "by_day": {"type": "array", "description": "the period's latest 366 days with leaves, by day of logged_at (UTC)",
+                   "items": _obj({"day": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+                                  **_STATS_ROW["properties"]})},
+        "days_left_out": {"type": "integer", "minimum": 0,
+                          "description": "earlier days with leaves, counted in totals but not listed in by_day"},
     }),
     "PolicyRef": _obj({"id": {"type": "string"}, "index": {"type": "integer", "minimum": 0}, "url": {"type": "string"}}),
     "Entry": _ENTRY,
@@ -346,7 +356,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/proof/inclusion": {"get": _op(
         "Inclusion proof of leaf `index` in the tree of `size` leaves", [PUBLIC], _json(_ref("InclusionProof")), (400,),
         params=[_query("index", _INDEX, "leaf index, below size", required=True, example=0),
-                _query("size", _SIZE, "tree size, at most the published size", required=True, example=1)])},
+                _query("size", _SIZE, "tree size, at most the published size (default: the published size)")])},
     "/v1/proof/consistency": {"get": _op(
         "Consistency proof from the tree of `old` leaves to the tree of `new` leaves", [PUBLIC],
         _json(_ref("ConsistencyProof")), (400,),
@@ -363,7 +373,30 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/leaves/{index}": {"get": _op(
         "A public leaf's exact bytes", [PUBLIC], _json(_ref("Leaf"), "the leaf, byte for byte"), (400, 404),
         params=[_INDEX_PARAM])},
-    "/v1/stats": {"get": _op("Counts by type × purpose × decision, in total and by day", [PUBLIC], _json(_ref("Stats")))},
+    "/v1/stats": {"get": _op(
+        "Leaves and uses by type × purpose × phase × decision, over a period of logged_at, in total and by day", [PUBLIC],
+        _json(_ref("Stats")), (400,), params=[
+            _query("since", _DATE_OR_TIME, "only leaves logged at or after this date (its first instant, UTC) or time"),
+            _query("until", _DATE_OR_TIME, "only leaves logged before this date or time"),
+            _query("purpose", _PURPOSE_CODE, "only uses and refusals of this purpose (of any published policy; "
+                                             "an unknown one is 400, naming the valid codes)"),
+            _query("phase", _PHASE, "only uses and refusals in this phase"),
+        ], description="Counted over the published checkpoint's leaves; everything counted is in the public leaves, "
+                       "so anyone can recount it (`tlog verify --url` does). Unknown query parameters are 400.")},
+    "/v1/export": {"get": _op(
+        "The public leaves of a range, streamed as JSON Lines or CSV", [PUBLIC],
+        {"description": "the leaves [start, X-Export-End): at most `tlog serve --max-export` (10,000) per request; "
+                        "ask again from X-Export-End for more",
+         "headers": {"X-Export-End": {"schema": {"type": "integer"}}},
+         "content": {"application/x-ndjson": {"schema": {"type": "string", "description":
+                                                         'one {"index", "leaf_hash", "leaf"} object a line'}},
+                     "text/csv": {"schema": {"type": "string", "description":
+                                             "a header line, then a leaf a line; columns: " + ", ".join(CSV_COLUMNS)}}}},
+        (400,), params=[
+            _query("start", _INDEX, "first leaf index (default 0)"),
+            _query("end", _SIZE, "index to stop before, at most the published size (default: the published size)"),
+            _query("format", {"enum": ["jsonl", "csv"]}, "jsonl (default) or csv"),
+        ], description="Unknown query parameters are 400.")},
     "/v1/policies": {"get": _op("Every published policy version", [PUBLIC], _json({"type": "array", "items": _ref("PolicyRef")}))},
     "/v1/policies/{policy_id}": {"get": _op(
         "A policy document, byte for byte as its leaf commits to it", [PUBLIC], _json(_ref("PolicyDocument")), (404,),

@@ -9,6 +9,8 @@ policies they announce) before they cosign it."""
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import re
 import time
 from collections import OrderedDict
@@ -17,18 +19,56 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .. import export as exporter
 from .. import merkle, tiles
 from ..errors import NotFound, StorageError, ValidationError
 from ..leaves import iter_leaves
 from ..policy import Policy, in_effect, parse_policy
 from ..records import parse_logged_at
+from ..stats import answer as stats_answer
+from ..stats import parse_query as stats_query
+from ..stats import purposes_of
+from .errors import Handler
 from .state import State, get_state
 
 routes = web.RouteTableDef()
 _TAG = re.compile(r"[0-9a-f]{64}")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+EXPORT_SLICE = 2048  # leaves of GET /v1/export built per read
 SHORT = "public, max-age=2"
+# The reads anyone may make, which a verifier running in a browser on another site must be able to fetch
+# (CORS). They need no credentials, so `*` exposes nothing a plain GET would not.
+_PUBLIC_EXACT = frozenset({"/checkpoint", "/v1/log", "/v1/stats", "/v1/export", "/v1/map/proof", "/healthz",
+                           "/openapi.json", "/v1/policies"})
+_PUBLIC_PREFIXES = ("/tile/", "/v1/proof/", "/v1/leaves/", "/v1/policies/")
+_CORS_PREFLIGHT = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD",
+    "Access-Control-Allow-Headers": "If-None-Match",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def _public_read(request: web.BaseRequest) -> bool:
+    path = request.path
+    return path in _PUBLIC_EXACT or path.startswith(_PUBLIC_PREFIXES)
+
+
+@web.middleware
+async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The answer to a browser's preflight of a public read (sent when it adds If-None-Match)."""
+    if request.method == "OPTIONS" and _public_read(request):
+        return web.Response(status=204, headers=_CORS_PREFLIGHT)
+    return await handler(request)
+
+
+async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """`Access-Control-Allow-Origin: *` on every answer to a public read, errors and streams included
+    (an `on_response_prepare` signal: a streamed answer's headers are sent before its handler returns)."""
+    if _public_read(request):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = "ETag, Retry-After, X-Export-End"
 
 
 def _json(obj: Any, *, cache: str = "no-store") -> web.Response:
@@ -59,9 +99,9 @@ def _within(state: State, size: int, what: str) -> None:
 @routes.get("/checkpoint")
 async def checkpoint(request: web.Request) -> web.Response:
     state = get_state(request)
-    return web.Response(
-        body=state.published_note(), content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-cache"}
-    )
+    # Briefly cacheable: a reader a second or two behind is still served a valid signed checkpoint.
+    return web.Response(body=state.published_note(), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": SHORT})
 
 
 @routes.get(r"/tile/{path:.+}")
@@ -74,15 +114,36 @@ async def tile(request: web.Request) -> web.Response:
         raise NotFound(f"no such tile: {exc.message}") from None
     # Tiles go up to the latest *signed* checkpoint, not only the cosigned one, so that a witness can
     # replay the leaves of a checkpoint before it cosigns it (witness/replay.py), as Tessera's tiles
-    # precede witnessing. Full tiles never change; a partial one is only cached by the client, briefly.
-    size = state.signed_size()
-    body = state.tile_cache.get(path)
-    if body is None:
-        body = _build_tile(state, t, size)
-        if t.width == tiles.TILE_WIDTH:
-            state.tile_cache.put(path, body)
-    full = t.width == tiles.TILE_WIDTH
-    return web.Response(body=body, content_type="application/octet-stream", headers={"Cache-Control": IMMUTABLE if full else SHORT})
+    # precede witnessing. A tile never changes once it exists, partial ones included (the first W leaves
+    # or hashes of a tile are fixed), so every tile is cached as immutable, here and by clients.
+    # Entry bundles (JSON leaves) shrink several times under gzip; hash tiles (random bytes) do not, so
+    # only bundles are compressed, once, and kept compressed.
+    gzip_it = t.entries and "gzip" in request.headers.get("Accept-Encoding", "")
+    key = path + ("|gzip" if gzip_it else "")
+    cached = state.tile_cache.get(key)
+    if cached is None:
+        body = _build_tile(state, t, state.signed_size())
+        if gzip_it:
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+        cached = (body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"')
+        if t.width == tiles.TILE_WIDTH:  # a log's growth makes each partial tile wanted only briefly
+            state.tile_cache.put(key, cached)
+    body, etag = cached
+    headers = {"Cache-Control": IMMUTABLE, "ETag": etag}
+    if t.entries:
+        headers["Vary"] = "Accept-Encoding"
+    if gzip_it:
+        headers["Content-Encoding"] = "gzip"
+    if etag in _etags(request.headers.get("If-None-Match", "")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/octet-stream", headers=headers)
+
+
+def _etags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header (RFC 9110 §13.1.2; weak tags compare as strong ones do
+    for a GET, and `*` matches any)."""
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return tags | ({"*"} if "*" in tags else set())
 
 
 def _build_tile(state: State, t: tiles.Tile, size: int) -> bytes:
@@ -112,12 +173,15 @@ async def leaf(request: web.Request) -> web.Response:
 @routes.get("/v1/proof/inclusion")
 async def proof_inclusion(request: web.Request) -> web.Response:
     state = get_state(request)
-    index, size = _int_param(request, "index"), _int_param(request, "size", minimum=1)
+    index = _int_param(request, "index")
+    # SPEC §6: without `size`, the published checkpoint's (what a client holding /checkpoint can check).
+    size = _int_param(request, "size", minimum=1) if "size" in request.query else state.published_size()
     _within(state, size, "size")
     if index >= size:
         raise ValidationError(f"index {index} is not below size {size}", [{"field": "index", "message": "must be < size"}])
     proof = merkle.inclusion_proof(index, size, state.store)
-    return _json({"index": index, "size": size, "proof": [base64.b64encode(h).decode() for h in proof]}, cache=IMMUTABLE)
+    return _json({"index": index, "size": size, "proof": [base64.b64encode(h).decode() for h in proof]},
+                 cache=IMMUTABLE if "size" in request.query else SHORT)
 
 
 @routes.get("/v1/proof/consistency")
@@ -187,21 +251,46 @@ async def log_info(request: web.Request) -> web.Response:
 
 @routes.get("/v1/stats")
 async def stats(request: web.Request) -> web.Response:
+    """The figures of the published log by `logged_at` (stats.py), as anyone can recount from its leaves."""
     state = get_state(request)
-    totals: dict[tuple[str, str, str], list[int]] = {}
-    by_day = []
-    for day, kind, purpose, decision, leaves, uses in state.store.stats():
-        t = totals.setdefault((kind, purpose, decision), [0, 0])
-        t[0] += leaves
-        t[1] += uses
-        by_day.append({"day": day, "type": kind, "purpose": purpose or None, "decision": decision or None,
-                       "leaves": leaves, "uses": uses})
-    return _json({
-        "size": state.store.size(),
-        "totals": [{"type": k, "purpose": p or None, "decision": d or None, "leaves": n, "uses": u}
-                   for (k, p, d), (n, u) in sorted(totals.items())],
-        "by_day": by_day,
-    })
+    query = stats_query(request.query, purposes_of(state.store.policies()))
+    size = state.published_size()
+    # Off the loop (reads.py): a period's edges are recounted from their entries, up to two days' worth.
+    rows = await state.reads.run(lambda store: store.stats(size, query.since_ms, query.until_ms))  # type: ignore[union-attr]
+    return _json(stats_answer(rows, size, query), cache=SHORT)
+
+
+@routes.get("/v1/export")
+async def export(request: web.Request) -> web.StreamResponse:
+    """The public leaves [start, end) of the published log as JSON Lines or CSV (export.py), streamed. At
+    most `--max-export` leaves per request: a longer range is cut there, and the client asks again from
+    where the answer ended (`tlog export --url` does)."""
+    state = get_state(request)
+    unknown = sorted(set(request.query) - {"start", "end", "format"})
+    if unknown:
+        raise ValidationError(f"unknown query parameter {unknown[0]!r}; use start, end, format",
+                              [{"field": unknown[0], "message": "unknown"}])
+    fmt = request.query.get("format", "jsonl")
+    if fmt not in exporter.FORMATS:
+        raise ValidationError("format must be jsonl or csv", [{"field": "format", "message": fmt[:40]}])
+    published = state.published_size()
+    start = _int_param(request, "start") if "start" in request.query else 0
+    end = _int_param(request, "end", minimum=1) if "end" in request.query else published
+    _within(state, end, "end")
+    if start > end:
+        raise ValidationError(f"start {start} is beyond end {end}", [{"field": "start", "message": f"at most {end}"}])
+    end = min(end, start + state.limits.max_export)
+    response = web.StreamResponse(headers={"Content-Type": f"{exporter.FORMATS[fmt]}; charset=utf-8",
+                                           "Cache-Control": SHORT, "X-Export-End": str(end)})
+    await response.prepare(request)
+    # Built a slice at a time on a read thread (reads.py), so the loop answers other requests meanwhile.
+    for first in range(start, max(end, start + 1), EXPORT_SLICE):
+        last = min(first + EXPORT_SLICE, end)
+        chunk = await state.reads.run(  # type: ignore[union-attr]
+            lambda store, a=first, b=last: b"".join(exporter.rows(store, a, b, fmt, header=a == start)))
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 @routes.get("/v1/policies")
@@ -230,19 +319,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 class LRU:
-    """A small cache of immutable bodies (full tiles and bundles)."""
+    """A small cache of immutable bodies (full tiles and bundles) with their entity tags."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> tuple[bytes, str] | None:
         body = self._items.get(key)
         if body is not None:
             self._items.move_to_end(key)
         return body
 
-    def put(self, key: str, body: bytes) -> None:
+    def put(self, key: str, body: tuple[bytes, str]) -> None:
         self._items[key] = body
         self._items.move_to_end(key)
         while len(self._items) > self.capacity:

@@ -38,6 +38,7 @@ class Limits:
     max_records: int = 1000
     page_size: int = 100
     max_page_size: int = 1000
+    max_export: int = 10_000  # leaves per GET /v1/export
     max_details: int = DETAILS_SHOWN  # details an error lists; one more counts the rest
     max_preferences: int = PreferenceLimits.max_bytes  # bytes of a preferences document
     max_content_overrides: int = PreferenceLimits.max_content
