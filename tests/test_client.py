@@ -276,14 +276,24 @@ async def test_a_receipt_that_does_not_prove_the_answer_is_refused(fake, client,
     assert info.value.code == "bad_receipt"
 
 
-async def test_a_receipt_from_another_log_key_is_refused(fake):
+async def test_a_key_the_log_does_not_publish_is_refused_at_open_and_its_receipts_do_not_verify(fake, client):
     f, url = fake
     _, other = generate_key("client.test/log")
-    async with TlogClient(url, SERVICE_TOKEN, vkey=other) as c:
-        with pytest.raises(ReceiptError, match="does not verify against the key client.test/log"):
-            await c.use(use(7))
+    with pytest.raises(ValidationError, match="is not a key of the log at .* use the key its operator published"):
+        async with TlogClient(url, SERVICE_TOKEN, vkey=other):
+            pass
+    assert f.batches == []  # nothing was sent
+    good = await client.use(use(7))
+    with pytest.raises(ReceiptError, match="does not verify against the key client.test/log"):
+        TlogClient(url, SERVICE_TOKEN, vkey=other).verify_receipt(good.receipt.format(), index=good.index)
     with pytest.raises(ValidationError, match="not 'another.origin'"):
         TlogClient(url, SERVICE_TOKEN, vkey=f.log.verifier.key, origin="another.origin")
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080", "log.example", "ftp://log.example", "http://"])
+def test_a_url_without_a_scheme_or_host_is_a_configuration_error_at_once(url):
+    with pytest.raises(ValidationError, match="must start with http:// or https://"):
+        TlogClient(url, SERVICE_TOKEN, vkey=generate_key("client.test/log")[1])
 
 
 async def test_answers_out_of_order_are_a_protocol_error(fake, client):

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -50,7 +50,7 @@ class TileClient:
     for, Unavailable once the retries are spent."""
 
     def __init__(self, base_url: str) -> None:
-        self.base = base_url.rstrip("/") + "/"
+        self.base = check_base_url(base_url) + "/"
         self.in_flight = IN_FLIGHT
         self.retries = RETRIES
         self.backoff = BACKOFF
@@ -146,6 +146,27 @@ class TileClient:
         skip = max(start - first, 0)
         return Bundle(first + skip, leaves[skip:],
                       [hashes[k : k + HASH_SIZE] for k in range(skip * HASH_SIZE, len(hashes), HASH_SIZE)])
+
+
+def check_base_url(url: str) -> str:
+    """A log's base URL without its trailing slash. One without http:// or https:// or a host is a
+    mistake in the configuration, said at once, not an outage to retry forever."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValidationError(
+            f"the log's URL {url!r} must start with http:// or https:// and name a host, e.g. https://log.example",
+            [{"field": "url", "message": "not an http(s) URL"}])
+    return url.rstrip("/")
+
+
+def fetch_json(url: str, path: str, params: dict[str, str]) -> Any:
+    """One JSON answer of a log's public API, for a command that needs nothing else."""
+
+    async def fetch() -> Any:
+        async with TileClient(url) as client:
+            return await client.json(path, **params)
+
+    return asyncio.run(fetch())
 
 
 async def cancel(tasks: "deque[asyncio.Future[Any]] | list[asyncio.Future[Any]]") -> None:

@@ -26,6 +26,7 @@ from ..checkpoint import Checkpoint, Receipt, verify_receipt
 from ..errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, ValidationError
 from ..note import Verifier
 from ..records import DECISIONS, Leaf, parse_leaf
+from ..remote import check_base_url
 from .backoff import Backoff
 from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, TooLarge, TransientError, UseRefused, describe, is_transient
 
@@ -117,7 +118,7 @@ class TlogClient:
         timeout: float = 30.0,
         retries: int = 2,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = check_base_url(url)
         self.verifier = Verifier.from_key(vkey)
         if origin is not None and origin != self.verifier.name:
             raise ValidationError(
@@ -130,9 +131,20 @@ class TlogClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._owns_session = session is None
+        self._key_checked = False
 
     async def __aenter__(self) -> TlogClient:
+        """Opens the session and checks `vkey` against the log's own (`GET /v1/log`), so that a wrong key
+        is a clear error now rather than every receipt failing later. A log that cannot be reached now is
+        checked before the first call that reaches it: a service must be able to start during an outage."""
         self._http()
+        try:
+            await self._check_key()
+        except TransientError:
+            pass
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -249,10 +261,27 @@ class TlogClient:
             self._session = aiohttp.ClientSession()
         return self._session
 
+    async def _check_key(self) -> None:
+        """ValidationError unless this client's verifier key is one the log publishes."""
+        if self._key_checked:
+            return
+        data = _json(await self._send("GET", "/v1/log", None))
+        keys = data.get("verifier_keys") if isinstance(data, dict) else None
+        if not isinstance(keys, list):
+            raise ProtocolError(f"{self.url}/v1/log does not list the log's verifier keys: is this a tlog server?")
+        if self.verifier.key not in keys:
+            raise ValidationError(
+                f"the verifier key for {self.verifier.name} ({self.verifier.key_hash:08x}) is not a key of the log at "
+                f"{self.url}, which publishes {', '.join(str(k) for k in keys) or 'none'}: use the key its operator "
+                "published, or check the URL",
+                [{"field": "vkey", "message": "not one of the log's verifier keys"}])
+        self._key_checked = True
+
     async def _call(self, method: str, path: str, body: bytes | None = None, *, retries: int) -> bytes:
         backoff = Backoff()
         while True:
             try:
+                await self._check_key()
                 return await self._send(method, path, body)
             except TlogError as exc:
                 if retries <= 0 or not is_transient(exc):
@@ -324,7 +353,7 @@ def response_error(status: int, data: bytes, retry_after: str | None) -> TlogErr
     if status == 401:
         return Unauthorized(f"the log did not accept the token: {text}", **kwargs)
     if status == 403:
-        return Forbidden(f"the token may not do this: {text}", **kwargs)
+        return Forbidden(f"the log refused this token: {text}", **kwargs)
     return _STATUS_ERRORS.get(status, TlogError)(text, **kwargs)
 
 
