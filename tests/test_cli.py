@@ -148,7 +148,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, runner, db):
 def test_stats_and_export(tmp_path, runner, db):
     runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(30))])
     st = runner.invoke(main, ["stats", "--db", str(db), "--json"])
-    rows = orjson.loads(st.stdout)
+    rows = orjson.loads(st.stdout)["totals"]  # the shape of GET /v1/stats
     assert sum(r["leaves"] for r in rows if r["type"] in ("use", "refusal")) == 30
     counts = {t: sum(r["leaves"] for r in rows if r["type"] == t) for t in ("log", "policy", "map")}
     assert counts == {"log": 1, "policy": 1, "map": 2}  # init's batch and the append's, each with a map leaf
@@ -228,3 +228,14 @@ def test_help_teaches(runner):
     assert res.exit_code == 0 and "tlog init" in res.output
     for cmd in ("init", "append", "verify", "prove", "checkpoint", "stats", "export", "serve", "policy"):
         assert runner.invoke(main, [cmd, "--help"]).exit_code == 0, cmd
+
+
+def test_a_repeated_event_id_is_named_with_its_lines_and_nothing_is_appended(tmp_path, runner, db):
+    recs = records(5)
+    recs[3]["event_id"] = recs[1]["event_id"]
+    recs[4] = ["not a record"]
+    res = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, recs)])
+    assert res.exit_code != 0 and "nothing was appended" in res.output
+    assert f"  lines 2, 4: event_id {recs[1]['event_id']!r} appears 2 times; give each use its own event_id" in res.output
+    assert "  line 5: a use record must be a JSON object" in res.output  # no stray ": :" where a field has no name
+    assert runner.invoke(main, ["stats", "--db", str(db), "--json"]).stdout.count('"use"') == 0

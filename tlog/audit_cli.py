@@ -26,6 +26,7 @@ import orjson
 
 from .audit import AuditReport, AuditState, AuditWalk
 from .canonical import loads_strict
+from .cli_options import token_options
 from .errors import NotFound, TlogError, Unavailable, ValidationError, VerificationError
 from .files import private_dir, write_private
 from .note import Verifier
@@ -69,8 +70,7 @@ class _ArtistClient(TileClient):
 @click.option("--url", default=None, help="The log server.")
 @click.option("--vkey", default=None, help="The log's verifier key you trust (from the operator's published records).")
 @click.option("--artist", "artist_id", default=None, help="Your artist id.")
-@click.option("--token", default=None, envvar="TLOG_TOKEN", help="Your artist token (or $TLOG_TOKEN).")
-@click.option("--token-file", type=click.File("r"), default=None, help="Read the token from this file.")
+@token_options("Your artist token")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Remember what was verified here (created if missing): the next run fetches only what is new.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -80,7 +80,7 @@ class _ArtistClient(TileClient):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str | None, token: str | None,
-          token_file: IO[str] | None, state_dir: Path | None, out: Path | None, witness_policy: Path | None,
+          state_dir: Path | None, out: Path | None, witness_policy: Path | None,
           as_json: bool) -> None:
     """Fetch and verify everything logged about your content, with proofs.
 
@@ -100,8 +100,6 @@ def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str 
     if ctx.invoked_subcommand is not None:
         return
     with _exits(as_json):
-        if token_file is not None:
-            token = token_file.read().strip()
         missing = [n for n, v in (("--url", url), ("--vkey", vkey), ("--artist", artist_id), ("--token", token)) if not v]
         if missing:
             raise ValidationError(f"missing {', '.join(missing)} (or check a saved bundle with `tlog audit verify FILE --vkey V`)")

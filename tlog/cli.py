@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gc
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -20,7 +21,8 @@ from click.core import ParameterSource
 
 from . import merkle
 from .canonical import loads_strict
-from .errors import DETAILS_SHOWN, TlogError, ValidationError
+from .cli_options import token_options
+from .errors import DETAILS_SHOWN, TlogError, Unavailable, ValidationError
 from .log import LocalLog, default_db, init_log, open_log
 from .policy import Policy, parse_policy
 from .policy import policy_diff as diff_policies
@@ -125,15 +127,22 @@ def _read_jsonl(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 @main.command()
 @db_option
-@click.option("--service", required=True, help="The service the records are logged as (as a service token would).")
+@click.option("--service", default=None, help="The service the records are logged as (as a service token would).")
+@click.option("--url", default=None, help="Log to the server at URL instead (as the service its --token names).")
+@token_options("With --url: a service token")
+@click.option("--vkey", default=None, help="With --url: the log's verifier key you trust; every answer is checked against it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.argument("file", type=click.File("rb"))
-def append(db: Path, service: str, quiet: bool, file: IO[bytes]) -> None:
-    """Append AI-use records from FILE (JSON Lines, one record of SPEC §2.1 a line; - for stdin).
+@click.pass_context
+def append(ctx: click.Context, db: Path, service: str | None, url: str | None, token: str | None, vkey: str | None,
+           quiet: bool, file: IO[bytes]) -> None:
+    """Append AI-use records from FILE (JSON Lines, one record of SPEC §2.1 a line; - for stdin), to the
+    local log as --service, or with --url to a remote server as the service of --token.
 
     Every record is validated first: if any is invalid, nothing is written and every problem is listed
     by line. Records already logged under the same event_id are reported as duplicates, not appended
-    again. Returns once a signed checkpoint covering the records is stored.
+    again. Returns once a signed checkpoint covering the records is stored; remotely, once the log's
+    receipt for the last record verified against the log's key.
 
     \b
     Example line:
@@ -141,9 +150,61 @@ def append(db: Path, service: str, quiet: bool, file: IO[bytes]) -> None:
        "purpose":"recommendation","phase":"inference",
        "system":{"id":"recs-ranker","model":"ranker","version":"2026.07.3"},
        "occurred_at":"2026-08-01T12:00:00Z"}
+    \b
+    Remotely:
+      TLOG_TOKEN=… tlog append --url https://log.example --vkey 'log.example+1a2b3c4d+AU…' uses.jsonl
     """
+    if url is not None:
+        if ctx.get_parameter_source("db") is not ParameterSource.DEFAULT or service is not None:
+            raise ValidationError("--url logs as the service of --token: leave out --db and --service")
+        if not token or not vkey:
+            raise ValidationError("--url needs a service token (--token, $TLOG_TOKEN or --token-file) and --vkey, "
+                                  "the log's verifier key")
+        from .client.upload import upload
+
+        rows, problems = _read_records(file)
+        _nothing_appended(file, problems)
+        with _progress(quiet, "appending") as progress:
+            counts, decisions, size = upload(url, token, vkey, rows, progress=progress)
+    else:
+        if service is None:
+            raise ValidationError("name the service the records are logged as with --service (or log to a server with --url)")
+        counts, decisions, size = _append_local(db, service, file, quiet)
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(decisions.items()))
+    click.echo(f"{counts['appended']} appended, {counts['duplicate']} duplicate ({summary or 'none'}); size {size}")
+
+
+def _read_records(file: IO[bytes]) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
+    """(line number, parsed JSON) of each record of a JSON Lines file, and the problems: every line that
+    is not strict JSON, and every event_id that appears more than once, with its lines."""
+    rows: list[tuple[int, Any]] = []
+    problems: list[dict[str, Any]] = []
+    lines_of: dict[str, list[int]] = {}
+    for n, line in _read_jsonl(file):
+        try:
+            obj = loads_strict(line)
+        except ValidationError as exc:
+            problems.extend({"field": f"line {n}", "message": d["message"]} for d in (exc.details or [{"message": exc.message}]))
+            continue
+        rows.append((n, obj))
+        if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
+            lines_of.setdefault(obj["event_id"], []).append(n)
+    problems.extend({"field": f"lines {', '.join(map(str, ns))}",
+                     "message": f"event_id {eid!r} appears {len(ns)} times; give each use its own event_id"}
+                    for eid, ns in lines_of.items() if len(ns) > 1)
+    return rows, problems
+
+
+def _nothing_appended(file: IO[bytes], problems: list[dict[str, Any]]) -> None:
+    if problems:
+        problems.sort(key=lambda d: int(re.search(r"\d+", d["field"]).group()))  # type: ignore[union-attr]
+        raise ValidationError(f"{len(problems)} problem(s) in {file.name}; nothing was appended", problems)
+
+
+def _append_local(db: Path, service: str, file: IO[bytes], quiet: bool) -> tuple[dict[str, int], dict[str, int], int]:
     if not service or any(c.isspace() for c in service) or len(service) > 128:
         raise ValidationError(f"--service {service!r} must be 1-128 characters without spaces")
+    rows, problems = _read_records(file)
     log = open_log(db, secrets_needed=True)
     seq = None
     try:
@@ -151,15 +212,14 @@ def append(db: Path, service: str, quiet: bool, file: IO[bytes]) -> None:
         purposes = seq.policy.purposes if seq.policy else {}
         now = datetime.now(timezone.utc)
         recs: list[dict[str, Any]] = []
-        problems: list[dict[str, Any]] = []
-        for n, line in _read_jsonl(file):
+        for n, obj in rows:
             try:
-                recs.append(validate_use(loads_strict(line), now=now, purposes=purposes))
+                recs.append(validate_use(obj, now=now, purposes=purposes))
             except ValidationError as exc:
-                problems.extend({"field": f"line {n}: {d.get('field', '')}", "message": d["message"]}
+                problems.extend({"field": f"line {n}: {d['field']}" if d.get("field") else f"line {n}", "message": d["message"]}
                                 for d in (exc.details or [{"message": exc.message}]))
-        if problems:
-            raise ValidationError(f"{len(problems)} problem(s) in {file.name}; nothing was appended", problems)
+        _nothing_appended(file, problems)
+        rows.clear()  # only the validated records are kept
         # The validated records live until the end: keep them out of the cyclic collector's scans (with
         # a million of them those scans cost about a quarter of the append time).
         gc.freeze()
@@ -180,8 +240,7 @@ def append(db: Path, service: str, quiet: bool, file: IO[bytes]) -> None:
                 progress(done, len(recs))
         seq.close()
         cp, _ = log.latest_checkpoint()
-        summary = ", ".join(f"{v} {k}" for k, v in sorted(decisions.items()))
-        click.echo(f"{counts['appended']} appended, {counts['duplicate']} duplicate ({summary or 'none'}); size {cp.size}")
+        return counts, decisions, cp.size
     finally:
         if seq is not None:
             seq.writer.close()  # after a failure: the batches in flight are not waited for
@@ -484,50 +543,89 @@ class _progress:
 
 @main.command()
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-def stats(db: Path, as_json: bool) -> None:
-    """Counts of leaves by purpose and decision (what anyone can recount from the public leaves), and the
-    uses they stand for (invocations)."""
-    log = open_log(db, readonly=True)
-    try:
-        rows = log.store.stats()
-    finally:
-        log.close()
-    totals: dict[tuple[str, str, str], list[int]] = {}
-    for _day, kind, purpose, decision, leaves, uses in rows:
-        t = totals.setdefault((kind, purpose, decision), [0, 0])
-        t[0] += leaves
-        t[1] += uses
+@click.option("--url", default=None, help="The figures the server at URL publishes (GET /v1/stats) instead.")
+@click.option("--since", default=None, metavar="DATE|TIME", help="Only leaves logged from then on: 2026-12-01 or 2026-12-01T12:00:00Z.")
+@click.option("--until", default=None, metavar="DATE|TIME", help="Only leaves logged before then.")
+@click.option("--purpose", default=None, help="Only uses of this purpose.")
+@click.option("--phase", default=None, help="Only uses in this phase.")
+@click.option("--json", "as_json", is_flag=True, help="The JSON of GET /v1/stats instead of a table.")
+@click.pass_context
+def stats(ctx: click.Context, db: Path, url: str | None, since: str | None, until: str | None, purpose: str | None,
+          phase: str | None, as_json: bool) -> None:
+    """Leaves and uses (invocations) by type, purpose, phase and decision, over a period of logged_at (the
+    only public time): what anyone can recount from the public leaves, and `tlog verify --url` does.
+
+    \b
+    Examples:
+      tlog stats --since 2026-11-30 --until 2026-12-07
+      tlog stats --url https://log.example --purpose model_training_generative --json
+    """
+    from .stats import answer, parse_query, purposes_of
+
+    params = {k: v for k, v in (("since", since), ("until", until), ("purpose", purpose), ("phase", phase)) if v is not None}
+    if url is not None:
+        if ctx.get_parameter_source("db") is not ParameterSource.DEFAULT:
+            raise ValidationError("--db and --url are alternatives: the figures of a local database or of a server")
+        from .remote import fetch_json
+
+        figures = fetch_json(url, "v1/stats", params)
+    else:
+        log = open_log(db, readonly=True)
+        try:
+            query = parse_query(params, purposes_of(log.store.policies()))
+            size = log.latest_checkpoint()[0].size
+            figures = answer(log.store.stats(size, query.since_ms, query.until_ms), size, query)
+        finally:
+            log.close()
     if as_json:
-        click.echo(orjson.dumps([
-            {"day": d, "type": k, "purpose": p or None, "decision": dec or None, "leaves": n, "uses": u}
-            for d, k, p, dec, n, u in rows
-        ]).decode())
+        click.echo(orjson.dumps(figures).decode())
         return
-    click.echo(f"{'type':<11}{'purpose':<32}{'decision':<18}{'leaves':>10}{'uses':>12}")
-    for (kind, purpose, decision), (n, u) in sorted(totals.items()):
-        click.echo(f"{kind:<11}{purpose or '-':<32}{decision or '-':<18}{n:>10}{u:>12}")
+    click.echo(f"{'type':<11}{'purpose':<32}{'phase':<22}{'decision':<18}{'leaves':>10}{'uses':>12}")
+    for t in figures["totals"]:
+        click.echo(f"{t['type']:<11}{t['purpose'] or '-':<32}{t['phase'] or '-':<22}{t['decision'] or '-':<18}"
+                   f"{t['leaves']:>10}{t['uses']:>12}")
 
 
 @main.command()
 @db_option
-@click.option("--public", is_flag=True, help="Only the public leaves (what the tiles serve), no private details.")
+@click.option("--url", default=None, help="Export the public leaves the server at URL serves (GET /v1/export) instead.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="JSON Lines, or CSV (columns: see README; loads in a spreadsheet or DuckDB).")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First leaf index.")
+@click.option("--end", type=click.IntRange(min=1), default=None, help="Leaf index to stop before (default: the checkpoint's size).")
+@click.option("--public", is_flag=True, help="Locally: only the public leaves, no private details (always so with --url).")
 @click.option("--out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
               help="Output file, created mode 0600 and replaced only once complete (default stdout).")
-def export(db: Path, public: bool, out: Path | None) -> None:
-    """Export the whole log as JSON Lines: index, leaf hash, public leaf and (unless --public) the private
-    details. The secrets (signer and tag keys) are never exported."""
-    from .leaves import iter_leaves
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def export(ctx: click.Context, db: Path, url: str | None, fmt: str, start: int, end: int | None, public: bool,
+           out: Path | None, quiet: bool) -> None:
+    """Export leaves [--start, --end) as JSON Lines ({index, leaf_hash, leaf} and, locally without
+    --public, the private details) or CSV (public leaves only, one column per leaf field). The secrets
+    (signer and tag keys) are never exported.
 
+    \b
+    Examples:
+      tlog export --db data/tlog.db --out log.jsonl
+      tlog export --url https://log.example --format csv --out log.csv
+      duckdb -c "SELECT purpose, phase, decision, sum(invocations) FROM 'log.csv' GROUP BY ALL"
+    """
+    from . import export as exporter
+
+    if url is not None:
+        if ctx.get_parameter_source("db") is not ParameterSource.DEFAULT:
+            raise ValidationError("--db and --url are alternatives: export a local database or a server's public leaves")
+        with _progress(quiet, "exporting") as progress, _output(out) as f:
+            exporter.download(url, fmt, start, end, f, progress)
+        return
+    if fmt == "csv" and not public:
+        raise ValidationError("CSV holds public leaves only: add --public (or export JSON Lines with the details)")
     log = open_log(db, readonly=True)
     try:
         size = log.latest_checkpoint()[0].size
         with _output(out) as f:
-            for entry, leaf, h in iter_leaves(log.store, 0, size):
-                row: dict[str, Any] = {"index": entry.index, "leaf_hash": h.hex(), "leaf": orjson.Fragment(leaf)}
-                if not public:
-                    row["details"] = entry.details
-                f.write(orjson.dumps(row) + b"\n")
+            for chunk in exporter.rows(log.store, start, min(end or size, size), fmt, details=not public):
+                f.write(chunk)
     finally:
         log.close()
 
@@ -552,6 +650,7 @@ def _output(out: Path | None) -> Iterator[IO[bytes]]:
 @click.option("--max-records", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most records in one POST /v1/uses.")
 @click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Default page size of listings.")
 @click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Largest page size a client may ask for.")
+@click.option("--max-export", default=10_000, show_default=True, type=click.IntRange(1, 1_000_000), help="Most leaves in one GET /v1/export.")
 @click.option("--rate", default=1000.0, show_default=True, type=click.FloatRange(0), help="Requests/s per address without a token (0: no limit).")
 @click.option("--burst", default=2000.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --rate.")
 @click.option("--auth-fail-rate", default=5.0, show_default=True, type=click.FloatRange(0), help="Failed authentications/s per address before 429 (0: no limit).")
@@ -571,7 +670,7 @@ def _output(out: Path | None) -> Iterator[IO[bytes]]:
               help="A c2sp.org/tlog-policy file (log/witness/group/quorum lines; witnesses with their URLs): "
                    "/checkpoint then advances only once its quorum of witnesses has cosigned.")
 def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
-          rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, token_rate: float,
+          max_export: int, rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, token_rate: float,
           token_burst: float, max_error_details: int, max_preferences: int, max_content_overrides: int,
           metrics_token: bool, metrics_bind: tuple[str, int] | None, witness_policy: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
@@ -592,12 +691,16 @@ def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_
     from .witnessing import load_witness_policy
 
     limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size,
-                    max_details=max_error_details, max_preferences=max_preferences,
+                    max_export=max_export, max_details=max_error_details, max_preferences=max_preferences,
                     max_content_overrides=max_content_overrides)
     rates = RateLimit(rate, burst, auth_fail_rate, auth_fail_burst, token_rate, token_burst)
     access = MetricsAccess(metrics_token, metrics_bind)
     policy = load_witness_policy(witness_policy) if witness_policy else None
-    run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access)
+    try:
+        run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access)
+    except Unavailable as exc:  # SPEC §7: a busy port is exit 3, as an unreachable log is
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(3)
 
 
 def _host_port(text: str) -> tuple[str, int]:
