@@ -293,6 +293,8 @@ def test_tiles_are_gzipped_when_asked_with_etags_cors_and_immutable_partials(liv
         again = request(server, path, headers={"If-None-Match": headers["ETag"]})
         assert again[0] == 304 and again[2] == b"" and again[1]["ETag"] == headers["ETag"]
         assert request(server, path, headers={"If-None-Match": '"other"'})[0] == 200
+        assert request(server, path, headers={"If-None-Match": f'"other", W/{headers["ETag"]}'})[0] == 304
+        assert request(server, path, headers={"If-None-Match": "*"})[0] == 304
     assert zipped[1]["ETag"] != plain[1]["ETag"]  # another representation, another tag
     status, headers, _ = request(server, "/checkpoint")
     assert headers["Cache-Control"] == "public, max-age=2" and headers["Access-Control-Allow-Origin"] == "*"

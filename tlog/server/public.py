@@ -134,16 +134,16 @@ async def tile(request: web.Request) -> web.Response:
         headers["Vary"] = "Accept-Encoding"
     if gzip_it:
         headers["Content-Encoding"] = "gzip"
-    if etag in _etags(request.headers.get("If-None-Match", "")):
+    if _matches(request.headers.get("If-None-Match", ""), etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type="application/octet-stream", headers=headers)
 
 
-def _etags(header: str) -> set[str]:
-    """The entity tags of an If-None-Match header (RFC 9110 §13.1.2; weak tags compare as strong ones do
+def _matches(header: str, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (RFC 9110 §13.1.2: weak tags compare as strong ones do
     for a GET, and `*` matches any)."""
     tags = {t.strip().removeprefix("W/") for t in header.split(",")}
-    return tags | ({"*"} if "*" in tags else set())
+    return etag in tags or "*" in tags
 
 
 def _build_tile(state: State, t: tiles.Tile, size: int) -> bytes:

@@ -14,7 +14,8 @@ async function check() {
   verdict(box, "pending", "Checking the checkpoint in your browser…");
   try {
     const info = await (await fetch("/v1/log")).json();
-    const signed = await (await fetch("/checkpoint")).text();
+    // no-cache: the page checks the newest checkpoint, not the copy caches may keep for two seconds
+    const signed = await (await fetch("/checkpoint", { cache: "no-cache" })).text();
     const cp = await openCheckpoint(signed, info.verifier_keys);
     const witnesses = await checkWitnesses(cp.note, info.witness_policy);
     const seen = await checkAndRemember(cp, info.verifier_keys);
