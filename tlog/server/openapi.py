@@ -349,8 +349,9 @@ PATHS: dict[str, dict[str, Any]] = {
         _text("raw hashes (32 bytes each) or an entry bundle (uint16 big-endian length-prefixed leaves)",
               "application/octet-stream"),
         (404,), params=[_path_param("path", _TILE_PATH, "the tile below /tile/", "0/000.p/1")],
-        description="Full tiles are immutable; every partial tile a published checkpoint implied stays servable. "
-                    "Non-canonical paths and tiles beyond the published size are 404.")},
+        description="Every tile is immutable, partial ones too (a partial tile of a given width never changes), with "
+                    "an ETag (304 to If-None-Match); entry bundles are gzipped for a client that accepts it (hash tiles "
+                    "do not compress). Non-canonical paths and tiles beyond the latest signed size are 404.")},
     "/v1/log": {"get": _op("Origin, verifier keys, size, policy in force and its purposes, and the witnesses", [PUBLIC],
                            _json(_ref("LogInfo")))},
     "/v1/proof/inclusion": {"get": _op(
