@@ -60,7 +60,7 @@ WRITE_STEPS: tuple[tuple[str, str], ...] = (
     ("delete artist tokens", "DELETE FROM tokens WHERE id"),
     ("delete artist feed keys", "DELETE FROM feed_keys WHERE artist_id"),
     ("insert erasures", "INSERT INTO erasures"),
-    ("upsert stats", "INSERT INTO stats"),
+    ("upsert stats", "INSERT INTO usage"),
     ("store checkpoint", "INSERT OR REPLACE INTO checkpoints"),
     ("commit", "COMMIT"),
 )
