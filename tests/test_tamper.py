@@ -277,7 +277,7 @@ def policy_effective_at_dropped(db: Path) -> str:
 
 
 def stats_row(db: Path) -> str:
-    flip(db, "stats", "uses", "rowid = 3")
+    flip(db, "usage", "uses", "rowid = 3")
     return "the statistics table does not match a recount of the leaves"
 
 
@@ -370,13 +370,14 @@ def forged_decision(db: Path) -> str:
     """An allowed use logged as flagged, with the statistics recounted: nothing disagrees but the decision."""
     allowed = "(SELECT id FROM names WHERE kind = 'decision' AND value = 'allowed')"
     i = _use(db, 160, f"AND decision = {allowed}")
-    day, purpose, uses = _q(db, "SELECT date(logged_ms / 1000, 'unixepoch'), n.value, invocations FROM entries e "
-                                "JOIN names n ON n.id = e.purpose WHERE idx = ?", i)
+    day, purpose, phase, uses = _q(db, "SELECT date(logged_ms / 1000, 'unixepoch'), n.value, p.value, invocations "
+                                       "FROM entries e JOIN names n ON n.id = e.purpose JOIN names p ON p.id = e.phase "
+                                       "WHERE idx = ?", i)
     _x(db, "UPDATE entries SET decision = (SELECT id FROM names WHERE kind = 'decision' AND value = 'flagged') WHERE idx = ?", i)
-    _x(db, "UPDATE stats SET leaves = leaves - 1, uses = uses - ? WHERE day = ? AND type = 'use' AND purpose = ? "
-           "AND decision = 'allowed'", uses, day, purpose)
-    _x(db, "INSERT INTO stats VALUES (?, 'use', ?, 'flagged', 1, ?) ON CONFLICT DO UPDATE SET leaves = leaves + 1, "
-           "uses = uses + excluded.uses", day, purpose, uses)
+    _x(db, "UPDATE usage SET leaves = leaves - 1, uses = uses - ? WHERE day = ? AND type = 'use' AND purpose = ? "
+           "AND phase = ? AND decision = 'allowed'", uses, day, purpose, phase)
+    _x(db, "INSERT INTO usage VALUES (?, 'use', ?, ?, 'flagged', 1, ?) ON CONFLICT DO UPDATE SET leaves = leaves + 1, "
+           "uses = uses + excluded.uses", day, purpose, phase, uses)
     reseal(db, i)
     return (f"index {i}: the decision 'flagged' does not follow from policy 'default' and the artist's preferences, "
             "which give 'allowed'")

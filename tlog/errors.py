@@ -116,7 +116,9 @@ class VerificationError(TlogError):
 # bad values must cost a count, not a million entries (nor megabytes of answer).
 DETAILS_SHOWN = 20  # details an HTTP error lists by default (`tlog serve --max-error-details`)
 DETAILS_KEPT = 100  # details an error keeps while it is built; more are only counted
-DETAIL_CHARS = 200  # characters of a detail's field or message
+# Characters of a detail's field or message: room for a list of valid codes (the default policy's twelve
+# purposes, with "use one of", take 264), which a user needs whole to fix a typo.
+DETAIL_CHARS = 300
 
 
 def more_detail(n: int) -> dict[str, Any]:

@@ -160,11 +160,11 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     path = Path(db)
     reader = open_log(path)
     lock = _lock(path)
-    sock = _listen(host, port)  # before saying "serving": a busy port fails here, before anything starts
-    port = sock.getsockname()[1]
     writer = open_log(path, secrets_needed=True) if reader.signers else None
     app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True,
                    metrics_access=metrics_access)
+    sock = _listen(host, port)  # after the log's checks, before saying "serving": a busy port fails here
+    port = sock.getsockname()[1]
     cp, _ = reader.latest_checkpoint()
     mode = "read-write" if writer else "read-only (the key files are not readable)"
     tune_for_batches()

@@ -283,13 +283,18 @@ async def export(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": f"{exporter.FORMATS[fmt]}; charset=utf-8",
                                            "Cache-Control": SHORT, "X-Export-End": str(end)})
     await response.prepare(request)
+    if request.method == "HEAD":
+        return response
     # Built a slice at a time on a read thread (reads.py), so the loop answers other requests meanwhile.
-    for first in range(start, max(end, start + 1), EXPORT_SLICE):
-        last = min(first + EXPORT_SLICE, end)
-        chunk = await state.reads.run(  # type: ignore[union-attr]
-            lambda store, a=first, b=last: b"".join(exporter.rows(store, a, b, fmt, header=a == start)))
-        await response.write(chunk)
-    await response.write_eof()
+    try:
+        for first in range(start, max(end, start + 1), EXPORT_SLICE):
+            last = min(first + EXPORT_SLICE, end)
+            chunk = await state.reads.run(  # type: ignore[union-attr]
+                lambda store, a=first, b=last: b"".join(exporter.rows(store, a, b, fmt, header=a == start)))
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the reader went away: nothing left to answer
     return response
 
 
