@@ -92,6 +92,9 @@ def test_a_query_that_can_match_nothing_names_the_valid_codes():
     with pytest.raises(ValidationError, match="unknown query parameter 'size'"):
         parse_query({"size": "3"}, purposes)
     q = parse_query({"since": "2026-12-01", "until": "2026-12-01T12:30:00+01:00", "phase": "training"}, purposes)
+    edges = parse_query({"since": "0001-01-01", "until": "1960-01-01T00:00:00Z"}, purposes)
+    assert (edges.since_ms, edges.until_ms) == (0, 0)  # before the first possible leaf: the answer names them
+    assert answer([], 0, edges)["until"] == "1970-01-01T00:00:00.000Z"
     midnight = int(datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp()) * 1000
     assert (q.since_ms, q.until_ms) == (midnight, midnight + 23 * HOUR_MS // 2)
 

@@ -81,8 +81,8 @@ def parse_query(params: Mapping[str, str], purposes: Collection[str]) -> StatsQu
         raise ValidationError(f"unknown query parameter {unknown[0]!r}; use {', '.join(_PARAMS)}",
                               [{"field": unknown[0], "message": "unknown"}])
     # Kept within the times a leaf can have (1970 to 9999), which the answer then names exactly.
-    since = max(0, parse_time_filter(params["since"], field="since")) if "since" in params else None
-    until = min(MAX_LOGGED_MS - 1, parse_time_filter(params["until"], field="until")) if "until" in params else None
+    since = _leaf_time(parse_time_filter(params["since"], field="since")) if "since" in params else None
+    until = _leaf_time(parse_time_filter(params["until"], field="until")) if "until" in params else None
     if since is not None and until is not None and until < since:
         raise ValidationError("until is before since", [{"field": "until", "message": f"at or after since ({params['since']})"}])
     purpose, phase = params.get("purpose"), params.get("phase")
@@ -91,6 +91,10 @@ def parse_query(params: Mapping[str, str], purposes: Collection[str]) -> StatsQu
             raise ValidationError(f"{name} {value[:64]!r} is not a {name} of this log",
                                   [{"field": name, "message": unknown_code(f"a {name} of this log", codes)}])
     return StatsQuery(since, until, purpose, phase)
+
+
+def _leaf_time(ms: int) -> int:
+    return min(max(ms, 0), MAX_LOGGED_MS - 1)
 
 
 def answer(rows: Iterable[StatRow], size: int, query: StatsQuery) -> dict[str, Any]:
