@@ -23,7 +23,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from . import merkle
+from .background import task_context
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, TlogError, ValidationError
 from .note import Signature, Verifier, open_note, parse_note
@@ -354,15 +354,7 @@ class Publisher:
 def publisher_context(db: Path, policy: WitnessPolicy) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp cleanup context running a Publisher on its own connection to the log at db."""
 
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        store = SqliteStore(db)
-        task = asyncio.create_task(Publisher(store, policy).run(), name="tlog-witnessing")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-            store.close()
+    async def setup() -> Publisher:
+        return Publisher(SqliteStore(db), policy)
 
-    return context
+    return task_context("tlog-witnessing", setup, Publisher.run, lambda publisher: publisher.store.close())
