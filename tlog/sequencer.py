@@ -329,7 +329,7 @@ def read_head(store: Store) -> Head:
     frontier = merkle.Frontier.from_reader(size, store)
     prev = store.leaf_hashes(size - 1, size)[0] if size else bytes(32)
     last = store.entry(size - 1) if size else None
-    schedule = tuple(_scheduled(store.entry(r.index), r) for r in store.policies())
+    schedule = read_schedule(store)
     amap = ArtistMap.build((tag, MapValue(aseq, head)) for tag, (aseq, head) in store.heads().items() if aseq)
     return Head(size, frontier, prev, last.logged_ms if last else 0, schedule, amap)
 
@@ -338,6 +338,11 @@ def erasable(store: Store, artist_id: str) -> list[tuple[Entry, bytes]]:
     """The artist's entries not erased yet, each with its public leaf (checked against its stored hash)."""
     entries = [e for e in store.artist_entries(artist_id, UseFilter(), MAX_ENTRIES) if e.erased is None]
     return list(zip(entries, entry_leaves(store, entries)))
+
+
+def read_schedule(store: Store) -> tuple[tuple[int, int, Policy], ...]:
+    """Every stored policy leaf as (effective_at ms, index, policy): the schedule `policy.in_effect` reads."""
+    return tuple(_scheduled(store.entry(r.index), r) for r in store.policies())
 
 
 def _scheduled(entry: Entry | None, record: PolicyRecord) -> tuple[int, int, Policy]:

@@ -8,7 +8,7 @@ served, and checked against the stored leaf hash on the way out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Collection, Iterator, Protocol, Sequence
 
 from ..stats import StatRow
 
@@ -182,6 +182,11 @@ class Store(Protocol):
     # --- statistics ----------------------------------------------------------------------------
     def stats(self, size: int | None = None, since_ms: int | None = None,
               until_ms: int | None = None) -> list[StatRow]: ...  # leaves [0, size) logged in [since, until)
+
+    # --- notifications (webhooks.py: the notifier's cursor over the log) -------------------------
+    def notify_state(self) -> tuple[int, set[int]] | None: ...  # (done_before, policy indexes done) or None
+    def save_notify_state(self, done_before: int, effective: Collection[int]) -> None: ...
+    def entries_of(self, start: int, end: int, types: Sequence[str], decisions: Sequence[str]) -> list[Entry]: ...
 
     # --- tokens --------------------------------------------------------------------------------
     def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int) -> int: ...

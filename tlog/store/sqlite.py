@@ -44,7 +44,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Sequence
 
 import orjson
 import sqlite_utils
@@ -145,6 +145,7 @@ class SqliteStore:
                 self._ensure_published_table()
                 self._ensure_erasures()
                 self._ensure_feed_keys_table()
+                self._ensure_notify_tables()
             self._has_usage = self._table_exists("usage")
         except sqlite3.Error as exc:
             if not readonly and not os.access(self.path.parent, os.W_OK):
@@ -276,6 +277,15 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot add the usage table to {self.path}: {exc}") from exc
         self._has_usage = True
+
+    def _ensure_notify_tables(self) -> None:
+        """The webhook notifier's place in the log (webhooks.py): every event derived from entries below
+        `done_before` was delivered, and so was the `policy.effective` event of each policy leaf listed.
+        The log itself is the outbox; these rows are all the notifier adds. Created on open, as `published`."""
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS notify_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), done_before INTEGER NOT NULL)"
+        )
+        self.conn.execute("CREATE TABLE IF NOT EXISTS notify_effective (policy_index INTEGER PRIMARY KEY)")
 
     def _check_schema(self, readonly: bool) -> None:
         try:
@@ -704,6 +714,34 @@ class SqliteStore:
             else:
                 hi = mid
         return lo
+
+    # --- notifications -------------------------------------------------------------------------
+
+    def notify_state(self) -> tuple[int, set[int]] | None:
+        """(done_before, policy leaves whose `policy.effective` event was delivered), or None before the
+        notifier's first start."""
+        row = self.conn.execute("SELECT done_before FROM notify_cursor WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        return row[0], {i for (i,) in self.conn.execute("SELECT policy_index FROM notify_effective")}
+
+    def save_notify_state(self, done_before: int, effective: Collection[int]) -> None:
+        def write() -> None:
+            with self._immediate() as c:
+                c.execute("INSERT OR REPLACE INTO notify_cursor VALUES (1, ?)", (done_before,))
+                c.executemany("INSERT OR IGNORE INTO notify_effective VALUES (?)", [(i,) for i in effective])
+
+        self._guard(write)
+
+    def entries_of(self, start: int, end: int, types: Sequence[str], decisions: Sequence[str]) -> list[Entry]:
+        """The entries in [start, end) of one of `types` or decided one of `decisions`, in index order. It
+        reads the rows of that range of the primary key (no index: the notifier that asks must add
+        nothing to a batch's writes), so callers bound the range."""
+        type_ids = [i for i in (self._name_id("type", t) for t in types) if i is not None]
+        decision_ids = [i for i in (self._name_id("decision", d) for d in decisions) if i is not None]
+        q = (f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? AND (e.type IN ({','.join('?' * len(type_ids))}) "
+             f"OR e.decision IN ({','.join('?' * len(decision_ids))})) ORDER BY e.idx")
+        return [self._entry(row) for row in self.conn.execute(q, (start, end, *type_ids, *decision_ids))]
 
     # --- tokens --------------------------------------------------------------------------------
 
