@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, NoReturn
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 import click
 import orjson
@@ -28,6 +28,9 @@ from .policy import Policy, parse_policy
 from .policy import policy_diff as diff_policies
 from .records import parse_rfc3339_ms, validate_use
 from .sequencer import Submission
+
+if TYPE_CHECKING:
+    from .webhooks import Target
 
 APPEND_BATCH = 1000
 
@@ -669,10 +672,17 @@ def _output(out: Path | None) -> Iterator[IO[bytes]]:
 @click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A c2sp.org/tlog-policy file (log/witness/group/quorum lines; witnesses with their URLs): "
                    "/checkpoint then advances only once its quorum of witnesses has cosigned.")
+@click.option("--notify-url", default=None, metavar="URL",
+              help="Post signed JSON events (policies announced and taking effect, preferences changed, refusals "
+                   "and overrides) to the platform's notification system at URL; see docs/OPERATIONS.md.")
+@click.option("--notify-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The key that signs those events (HMAC-SHA256): at least 32 bytes, in a file other users "
+                   "cannot read. Read once at start.")
 def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
           max_export: int, rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, token_rate: float,
           token_burst: float, max_error_details: int, max_preferences: int, max_content_overrides: int,
-          metrics_token: bool, metrics_bind: tuple[str, int] | None, witness_policy: Path | None) -> None:
+          metrics_token: bool, metrics_bind: tuple[str, int] | None, witness_policy: Path | None,
+          notify_url: str | None, notify_secret_file: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
 
     Reads are public; writes need the key files beside the database (without them the server is
@@ -696,8 +706,10 @@ def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_
     rates = RateLimit(rate, burst, auth_fail_rate, auth_fail_burst, token_rate, token_burst)
     access = MetricsAccess(metrics_token, metrics_bind)
     policy = load_witness_policy(witness_policy) if witness_policy else None
+    notify = _notify_target(notify_url, notify_secret_file)
     try:
-        run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access)
+        run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access,
+            notify=notify)
     except Unavailable as exc:  # SPEC §7: a busy port is exit 3, as an unreachable log is
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(3)
@@ -708,6 +720,21 @@ def _host_port(text: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise click.BadParameter(f"must be HOST:PORT, e.g. 127.0.0.1:9100, not {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _notify_target(url: str | None, secret_file: Path | None) -> Target | None:
+    """--notify-url and --notify-secret-file go together; a bad URL or an unsafe secret is a usage error
+    (exit 2), refused before the server starts."""
+    from .webhooks import load_target
+
+    if url is None and secret_file is None:
+        return None
+    if url is None or secret_file is None:
+        raise click.UsageError("--notify-url and --notify-secret-file go together: events are always signed")
+    try:
+        return load_target(url, secret_file)
+    except ValidationError as exc:
+        raise click.UsageError(exc.message) from None
 
 
 @main.group()

@@ -9,17 +9,18 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
 from aiohttp import web
 
+from ..background import task_context
 from ..committer import GroupCommitter
 from ..errors import StorageError, TlogError, Unavailable
 from ..gctune import tune_for_batches
 from ..intake import Intake
 from ..log import LocalLog, open_log
+from ..webhooks import Target, notifier_context
 from ..witnessing import NONE, WitnessPolicy, publisher_context
 from . import artist, feeds, metrics, openapi, pages, public, service, summary
 from .auth import RateLimit, auth_middleware
@@ -38,13 +39,15 @@ log = logging.getLogger("tlog.server")
 
 def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits = Limits(),
              rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
-             pipelined: bool = False, metrics_access: metrics.MetricsAccess = metrics.MetricsAccess()) -> web.Application:
+             pipelined: bool = False, metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
+             notify: Target | None = None) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
     connection, with the secrets) feeds the sequencer thread. Without a writer the server is read-only.
     `pipelined` (`tlog serve`): batches are written by a child process while the next is built, and the
     worker that checks large requests starts at once rather than at the first one. (In-process tests
     that inject faults into the writer's connection go without.)
-    With a witness policy, /checkpoint serves only what the policy's quorum cosigned.
+    With a witness policy, /checkpoint serves only what the policy's quorum cosigned. With `notify`, a
+    notifier (webhooks.py) posts the log's events to that receiver.
     Refuses a log whose stored checkpoint does not verify with its key and origin."""
     reader.latest_checkpoint()  # raises StorageError with the reason
     hide_server_software()
@@ -82,6 +85,8 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
         state.witnessed = True
         state.witness_policy = witness_policy
         app.cleanup_ctx.append(publisher_context(reader.path, witness_policy))
+    if notify is not None:
+        app.cleanup_ctx.append(notifier_context(reader.path, reader.origin, notify))
     return app
 
 
@@ -104,14 +109,10 @@ def _key_watcher(reader: LocalLog, writer: LocalLog | None,
             except TlogError as exc:
                 log.error("cannot load the log's keys: %s", exc.message)
 
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(watch(), name="tlog-keys")
-        yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+    async def setup() -> None:
+        return None
 
-    return context
+    return task_context("tlog-keys", setup, lambda _: watch())
 
 
 async def _start_committer(app: web.Application) -> None:
@@ -153,7 +154,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
         rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
-        metrics_access: metrics.MetricsAccess = metrics.MetricsAccess()) -> None:
+        metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
+        notify: Target | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_malformed_requests()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
@@ -162,7 +164,7 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     lock = _lock(path)
     writer = open_log(path, secrets_needed=True) if reader.signers else None
     app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True,
-                   metrics_access=metrics_access)
+                   metrics_access=metrics_access, notify=notify)
     sock = _listen(host, port)  # after the log's checks, before saying "serving": a busy port fails here
     port = sock.getsockname()[1]
     cp, _ = reader.latest_checkpoint()
@@ -172,6 +174,11 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     if witness_policy is not None and witness_policy.quorum != NONE:
         print(f"witness policy: /checkpoint advances once quorum {witness_policy.quorum!r} of "
               f"{len(witness_policy.witnesses)} witness(es) has cosigned", flush=True)
+    if notify is not None:
+        print(f"notifications: signed events to {notify.shown} (docs/OPERATIONS.md)", flush=True)
+        if notify.in_clear:
+            print("warning: events carry artist ids and go to that receiver unencrypted over plain http; "
+                  "use https beyond this machine", flush=True)
     try:
         web.run_app(app, sock=sock, print=None, access_log=None)
     finally:
