@@ -23,6 +23,7 @@ from tlog.events import entry_event, headers, signature
 from tlog.log import init_log, open_log
 from tlog.policy import DEFAULT_POLICY
 from tlog.sequencer import read_schedule
+from tlog.store.base import Entry
 from tlog.store.sqlite import SqliteStore
 from tlog.webhooks import Notifier, Target, load_target
 
@@ -66,6 +67,11 @@ def test_each_kind_of_entry_makes_its_event_and_others_none(log):
     # Derived again (after a restart, say), an event has the same id and the same bytes.
     again = {e.index: entry_event(ORIGIN, e, read_schedule(log.store)) for e in log.store.entries(0, log.store.size())}
     assert again == made
+
+
+def test_an_entry_whose_details_were_erased_makes_no_event(log):
+    """`tlog erase` deletes an artist's details: a notifier that is behind has nothing left to send."""
+    assert entry_event(ORIGIN, Entry(7, "refusal", 0, {}, "sc:user:1", bytes(32), 1, None), ()) is None
 
 
 def test_an_announced_loosening_names_what_it_loosens(tmp_path):

@@ -68,6 +68,8 @@ def entry_event(origin: str, entry: Entry, schedule: Schedule) -> Event | None:
     d = entry.details
     if entry.type == "policy":
         return _announced(origin, entry, schedule)
+    if not d or "artist_id" not in d:  # erased on the artist's request (SPEC §7): nothing left to tell
+        return None
     if entry.type == "preference":
         fields = {"artist_id": d["artist_id"], "by": d["by"], "service": d["service"], "preferences": d["preferences"]}
         return _event(origin, PREFERENCES, entry.index, entry.logged_ms, fields)
