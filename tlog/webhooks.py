@@ -8,9 +8,9 @@ was delivered; `notify_effective`, the policies whose `policy.effective` event w
 nothing more and waits for nothing: a batch's transaction is the same with or without webhooks, and the
 notifier reads committed rows on a connection of its own, from a thread of its own.
 
-- At least once: the cursor moves only after the receiver answered 2xx, and is saved at most SAVE_EVERY
-  later (at once when caught up, and after each `policy.effective`). A crash in between makes the same
-  events, with the same ids and bytes, be delivered again after the restart.
+- At least once: the cursor moves only after the receiver answered 2xx, and is saved every SAVE_EVERY
+  while it moves (and when the server stops). A crash in between makes the same events, with the same
+  ids and bytes, be delivered again after the restart.
 - Retries, forever: a receiver that is down, answers anything but 2xx, or takes longer than TIMEOUT gets
   the same event again after RETRY_BASE·2ⁿ seconds (at most RETRY_CAP), of which a random part up to
   half is taken off; the events after it wait, so the order holds.
@@ -110,8 +110,7 @@ class Notifier:
         self._scanned = 0  # entries below this were read
         self._effective: set[int] = set()  # policy leaves whose `policy.effective` event was delivered
         self._schedule: Schedule = ()
-        self._saved: tuple[int, int] | None = None
-        self._saved_at = 0.0
+        self._saved: tuple[int, frozenset[int]] | None = None  # the state last saved; None until `_load` read it
 
     @property
     def done_before(self) -> int:
@@ -142,27 +141,29 @@ class Notifier:
             await asyncio.sleep(RESTART_AFTER)
 
     async def _run(self) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
-            while True:
-                if not self._pending:
-                    await self._call(self._scan)
-                event = self._next()
-                if event is None:
-                    await self._save(force=True)
-                    await asyncio.sleep(POLL)
-                    continue
-                await self._deliver(session, event)
-                if event.type == EFFECTIVE:
-                    self._effective.add(event.index)
-                else:
-                    self._pending.popleft()
-                await self._save(force=event.type == EFFECTIVE)
+        saver = asyncio.create_task(self._save_every(), name="tlog-notify-save")
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+                while True:
+                    if not self._pending:
+                        await self._call(self._scan)
+                    event = self._next()
+                    if event is None:
+                        await asyncio.sleep(POLL)
+                        continue
+                    await self._deliver(session, event)
+                    if event.type == EFFECTIVE:
+                        self._effective.add(event.index)
+                    else:
+                        self._pending.popleft()
+        finally:
+            saver.cancel()
+            await asyncio.gather(saver, return_exceptions=True)
 
     def close(self) -> None:
-        """After `run` was cancelled: saves how far it got (on the notifier's thread, after whatever it was
-        doing there) and closes the connection."""
+        """After `run` was cancelled: saves how far it got and closes the connection."""
         try:
-            self._io.submit(self._write_state).result()
+            self._io.submit(self._write_last).result()
         except TlogError as exc:  # the events since the last save will be delivered again: at least once
             log.warning("notifications: could not save how far delivery got: %s", exc.message)
         self._io.shutdown()
@@ -182,7 +183,7 @@ class Notifier:
             state = (self.store.size(), {i for e, i, _ in self._schedule if e <= now})
             self.store.save_notify_state(*state)
         self._scanned, self._effective = state
-        self._saved = (self._scanned, len(self._effective))
+        self._saved = self._state()
 
     def _scan(self) -> None:
         """Reads committed entries until one makes an event or none are left."""
@@ -198,9 +199,16 @@ class Notifier:
                     self._pending.append(event)
             self._scanned = end
 
-    def _write_state(self) -> None:
+    def _state(self) -> tuple[int, frozenset[int]]:
+        return self.done_before, frozenset(self._effective)
+
+    def _write(self, state: tuple[int, frozenset[int]]) -> None:
+        self.store.save_notify_state(*state)
+
+    def _write_last(self) -> None:
+        """At stop, after whatever the thread was doing: where the notifier got to."""
         if self._saved is not None:  # never before `_load` read where the notifier was
-            self.store.save_notify_state(self.done_before, self._effective)
+            self._write(self._state())
 
     # --- delivering (on the event loop) ----------------------------------------------------------
 
@@ -238,12 +246,19 @@ class Notifier:
         except (aiohttp.ClientError, OSError) as exc:
             return str(exc) or type(exc).__name__, None
 
-    async def _save(self, *, force: bool = False) -> None:
-        state = (self.done_before, len(self._effective))
-        if state == self._saved or (not force and time.monotonic() - self._saved_at < SAVE_EVERY):
-            return
-        await self._call(self._write_state)
-        self._saved, self._saved_at = state, time.monotonic()
+    async def _save_every(self) -> None:
+        """Saves the cursor every SAVE_EVERY while it moves: the state is taken here, on the event loop
+        that moves it, and written on the notifier's thread."""
+        while True:
+            await asyncio.sleep(SAVE_EVERY)
+            state = self._state()
+            if state == self._saved:
+                continue
+            try:
+                await self._call(self._write, state)
+                self._saved = state
+            except TlogError as exc:  # tried again in a second; meanwhile a crash would re-send more
+                log.warning("notifications: could not save how far delivery got: %s", exc.message)
 
 
 def _seconds(value: str | None) -> float | None:
