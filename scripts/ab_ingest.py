@@ -48,13 +48,14 @@ def tlog(code: Path | None, *args: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def serve(code: Path | None, db: Path) -> tuple[subprocess.Popen, str, str]:
-    """A fresh log made by `code`'s tlog init, its service token, and `code`'s tlog serve on it."""
+def serve(code: Path | None, db: Path, *extra: str) -> tuple[subprocess.Popen, str, str]:
+    """A fresh log made by `code`'s tlog init, its service token, and `code`'s tlog serve on it (with the
+    options `extra`)."""
     tlog(code, "init", "--db", str(db), "--origin", "ab.tlog.example/log")
     token = tlog(code, "token", "create", "--db", str(db), "--service", "bench")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    p = subprocess.Popen([sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port)],
+    p = subprocess.Popen([sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port), *extra],
                          env=env_for(code), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_up(url, p)
     return p, url, token

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import machine_speed  # scripts/machine_speed.py
+from ab_ingest import serve
 from bench_server import free_port, run_load, stop, wait_up
 
 ARTISTS = 20_000
@@ -63,23 +64,6 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def tlog(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "tlog.cli", *args], capture_output=True, text=True, check=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
-def serve(db: Path, *extra: str) -> tuple[subprocess.Popen, str, str]:
-    """A fresh log at db, a service token, and `tlog serve` on it with `extra` options."""
-    tlog("init", "--db", str(db), "--origin", "ab.tlog.example/log")
-    token = tlog("token", "create", "--db", str(db), "--service", "bench")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    p = subprocess.Popen([sys.executable, "-m", "tlog.cli", "serve", "--db", str(db), "--port", str(port), *extra],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_up(url, p)
-    return p, url, token
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
@@ -102,7 +86,7 @@ def main() -> None:
             targets, pids = {}, {}
             for name, extra in (("off", ()), ("on", ("--notify-url", receiver + "/hook", "--notify-secret-file", str(secret)))):
                 (tmpd / name).mkdir()
-                p, url, token = serve(tmpd / name / "tlog.db", *extra)
+                p, url, token = serve(None, tmpd / name / "tlog.db", *extra)
                 procs.append(p)
                 targets[name], pids[name] = (url, token), p.pid
             rates: dict[str, list[float]] = {"off": [], "on": []}
