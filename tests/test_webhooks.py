@@ -23,7 +23,6 @@ from tlog.events import entry_event, headers, signature
 from tlog.log import init_log, open_log
 from tlog.policy import DEFAULT_POLICY
 from tlog.sequencer import read_schedule
-from tlog.store.base import Entry
 from tlog.store.sqlite import SqliteStore
 from tlog.webhooks import Notifier, Target, load_target
 
@@ -71,7 +70,13 @@ def test_each_kind_of_entry_makes_its_event_and_others_none(log):
 
 def test_an_entry_whose_details_were_erased_makes_no_event(log):
     """`tlog erase` deletes an artist's details: a notifier that is behind has nothing left to send."""
-    assert entry_event(ORIGIN, Entry(7, "refusal", 0, {}, "sc:user:1", bytes(32), 1, None), ()) is None
+    seq = log.sequencer()
+    (refused,) = append(seq, [dict(records(1, seed=4)[0], purpose="model_training_generative", phase="training")])
+    artist = log.store.entry(refused.index).artist_id
+    assert entry_event(ORIGIN, log.store.entry(refused.index), read_schedule(log.store)) is not None
+    seq.erase(artist, "asked to")
+    erased = log.store.entry(refused.index)
+    assert erased.erased is not None and entry_event(ORIGIN, erased, read_schedule(log.store)) is None
 
 
 def test_an_announced_loosening_names_what_it_loosens(tmp_path):

@@ -68,7 +68,7 @@ def entry_event(origin: str, entry: Entry, schedule: Schedule) -> Event | None:
     d = entry.details
     if entry.type == "policy":
         return _announced(origin, entry, schedule)
-    if not d or "artist_id" not in d:  # erased on the artist's request (SPEC §7): nothing left to tell
+    if entry.erased is not None:  # erased on the artist's request (SPEC §2.2): nothing left to tell
         return None
     if entry.type == "preference":
         fields = {"artist_id": d["artist_id"], "by": d["by"], "service": d["service"], "preferences": d["preferences"]}
