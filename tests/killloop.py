@@ -137,11 +137,13 @@ class _Run:
         self.served: list[bytes] = []
         self.replay = MapReplay()  # the map replayed so far, carried from one restart's check to the next
         self.up = asyncio.Event()
+        self.answered = asyncio.Event()  # a write acknowledged since the last (re)start
         self.done = False
 
     async def start(self) -> None:
         """Starts (or restarts: a recovery) the server, and checks every map root once it answers."""
         loop = asyncio.get_running_loop()
+        self.answered.clear()
         self.server = await loop.run_in_executor(None, serve, self.db, self.port)
         self.up.set()
         problems = await loop.run_in_executor(None, map_check, self.db, self.server.url, self.replay)
@@ -203,6 +205,7 @@ async def kill_loop(workdir: Path, *, kills: int = 5, clients: int = 4, max_batc
                     await asyncio.sleep(0.02 if run.up.is_set() else 0.05)
             if attempt > 1:
                 rep.retried += 1
+            run.answered.set()
             for r in results:
                 rep.duplicate_answers += r.duplicate
                 acked[("loadgen", r.event_id)] = (r.index, r.leaf_hash.hex())
@@ -213,6 +216,11 @@ async def kill_loop(workdir: Path, *, kills: int = 5, clients: int = 4, max_batc
         tasks = [asyncio.create_task(client(c, lg)) for c, lg in enumerate(logs)]
         poller = asyncio.create_task(run.poll_checkpoints(session))
         for k in range(kills):
+            # The random moment is counted from the restarted server's first acknowledged write: /healthz
+            # answers while start-up work (the intake worker's imports) still competes for the CPU, and on a
+            # busy machine a gap counted from there can end every time before the first commit, leaving the
+            # loop to kill only servers that never sequenced anything.
+            await asyncio.wait_for(run.answered.wait(), timeout=30)
             await asyncio.sleep(rnd.uniform(*gap))
             await run.kill()
             rep.kills += 1
