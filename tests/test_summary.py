@@ -214,3 +214,28 @@ async def test_an_announced_policy_is_not_shown_in_force_before_it_takes_effect(
         reader.close()
     assert "The policy in force is <strong>default</strong>" in html
     assert "<strong>later-2027</strong> is announced and takes effect" in html
+
+
+async def test_each_change_is_shown_against_the_policy_it_replaces_not_the_leaf_before_it(tmp_path, aiohttp_client):
+    """SPEC §4: a policy is compared with the one that would be in effect at its effective_at. Announced
+    second but effective first, `strict-now` replaces `default`, not the still-pending `lenient-later`."""
+    lenient = make_policy("lenient-later", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"
+                                            else p for p in DEFAULT_POLICY.purposes.values()], "Training allowed later.")
+    strict = make_policy("strict-now", [dataclasses.replace(p, default="refused") if p.code == "talent_discovery"
+                                        else p for p in DEFAULT_POLICY.purposes.values()], "Talent discovery refused.")
+    log = init_log(tmp_path / "pending.db", "test.tlog.example/log")
+    try:
+        now_ms = int(time.time() * 1000)
+        log.sequencer().publish_policy(lenient.document, "lenient-later", effective_ms=now_ms + 40 * 86_400_000)
+        log.sequencer().publish_policy(strict.document, "strict-now")
+    finally:
+        log.close()
+    reader = open_log(log.path)
+    try:
+        html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()
+    finally:
+        reader.close()
+    strict_item = html.split("<strong>strict-now</strong>, announced", 1)[1].split("</li></ul></li>", 1)[0]
+    assert "(replacing default)" in strict_item
+    assert "Model training generative" not in strict_item  # that change is lenient-later's, not strict-now's
+    assert "(replacing default)" in html.split("<strong>lenient-later</strong>, announced", 1)[1]

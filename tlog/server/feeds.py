@@ -21,13 +21,12 @@ from aiohttp import web
 from ..atom import CONTENT_TYPE, AtomEntry, AtomFeed, render, tag_uri
 from ..errors import Forbidden, NotFound, ValidationError
 from ..notices import artist_effects, effect_words, when_words
-from ..policy import in_effect
 from ..records import format_logged_at, parse_logged_at
 from ..store.base import Entry
 from ..tokens import FEED_KEY_PREFIX, digest, new_token
 from ..web import words
 from .auth import require
-from .pages import PolicyVersion, published_policies
+from .pages import PolicyVersion, published_policies, replaced_policies
 from .public import _int_param
 from .service import check_artist_id, parse_index
 from .state import State, get_state
@@ -55,11 +54,7 @@ class Announcement:
 def announcements(state: State, size: int) -> list[Announcement]:
     """Every policy leaf under the checkpoint of `size`, in log order."""
     pols = published_policies(state, size)
-    out = []
-    for k, v in enumerate(pols):
-        old = in_effect([(parse_logged_at(p.effective), p.index, p.policy) for p in pols[:k]], parse_logged_at(v.effective))
-        out.append(Announcement(v, next((p for p in pols[:k] if old is not None and p.id == old.id), None)))
-    return out
+    return [Announcement(v, old) for v, old in zip(pols, replaced_policies(pols))]
 
 
 def _known_policy(state: State, policy_id: str) -> PolicyVersion:

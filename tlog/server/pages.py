@@ -30,7 +30,7 @@ from ..checkpoint import Checkpoint
 from ..errors import NotFound, TlogError
 from ..leaves import iter_leaves
 from ..note import parse_note
-from ..policy import Policy, parse_policy
+from ..policy import Policy, in_effect, parse_policy
 from ..records import format_logged_at, parse_leaf, parse_logged_at
 from ..web import words
 from ..witnessing import WitnessPolicy
@@ -176,6 +176,17 @@ class PolicyVersion:
     announced: str
     effective: str
     policy: Policy
+
+
+def replaced_policies(pols: list[PolicyVersion]) -> list[PolicyVersion | None]:
+    """For each policy, in log order, the one it replaces (SPEC §4 Notice's O): the policy that would be
+    in effect at its `effective_at` among the earlier policy leaves; None for the log's first. With
+    several announcements pending, that is not always the leaf before it."""
+    out: list[PolicyVersion | None] = []
+    for k, v in enumerate(pols):
+        old = in_effect([(parse_logged_at(p.effective), p.index, p.policy) for p in pols[:k]], parse_logged_at(v.effective))
+        out.append(next((p for p in pols[:k] if p.policy is old), None))
+    return out
 
 
 def published_policies(state: State, size: int) -> list[PolicyVersion]:
@@ -358,7 +369,9 @@ def _upcoming(upcoming: list[PolicyVersion]) -> str:
 
 def _changes(pols: list[PolicyVersion]) -> str:
     items = []
-    for old, new in zip(pols, pols[1:]):
+    for old, new in zip(replaced_policies(pols), pols):
+        if old is None:
+            continue
         changes = words.policy_diff(old.policy, new.policy)
         lis = "".join(_change_item(c) for c in changes) or "<li>No change to the purposes (only the wording).</li>"
         items.append(f"<li><p><strong>{_e(new.id)}</strong>, announced {_e(_when(new.announced))}, in effect from "
