@@ -52,6 +52,8 @@ WRITE_STEPS: tuple[tuple[str, str], ...] = (
     ("insert entries", "INSERT INTO entries"),
     ("insert nodes", "INSERT INTO nodes"),
     ("insert names", "INSERT INTO names"),
+    ("insert bindings", "INSERT OR REPLACE INTO bindings"),
+    ("delete bindings", "DELETE FROM bindings"),
     ("insert policies", "INSERT INTO policies"),
     ("erase entries", "UPDATE entries SET service = NULL"),
     ("erase artists", "UPDATE artists SET artist_id = NULL"),

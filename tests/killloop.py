@@ -73,7 +73,8 @@ WHEN = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
 
 def use(client: int, n: int) -> dict[str, Any]:
     return {
-        "event_id": f"c{client}-{n:07d}", "content_id": f"sc:track:{(client * 7919 + n) % 997}",
+        # Each track is one artist's (SPEC §2.1: a use naming another artist is refused).
+        "event_id": f"c{client}-{n:07d}", "content_id": f"sc:track:{(client * 31 + n) % 60}-{(client * 7919 + n) % 17}",
         "artist_id": f"sc:user:{(client * 31 + n) % 60}", "purpose": "recommendation", "phase": "inference",
         "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.07.3"},
         "occurred_at": WHEN, "invocations": 1 + n % 3, "detail": "kill loop",

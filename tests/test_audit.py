@@ -68,7 +68,7 @@ class Served:
         return pages
 
     def use(self, artist: str, event_id: str, purpose: str = "recommendation") -> None:
-        record = {"event_id": event_id, "content_id": "sc:track:77", "artist_id": artist, "purpose": purpose,
+        record = {"event_id": event_id, "content_id": f"sc:track:77-{artist}", "artist_id": artist, "purpose": purpose,
                   "phase": "inference", "system": {"id": "s", "model": "m", "version": "1"},
                   "occurred_at": "2026-08-01T12:00:00Z"}
 

@@ -30,9 +30,10 @@ T0 = 1_790_000_000.0  # seconds: the builder's clock in these tests
 
 @dataclass
 class MemoryReader:
-    """The four lookups of `BuildReader`, over what the test says is stored."""
+    """The five lookups of `BuildReader`, over what the test says is stored."""
 
     artists: dict[str, ArtistState] = field(default_factory=dict)
+    bound: dict[str, frozenset[str]] = field(default_factory=dict)
     events: dict[tuple[str, str], Entry] = field(default_factory=dict)
     hashes: dict[int, bytes] = field(default_factory=dict)
     policies: dict[str, PolicyRecord] = field(default_factory=dict)
@@ -41,6 +42,9 @@ class MemoryReader:
     def artist_states(self, artist_ids: Sequence[str]) -> dict[str, ArtistState]:
         self.reads += 1
         return {a: self.artists[a] for a in artist_ids if a in self.artists}
+
+    def bindings(self, content_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        return {c: self.bound[c] for c in content_ids if c in self.bound}
 
     def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]:
         return {e: self.events[(service, e)] for e in event_ids if (service, e) in self.events}

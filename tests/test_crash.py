@@ -69,10 +69,11 @@ START = datetime.now(timezone.utc) - timedelta(days=1)
 
 def _uses(k: int, n: int = 6) -> tuple[str, list[dict[str, Any]]]:
     """A batch that reaches every statement of `write_batch`: a new service and system (new names), known
-    artists (updates) and a new artist (insert). The same (k, n) gives the same bodies, as a retry must
+    artists (updates), a new artist (insert) and new content (first-sight bindings). The same (k, n) gives the same bodies, as a retry must
     (also in a forked child)."""
     recs = [r for _, r in sample_records(n, seed=1000 + k, artists=4, start=START)]
     recs[-1]["artist_id"] = f"sc:user:new-{k}"
+    recs[-1]["content_id"] = f"sc:track:new-{k}"  # first sight: bound to the new artist
     recs[0]["system"] = {"id": f"sys-{k}", "model": "m", "version": "1"}
     return f"svc-{k}", recs
 

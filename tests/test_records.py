@@ -126,6 +126,11 @@ def test_timestamps_are_kept_as_sent():
         ({"content_id": "a\x00"}, "content_id"),
         ({"content_id": "a\u200bb"}, "content_id"),  # zero-width space (format character)
         ({"content_id": "a\ud800"}, "content_id"),
+        # SPEC §2.1's default pattern is printable ASCII: no Unicode look-alike of an id is another id.
+        ({"content_id": "sc:track:ü-\U0001f3b5"}, "content_id"),
+        ({"artist_id": "sc:us\u0435r:42"}, "artist_id"),  # a Cyrillic е
+        ({"artist_id": "sc:user:４2"}, "artist_id"),  # a full-width digit
+        ({"artist_id": "sc:user:42\x7f"}, "artist_id"),  # DEL
         ({"artist_id": None}, "artist_id"),
         ({"artist_id": ["sc:user:42"]}, "artist_id"),
         ({"purpose": "playlist_generation"}, "purpose"),  # a code, but not of this policy
@@ -191,7 +196,7 @@ def test_each_bad_field_is_named(changes, field):
         {"detail": "line\nbreak \U0001f3b5"},
         {"basis": "legal_obligation"},
         {"basis": "legitimate_interest_security"},
-        {"content_id": "sc:track:ü-\U0001f3b5", "artist_id": "~" * 256},
+        {"content_id": "sc:track:!#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "artist_id": "~" * 256},
         {"event_id": "A-z_0.9:" + "x" * 120},
         {"system": {"id": "x" * 128, "model": "m m", "version": "\u00e9"}},
     ],

@@ -151,8 +151,8 @@ def test_decisions_follow_preferences(log):
     res = append(seq, [
         use(1, purpose="model_training_generative", phase="training"),
         use(2, purpose="recommendation"),
-        use(3, artist_id="sc:user:2", purpose="fraud_detection", basis="legitimate_interest_security"),
-        use(4, artist_id="sc:user:2", purpose="recommendation", basis="legitimate_interest_security"),
+        use(3, artist_id="sc:user:2", content_id="sc:track:2", purpose="fraud_detection", basis="legitimate_interest_security"),
+        use(4, artist_id="sc:user:2", content_id="sc:track:2", purpose="recommendation", basis="legitimate_interest_security"),
         use(5, purpose="talent_discovery"),
     ])
     assert [r.decision for r in res] == ["refused", "allowed", "allowed_override", "refused", "flagged"]

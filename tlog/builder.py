@@ -3,7 +3,7 @@
 A `BatchBuilder` turns submissions into a `Pending` batch on top of a `Head` (where the log ends: size,
 frontier, last leaf hash, time, policies, artist map): it decides each use, assigns indexes, builds the
 public leaves and their chain, extends the tree and every touched artist chain, and `seal` ends the batch
-with its map leaf (SPEC §2.3) and signed checkpoint. It reads storage only through `BuildReader` (four
+with its map leaf (SPEC §2.3) and signed checkpoint. It reads storage only through `BuildReader` (five
 lookups), so it is tested without SQLite (tests/test_builder.py), as tessera's `Integrate` is tested
 without storage. The pipeline (sequencer.py) decides when batches are built, written and settled.
 
@@ -14,8 +14,12 @@ Invariants kept here:
   checkpoint over the whole batch: the last leaf of every checkpoint is a map leaf.
 - Artist tags are VRF outputs (SPEC §2.2), computed once at an artist's first sight with their proof.
 - A batch is decided by the policy in effect at its `logged_at` (SPEC §4, `policy.in_effect`).
-- A rejected submission leaves nothing behind: its staged entries, nodes, artist states and remembered
-  events are undone, and the submissions before it in the batch stand.
+- A rejected submission leaves nothing behind: its staged entries, nodes, artist states, first-sight
+  bindings and remembered events are undone, and the submissions before it in the batch stand.
+- Content belongs to its artists (SPEC §2.1): a use names an artist its content is bound to, or the
+  content is bound to none yet and the use binds it to that artist (no leaf of its own); otherwise the
+  submission is refused (409). A content, once bound, stays bound to at least one artist, so no later
+  use can bind it afresh under another id.
 - An erased artist keeps its tag and its chain (SPEC §2.2): if its id comes back, the artist map still
   holds the tag, and the chain goes on from there.
 """
@@ -28,13 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from . import merkle, records
+from .records import NONCE_SIZE
 from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
 from .leaves import entry_leaf, public_fields
 from .note import Signer, sign_note
 from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem
-from .store.base import ArtistState, Batch, Entry, Erasure, PolicyRecord
+from .store.base import ArtistState, Batch, BindingChange, Entry, Erasure, PolicyRecord
 from .vrf import VrfSecret
 
 # The submitted fields of a use record; the rest of its details are the server's.
@@ -43,6 +48,8 @@ SUBMITTED_FIELDS = (
     "window_end", "detail", "basis",
 )
 Schedule = tuple[tuple[int, int, Policy], ...]  # every published policy: (effective_at ms, leaf index, policy)
+BOUND_CACHE = 200_000  # contents whose stored bindings the builder keeps in memory (then it forgets them all)
+MAX_CONTENT_ARTISTS = 100  # artists one content may be bound to: a request names them all
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs ~1 µs more to build, once per record
@@ -56,6 +63,16 @@ class UseResult:
 
 
 @dataclass(slots=True)
+class BindingResult:
+    """One binding leaf: `artist_id` bound to the content or released from it."""
+
+    artist_id: str
+    change: str
+    index: int
+    leaf_hash: bytes
+
+
+@dataclass(slots=True)
 class Submission:
     """One caller's validated records: appended all together or not at all."""
 
@@ -64,10 +81,12 @@ class Submission:
 
 
 class BuildReader(Protocol):
-    """What building a batch reads from storage: artists' states, earlier events (idempotency), a stored
-    leaf hash (a duplicate's answer) and whether a policy id is taken."""
+    """What building a batch reads from storage: artists' states, the artists contents are bound to,
+    earlier events (idempotency), a stored leaf hash (a duplicate's answer) and whether a policy id is
+    taken."""
 
     def artist_states(self, artist_ids: Sequence[str]) -> dict[str, ArtistState]: ...
+    def bindings(self, content_ids: Sequence[str]) -> dict[str, frozenset[str]]: ...
     def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]: ...
     def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
     def policy(self, policy_id: str) -> PolicyRecord | None: ...
@@ -103,6 +122,8 @@ class Pending:
     artists: dict[str, ArtistState] = field(default_factory=dict)
     policies: list[PolicyRecord] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
+    bindings: list[BindingChange] = field(default_factory=list)
+    bound: dict[str, frozenset[str]] = field(default_factory=dict)  # contents whose artists this batch changed
 
     @property
     def size(self) -> int:
@@ -111,8 +132,9 @@ class Pending:
 
 class BatchBuilder:
     def __init__(self, reader: BuildReader, head: Head, *, origin: str, signers: list[Signer], vrf: VrfSecret,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], ids: records.IdPattern | None = None) -> None:
         self.reader = reader
+        self.ids = ids  # the log's own id pattern, on top of the default one
         self.head = head
         self.origin = origin
         self.signers = signers  # by reference: LocalLog.reload_keys swaps a running server's keys in place
@@ -122,6 +144,11 @@ class BatchBuilder:
         # Events of batches built and not yet settled, so an event_id sent again meanwhile is a duplicate
         # of the first, not a second leaf (the store's unique index is the backstop).
         self.recent: dict[tuple[str, str], tuple[Any, UseResult]] = {}
+        # The artists of contents as stored (None: bound to none), a cache that may be dropped at any
+        # time; and those that batches handed over changed, with the end of their batch, kept until the
+        # batch is durable (until then storage may not show them yet).
+        self._bound: dict[str, frozenset[str] | None] = {}
+        self._unsettled_bound: dict[str, tuple[frozenset[str], int]] = {}
 
     def begin(self) -> Pending:
         h = self.head
@@ -139,6 +166,9 @@ class BatchBuilder:
             self._artists[a.artist_id] = a
         for x in p.erasures:
             self._artists[x.artist_id] = None  # no longer stored under its id
+            self._bound.clear()  # its contents were released with it: what storage holds changed
+        for content_id, artists in p.bound.items():
+            self._unsettled_bound[content_id] = (artists, p.size)
 
     def policy_now(self) -> Policy | None:
         return in_effect(self.head.schedule, max(int(self.clock() * 1000), self.head.logged_ms))
@@ -146,6 +176,11 @@ class BatchBuilder:
     def forget(self, start: int, end: int | None) -> None:
         """Drops the remembered events of leaves start..end (end None: all from start). They were
         remembered in index order, so a settled batch's are at the front and an abandoned one's last."""
+        if end is not None:  # durable: storage shows these bindings now
+            for content_id, (artists, batch_end) in list(self._unsettled_bound.items()):
+                if batch_end <= end:
+                    del self._unsettled_bound[content_id]
+                    self._bound[content_id] = artists
         recent = self.recent
         if end is None:
             gone = [k for k, (_, r) in recent.items() if r.index >= start]
@@ -186,6 +221,86 @@ class BatchBuilder:
             for a in missing:
                 self._artists[a] = found.get(a)
 
+    # --- content bound to its artists -----------------------------------------------------------
+
+    def artists_of(self, p: Pending, content_id: str) -> frozenset[str] | None:
+        """The artists `content_id` is bound to as of the batch being built; None if none yet."""
+        got = p.bound.get(content_id)
+        if got is not None:
+            return got
+        unsettled = self._unsettled_bound.get(content_id)
+        if unsettled is not None:
+            return unsettled[0]
+        if content_id not in self._bound:
+            self._prefetch_bindings({content_id})
+        return self._bound[content_id]
+
+    def _prefetch_bindings(self, content_ids: set[str]) -> None:
+        """Loads the stored bindings of a submission's contents in one query instead of one per content."""
+        missing = [c for c in content_ids if c not in self._bound and c not in self._unsettled_bound]
+        if not missing:
+            return
+        if len(self._bound) + len(missing) > BOUND_CACHE:
+            self._bound.clear()  # only a cache of what storage holds: the unsettled ones are apart
+        found = self.reader.bindings(missing)
+        for c in missing:
+            self._bound[c] = found.get(c)
+
+    def _check_bound(self, p: Pending, r: dict[str, Any], k: int) -> None:
+        """The use's artist must be one its content is bound to; content bound to no one yet is bound to
+        it now (SPEC §2.1: first sight, recorded by the use leaf itself, at index p.size)."""
+        content_id, artist_id = r["content_id"], r["artist_id"]
+        bound = self.artists_of(p, content_id)
+        if bound is None:
+            p.bound[content_id] = frozenset((artist_id,))
+            p.bindings.append(BindingChange(content_id, artist_id, p.size, True))
+        elif artist_id not in bound:
+            raise Conflict(
+                f"content {content_id!r} is bound to {_names(bound)}, not to {artist_id!r}: nothing was logged. "
+                "Log the use under the content's artist (one record per rightsholder), or have the catalogue "
+                "bind the content to its artists first",
+                [{"field": f"records[{k}].artist_id", "message": f"{content_id!r} is not bound to {artist_id!r}"}],
+            )
+
+    def bind(self, p: Pending, content_id: str, artists: frozenset[str], *, service: str | None) -> list[BindingResult]:
+        """Makes `artists` the content's artists: a `binding` leaf (release) in the chain of each artist
+        it had and loses, then one (bind) in the chain of each it gains, in id order. No change, no leaf."""
+        self._check_ids(content_id, "content_id")
+        if not artists:
+            raise ValidationError(f"content {content_id!r} must stay bound to at least one artist (a use would "
+                                  "otherwise bind it afresh): bind its new artists before releasing the last one",
+                                  [{"field": "artists", "message": "must not be empty"}])
+        if len(artists) > MAX_CONTENT_ARTISTS:
+            raise ValidationError(f"a content may be bound to at most {MAX_CONTENT_ARTISTS} artists",
+                                  [{"field": "artists", "message": f"{len(artists)} given"}])
+        for a in sorted(artists):
+            self._check_ids(a, "artists")
+        before = self.artists_of(p, content_id) or frozenset()
+        changes = [(a, "release") for a in sorted(before - artists)] + [(a, "bind") for a in sorted(artists - before)]
+        out = []
+        nonces = os.urandom(NONCE_SIZE * len(changes))
+        for k, (artist_id, change) in enumerate(changes):
+            artist = self._artist(p, artist_id)
+            entry = self._artist_entry(p, artist, "binding", {})
+            entry.details = records.binding_details(
+                artist_id, content_id, change=change, service=service, index=entry.index, logged_at=p.logged_at,
+                nonce=nonces[NONCE_SIZE * k : NONCE_SIZE * (k + 1)],
+            )
+            p.bindings.append(BindingChange(content_id, artist_id, entry.index, change == "bind"))
+            _, h = self._add(p, entry)
+            out.append(BindingResult(artist_id, change, entry.index, h))
+        if changes:
+            p.bound[content_id] = artists
+        return out
+
+    def _check_ids(self, value: str, field: str) -> None:
+        if not records.is_platform_id(value):
+            raise ValidationError(f"{field}: {value[:64]!r} is not a platform id",
+                                  [{"field": field, "message": records.PLATFORM_ID_RULE}])
+        if self.ids is not None and not self.ids.matches(value):
+            raise ValidationError(f"{field}: {value[:64]!r} does not match the log's id pattern",
+                                  [{"field": field, "message": f"must match {self.ids.regex}"}])
+
     def _add(self, p: Pending, entry: Entry) -> tuple[bytes, bytes]:
         """Appends `entry` to the batch; returns its leaf and leaf hash."""
         leaf = entry_leaf(entry, p.prev)
@@ -211,6 +326,7 @@ class BatchBuilder:
         out: list[list[UseResult] | TlogError] = []
         # One query each for every submission's artists and earlier events, not one per submission.
         self._prefetch_artists({r["artist_id"] for sub in submissions for r in sub.records})
+        self._prefetch_bindings({r["content_id"] for sub in submissions for r in sub.records})
         stored: dict[str, dict[str, Entry]] = {}
         for service in {sub.service for sub in submissions}:
             ids = [r["event_id"] for sub in submissions if sub.service == service for r in sub.records
@@ -219,18 +335,20 @@ class BatchBuilder:
         for sub in submissions:
             # Only this submission's artists can change: their states are all an undo needs.
             touched = {r["artist_id"]: p.artists.get(r["artist_id"]) for r in sub.records}
-            mark = (len(p.entries), len(p.nodes), p.prev, p.frontier.copy(), _snapshot(touched))
+            mark = (len(p.entries), len(p.nodes), p.prev, p.frontier.copy(), _snapshot(touched), len(p.bindings))
             try:
                 out.append(self._append_submission(p, sub, seen, stored[sub.service]))
             except TlogError as exc:
                 # Undo this submission's staged work; earlier submissions in the batch stand.
-                n_entries, n_nodes, p.prev, p.frontier, before = mark
+                n_entries, n_nodes, p.prev, p.frontier, before, n_bindings = mark
                 for artist_id, state in before.items():
                     if state is None:
                         p.artists.pop(artist_id, None)
                     else:
                         p.artists[artist_id] = state
-                del p.entries[n_entries:], p.nodes[n_nodes:]
+                for b in p.bindings[n_bindings:]:  # first sights only: the content was bound to no one before
+                    del p.bound[b.content_id]
+                del p.entries[n_entries:], p.nodes[n_nodes:], p.bindings[n_bindings:]
                 for key in [k for k, (_, r) in seen.items() if r.index >= p.start + n_entries and not r.duplicate]:
                     del seen[key]
                 out.append(exc)
@@ -251,6 +369,11 @@ class BatchBuilder:
             for i, r in enumerate(sub.records)
             if (why := phase_problem(policy, r["purpose"], r["phase"])) is not None
         ]
+        if self.ids is not None:
+            problems += [
+                {"field": f"records[{i}].{f}", "message": f"must match the log's id pattern {self.ids.regex}"}
+                for i, r in enumerate(sub.records) for f in ("content_id", "artist_id") if not self.ids.matches(r[f])
+            ]
         ids = [r["event_id"] for r in sub.records]
         if len(set(ids)) != len(ids):
             problems.append({"field": "records", "message": "an event_id appears twice in one request"})
@@ -275,6 +398,7 @@ class BatchBuilder:
                     )
                 results.append(UseResult(first.event_id, first.index, first.decision, first.leaf_hash, True))
                 continue
+            self._check_bound(p, r, k)
             res = self._append_use(p, sub.service, r, policy, nonces[16 * k : 16 * k + 16])
             results.append(res)
             seen[key] = (r, res)
@@ -299,6 +423,7 @@ class BatchBuilder:
                     service: str | None) -> tuple[int, bytes]:
         """A `preference` leaf replacing the artist's preferences (validated by the caller). A service may
         only add restrictions (SPEC §4); the artist's own token may do anything."""
+        self._check_ids(artist_id, "artist_id")
         artist = self._artist(p, artist_id)
         if by == "service":
             loosened = loosenings(artist.preferences or {}, prefs)
@@ -377,10 +502,17 @@ class BatchBuilder:
         self._add(p, Entry(p.size, "map", p.logged_ms, {"root": p.map.root().hex()}))
         checkpoint = self.sign(p.size, p.frontier.root())
         return checkpoint, Batch(p.start, p.entries, p.nodes, list(p.artists.values()), p.policies, checkpoint, p.base,
-                                 p.erasures)
+                                 p.erasures, p.bindings)
 
     def sign(self, size: int, root: bytes) -> bytes:
         return sign_note(Checkpoint(self.origin, size, root).body(), tuple(self.signers))
+
+
+def _names(artist_ids: frozenset[str], shown: int = 3) -> str:
+    """Up to `shown` artist ids, quoted, and how many more: an error names the conflict, boundedly."""
+    names = sorted(artist_ids)
+    text = ", ".join(repr(a) for a in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _snapshot(artists: dict[str, ArtistState | None]) -> dict[str, ArtistState | None]:

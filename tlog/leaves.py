@@ -14,7 +14,8 @@ import orjson
 from . import merkle
 from .canonical import canonical
 from .errors import StorageError, TlogError
-from .records import LEAF_VERSION, Leaf, build_leaf, format_logged_at, parse_leaf, preference_leaf, use_leaf_unchecked
+from .records import (LEAF_VERSION, Leaf, binding_leaf, build_leaf, format_logged_at, parse_leaf, preference_leaf,
+                      use_leaf_unchecked)
 from .store.base import Entry, Store
 
 # The fields of a chained leaf that its entry's columns hold; an erased entry keeps the others (Entry.erased).
@@ -37,6 +38,8 @@ def entry_leaf(entry: Entry, prev: bytes) -> bytes:
         leaf = Leaf("map", prev, logged_at, root=bytes.fromhex(d["root"]))
     elif entry.type == "preference":
         leaf = preference_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
+    elif entry.type == "binding":
+        leaf = binding_leaf(d, prev=prev, artist=entry.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
     elif entry.type == "policy":
         leaf = Leaf("policy", prev, logged_at, details=bytes.fromhex(d["sha256"]), policy=d["policy"],
                     effective_at=d["effective_at"])

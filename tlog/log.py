@@ -28,6 +28,7 @@ from pathlib import Path
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, StorageError, TlogError, ValidationError
 from .note import Signer, Verifier, generate_key, is_valid_name, parse_note, sign_note
+from .records import IdPattern
 from .sequencer import Sequencer
 from .store.sqlite import SqliteStore
 from .store.writer import ProcessWriter
@@ -205,14 +206,18 @@ def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
     return [found[k] for k in vkeys]
 
 
-def init_log(db: str | os.PathLike[str], origin: str, *, clock: Callable[[], float] = time.time) -> LocalLog:
+def init_log(db: str | os.PathLike[str], origin: str, *, clock: Callable[[], float] = time.time,
+             id_pattern: str | None = None) -> LocalLog:
     """Creates the database and keys, and writes the first batch (SPEC §2.3: the log leaf, the default
     policy and a map leaf) with the first checkpoint, of size 3. `clock` dates that batch: a test or a
     demo that needs a log with a past (a loosening announced with its notice, now in effect) starts it
-    earlier and writes that past with `sequencer(clock=…)`."""
+    earlier and writes that past with `sequencer(clock=…)`. `id_pattern` (a regular expression) narrows
+    the content and artist ids the log accepts (records.IdPattern); it is kept in the meta `id_pattern`."""
     path = Path(db)
     if not is_valid_name(origin) or "+" in origin:
         raise ValidationError(f"origin {origin!r} must be a key name: printable, no spaces, no '+'")
+    if id_pattern is not None:
+        IdPattern(id_pattern)  # a pattern that does not compile is refused before anything is made
     signer_path, vrf_path = key_paths(path)
     for p in (path, signer_path, vrf_path):
         if p.exists():
@@ -226,6 +231,8 @@ def init_log(db: str | os.PathLike[str], origin: str, *, clock: Callable[[], flo
     store.set_meta("origin", origin)
     store.set_meta("vkey", vkey)
     store.set_meta("vrf", vrf.pk.hex())
+    if id_pattern is not None:
+        store.set_meta("id_pattern", id_pattern)
     log = LocalLog(path, store, origin, Verifier.from_key(vkey), [Signer.from_key(skey)], vrf)
     log.sequencer(clock=clock).start_log(vrf.pk)
     return log

@@ -99,10 +99,38 @@ class UseRecord(TypedDict):
 
 
 def is_platform_id(value: Any) -> bool:
-    """`content_id` / `artist_id` syntax: 1–256 printable characters, none of them a space. Python's
-    isprintable() is false for every Unicode separator, control, format, private-use and surrogate
-    character, so this also refuses lone surrogates."""
-    return type(value) is str and 0 < len(value) <= MAX_PLATFORM_ID and value.isprintable() and " " not in value
+    """`content_id` / `artist_id` syntax, the default pattern of SPEC §2.1: 1–256 printable ASCII
+    characters, none of them a space (`[!-~]{1,256}`). ASCII only, so that no Unicode look-alike of an id
+    (a Cyrillic "а", a full-width digit, a zero-width joiner) is another valid id; look-alikes within
+    ASCII (case, a trailing "/") are kept apart by the content's binding to its artists instead. A log
+    may narrow this with its own pattern (`IdPattern`), never widen it."""
+    return type(value) is str and 0 < len(value) <= MAX_PLATFORM_ID and value.isascii() and value.isprintable() and " " not in value
+
+
+PLATFORM_ID_RULE: Final = "must be 1–256 printable ASCII characters without spaces"
+
+
+@dataclass(frozen=True, slots=True)
+class IdPattern:
+    """A log's own pattern for content and artist ids (`tlog init --id-pattern`, kept in the log's meta
+    as `id_pattern`), checked on top of the default one: it can narrow what the log accepts (say
+    `sc:(track|user):[0-9]+`), never admit what the default refuses."""
+
+    regex: str
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.regex)
+        except re.error as e:
+            raise ValidationError(f"the id pattern {self.regex!r} is not a regular expression: {e}") from None
+
+    def matches(self, value: str) -> bool:
+        return _compiled(self.regex).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
 
 
 def is_text(value: Any) -> bool:
@@ -220,10 +248,10 @@ def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str 
         problems.append(("event_id", _type_problem(event_id) or "must be 1–128 characters from A–Z a–z 0–9 . _ : -"))
     content_id = get("content_id", _MISSING)
     if not is_platform_id(content_id):
-        problems.append(("content_id", _type_problem(content_id) or "must be 1–256 printable characters without spaces"))
+        problems.append(("content_id", _type_problem(content_id) or PLATFORM_ID_RULE))
     artist_id = get("artist_id", _MISSING)
     if not is_platform_id(artist_id):
-        problems.append(("artist_id", _type_problem(artist_id) or "must be 1–256 printable characters without spaces"))
+        problems.append(("artist_id", _type_problem(artist_id) or PLATFORM_ID_RULE))
     purpose = get("purpose", _MISSING)
     if type(purpose) is not str or purpose not in purposes:
         problems.append(("purpose", _type_problem(purpose) or unknown_code("a purpose of the policy in force", purposes)))
@@ -368,15 +396,29 @@ def preference_details(
         raise ValueError("artist_id is not a platform id")
     if by not in CHANGED_BY or (service is None) != (by == "artist"):
         raise ValueError('by must be "artist" (service None) or "service" (with the service name)')
-    return {
-        "artist_id": artist_id,
-        "preferences": preferences,
-        "by": by,
-        "service": None if service is None else _name(service, "service"),
-        "index": _index(index),
-        "logged_at": logged_at,
-        "nonce": _nonce(nonce),
-    }
+    return {"artist_id": artist_id, "preferences": preferences, "by": by,
+            **_who_where_when(service, index, logged_at, nonce)}
+
+
+def binding_details(
+    artist_id: str, content_id: str, *, change: str, service: str | None, index: int, logged_at: str, nonce: bytes
+) -> dict[str, Any]:
+    """The details of a binding leaf (SPEC §2.1): the artist in whose chain it sits, the content bound to
+    it or released from it (`change` "bind" or "release"), the `catalog` service that did it (None: the
+    operator, `tlog content bind`), where and when."""
+    if not is_platform_id(artist_id) or not is_platform_id(content_id):
+        raise ValueError("artist_id and content_id must be platform ids")
+    if change not in BINDING_CHANGES:
+        raise ValueError(f"change must be one of {', '.join(sorted(BINDING_CHANGES))}")
+    return {"artist_id": artist_id, "content_id": content_id, "change": change,
+            **_who_where_when(service, index, logged_at, nonce)}
+
+
+def _who_where_when(service: str | None, index: int, logged_at: str, nonce: bytes) -> dict[str, Any]:
+    """The fields every artist-change leaf's details end with: the service that made the change (None:
+    the artist or the operator), the leaf's index and time, and the nonce that makes the commitment hiding."""
+    return {"service": None if service is None else _name(service, "service"), "index": _index(index),
+            "logged_at": logged_at, "nonce": _nonce(nonce)}
 
 
 def details_hash(details: Mapping[str, Any]) -> bytes:
@@ -524,6 +566,12 @@ def preference_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, a
         aprev=aprev,
         by=details["by"],
     )
+
+
+def binding_leaf(details: Mapping[str, Any], *, prev: bytes, artist: bytes, aseq: int, aprev: int | None) -> Leaf:
+    """The binding leaf committing to `details` (from `binding_details`)."""
+    return Leaf(type="binding", prev=prev, logged_at=details["logged_at"], details=details_hash(details),
+                artist=artist, aseq=aseq, aprev=aprev)
 
 
 def build_leaf(leaf: Leaf) -> bytes:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from . import merkle, records
 from .artistmap import ArtistMap, MapValue
-from .builder import BatchBuilder, Head, Pending, Submission, UseResult
+from .builder import BatchBuilder, BindingResult, Head, Pending, Submission, UseResult
 from .errors import StorageError, TlogError, ValidationError
 from .note import Signer
 from .leaves import entry_leaves
@@ -42,7 +42,7 @@ from .store.base import MAX_ENTRIES, STALE_STATE, Batch, Entry, Erasure, PolicyR
 from .store.writer import BatchWriter, InlineWriter
 from .vrf import VrfSecret
 
-__all__ = ["Sequencer", "Submission", "Ticket", "UseResult"]  # Submission, UseResult: built in builder.py
+__all__ = ["BindingResult", "Sequencer", "Submission", "Ticket", "UseResult"]  # the results: built in builder.py
 
 T = TypeVar("T")
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet settled: one being written, one queued
@@ -108,8 +108,9 @@ class Sequencer:
         self._stale = True
         head = read_head(self.store)
         checkpoint = self.store.latest_checkpoint()
+        pattern = self.store.get_meta("id_pattern")
         self.builder = BatchBuilder(self.store, head, origin=self.origin, signers=self.signers, vrf=self.vrf,
-                                    clock=self.clock)
+                                    clock=self.clock, ids=records.IdPattern(pattern) if pattern else None)
         self.checkpoint = checkpoint
         self.maps.clear()  # in place: a server holds a reference to it
         self.maps[head.size] = head.map
@@ -176,6 +177,37 @@ class Sequencer:
             prefs = validate_preferences(preferences, purposes=accepted_purposes(p.schedule, p.logged_ms),
                                          limits=self.preference_limits)
             return p, self.builder.preferences(p, artist_id, prefs, by=by, service=service)
+
+        return self._build_and_commit(build)
+
+    # --- content bound to its artists (SPEC §2.1) ---------------------------------------------
+
+    def set_content_artists(self, content_id: str, artists: Sequence[str], *, service: str | None = None) -> list[BindingResult]:
+        """Makes `artists` exactly the content's artists (`PUT /v1/content/{id}/artists`): a `binding` leaf
+        in the chain of each artist bound or released; none if nothing changes."""
+        target = frozenset(artists)
+        return self._rebind(content_id, lambda before: target, service)
+
+    def bind_content(self, content_id: str, artists: Sequence[str], *, service: str | None = None) -> list[BindingResult]:
+        """Adds `artists` to the content's artists (`tlog content bind`)."""
+        return self._rebind(content_id, lambda before: before | frozenset(artists), service)
+
+    def release_content(self, content_id: str, artist_id: str, *, service: str | None = None) -> list[BindingResult]:
+        """Releases the content from one of its artists (`tlog content release`)."""
+        def target(before: frozenset[str]) -> frozenset[str]:
+            if artist_id not in before:
+                raise ValidationError(f"content {content_id!r} is not bound to {artist_id!r}",
+                                      [{"field": "artist", "message": "not one of the content's artists"}])
+            return before - {artist_id}
+
+        return self._rebind(content_id, target, service)
+
+    def _rebind(self, content_id: str, target: Callable[[frozenset[str]], frozenset[str]],
+                service: str | None) -> list[BindingResult]:
+        def build() -> tuple[Pending, list[BindingResult]]:
+            p = self._begin()
+            before = self.builder.artists_of(p, content_id) or frozenset()
+            return p, self.builder.bind(p, content_id, target(before), service=service)
 
         return self._build_and_commit(build)
 

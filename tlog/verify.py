@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from . import merkle
+from .bindings import BindingReplay, Unshared, unshared, use_key
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, NotFound, ProofError, StorageError, ValidationError, VerificationError
 from .leaves import checked_entry_leaf
@@ -56,6 +57,9 @@ class Report:
     checkpoints: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # Uses of content bound to several artists not logged for each (SPEC §2.1): the log holds, the
+    # services that logged them did not; `tlog verify` names them and exits 1.
+    unshared: list[Unshared] = field(default_factory=list)
 
     def summary(self) -> str:
         rate = f", {self.leaves / self.seconds:,.0f} leaves/s" if self.seconds > 0 and self.leaves else ""
@@ -168,10 +172,11 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
         raise min(errors, key=lambda e: (e.index is None, e.index or 0))
     try:
         _check_tables(log, artists, merged)
+        missing = _check_bindings(store, size)
     except StorageError as exc:  # a table row that cannot even be read
         raise VerificationError(exc.message) from None
     return Report(log.origin, size, size, len(merged.artists), report_checkpoints + (trusted is not None),
-                  time.perf_counter() - t0)
+                  time.perf_counter() - t0, unshared=missing)
 
 
 def _context(log: LocalLog, artists: list[ArtistState]) -> _Context:
@@ -597,6 +602,31 @@ def _check_tables(log: LocalLog, artists: list[ArtistState], m: _Merged) -> None
                               "its chain")
     if log.store.stats() != m.stats.rows():
         raise VerificationError("the statistics table does not match a recount of the leaves")
+
+
+def _check_bindings(store: Any, size: int) -> list[Unshared]:
+    """The bindings table against a replay of the first uses and binding leaves (both already matched
+    to their leaves), then the uses of co-owned content that were not logged for every bound artist."""
+    replay = BindingReplay()
+    for index, content_id, artist_id, change in store.content_events(size):
+        if change is None:
+            replay.use(index, content_id, artist_id)
+        else:
+            replay.binding(index, content_id, artist_id, change)
+    if store.keeps_bindings:
+        stored: dict[str, dict[str, int]] = {}
+        for content_id, artist_id, index in store.iter_bindings():
+            stored.setdefault(content_id, {})[artist_id] = index
+        differ = [c for c in stored.keys() | replay.bound.keys() if stored.get(c) != replay.bound.get(c)]
+        if differ:
+            first = min(differ, key=lambda c: min([*stored.get(c, {}).values(), *replay.bound.get(c, {}).values()]))
+            at = min([*stored.get(first, {}).values(), *replay.bound.get(first, {}).values()])
+            raise _fail(at, f"the stored artists of content {first!r} differ from what its first use and binding "
+                            "leaves say")
+    if not replay.co_owned:
+        return []
+    uses = [(e.index, e.artist_id, use_key(e.details)) for e in store.content_uses(sorted(replay.co_owned_contents), size)]
+    return unshared(uses, replay.co_owned)  # type: ignore[arg-type]
 
 
 # --- remote: from the public tiles alone ----------------------------------------------------------

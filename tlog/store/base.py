@@ -79,6 +79,17 @@ class ErasureRecord:
     logged_ms: int
 
 
+@dataclass(slots=True)
+class BindingChange:
+    """A content id bound to an artist or released from it (SPEC §2.1), by the leaf at `index`: a binding
+    leaf, or the content's first use, which binds it to the artist it names (no leaf of its own)."""
+
+    content_id: str
+    artist_id: str
+    index: int
+    bound: bool  # False: released
+
+
 # The `code` of the StorageError `write_batch` raises when `Batch.start` is not the store's size: another
 # process appended since the writer read its state. Nothing was written; the batch may be rebuilt.
 STALE_STATE = "stale_state"
@@ -102,6 +113,7 @@ class Batch:
     checkpoint: bytes | None = None
     prev: bytes | None = None
     erasures: list[Erasure] = field(default_factory=list)
+    bindings: list[BindingChange] = field(default_factory=list)  # in index order
 
     @property
     def end(self) -> int:
@@ -116,6 +128,7 @@ class TokenRecord:
     created_ms: int
     revoked_ms: int | None = None
     digest: bytes = b""
+    rights: frozenset[str] = frozenset()  # of a service token: "catalog" (tokens.RIGHTS)
 
 
 MAX_ENTRIES = 1 << 62  # the `limit` of a listing that wants every entry
@@ -178,6 +191,10 @@ class Store(Protocol):
     def erasures(self, tag: bytes | None = None) -> list[ErasureRecord]: ...  # in log order; of one tag, or all
     def forget_artist(self, artist_id: str) -> int: ...  # deletes its tokens (no leaf needed); returns how many
     def scrub(self) -> None: ...  # deleted data off the disk: see SqliteStore.scrub
+    # --- content bound to its artists (SPEC §2.1) ---------------------------------------------
+    def bindings(self, content_ids: Sequence[str]) -> dict[str, frozenset[str]]: ...  # bound contents only
+    def content_artists(self, content_id: str) -> list[tuple[str, int]]: ...  # (artist id, index that bound it)
+    def iter_bindings(self) -> Iterator[tuple[str, str, int]]: ...  # (content id, artist id, index)
 
     # --- statistics ----------------------------------------------------------------------------
     def stats(self, size: int | None = None, since_ms: int | None = None,
@@ -189,7 +206,8 @@ class Store(Protocol):
     def entries_of(self, start: int, end: int, types: Sequence[str], decisions: Sequence[str]) -> list[Entry]: ...
 
     # --- tokens --------------------------------------------------------------------------------
-    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int) -> int: ...
+    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int,
+                  rights: frozenset[str] = frozenset()) -> int: ...
     def token_by_digest(self, digest: bytes) -> TokenRecord | None: ...
     def tokens(self) -> list[TokenRecord]: ...
     def revoke_token(self, token_id: int, now_ms: int) -> bool: ...

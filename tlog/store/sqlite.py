@@ -52,7 +52,8 @@ import sqlite_utils
 from ..errors import StorageError
 from ..records import format_logged_at
 from ..stats import StatRow, Tally
-from .base import STALE_STATE, ArtistState, Batch, Entry, ErasureRecord, PolicyRecord, TokenRecord, UseFilter
+from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, ErasureRecord, PolicyRecord, TokenRecord,
+                   UseFilter)
 
 SCHEMA_VERSION = "3"
 _DAY_MS = 86_400_000
@@ -88,6 +89,7 @@ _ERASE_ENTRY = (
 # The artist tokens that cover an id: an artist token's subject is its artist ids, joined by spaces.
 _ARTIST_TOKENS = "SELECT id, subject FROM tokens WHERE role = 'artist' AND instr(' ' || subject || ' ', ' ' || ? || ' ') > 0"
 _DELETE_FEED_KEYS = "DELETE FROM feed_keys WHERE artist_id = ?"  # erased with the artist, as its tokens
+_DELETE_BINDINGS = "DELETE FROM bindings WHERE artist = (SELECT id FROM artists WHERE artist_id = ?)"
 _ERASED_ROW = "FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS NULL AND a.tag = ?"  # an erased artist's
 SCRUB_TRIES = 50  # checkpoint(TRUNCATE) attempts, 0.1 s apart, while readers hold the WAL
 
@@ -146,7 +148,10 @@ class SqliteStore:
                 self._ensure_erasures()
                 self._ensure_feed_keys_table()
                 self._ensure_notify_tables()
+                self._ensure_bindings_table()
+                self._ensure_token_rights()
             self._has_usage = self._table_exists("usage")
+            self._token_rights = self._has_column("tokens", "rights")
         except sqlite3.Error as exc:
             if not readonly and not os.access(self.path.parent, os.W_OK):
                 raise StorageError(
@@ -250,6 +255,34 @@ class SqliteStore:
             "CREATE TABLE IF NOT EXISTS erasures (idx INTEGER PRIMARY KEY, tag BLOB NOT NULL, reason TEXT NOT NULL)"
         )
         self.conn.execute("CREATE INDEX IF NOT EXISTS artists_erased ON artists(tag) WHERE artist_id IS NULL")
+    def _ensure_bindings_table(self) -> None:
+        """Which artists each content id is bound to (SPEC §2.1), and the index of the leaf that bound it
+        (a binding leaf, or the content's first use). Created on open, like `published`. Keyed by content
+        id, which is how a batch looks it up; an artist is its `artists` row id. A log that had uses
+        before bindings existed gets each content bound to the artist of its first use, once, as if the
+        rule had always held (which is what `tlog verify` replays)."""
+        if self.keeps_bindings:
+            return
+        with self._immediate() as c:
+            if not self._has_column("bindings", "content_id"):  # another connection may have made it meanwhile
+                c.execute("CREATE TABLE bindings (content_id TEXT NOT NULL, artist INTEGER NOT NULL, "
+                          "idx INTEGER NOT NULL, PRIMARY KEY (content_id, artist)) WITHOUT ROWID")
+                # SQLite takes a bare column from the row min() chose: the first use's artist.
+                c.execute("INSERT INTO bindings (content_id, artist, idx) SELECT content_id, artist, min(idx) "
+                          "FROM entries WHERE content_id IS NOT NULL AND extra IS NULL GROUP BY content_id")
+
+    @property
+    def keeps_bindings(self) -> bool:
+        """Whether the log has its bindings table (a read-only connection to an older log may not)."""
+        return self._has_column("bindings", "content_id")
+
+    def _ensure_token_rights(self) -> None:
+        """A service token's rights (tokens.RIGHTS), space-separated; added to logs made before rights."""
+        if not self._has_column("tokens", "rights"):
+            self.conn.execute("ALTER TABLE tokens ADD COLUMN rights TEXT NOT NULL DEFAULT ''")
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self.conn.execute(f"PRAGMA table_info({table})"))
 
     def _ensure_feed_keys_table(self) -> None:
         """Artists' feed keys (SPEC §6), stored as SHA-256 like tokens. Created on open, as `published`."""
@@ -662,6 +695,63 @@ class SqliteStore:
             time.sleep(0.1)
         raise StorageError(f"the write-ahead log of {self.path.name} was kept busy by readers and still holds the "
                            "erased data; run the same `tlog erase` again to truncate it")
+    # --- content bound to its artists ------------------------------------------------------------
+
+    def bindings(self, content_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        """The artists each of `content_ids` is bound to; contents bound to none are left out."""
+        found: dict[str, set[str]] = {}
+        ids = list(content_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            q = (f"SELECT b.content_id, a.artist_id FROM bindings b JOIN artists a ON a.id = b.artist "
+                 f"WHERE b.content_id IN ({','.join('?' * len(chunk))})")
+            for content_id, artist_id in self._bindings_query(q, chunk):
+                found.setdefault(content_id, set()).add(artist_id)
+        return {c: frozenset(a) for c, a in found.items()}
+
+    def content_artists(self, content_id: str) -> list[tuple[str, int]]:
+        q = ("SELECT a.artist_id, b.idx FROM bindings b JOIN artists a ON a.id = b.artist WHERE b.content_id = ? "
+             "ORDER BY a.artist_id")
+        return self._bindings_query(q, [content_id])
+
+    def iter_bindings(self) -> Iterator[tuple[str, str, int]]:
+        q = "SELECT b.content_id, a.artist_id, b.idx FROM bindings b JOIN artists a ON a.id = b.artist ORDER BY b.content_id, a.artist_id"
+        yield from self._bindings_query(q, [])
+
+    def content_events(self, end: int) -> Iterator[tuple[int, str, str, str | None]]:
+        """(index, content id, artist id, change) of every use, refusal (change None) and binding leaf
+        below `end`, in index order: what `bindings.BindingReplay` replays."""
+        q = ("SELECT e.idx, e.content_id, a.artist_id, e.extra FROM entries e JOIN artists a ON a.id = e.artist "
+             "WHERE e.content_id IS NOT NULL AND e.idx < ? ORDER BY e.idx")  # an erased entry has no content id
+        for idx, content_id, artist_id, extra in self.conn.execute(q, (end,)):
+            if extra is None:
+                yield idx, content_id, artist_id, None
+            else:
+                try:
+                    change = orjson.loads(extra)["change"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise StorageError(f"entry {idx} cannot be read from {self.path.name} (the database was "
+                                       f"altered): {type(exc).__name__}: {exc}") from None
+                yield idx, content_id, artist_id, change
+
+    def content_uses(self, content_ids: Sequence[str], end: int) -> list[Entry]:
+        """The use and refusal entries below `end` about any of `content_ids`, in index order."""
+        out: list[Entry] = []
+        ids = list(content_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            q = (f"{_ENTRY_SELECT} WHERE e.content_id IN ({','.join('?' * len(chunk))}) AND e.extra IS NULL "
+                 "AND e.idx < ?")
+            out += [self._entry(r) for r in self.conn.execute(q, [*chunk, end])]
+        return sorted(out, key=lambda e: e.index)
+
+    def _bindings_query(self, q: str, args: list[Any]) -> list[Any]:
+        try:
+            return self.conn.execute(q, args).fetchall()
+        except sqlite3.OperationalError:
+            if self.keeps_bindings:
+                raise
+            return []  # a read-only connection to a log made before bindings: nothing is bound
 
     # --- statistics ----------------------------------------------------------------------------
 
@@ -745,11 +835,12 @@ class SqliteStore:
 
     # --- tokens --------------------------------------------------------------------------------
 
-    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int) -> int:
+    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int,
+                  rights: frozenset[str] = frozenset()) -> int:
         cur = self._guard(
             lambda: self.conn.execute(
-                "INSERT INTO tokens (role, subject, digest, created_ms) VALUES (?, ?, ?, ?)",
-                (role, subject, digest, now_ms),
+                "INSERT INTO tokens (role, subject, digest, created_ms, rights) VALUES (?, ?, ?, ?, ?)",
+                (role, subject, digest, now_ms, " ".join(sorted(rights))),
             )
         )
         return int(cur.lastrowid)
@@ -778,15 +869,18 @@ class SqliteStore:
                 f.write("a token was revoked; tlog serve forgets the tokens it knew\n")
             os.replace(tmp, self._tokens_stamp)
 
+    @property
+    def _token_columns(self) -> str:
+        # A read-only connection to a log made before token rights has no such column: no token has any.
+        rights = "rights" if self._token_rights else "''"
+        return f"id, role, subject, created_ms, revoked_ms, digest, {rights}"
+
     def token_by_digest(self, digest: bytes) -> TokenRecord | None:
-        row = self.conn.execute(
-            "SELECT id, role, subject, created_ms, revoked_ms, digest FROM tokens WHERE digest = ?", (digest,)
-        ).fetchone()
-        return None if row is None else TokenRecord(*row[:5], digest=bytes(row[5]))
+        row = self.conn.execute(f"SELECT {self._token_columns} FROM tokens WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else _token(row)
 
     def tokens(self) -> list[TokenRecord]:
-        rows = self.conn.execute("SELECT id, role, subject, created_ms, revoked_ms FROM tokens ORDER BY id")
-        return [TokenRecord(*r) for r in rows]
+        return [_token(r) for r in self.conn.execute(f"SELECT {self._token_columns} FROM tokens ORDER BY id")]
 
     def revoke_token(self, token_id: int, now_ms: int) -> bool:
         cur = self._guard(
@@ -870,6 +964,7 @@ class SqliteStore:
                         "INSERT INTO names (id, kind, value) VALUES (?, ?, ?)",
                         [(i, k, v) for (k, v), i in new_names.items()],
                     )
+                _write_bindings(c, batch.bindings, new_artists)
                 c.executemany(
                     "INSERT INTO policies (policy_id, idx, document) VALUES (?, ?, ?)",
                     [(p.policy_id, p.index, p.document) for p in batch.policies],
@@ -918,6 +1013,8 @@ class SqliteStore:
                 for x in batch.erasures for i, public in x.entries]
         if c.executemany(_ERASE_ENTRY, rows).rowcount != len(rows) and rows:
             raise StorageError(f"the erasure in the batch at {batch.start} names entries that are not its artist's")
+        # The contents bound to it are released without a leaf: its binding leaves' details go too.
+        c.executemany(_DELETE_BINDINGS, [(x.artist_id,) for x in batch.erasures])
         c.executemany("UPDATE artists SET artist_id = NULL, proof = NULL, preferences = NULL WHERE artist_id = ?",
                       [(x.artist_id,) for x in batch.erasures])
         _forget_tokens(c, [x.artist_id for x in batch.erasures])
@@ -998,9 +1095,11 @@ class SqliteStore:
                 phase, system, d["occurred_at"], d["window_end"], d["invocations"], d["detail"], basis, decision,
                 policy, binascii.a2b_base64(d["nonce"]), None, leaf_hash,
             )
+        # A binding's content id also goes in its column, so an artist's listing filtered by content shows it.
+        content_id = d.get("content_id") if e.type == "binding" else None
         return (
             e.index, name_id("type", e.type), e.logged_ms, artist, e.aseq, e.aprev,
-            None, None, None, None, None, None, None, None, None, None, None, None, None, None,
+            None, None, content_id, None, None, None, None, None, None, None, None, None, None, None,
             orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode(), leaf_hash,
         )
 
@@ -1079,6 +1178,21 @@ def _forget_tokens(c: sqlite3.Connection, artist_ids: Sequence[str]) -> int:
     c.executemany("UPDATE tokens SET subject = ? WHERE id = ?", narrowed)
     c.executemany("DELETE FROM tokens WHERE id = ?", deleted)
     return len(narrowed) + len(deleted)
+
+
+def _write_bindings(c: sqlite3.Connection, changes: Sequence[BindingChange], artist_ids: dict[str, int]) -> None:
+    """A batch binds (first uses, binding leaves) or releases (binding leaves), never both for one pair."""
+    try:
+        rows = [(b.content_id, artist_ids[b.artist_id], b.index, b.bound) for b in changes]
+    except KeyError as exc:
+        raise StorageError(f"a binding names artist {exc} with no state in the batch") from None
+    c.executemany("INSERT OR REPLACE INTO bindings (content_id, artist, idx) VALUES (?, ?, ?)",
+                  [r[:3] for r in rows if r[3]])
+    c.executemany("DELETE FROM bindings WHERE content_id = ? AND artist = ?", [r[:2] for r in rows if not r[3]])
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(*row[:5], digest=_blob(row[5]), rights=frozenset((row[6] or "").split()))
 
 
 def _dump_preferences(prefs: dict[str, Any] | None) -> str | None:

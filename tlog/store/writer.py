@@ -39,7 +39,7 @@ import orjson
 from ..child import die_with_parent
 from ..errors import StorageError
 from ..gctune import tune_for_batches
-from .base import ArtistState, Batch, Entry, Erasure, PolicyRecord, Store
+from .base import ArtistState, Batch, BindingChange, Entry, Erasure, PolicyRecord, Store
 
 # The `code` of the StorageError for batches in flight when the writer process died.
 WRITER_DIED = "writer_died"
@@ -254,13 +254,14 @@ def encode_batch(batch: Batch) -> bytes:
         [(level, n) for level, n, _ in batch.nodes],
         None if batch.prev is None else batch.prev.hex(),
         [(x.index, x.artist_id, x.tag.hex(), x.reason, x.entries) for x in batch.erasures],
+        [(b.content_id, b.artist_id, b.index, b.bound) for b in batch.bindings],
     ])
     return _LEN.pack(len(head)) + head + b"".join([h for _, _, h in batch.nodes])
 
 
 def decode_batch(data: bytes) -> Batch:
     (n,) = _LEN.unpack_from(data)
-    start, checkpoint, entries, artists, policies, coords, prev, erasures = orjson.loads(data[_LEN.size : _LEN.size + n])
+    start, checkpoint, entries, artists, policies, coords, prev, erasures, bindings = orjson.loads(data[_LEN.size : _LEN.size + n])
     hashes = memoryview(data)[_LEN.size + n :]
     if len(hashes) != 32 * len(coords):
         raise StorageError(f"the batch at {start} came with {len(hashes)} bytes of hashes for {len(coords)} nodes")
@@ -274,4 +275,5 @@ def decode_batch(data: bytes) -> Batch:
         prev=None if prev is None else bytes.fromhex(prev),
         erasures=[Erasure(i, a, bytes.fromhex(tag), why, [(k, public) for k, public in gone])
                   for i, a, tag, why, gone in erasures],
+        bindings=[BindingChange(*b) for b in bindings],
     )
