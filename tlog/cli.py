@@ -100,13 +100,17 @@ def main() -> None:
 @db_option
 @click.option("--origin", default="tlog.example/log", show_default=True,
               help="The log's name: first line of every checkpoint and the signing key's name (no spaces, no '+').")
-def init(db: Path, origin: str) -> None:
+@click.option("--id-pattern", default=None, metavar="REGEX",
+              help="A regular expression every content and artist id must match in full, on top of the default "
+                   "(1–256 printable ASCII characters without spaces), e.g. 'sc:(track|user):[0-9]+'. Fixed for the "
+                   "life of the log.")
+def init(db: Path, origin: str, id_pattern: str | None) -> None:
     """Create a new log: database (mode 0600), signer and VRF keys beside it (mode 0600), and the first
     batch: the log leaf (origin and VRF public key), the default policy and the artist map's first map
     leaf, under the first signed checkpoint (size 3). Prints the verifier key alone on the last line.
 
     Refuses to overwrite an existing log or key."""
-    log = init_log(db, origin)
+    log = init_log(db, origin, id_pattern=id_pattern)
     try:
         cp, _ = log.latest_checkpoint()
         click.echo(f"created {db} (origin {origin}, size {cp.size})", err=True)
@@ -404,6 +408,56 @@ def preferences(db: Path, artist_id: str, by: str, service: str | None, file: IO
         log.close()
 
 
+@main.group()
+def content() -> None:
+    """Bind content to its artists (SPEC §2.1), as the catalogue does with PUT /v1/content/{id}/artists.
+
+    A use of a content must name one of the artists it is bound to (otherwise it is refused and nothing
+    is logged); a content no one bound is bound to the artist its first use names. Co-owners are bound
+    here. Each artist bound or released gets a `binding` leaf in its chain."""
+
+
+@content.command("bind")
+@db_option
+@click.argument("content_id")
+@click.option("--artist", "artists", multiple=True, required=True, help="An artist to bind the content to (repeatable).")
+def content_bind(db: Path, content_id: str, artists: tuple[str, ...]) -> None:
+    """Bind CONTENT_ID to one or more artists, besides those it is bound to already.
+
+    \b
+    Example (a track with two rightsholders):
+      tlog content bind sc:track:123 --artist sc:user:42 --artist sc:user:77"""
+    _rebind(db, content_id, lambda seq: seq.bind_content(content_id, artists))
+
+
+@content.command("release")
+@db_option
+@click.argument("content_id")
+@click.option("--artist", "artist", required=True, help="The artist to release the content from.")
+def content_release(db: Path, content_id: str, artist: str) -> None:
+    """Release CONTENT_ID from one of its artists. A content keeps at least one artist: bind its new
+    artist first.
+
+    \b
+    Example:
+      tlog content release sc:track:123 --artist sc:user:77"""
+    _rebind(db, content_id, lambda seq: seq.release_content(content_id, artist))
+
+
+def _rebind(db: Path, content_id: str, change: Callable[[Any], list[Any]]) -> None:
+    log = open_log(db, secrets_needed=True)
+    try:
+        changes = change(log.sequencer())
+        for c in changes:
+            click.echo(f"{c.change} {content_id} {'to' if c.change == 'bind' else 'from'} {c.artist_id} at index {c.index}")
+        if not changes:
+            click.echo("no change", err=True)
+        bound = ", ".join(a for a, _ in log.store.content_artists(content_id))
+        click.echo(f"{content_id} is bound to {bound}")
+    finally:
+        log.close()
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 
@@ -487,6 +541,9 @@ def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trus
     tree and every stored checkpoint, consistency with --trusted. Exit 0 only if all holds; otherwise
     one line naming the first bad index. Works as the fsck of a local database.
 
+    Locally it also replays which artists each content is bound to (SPEC §2.1) against the bindings table,
+    and lists every use of content bound to several artists that was not logged for each of them (exit 1).
+
     With --url it checks a remote log from its public checkpoint and tiles alone, trusting nothing but
     --vkey: the signature, every leaf and tile hash, the hash chain, every artist chain, the tree, and
     that the log still holds the tree of the --trusted checkpoint (keep one from each run for the next).
@@ -516,6 +573,15 @@ def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trus
         finally:
             log.close()
     click.echo(report.summary())
+    if report.unshared:
+        # SPEC §2.1: a use of co-owned content is logged once per rightsholder.
+        click.echo(f"but {len(report.unshared)} use(s) of content bound to several artists were not logged for "
+                   "each of them:", err=True)
+        for u in report.unshared[:20]:
+            click.echo(f"  {u.message()}", err=True)
+        if len(report.unshared) > 20:
+            click.echo(f"  … and {len(report.unshared) - 20} more", err=True)
+        sys.exit(1)
 
 
 class _progress:
@@ -748,16 +814,20 @@ def token() -> None:
 @click.option("--artist", "artist", default=None, help="An artist token bound to this artist id.")
 @click.option("--auditor", is_flag=True, help="An auditor token (reads every entry's details).")
 @click.option("--metrics", is_flag=True, help="A token that may read /metrics and nothing private (for `tlog serve --metrics-token`).")
-def token_create(db: Path, service: str | None, artist: str | None, auditor: bool, metrics: bool) -> None:
+@click.option("--catalog", is_flag=True, help="With --service: the catalog right, to bind content to its artists "
+                                              "(PUT /v1/content/{id}/artists).")
+def token_create(db: Path, service: str | None, artist: str | None, auditor: bool, metrics: bool,
+                 catalog: bool) -> None:
     """Create a token; it is printed once, alone on the last line, and never again.
 
     \b
     Examples:
       tlog token create --service recsys
+      tlog token create --service catalogue --catalog
       tlog token create --artist sc:user:42
       tlog token create --auditor
       tlog token create --metrics"""
-    from .tokens import check_subject, new_token
+    from .tokens import check_rights, check_subject, new_token
 
     chosen = [(r, v) for r, v in (("service", service), ("artist", artist), ("auditor", auditor or None),
                                   ("metrics", metrics or None)) if v is not None]
@@ -766,13 +836,16 @@ def token_create(db: Path, service: str | None, artist: str | None, auditor: boo
     role, subject = chosen[0]
     subject = None if role in ("auditor", "metrics") else subject
     check_subject(role, subject)  # type: ignore[arg-type]
+    rights = frozenset({"catalog"} if catalog else ())
+    check_rights(role, rights)
     secret, digest = new_token()
     log = open_log(db)
     try:
-        token_id = log.store.add_token(role, subject, digest, int(time.time() * 1000))  # type: ignore[arg-type]
+        token_id = log.store.add_token(role, subject, digest, int(time.time() * 1000), rights)  # type: ignore[arg-type]
     finally:
         log.close()
-    click.echo(f"token {token_id}: {role}{' ' + subject if subject else ''} (shown once; store it now)", err=True)
+    with_rights = f" with {', '.join(sorted(rights))}" if rights else ""
+    click.echo(f"token {token_id}: {role}{' ' + subject if subject else ''}{with_rights} (shown once; store it now)", err=True)
     click.echo(secret)
 
 
@@ -785,10 +858,11 @@ def token_list(db: Path) -> None:
         rows = log.store.tokens()
     finally:
         log.close()
-    click.echo(f"{'id':>4}  {'role':<8} {'subject':<32} {'created':<24} revoked")
+    click.echo(f"{'id':>4}  {'role':<8} {'subject':<32} {'rights':<10} {'created':<24} revoked")
     for t in rows:
         revoked = _iso(t.revoked_ms) if t.revoked_ms else "-"
-        click.echo(f"{t.token_id:>4}  {t.role:<8} {t.subject or '-':<32} {_iso(t.created_ms):<24} {revoked}")
+        rights = ",".join(sorted(t.rights)) or "-"
+        click.echo(f"{t.token_id:>4}  {t.role:<8} {t.subject or '-':<32} {rights:<10} {_iso(t.created_ms):<24} {revoked}")
 
 
 def _iso(ms: int) -> str:

@@ -12,6 +12,8 @@ from .errors import ValidationError
 from .records import is_platform_id
 
 ROLES = ("service", "artist", "auditor", "metrics")  # metrics: reads /metrics only (when it is limited)
+# Optional rights of a service token (SPEC §1): "catalog" binds content to its artists (SPEC §2.1).
+RIGHTS = frozenset({"catalog"})
 PREFIX = "tlog_"
 FEED_KEY_PREFIX = "tlogfeed_"  # feed keys (SPEC §6) are made the same way, and told apart at a glance
 
@@ -23,6 +25,7 @@ class Principal:
     role: str
     subject: str | None
     token_id: int
+    rights: frozenset[str] = frozenset()
 
     def is_artist(self, artist_id: str) -> bool:
         return self.role == "artist" and self.subject == artist_id
@@ -75,3 +78,11 @@ def check_subject(role: str, subject: str | None) -> None:
     elif not is_platform_id(subject) or (role == "service" and len(subject) > 128):  # type: ignore[arg-type]
         raise ValidationError(f"a {role} token needs a {'service name' if role == 'service' else 'artist id'} "
                               "of printable characters without spaces")
+
+
+def check_rights(role: str, rights: frozenset[str]) -> None:
+    unknown = rights - RIGHTS
+    if unknown:
+        raise ValidationError(f"unknown right {sorted(unknown)[0]!r}; rights are {', '.join(sorted(RIGHTS))}")
+    if rights and role != "service":
+        raise ValidationError(f"only service tokens may hold rights ({', '.join(sorted(rights))}); {role} tokens may not")

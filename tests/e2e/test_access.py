@@ -115,6 +115,8 @@ ROWS = [
     Row("public page", "GET /", "/", public(), public=True),
     Row("artist page", "GET /artist", "/artist", public(), public=True),
     Row("a page's stylesheet", "GET /static/{name}", pages.assets().url("site.css"), public(), public=True),
+    Row("bind content without the catalog right", "PUT /v1/content/{content_id}/artists", "/v1/content/sc:track:bound/artists",
+        protected(403, 403, 403, 403), body={"artists": [A]}),
     Row("entry of A", "GET /v1/entries/{index}", "/v1/entries/{a}", protected(403, 403, 403, 200)),
     Row("entry beyond the log", "GET /v1/entries/{index}", "/v1/entries/99999999", protected(403, 403, 403, 404)),
     Row("unknown route", "", "/v1/nothing-here", {**public(), **{r: 404 for r in ROLES if r not in ("wrong", "revoked")}},

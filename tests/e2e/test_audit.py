@@ -48,7 +48,7 @@ class Env:
             return e.code, orjson.loads(e.read())
 
     def use(self, event_id: str, artist: str = ARTIST) -> None:
-        record = {"event_id": event_id, "content_id": "sc:track:2001", "artist_id": artist, "purpose": "search_indexing",
+        record = {"event_id": event_id, "content_id": f"sc:track:2001-{artist}", "artist_id": artist, "purpose": "search_indexing",
                   "phase": "indexing", "system": {"id": "s", "model": "m", "version": "1"},
                   "occurred_at": "2026-08-01T12:00:00Z"}
         req = urllib.request.Request(self.server.url + "/v1/uses", data=orjson.dumps(record), method="POST",

@@ -32,12 +32,13 @@ def make_token(db: Path, *args: str) -> str:
 
 def use(i: int, **overrides: Any) -> dict[str, Any]:
     r = {
-        "event_id": f"e2e-{i:07d}", "content_id": f"sc:track:{i % 997}", "artist_id": f"sc:user:{10 + i % 40}",
+        "event_id": f"e2e-{i:07d}", "artist_id": f"sc:user:{10 + i % 40}",
         "purpose": "recommendation", "phase": "inference",
         "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.07.3"},
         "occurred_at": WHEN, "invocations": 1 + i % 3, "detail": "daily candidate scoring",
     }
     r.update(overrides)
+    r.setdefault("content_id", f"sc:track:{r['artist_id']}-{i % 997}")  # one artist's track (SPEC §2.1)
     return r
 
 

@@ -101,7 +101,7 @@ def test_single_use_gets_a_verified_receipt(env):
 
 def test_batch_is_ordered_dense_and_idempotent(env):
     api, tok, _ = env
-    recs = [_rec(100 + i, content_id=f"sc:track:{i}") for i in range(300)]
+    recs = [_rec(100 + i, content_id=f"sc:track:b{i}") for i in range(300)]
     status, body = api.json("POST", "/v1/uses", tok["recsys"], {"records": recs})
     assert status == 200, body
     idx = [r["index"] for r in body["results"]]

@@ -91,7 +91,7 @@ def _authenticate(request: web.Request) -> Principal | None:
     # comparison is constant-time as well.
     if rec is None or not hmac.compare_digest(want, rec.digest) or rec.revoked_ms is not None:
         raise Unauthorized("unknown or revoked token")
-    principal = Principal(rec.role, rec.subject, rec.token_id)
+    principal = Principal(rec.role, rec.subject, rec.token_id, rec.rights)
     state.token_cache.put(want, principal, now)
     return principal
 
@@ -132,3 +132,12 @@ def require(request: web.Request, *roles: str) -> Principal:
 
 def _a(role: str) -> str:
     return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
+
+
+def require_right(request: web.Request, right: str) -> Principal:
+    """The request's principal, which must be a service token holding `right` (SPEC §1)."""
+    p = require(request, "service")
+    if right not in p.rights:
+        raise Forbidden(f"this needs a service token with the {right} right (tlog token create --service NAME --{right}); "
+                        f"this token of {p.subject!r} has not got it")
+    return p

@@ -32,8 +32,9 @@ _B64_HASH = {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$", "description":
 _B64 = {"type": "string", "description": "exact bytes, base64"}
 _PROOF = {"type": "array", "items": _B64_HASH, "maxItems": 126, "description": "hashes, base64"}
 _PLATFORM_ID = {
-    "type": "string", "minLength": 1, "maxLength": 256, "pattern": "^\\S+$",
-    "description": "an opaque platform id: 1–256 printable characters, no spaces",
+    "type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[!-~]+$",
+    "description": "an opaque platform id: 1–256 printable ASCII characters, no spaces (a log may narrow this "
+                   "with `tlog init --id-pattern`); compared exactly",
 }
 _TEXT_128 = {"type": "string", "minLength": 1, "maxLength": 128}
 _RFC3339 = {
@@ -129,6 +130,17 @@ SCHEMAS: dict[str, Any] = {
         **_SETTINGS["properties"],
         "content": {"type": "object", "propertyNames": _PLATFORM_ID, "additionalProperties": _SETTINGS},
     }, required=[], description="An artist's AI preferences (SPEC §4); a PUT replaces the whole document"),
+    "ContentArtistsBody": _obj({
+        "artists": {"type": "array", "items": _PLATFORM_ID, "minItems": 1, "maxItems": 100, "uniqueItems": True,
+                    "description": "every rightsholder of the content: the list replaces the one it had"},
+    }, description="The artists a content is bound to (SPEC §2.1)"),
+    "ContentArtists": _obj({
+        "content_id": {"type": "string"}, "artists": {"type": "array", "items": {"type": "string"}},
+        "changes": {"type": "array", "items": _obj({
+            "artist_id": {"type": "string"}, "change": {"enum": ["bind", "release"]},
+            "index": {"type": "integer", "minimum": 0}, "leaf_hash": _HEX32,
+        }), "description": "the binding leaf appended in each affected artist's chain; empty if nothing changed"},
+    }),
     "ArtistPreferences": _obj({"artist_id": {"type": "string"}, "preferences": _ref("Preferences")}),
     "PreferencesSet": _obj({
         "artist_id": {"type": "string"}, "index": {"type": "integer", "minimum": 0}, "leaf_hash": _HEX32,
@@ -263,7 +275,8 @@ _ERROR_TEXT = {
     401: "no valid token: missing, malformed, unknown or revoked",
     403: "the token's role (or artist) may not do this",
     404: "not found",
-    409: "conflict: the event_id was logged before with a different body",
+    409: "conflict: the event_id was logged before with a different body, or a record names an artist its content "
+         "is not bound to (nothing of the request was logged)",
     413: "the body is too large (`tlog serve --max-body`)",
     415: "send the body as application/json",
     425: "with a witness policy: the leaf is not yet under a published (cosigned) checkpoint; see Retry-After",
@@ -514,6 +527,15 @@ PATHS: dict[str, dict[str, Any]] = {
                                                  ("text/javascript", "text/css", "image/svg+xml")}},
         (404,), params=[_path_param("name", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
                                     "an asset's hashed file name, as the pages link it", "site.css")])},
+    "/v1/content/{content_id}/artists": {"put": _op(
+        "Bind a content to its artists (appends binding leaves)", [SERVICE], _json(_ref("ContentArtists")), (403,),
+        params=[_path_param("content_id", _PLATFORM_ID, "the content's platform id", "sc:track:123")],
+        body=_ref("ContentArtistsBody"),
+        example={"examples": {"co-owned": {"value": {"artists": ["sc:user:42", "sc:user:77"]}}}},
+        description="Needs a service token with the catalog right (`tlog token create --service NAME --catalog`; "
+                    "403 without). Each artist bound or released gets a `binding` leaf in its chain. A use must "
+                    "then name one of the content's artists (409 otherwise), once per rightsholder; content no "
+                    "one bound is bound to the artist its first use names.")},
     "/v1/entries/{index}": {"get": _op(
         "One entry's private details and its leaf", [AUDITOR], _json(_ref("EntryWithLeaf")), (400, 403, 404),
         params=[_INDEX_PARAM])},

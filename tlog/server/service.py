@@ -15,14 +15,15 @@ import orjson
 from aiohttp import web
 
 from .. import merkle
-from ..canonical import loads_strict
+from ..canonical import join_path, loads_strict
 from ..checkpoint import Receipt
 from ..errors import Forbidden, NotFound, TlogError, TooEarly, TooLarge, Unavailable, ValidationError
 from ..leaves import iter_leaves
-from ..records import is_platform_id
+from ..builder import MAX_CONTENT_ARTISTS
+from ..records import PLATFORM_ID_RULE, is_platform_id
 from ..sequencer import Submission
 from ..tokens import Principal
-from .auth import require
+from .auth import require, require_right
 from .state import State, get_state
 
 routes = web.RouteTableDef()
@@ -134,10 +135,13 @@ def parse_index(raw: str) -> int:
 def check_artist_id(artist_id: str) -> str:
     """The {artist_id} of a path, which must be a platform id (SPEC §2.1). Callers check the token first,
     so an artist asking about any other id, well-formed or not, gets 403, never a hint."""
-    if not is_platform_id(artist_id):
-        raise ValidationError("artist_id must be 1-256 printable characters without spaces",
-                              [{"field": "artist_id", "message": "not a platform id"}])
-    return artist_id
+    return _platform_id(artist_id, "artist_id")
+
+
+def _platform_id(value: str, field: str) -> str:
+    if not is_platform_id(value):
+        raise ValidationError(f"{field} {PLATFORM_ID_RULE}", [{"field": field, "message": "not a platform id"}])
+    return value
 
 
 def _may_see_preferences(who: Principal, artist_id: str) -> None:
@@ -172,3 +176,41 @@ async def put_preferences(request: web.Request) -> web.Response:
                            "preferences": a.preferences if a else doc}),
         content_type="application/json",
     )
+
+
+@routes.put("/v1/content/{content_id}/artists")
+async def put_content_artists(request: web.Request) -> web.Response:
+    """The catalogue binds a content id to its rightsholders (SPEC §2.1): the list replaces the content's
+    artists, and each artist bound or released gets a `binding` leaf in its chain."""
+    state = get_state(request)
+    who = require_right(request, "catalog")
+    content_id = _platform_id(request.match_info["content_id"], "content_id")
+    artists = _artists_body(await read_json(request))
+    seq = state.committer.sequencer  # type: ignore[union-attr]
+    changes = await state.committer.call(  # type: ignore[union-attr]
+        lambda: seq.set_content_artists(content_id, artists, service=who.subject))
+    body = {"content_id": content_id, "artists": sorted(set(artists)),
+            "changes": [{"artist_id": c.artist_id, "change": c.change, "index": c.index, "leaf_hash": c.leaf_hash.hex()}
+                        for c in changes]}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _artists_body(body: Any) -> list[str]:
+    """`{"artists": [ids]}`: 1–MAX_CONTENT_ARTISTS distinct platform ids."""
+    if type(body) is not dict:
+        raise ValidationError('the body must be {"artists": [artist ids]}', [{"field": "", "message": "must be a JSON object"}])
+    problems = [{"field": join_path("", k), "message": "unknown field"} for k in body if k != "artists"]
+    if "artists" not in body:
+        problems.append({"field": "artists", "message": "required"})
+    if problems:
+        raise ValidationError('the body must be {"artists": [artist ids]}', problems)
+    artists = body["artists"]
+    if type(artists) is not list or not 1 <= len(artists) <= MAX_CONTENT_ARTISTS:
+        raise ValidationError(f"artists must be a list of 1–{MAX_CONTENT_ARTISTS} artist ids",
+                              [{"field": "artists", "message": f"a list of 1–{MAX_CONTENT_ARTISTS} artist ids"}])
+    problems = [{"field": f"artists[{i}]", "message": PLATFORM_ID_RULE} for i, a in enumerate(artists) if not is_platform_id(a)]
+    if not problems and len(set(artists)) != len(artists):
+        problems.append({"field": "artists", "message": "an artist id appears twice"})
+    if problems:
+        raise ValidationError("artists rejected", problems)
+    return artists
