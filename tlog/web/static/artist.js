@@ -190,7 +190,8 @@ function entryRow(e) {
     return el("tr", { class: "pref-row" }, el("td", {}, when(e.logged_at)), el("td", { colspan: 5 }, `Your choices changed (by ${d.by === "artist" ? "you" : d.service || "a service"})`), el("td", {}, num(e.index)));
   }
   if (e.type === "binding") {
-    return el("tr", {}, el("td", {}, when(e.logged_at)), el("td", { colspan: 5 }, "A track was linked to you in the catalogue"), el("td", {}, num(e.index)));
+    const what = d.change === "release" ? "was unlinked from you in the catalogue" : "was linked to you in the catalogue";
+    return el("tr", {}, el("td", {}, when(e.logged_at)), el("td", { colspan: 5 }, "Track ", el("code", {}, d.content_id), ` ${what}`), el("td", {}, num(e.index)));
   }
   return el("tr", { "data-index": e.index }, el("td", {}, when(e.logged_at)), el("td", {}, el("code", {}, d.content_id)),
     el("td", {}, purposeName(d.purpose)), el("td", { class: `decision-${d.decision}` }, DECISION_WORDS[d.decision] + (d.basis ? ` (${d.basis.replaceAll("_", " ")})` : "")),
