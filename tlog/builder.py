@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from . import merkle, records
-from .records import NONCE_SIZE
 from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
@@ -175,7 +174,8 @@ class BatchBuilder:
 
     def forget(self, start: int, end: int | None) -> None:
         """Drops the remembered events of leaves start..end (end None: all from start). They were
-        remembered in index order, so a settled batch's are at the front and an abandoned one's last."""
+        remembered in index order, so a settled batch's are at the front and an abandoned one's last.
+        Bindings made by batches now durable move to the cache of what storage holds."""
         if end is not None:  # durable: storage shows these bindings now
             for content_id, (artists, batch_end) in list(self._unsettled_bound.items()):
                 if batch_end <= end:
@@ -278,13 +278,13 @@ class BatchBuilder:
         before = self.artists_of(p, content_id) or frozenset()
         changes = [(a, "release") for a in sorted(before - artists)] + [(a, "bind") for a in sorted(artists - before)]
         out = []
-        nonces = os.urandom(NONCE_SIZE * len(changes))
+        nonces = os.urandom(records.NONCE_SIZE * len(changes))
         for k, (artist_id, change) in enumerate(changes):
             artist = self._artist(p, artist_id)
             entry = self._artist_entry(p, artist, "binding", {})
             entry.details = records.binding_details(
                 artist_id, content_id, change=change, service=service, index=entry.index, logged_at=p.logged_at,
-                nonce=nonces[NONCE_SIZE * k : NONCE_SIZE * (k + 1)],
+                nonce=nonces[records.NONCE_SIZE * k : records.NONCE_SIZE * (k + 1)],
             )
             p.bindings.append(BindingChange(content_id, artist_id, entry.index, change == "bind"))
             _, h = self._add(p, entry)

@@ -195,6 +195,9 @@ class Store(Protocol):
     def bindings(self, content_ids: Sequence[str]) -> dict[str, frozenset[str]]: ...  # bound contents only
     def content_artists(self, content_id: str) -> list[tuple[str, int]]: ...  # (artist id, index that bound it)
     def iter_bindings(self) -> Iterator[tuple[str, str, int]]: ...  # (content id, artist id, index)
+    def content_events(self, end: int) -> Iterator[tuple[int, str, str, str | None]]: ...  # uses and bindings, in order
+    def content_uses(self, content_ids: Sequence[str], end: int) -> list[Entry]: ...
+    keeps_bindings: bool  # False only for a read-only connection to a log made before bindings
 
     # --- statistics ----------------------------------------------------------------------------
     def stats(self, size: int | None = None, since_ms: int | None = None,
