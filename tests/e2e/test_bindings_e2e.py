@@ -133,3 +133,8 @@ def test_the_operator_binds_and_releases_and_verify_reports_a_use_not_logged_for
     assert status == 409, err
     run = subprocess.run([sys.executable, "-m", "tlog.cli", "verify", "--db", str(db), "-q"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+    # Anyone replays the binding leaves in the artists' chains from the public tiles alone.
+    vkey = orjson.loads(env.call("GET", "/v1/log")[2])["verifier_keys"][0]
+    run = subprocess.run([sys.executable, "-m", "tlog.cli", "verify", "--url", env.url, "--vkey", vkey, "-q"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("ok: "), run.stderr
