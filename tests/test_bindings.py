@@ -244,3 +244,17 @@ def test_binding_entries_are_listed_with_their_content(log):
     listed = log.store.artist_entries(A, UseFilter(content_id="sc:track:1"), 10)
     assert [(e.index, e.type) for e in listed] == [(c.index, "binding")]
     assert listed[0].details["content_id"] == "sc:track:1"
+
+
+def test_an_erased_artists_contents_are_released_with_it(log):
+    seq = log.sequencer()
+    append(seq, [use("e1", A), use("e2", A, "sc:track:2")])
+    seq.bind_content("sc:track:2", [B])
+    assert seq.erase(A, "account deleted") is not None
+    assert log.store.content_artists("sc:track:1") == []
+    assert [a for a, _ in log.store.content_artists("sc:track:2")] == [B]
+    (again,) = append(seq, [use("e3", C)])  # sc:track:1 was A's alone: its next first use binds it
+    assert log.store.content_artists("sc:track:1") == [(C, again.index)]
+    with pytest.raises(Conflict):
+        append(seq, [use("e4", A, "sc:track:2")])  # the id, returning, finds its co-owned track rebound
+    verify.verify_log(log)

@@ -115,7 +115,8 @@ def prepare_erasure(seq: Sequencer, k: int) -> None:
     """What op_erase erases: two uses, preferences, a token and a feed key of its artist (batches of their own)."""
     artist = _erased_artist(k)
     service, recs = _uses(k, 2)
-    _submit(seq, f"erasable-{service}", [dict(r, artist_id=artist, event_id=f"erasable-{r['event_id']}") for r in recs])
+    _submit(seq, f"erasable-{service}", [dict(r, artist_id=artist, event_id=f"erasable-{r['event_id']}",
+                                              content_id=f"sc:track:erasable-{k}-{n}") for n, r in enumerate(recs)])
     seq.set_preferences(artist, {"no_ai": True}, by="artist")
     seq.store.add_token("artist", artist, new_token()[1], 0)
     seq.store.add_feed_key(artist, new_token("tlogfeed_")[1], 0)
