@@ -218,8 +218,8 @@ def test_a_log_written_without_secure_delete_is_vacuumed(log):
     log.store.conn.execute("DELETE FROM meta WHERE key = 'secure_delete'")
     seq = log.sequencer()
     for k in range(40):  # enough rows to split pages of the event index, each batch its own transaction
-        append(seq, [use(f"ev-secret-{k}-{n}", GONE if n % 7 == 0 else f"sc:user:o{n}", f"sc:track:secret-{k}")
-                     for n in range(30)])
+        append(seq, [use(f"ev-secret-{k}-{n}", GONE, f"sc:track:secret-{k}") if n % 7 == 0 else  # each track one artist's
+                     use(f"ev-secret-{k}-{n}", f"sc:user:o{n}", f"sc:track:other-{k}-{n}") for n in range(30)])
         append(seq, [use(f"ev-kept-{k}", KEPT, "sc:track:kept-1")])
     seq.close()
     erasure.erase(log, GONE, "account deleted")
