@@ -15,14 +15,14 @@ echo "# 2. A service logs one AI use (Authorization: Bearer <service token>); th
 event="curl-$(date -u +%Y%m%dT%H%M%S)-$$"
 now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 answer="$(curl -fsS -X POST "$url/v1/uses" -H "Authorization: Bearer $TLOG_TOKEN" -H 'Content-Type: application/json' \
-  -d '{"event_id":"'"$event"'","content_id":"sc:track:2001","artist_id":"sc:user:7","purpose":"recommendation",
+  -d '{"event_id":"'"$event"'","content_id":"sc:track:701","artist_id":"sc:user:7","purpose":"recommendation",
        "phase":"inference","system":{"id":"recs-ranker","model":"ranker","version":"2026.07.3"},"occurred_at":"'"$now"'"}')"
 echo "$answer" | jq '.results[0] | {event_id, index, decision, duplicate}'
 index="$(echo "$answer" | jq '.results[0].index')"
 
 echo "# 3. Sending the same event_id again is safe: the first answer comes back, marked duplicate"
 curl -fsS -X POST "$url/v1/uses" -H "Authorization: Bearer $TLOG_TOKEN" -H 'Content-Type: application/json' \
-  -d '{"event_id":"'"$event"'","content_id":"sc:track:2001","artist_id":"sc:user:7","purpose":"recommendation",
+  -d '{"event_id":"'"$event"'","content_id":"sc:track:701","artist_id":"sc:user:7","purpose":"recommendation",
        "phase":"inference","system":{"id":"recs-ranker","model":"ranker","version":"2026.07.3"},"occurred_at":"'"$now"'"}' \
   | jq '.results[0] | {index, duplicate}'
 

@@ -17,9 +17,10 @@ from tlog.client import TlogClient
 
 
 def record(event_id: str, artist_id: str, purpose: str) -> dict[str, object]:
-    """One AI use (SPEC §2.1). The event_id is your idempotency key: sending it again is safe."""
+    """One AI use (SPEC §2.1). The event_id is your idempotency key: sending it again is safe. A track
+    belongs to its artists: a use names one of them (here each artist's own track), or it is refused (409)."""
     return {
-        "event_id": event_id, "content_id": "sc:track:2001", "artist_id": artist_id,
+        "event_id": event_id, "content_id": f"sc:track:{artist_id.rsplit(':', 1)[-1]}01", "artist_id": artist_id,
         "purpose": purpose, "phase": "inference",
         "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.07.3"},
         "occurred_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -27,9 +27,10 @@ log: SyncTlogClient | None = None  # opened once per process, in main()
 def application(environ: dict, start_response) -> list[bytes]:  # type: ignore[no-untyped-def]
     """GET /recommend/<artist id>: recommend that artist's track, if the artist allows it."""
     artist_id = environ.get("PATH_INFO", "").removeprefix("/recommend/")
+    track = f"sc:track:{artist_id.rsplit(':', 1)[-1]}01"  # the artist's own track: a use names one of its artists
     assert log is not None
     answer = log.use({
-        "event_id": f"example-wsgi-{uuid.uuid4()}", "content_id": "sc:track:2001", "artist_id": artist_id,
+        "event_id": f"example-wsgi-{uuid.uuid4()}", "content_id": track, "artist_id": artist_id,
         "purpose": "recommendation", "phase": "inference",
         "system": {"id": "recs-ranker", "model": "ranker", "version": "2026.07.3"},
         "occurred_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -38,7 +39,7 @@ def application(environ: dict, start_response) -> list[bytes]:  # type: ignore[n
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [f"{artist_id} opted out: no recommendation (the refusal is logged at {answer.index})\n".encode()]
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [f"recommended sc:track:2001 of {artist_id} ({answer.decision}, logged at {answer.index})\n".encode()]
+    return [f"recommended {track} of {artist_id} ({answer.decision}, logged at {answer.index})\n".encode()]
 
 
 def main(url: str, vkey: str, token: str, serve_port: int | None) -> None:

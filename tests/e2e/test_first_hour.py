@@ -149,7 +149,7 @@ def test_the_examples_run_against_a_real_server(live, script):
     out = res.stdout.decode()
     expected = {
         "log_uses_async.py": ["at index", "logged 3 uses", "verified in checkpoint"],
-        "log_uses_wsgi.py": ["recommended sc:track:2001 of sc:user:7"],
+        "log_uses_wsgi.py": ["recommended sc:track:701 of sc:user:7"],
         "curl-walkthrough.sh": ['"duplicate": true', "index,leaf_hash,type,logged_at", "purpose 'recomendation' is not"],
     }[script]
     for want in expected:
