@@ -191,7 +191,7 @@ def test_a_log_from_before_bindings_binds_each_content_to_its_first_uses_artist_
     try:
         assert {c: [x for x, _ in again.store.content_artists(c)] for c in ("sc:track:1", "sc:track:2")} == {
             "sc:track:1": [A], "sc:track:2": [B]}
-        token_id = again.store.add_token("service", "cat", b"d" * 32, 1, frozenset({"catalog"}))
+        token_id = again.store.add_token("service", "cat", b"d" * 32, 1, rights=frozenset({"catalog"}))
         assert again.store.token_by_digest(b"d" * 32).rights == {"catalog"} and token_id == 1
         verify.verify_log(again)
     finally:

@@ -12,7 +12,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlog.canonical import MAX_SAFE_INT, canonical, join_path, loads_strict
+from tlog.canonical import MAX_SAFE_INT, canonical, join_path, loads_strict, merge_patch
 from tlog.errors import DETAIL_CHARS, DETAILS_KEPT, ValidationError, bounded_details, cut, more_detail, problem_count
 
 # Valid Unicode text (no lone surrogates), with astral and U+E000–U+FFFF characters well represented,
@@ -337,3 +337,56 @@ def test_problems_past_the_cap_are_counted_whatever_their_kind():
     details = e.value.details
     assert problem_count(details) == 75 + 60 + 5 and len(details) == DETAILS_KEPT + 1
     assert details[0] == {"field": "k0", "message": "duplicate key"}
+
+# --- RFC 7396 JSON merge patch ---------------------------------------------------------------------------
+
+# RFC 7396 Appendix A, every example.
+@pytest.mark.parametrize(("target", "patch", "result"), [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"a": "foo"}, None, None),
+    ({"a": "foo"}, "bar", "bar"),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+])
+def test_merge_patch_rfc7396_examples(target, patch, result):
+    before = json.dumps(target)
+    assert merge_patch(target, patch) == result
+    assert json.dumps(target) == before  # the target is not changed
+
+
+patch_values = st.recursive(st.none() | st.booleans() | st.integers(-9, 9) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                           max_leaves=12)
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(patch_values, patch_values)
+def test_merge_patch_properties(target, patch):
+    once = merge_patch(target, patch)
+    assert merge_patch(once, patch) == once  # idempotent (RFC 7396 §1: a patch describes the result)
+    if isinstance(patch, dict):
+        assert isinstance(once, dict)
+        for key, value in patch.items():
+            assert (key not in once) if value is None else once[key] == merge_patch(
+                target.get(key) if isinstance(target, dict) else None, value)
+        if isinstance(target, dict):
+            assert all(once[k] == v for k, v in target.items() if k not in patch)
+    else:
+        assert once == patch
+    assert merge_patch({}, _without_nulls(patch)) == _without_nulls(patch) or not isinstance(patch, dict)

@@ -54,9 +54,9 @@ def test_init_prints_the_verifier_key_last_and_keeps_secrets_private(tmp_path, r
     assert vrf_secret not in path.read_bytes() and vrf_secret.hex().encode() not in path.read_bytes()
     assert "size 3" in res.output  # the log, default policy and map leaves (SPEC §2.3)
     again = runner.invoke(main, ["init", "--db", str(path)])
-    assert again.exit_code == 1 and "refusing to overwrite" in again.output
+    assert again.exit_code == 2 and "refusing to overwrite" in again.output
     bad = runner.invoke(main, ["init", "--db", str(tmp_path / "x.db"), "--origin", "has space"])
-    assert bad.exit_code == 1 and "origin" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "origin" in bad.output and "Traceback" not in bad.output
 
 
 def test_append_checkpoint_prove_verify(tmp_path, runner, db):
@@ -99,7 +99,7 @@ def test_a_large_append_is_written_by_a_child_that_it_stops(tmp_path, runner, db
     assert multiprocessing.active_children() == []
     recs[1200]["detail"] = "another body"  # one changed record among duplicates: refused, named
     bad = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, recs)])
-    assert bad.exit_code == 1 and "different body" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "different body" in bad.output and "Traceback" not in bad.output
     assert multiprocessing.active_children() == []
     ver = runner.invoke(main, ["verify", "--db", str(db)])
     assert ver.exit_code == 0 and "size 2506" in ver.output, ver.output
@@ -113,12 +113,27 @@ def test_an_invalid_file_appends_nothing_and_names_every_problem(tmp_path, runne
     with open(path, "ab") as f:
         f.write(b"{not json\n")
     res = runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", path])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "nothing was appended" in res.output
     assert "line 2" in res.output and "line 4" in res.output and "line 6" in res.output
     assert "Traceback" not in res.output
     cp = runner.invoke(main, ["checkpoint", "--db", str(db)])
     assert cp.stdout.splitlines()[1] == "3"  # init's checkpoint still
+
+
+def test_verify_json(tmp_path, runner, db):
+    runner.invoke(main, ["append", "--db", str(db), "--service", "recsys", _jsonl(tmp_path, records(20))])
+    res = runner.invoke(main, ["verify", "--db", str(db), "--json"])
+    report = orjson.loads(res.stdout)
+    assert res.exit_code == 0 and report["ok"] is True and report["size"] == report["leaves"] == 24
+    assert report["origin"] == "cli.tlog.example/log" and report["checkpoints"] == 2
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE entries SET content_id = 'x' WHERE idx = 9")
+    conn.commit()
+    res = runner.invoke(main, ["verify", "--db", str(db), "--json"])
+    failed = orjson.loads(res.stdout)
+    assert res.exit_code == 1 and failed["ok"] is False and failed["index"] == 9 and failed["exit"] == 1
+    assert "index 9" in failed["error"]
 
 
 def test_verify_names_the_first_bad_index(tmp_path, runner, db):
@@ -132,16 +147,16 @@ def test_verify_names_the_first_bad_index(tmp_path, runner, db):
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, runner, db):
-    cases = [
-        ["prove", "inclusion", "99", "--db", str(db)],
-        ["prove", "consistency", "5", "2", "--db", str(db)],
-        ["checkpoint", "--db", str(tmp_path / "missing.db")],
-        ["append", "--db", str(db), "--service", "recsys", str(tmp_path / "nope.jsonl")],
-        ["policy", "publish", "--db", str(db), "--id", "bad id!", _jsonl(tmp_path, [{"x": 1}], "p.json")],
+    cases = [  # SPEC §7: 2 bad input, 3 the log could not be read
+        (["prove", "inclusion", "99", "--db", str(db)], 2),
+        (["prove", "consistency", "5", "2", "--db", str(db)], 2),
+        (["checkpoint", "--db", str(tmp_path / "missing.db")], 3),
+        (["append", "--db", str(db), "--service", "recsys", str(tmp_path / "nope.jsonl")], 2),
+        (["policy", "publish", "--db", str(db), "--id", "bad id!", _jsonl(tmp_path, [{"x": 1}], "p.json")], 2),
     ]
-    for args in cases:
+    for args, code in cases:
         res = runner.invoke(main, args)
-        assert res.exit_code != 0, args
+        assert res.exit_code == code, (args, res.output)
         assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit), args
 
 

@@ -166,8 +166,8 @@ class FakeLog:
         artist_id = request.match_info["artist_id"]
         doc = loads_strict(await request.read())
         by, service = ("artist", None) if role == "artist" else ("service", subject)
-        index, leaf_hash = self.seq.set_preferences(artist_id, doc, by=by, service=service)
-        return web.json_response({"artist_id": artist_id, "index": index, "leaf_hash": leaf_hash.hex(), "by": by,
+        change = self.seq.set_preferences(artist_id, doc, by=by, service=service)
+        return web.json_response({"artist_id": artist_id, "index": change.index, "leaf_hash": change.leaf_hash.hex(), "by": by,
                                   "preferences": doc})
 
     async def log_info(self, request: web.Request) -> web.Response:

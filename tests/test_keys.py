@@ -101,7 +101,7 @@ def test_key_commands(tmp_path: Path) -> None:
     res = runner.invoke(main, ["key", "retire", "--db", db, first])
     assert res.exit_code == 0 and res.stdout.split() == [second]
     res = runner.invoke(main, ["key", "retire", "--db", db, second])
-    assert res.exit_code == 1 and "error: refusing to retire the log's only key" in res.output
+    assert res.exit_code == 2 and "error: refusing to retire the log's only key" in res.output
     assert runner.invoke(main, ["verify", "--db", db, "--vkey", second, "-q"]).exit_code == 0
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlog.canonical import canonical
+from tlog.canonical import canonical, merge_patch
 from tlog.errors import TooLarge, ValidationError
 from tlog.policy import (
     DEFAULT_POLICY,
@@ -21,6 +21,7 @@ from tlog.policy import (
     Purpose,
     accepted_purposes,
     decide,
+    dropped_settings,
     loosenings,
     make_policy,
     notice_problem,
@@ -420,6 +421,32 @@ def test_preferences_normal_form_is_stable(prefs):
 )
 def test_loosenings(old, new, found):
     assert loosenings(validate_preferences(old), validate_preferences(new)) == found
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefs_strategy, prefs_strategy)
+def test_dropped_settings_are_the_old_settings_the_new_document_does_not_keep(old, new):
+    assert dropped_settings(old, old) == []
+    dropped = dropped_settings(old, new)
+    assert all(d["was"] not in (None, False) and d["now"] != d["was"] for d in dropped)
+    # old merged over new keeps every old setting: nothing of old is dropped from it
+    assert dropped_settings(old, validate_preferences(merge_patch(new, old))) == []
+    # and a new document that only adds to old drops nothing
+    assert dropped_settings(old, validate_preferences(merge_patch(old, {"purposes": {"search_indexing": "deny"}}))) in (
+        [], [{"setting": "purposes.search_indexing", "was": "allow", "now": "deny"}])
+
+
+@pytest.mark.parametrize(("old", "new", "dropped"), [
+    ({"strict": True, "purposes": {"fraud_detection": "allow"}}, {"no_ai": True},
+     [{"setting": "strict", "was": True, "now": None}, {"setting": "purposes.fraud_detection", "was": "allow", "now": None}]),
+    ({"purposes": {"recommendation": "allow"}}, {"purposes": {"recommendation": "deny"}},
+     [{"setting": "purposes.recommendation", "was": "allow", "now": "deny"}]),
+    ({"content": {"sc:track:1": {"strict": True}}}, {},
+     [{"setting": 'content["sc:track:1"].strict', "was": True, "now": None}]),
+    ({"no_ai": True}, {"no_ai": True, "strict": True}, []),
+])
+def test_dropped_settings(old, new, dropped):
+    assert dropped_settings(validate_preferences(old), validate_preferences(new)) == dropped
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -167,8 +167,9 @@ def test_only_the_artist_may_loosen_preferences(log):
     with pytest.raises(Forbidden):
         seq.set_preferences("sc:user:9", {}, by="service", service="trust")
     assert log.store.size() == size
-    index, _ = seq.set_preferences("sc:user:9", {}, by="artist")
-    leaf = orjson.loads(next(iter_leaves(log.store, index, index + 1))[1])
+    change = seq.set_preferences("sc:user:9", {}, by="artist")
+    assert change.dropped == [{"setting": "no_ai", "was": True, "now": None}]
+    leaf = orjson.loads(next(iter_leaves(log.store, change.index, change.index + 1))[1])
     assert leaf["type"] == "preference" and leaf["by"] == "artist" and leaf["aseq"] == 2
 
 

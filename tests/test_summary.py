@@ -90,9 +90,11 @@ async def test_summary_follows_the_log(client):
 
 
 async def test_whoami(client):
-    assert await (await client.get("/v1/whoami", headers=_auth(client, "a1"))).json() == {"role": "artist", "artist_id": "sc:user:1"}
-    assert await (await client.get("/v1/whoami", headers=_auth(client, "auditor"))).json() == {"role": "auditor", "artist_id": None}
-    assert await (await client.get("/v1/whoami", headers=_auth(client, "service"))).json() == {"role": "service", "artist_id": None}
+    none = {"artist_ids": [], "expires_at": None}
+    assert await (await client.get("/v1/whoami", headers=_auth(client, "a1"))).json() == {
+        "role": "artist", "artist_id": "sc:user:1", "artist_ids": ["sc:user:1"], "expires_at": None}
+    assert await (await client.get("/v1/whoami", headers=_auth(client, "auditor"))).json() == {"role": "auditor", "artist_id": None, **none}
+    assert await (await client.get("/v1/whoami", headers=_auth(client, "service"))).json() == {"role": "service", "artist_id": None, **none}
     assert (await client.get("/v1/whoami")).status == 401
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
+
 from tlog import tokens
+from tlog.errors import ValidationError
 from tlog.server.state import State
 from tlog.tokens import Principal, TokenCache, new_token
 
@@ -60,3 +63,40 @@ async def test_the_server_reads_the_tokens_version_once_per_loop_iteration():
     assert state.tokens_version() == state.tokens_version() == (1, 0)
     await asyncio.sleep(0)
     assert state.tokens_version() == (2, 0) and len(reads) == 2
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000),
+                                               ("2w", 1209600), (" 1d ", 86400)])
+def test_durations(text, seconds):
+    assert tokens.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "30", "d", "0d", "1.5h", "30 d", "30days", "-1d", "1y", "4000d", "１d"])
+def test_bad_durations_are_named(text):
+    with pytest.raises(ValidationError, match="duration|ten years"):
+        tokens.parse_duration(text)
+
+
+def test_an_artist_token_covers_each_of_its_ids_and_nothing_else():
+    subject = tokens.artist_subject(["sc:user:1", "sc:user:2", "sc:user:1"])
+    assert subject == "sc:user:1 sc:user:2"
+    p = Principal("artist", subject, 1)
+    assert p.artist_ids == ("sc:user:1", "sc:user:2")
+    assert p.is_artist("sc:user:1") and p.is_artist("sc:user:2")
+    assert not p.is_artist("sc:user:") and not p.is_artist("sc:user:1 sc:user:2") and not p.is_artist("")
+    assert Principal("service", "sc:user:1", 2).artist_ids == ()
+    with pytest.raises(ValidationError):
+        tokens.artist_subject([])
+    with pytest.raises(ValidationError, match="not an artist id"):
+        tokens.artist_subject(["ok", "has space"])
+
+
+def test_expiry_and_rights():
+    p = Principal("artist", "a", 1, expires_ms=1000)
+    assert not p.expired(999) and p.expired(1000)
+    assert not Principal("artist", "a", 1).expired(2**62)
+    assert tokens.check_rights("service", ["issuer"]) == frozenset({"issuer"})
+    with pytest.raises(ValidationError, match="only a service token"):
+        tokens.check_rights("artist", ["issuer"])
+    with pytest.raises(ValidationError, match="unknown right"):
+        tokens.check_rights("service", ["admin"])

@@ -12,7 +12,7 @@ import pytest
 
 from tlog import merkle
 from tlog.checkpoint import Checkpoint, open_checkpoint
-from tlog.errors import StorageError, ValidationError
+from tlog.errors import Conflict, StorageError, ValidationError
 from tlog.note import ALG_COSIGNATURE_V1, Signer, Verifier, generate_key, open_note, sign_note
 from tlog.tiles import TileHashReader, tile_path
 from tlog.witness import core
@@ -259,7 +259,7 @@ def test_init_refuses_to_overwrite_and_keys_are_private(tmp_path: Path) -> None:
     assert Verifier.from_key(w.vkey).is_cosigner
     w.close()
     assert db.stat().st_mode & 0o777 == 0o600 and key_path(db).stat().st_mode & 0o777 == 0o600
-    with pytest.raises(StorageError, match="already exists"):
+    with pytest.raises(Conflict, match="already exists"):
         init_witness(db, "witness.example/w1")
     reopened = open_witness(db)
     assert reopened.vkey == w.vkey
@@ -316,9 +316,9 @@ def test_witness_commands_fail_with_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
     db = str(tmp_path / "w.db")
     res = runner.invoke(main, ["witness", "serve", "--db", db, "--log", LOG_VKEY])
-    assert res.exit_code == 1 and res.output.startswith("error: no witness database")
+    assert res.exit_code == 3 and res.output.startswith("error: no witness database")
     vkey = runner.invoke(main, ["witness", "init", "--db", db, "--name", "witness.example/w1"]).stdout.split()[-1]
     res = runner.invoke(main, ["witness", "serve", "--db", db, "--log", vkey])
-    assert res.exit_code == 1 and "that is a witness key" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "that is a witness key" in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["witness", "status", "--db", db])
     assert res.exit_code == 0 and res.stdout.splitlines() == [f"witness {vkey}"]

@@ -111,6 +111,60 @@ class AuditState:
 
 
 @dataclass
+class Tally:
+    """Uses counted under one heading of the report (a track, a purpose, a month): how many leaves and
+    invocations, when the first and the last were logged, by which systems, for which purposes, with
+    which decisions."""
+
+    leaves: int = 0
+    invocations: int = 0
+    first: str | None = None
+    last: str | None = None
+    systems: set[str] = field(default_factory=set)
+    purposes: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+
+    def add(self, leaf: Leaf, system: str | None) -> None:
+        self.leaves += 1
+        self.invocations += leaf.invocations or 0
+        self.first = self.first or leaf.logged_at
+        self.last = leaf.logged_at  # entries arrive in log order
+        if system is not None:
+            self.systems.add(system)
+        for counts, key in ((self.purposes, leaf.purpose), (self.decisions, leaf.decision)):
+            counts[key] = counts.get(key, 0) + 1  # type: ignore[index]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"leaves": self.leaves, "invocations": self.invocations, "first": self.first, "last": self.last,
+                "systems": sorted(self.systems), "purposes": dict(sorted(self.purposes.items())),
+                "decisions": dict(sorted(self.decisions.items()))}
+
+    def line(self, *, purposes: bool = True) -> str:
+        """One line of the readable report, e.g. `12 uses (340 runs), 2026-11-02 to 2026-12-01: 10
+        recommendation, 2 talent_discovery; refused 1; systems recs-ranker (ranker 2026.07.3)`."""
+        runs = f" ({self.invocations:,} runs)" if self.invocations != self.leaves else ""
+        first, last = (self.first or "")[:10], (self.last or "")[:10]
+        when = first if first == last else f"{first} to {last}"
+        parts = [f"{self.leaves:,} use{'s' if self.leaves != 1 else ''}{runs}, {when}"]
+        if purposes:
+            parts[0] += ": " + ", ".join(f"{n:,} {p}" for p, n in _most(self.purposes))
+        not_allowed = [f"{d} {n:,}" for d, n in _most(self.decisions) if d != "allowed"]
+        if not_allowed:
+            parts.append(", ".join(not_allowed))
+        if self.systems:
+            parts.append("systems " + ", ".join(sorted(self.systems)))
+        return "; ".join(parts)
+
+
+def _most(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+TRACKS_SHOWN = 50  # tracks the readable report lists, most used first (--json lists them all)
+ERASED_TRACK = "(erased)"  # the heading of uses whose details were erased: their content id is gone
+
+
+@dataclass
 class AuditReport:
     """What a verified bundle or walk showed. `complete`: the map proved the walk holds every entry about
     the artist up to the checkpoint (since `since`, when that is set)."""
@@ -135,6 +189,9 @@ class AuditReport:
     erased: int = 0
     cosigners: list[str] = field(default_factory=list)
     quorum: str | None = None
+    tracks: dict[str, Tally] = field(default_factory=dict)  # by content id
+    purposes: dict[str, Tally] = field(default_factory=dict)
+    months: dict[str, Tally] = field(default_factory=dict)  # "2026-12", by logged_at (UTC)
 
     def state(self) -> AuditState | None:
         """The state to remember, if this run may advance it: a complete walk that starts at the artist's
@@ -153,13 +210,26 @@ class AuditReport:
                     f"{self._decided()}. This is not the whole walk, so it cannot show that nothing was left out; "
                     f"`tlog audit` fetches and checks all of it.{self._witnessed()}")
         if self.since is None and self.entries == 0:
-            return f"Nothing about you has been logged up to {at}.{self._witnessed()}"
+            return (f"No entries for this id ({self.artist_id}) up to {at}: nothing about it has been logged. If you "
+                    f"expected some, check the id for a typo: ids are compared exactly.{self._witnessed()}")
         if self.since is not None and self.entries == 0:
             before = f"checkpoint {self.since:,}" + (" (your last check)" if self.since == self.extends else "")
             return f"Nothing new about you since {before}; complete at {at}.{self._witnessed()}"
         scope = ("every AI use logged under your artist id" if self.since is None else
                  f"since checkpoint {self.since:,}" + (" (your last check)" if self.since == self.extends else ""))
         return f"Complete at {at}: {scope}, {self._what()}; {self._decided()}.{self._witnessed()}"
+
+    def readable(self) -> str:
+        """The verdict, then what was logged: by track, by purpose and by month, with dates and systems."""
+        out = [self.verdict()]
+        if self.tracks:
+            shown = sorted(self.tracks.items(), key=lambda kv: (-kv[1].leaves, kv[0]))
+            out += ["", f"By track ({len(shown):,}):"] + [f"  {c}: {t.line()}" for c, t in shown[:TRACKS_SHOWN]]
+            if len(shown) > TRACKS_SHOWN:
+                out.append(f"  … and {len(shown) - TRACKS_SHOWN:,} more (--json lists them all)")
+            out += ["", "By purpose:"] + [f"  {p}: {t.line(purposes=False)}" for p, t in sorted(self.purposes.items())]
+            out += ["", "By month (UTC):"] + [f"  {m}: {t.line()}" for m, t in sorted(self.months.items())]
+        return "\n".join(out)
 
     def _what(self) -> str:
         total = sum(n for n, _ in self.uses.values())
@@ -193,6 +263,9 @@ class AuditReport:
                      for (p, d), (n, i) in sorted(self.uses.items())],
             "preference_changes": self.preference_changes, "bindings": self.bindings, "erased": self.erased,
             "cosigners": self.cosigners, "quorum": self.quorum, "verdict": self.verdict(),
+            "tracks": [{"content_id": c, **t.to_json()} for c, t in sorted(self.tracks.items())],
+            "by_purpose": [{"purpose": p, **t.to_json()} for p, t in sorted(self.purposes.items())],
+            "by_month": [{"month": m, **t.to_json()} for m, t in sorted(self.months.items())],
         }
 
 
@@ -788,10 +861,25 @@ def _count(entries: list[_Entry], report: AuditReport) -> None:
             row = report.uses.setdefault((e.leaf.purpose, e.leaf.decision), [0, 0])  # type: ignore[arg-type]
             row[0] += 1
             row[1] += e.leaf.invocations  # type: ignore[operator]
+            _tally(e, report)
         elif kind == "preference":
             report.preference_changes += 1
         elif kind == "binding":
             report.bindings += 1
+
+
+def _tally(e: _Entry, report: AuditReport) -> None:
+    """Counts a use or refusal under its track, purpose and month. An erased entry's public leaf still
+    gives its purpose, decision and date; its track and system went with its details."""
+    d = e.details
+    track, system = ERASED_TRACK, None
+    if d is not None:
+        track = str(d.get("content_id"))
+        s = d.get("system")
+        if isinstance(s, dict):
+            system = f"{s.get('id')} ({s.get('model')} {s.get('version')})"
+    for tallies, key in ((report.tracks, track), (report.purposes, e.leaf.purpose), (report.months, e.leaf.logged_at[:7])):
+        tallies.setdefault(key, Tally()).add(e.leaf, system)  # type: ignore[arg-type]
 
 
 def _check_state(page: _Page, state: AuditState) -> int:

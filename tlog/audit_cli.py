@@ -1,9 +1,9 @@
 """`tlog audit`: an artist fetches its audit bundle page by page and verifies it as it arrives; `tlog audit
 verify` checks a saved one offline. The checks are audit.py's; this module fetches, remembers and prints.
 
-Exit codes (SPEC §7): 0 everything held; 1 a check failed (the verdict names what and where); 2 bad input
-(arguments, files, a state or bundle that is not one); 3 the log could not be reached or read (down, 401,
-403). `--state DIR` keeps, per log and artist, the last checkpoint verified and the head there: the next run
+Exit codes (SPEC §7, mapped by cli.TlogGroup from the errors' types): 0 everything held; 1 a check failed
+(VerificationError: the verdict names what and where); 2 bad input (arguments, files, a state or bundle
+that is not one); 3 the log could not be reached or read (down, 401, 403, 404). `--state DIR` keeps, per log and artist, the last checkpoint verified and the head there: the next run
 asks only for what is new (`since=`), proves the log still extends what was verified, and refuses to go
 back. The state file is replaced atomically (write, fsync, rename), mode 0600.
 """
@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
@@ -26,21 +22,14 @@ import orjson
 
 from .audit import AuditReport, AuditState, AuditWalk
 from .canonical import loads_strict
-from .cli_options import token_options
-from .errors import NotFound, TlogError, Unavailable, ValidationError, VerificationError
+from .cli_options import EXITS_CHECKING, json_option, token_options
+from .errors import NotFound, Unreachable, ValidationError, VerificationError
 from .files import private_dir, write_private
 from .note import Verifier
 from .remote import TIMEOUT, TileClient
 
 if TYPE_CHECKING:
     from .witnessing import WitnessPolicy
-
-FAILED, BAD_INPUT, UNREACHABLE = 1, 2, 3
-_REFUSED = re.compile(r"GET \S+: (401|403) ")  # how TileClient words an answer refusing the token
-
-
-class _Unreachable(TlogError):
-    """The log could not be reached or would not answer this token."""
 
 
 class _ArtistClient(TileClient):
@@ -58,15 +47,11 @@ class _ArtistClient(TileClient):
     async def page(self, path: str, params: dict[str, int]) -> bytes:
         try:
             return await self.get(path, {k: str(v) for k, v in params.items()})
-        except (Unavailable, NotFound) as exc:
-            raise _Unreachable(exc.message) from None
-        except ValidationError as exc:
-            if _REFUSED.match(exc.message):
-                raise _Unreachable(f"{exc.message} (check --token and --artist)") from None
-            raise
+        except NotFound as exc:
+            raise Unreachable(exc.message) from None
 
 
-@click.group("audit", invoke_without_command=True)
+@click.group("audit", invoke_without_command=True, epilog=EXITS_CHECKING)
 @click.option("--url", default=None, help="The log server.")
 @click.option("--vkey", default=None, help="The log's verifier key you trust (from the operator's published records).")
 @click.option("--artist", "artist_id", default=None, help="Your artist id.")
@@ -77,7 +62,7 @@ class _ArtistClient(TileClient):
               help="Save the fetched bundle (a list of pages for a long history), to check again with `tlog audit verify`.")
 @click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A c2sp.org/tlog-policy file: the checkpoint must carry its quorum's cosignatures.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON: the verdict, and the uses by track, purpose and month.")
 @click.pass_context
 def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str | None, token: str | None,
           state_dir: Path | None, out: Path | None, witness_policy: Path | None,
@@ -87,10 +72,8 @@ def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str 
     Checks the checkpoint's signature with the key you name, that every entry is in the log and matches
     its public leaf, that your tag is yours (VRF proof), that your chain has no gap, that every decision
     follows from the policy in effect and your preferences, and, by the log's artist map, that nothing
-    about you was left out. Prints one verdict.
-
-    Exit status: 0 everything held; 1 a check failed (the first failure is named); 2 bad input; 3 the log
-    could not be reached, or refused the token (401, 403).
+    about you was left out. Prints the verdict, then what was logged: by track, by purpose and by month,
+    with dates and the systems that used your content.
 
     \b
     Examples:
@@ -99,46 +82,44 @@ def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str 
     """
     if ctx.invoked_subcommand is not None:
         return
-    with _exits(as_json):
-        missing = [n for n, v in (("--url", url), ("--vkey", vkey), ("--artist", artist_id), ("--token", token)) if not v]
-        if missing:
-            raise ValidationError(f"missing {', '.join(missing)} (or check a saved bundle with `tlog audit verify FILE --vkey V`)")
-        verifier = Verifier.from_key(vkey)  # type: ignore[arg-type]
-        state = _load_state(state_dir, verifier.name, artist_id) if state_dir else None  # type: ignore[arg-type]
-        walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
-        pages: list[bytes] | None = [] if out is not None else None
-        try:
-            asyncio.run(_fetch(url, token, artist_id, walk, state, pages))  # type: ignore[arg-type]
-            report = walk.report()
-        finally:
-            if pages:
-                _save_pages(out, pages)  # type: ignore[arg-type]  # also after a failure: it is the evidence
-        _finish(report, state_dir, as_json)
+    missing = [n for n, v in (("--url", url), ("--vkey", vkey), ("--artist", artist_id), ("--token", token)) if not v]
+    if missing:
+        raise ValidationError(f"missing {', '.join(missing)} (or check a saved bundle with `tlog audit verify FILE --vkey V`)")
+    verifier = Verifier.from_key(vkey)  # type: ignore[arg-type]
+    state = _load_state(state_dir, verifier.name, artist_id) if state_dir else None  # type: ignore[arg-type]
+    walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
+    pages: list[bytes] | None = [] if out is not None else None
+    try:
+        asyncio.run(_fetch(url, token, artist_id, walk, state, pages))  # type: ignore[arg-type]
+        report = walk.report()
+    finally:
+        if pages:
+            _save_pages(out, pages)  # type: ignore[arg-type]  # also after a failure: it is the evidence
+    _finish(report, state_dir, as_json)
 
 
-@audit.command("verify")
+@audit.command("verify", epilog=EXITS_CHECKING)
 @click.argument("file", type=click.File("rb"))
 @click.option("--vkey", required=True, help="The log's verifier key you trust.")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Refuse a bundle older than what was verified here, and remember this one.")
 @click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A c2sp.org/tlog-policy file: the checkpoint must carry its quorum's cosignatures.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 def audit_verify(file: IO[bytes], vkey: str, state_dir: Path | None, witness_policy: Path | None, as_json: bool) -> None:
     """Verify a saved audit bundle FILE offline (one page, or the list of pages `tlog audit --out` saves)."""
-    with _exits(as_json):
-        verifier = Verifier.from_key(vkey)
-        try:
-            data = loads_strict(file.read())
-        except ValidationError as exc:
-            raise ValidationError(f"{file.name} is not a saved audit bundle: {exc.message}") from None
-        pages = data if isinstance(data, list) else [data]
-        artist_id = pages[0].get("artist_id") if pages and isinstance(pages[0], dict) else None
-        state = _load_state(state_dir, verifier.name, artist_id) if state_dir and isinstance(artist_id, str) else None
-        walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
-        for page in pages:
-            walk.add(page)
-        _finish(walk.report(), state_dir, as_json)
+    verifier = Verifier.from_key(vkey)
+    try:
+        data = loads_strict(file.read())
+    except ValidationError as exc:
+        raise ValidationError(f"{file.name} is not a saved audit bundle: {exc.message}") from None
+    pages = data if isinstance(data, list) else [data]
+    artist_id = pages[0].get("artist_id") if pages and isinstance(pages[0], dict) else None
+    state = _load_state(state_dir, verifier.name, artist_id) if state_dir and isinstance(artist_id, str) else None
+    walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
+    for page in pages:
+        walk.add(page)
+    _finish(walk.report(), state_dir, as_json)
 
 
 async def _fetch(url: str, token: str, artist_id: str, walk: AuditWalk, state: AuditState | None,
@@ -177,32 +158,7 @@ def _finish(report: AuditReport, state_dir: Path | None, as_json: bool) -> None:
         new = report.state()
         if new is not None:
             _save_state(state_dir, new)
-    click.echo(orjson.dumps(report.to_json()).decode() if as_json else report.verdict())
-
-
-@contextmanager
-def _exits(as_json: bool) -> Iterator[None]:
-    """Maps errors to the SPEC's exit codes, with one plain line."""
-    try:
-        yield
-    except VerificationError as exc:
-        _fail(as_json, "FAILED", exc.message, FAILED, exc.index)
-    except _Unreachable as exc:
-        _fail(as_json, "error", exc.message, UNREACHABLE)
-    except TlogError as exc:
-        _fail(as_json, "error", exc.message, BAD_INPUT)
-    except BrokenPipeError:
-        raise  # the reader went away: tlog's command group ends quietly (SPEC §7)
-    except OSError as exc:
-        _fail(as_json, "error", f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), BAD_INPUT)
-
-
-def _fail(as_json: bool, kind: str, message: str, code: int, index: int | None = None) -> None:
-    if as_json:
-        click.echo(orjson.dumps({"ok": False, "error": message, "index": index}).decode())
-    else:
-        click.echo(f"{kind}: {message}", err=True)
-    sys.exit(code)
+    click.echo(orjson.dumps(report.to_json()).decode() if as_json else report.readable())
 
 
 def _policy(path: Path | None, verifier: Verifier) -> WitnessPolicy | None:

@@ -37,7 +37,7 @@ from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
 from .leaves import entry_leaf, public_fields
 from .note import Signer, sign_note
-from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem
+from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem, validate_preferences
 from .store.base import ArtistState, Batch, BindingChange, Entry, Erasure, PolicyRecord
 from .vrf import VrfSecret
 
@@ -418,6 +418,10 @@ class BatchBuilder:
         return UseResult(r["event_id"], entry.index, decision, h, leaf=leaf)
 
     # --- preferences, policies, the first batch --------------------------------------------
+
+    def current_preferences(self, p: Pending, artist_id: str) -> dict[str, Any]:
+        """The artist's preferences as of the batch being built, in normal form (none set: the empty ones)."""
+        return self._artist(p, artist_id).preferences or validate_preferences({})
 
     def preferences(self, p: Pending, artist_id: str, prefs: dict[str, Any], *, by: str,
                     service: str | None) -> tuple[int, bytes]:

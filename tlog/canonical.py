@@ -372,3 +372,17 @@ def _surrogate_paths(obj: Any, path: str, out: list[dict[str, Any]]) -> list[dic
         for i, value in enumerate(obj):
             _surrogate_paths(value, join_path(path, i), out)
     return out
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: `patch` applied to `target`, neither changed. An object patch merges
+    member by member (null removes a member); any other patch replaces the target whole."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out

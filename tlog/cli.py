@@ -4,6 +4,7 @@ turned into one line on stderr and a non-zero exit here and nowhere else."""
 from __future__ import annotations
 
 import base64
+import errno
 import gc
 import os
 import re
@@ -21,8 +22,9 @@ from click.core import ParameterSource
 
 from . import merkle
 from .canonical import loads_strict
-from .cli_options import token_options
-from .errors import DETAILS_SHOWN, TlogError, Unavailable, ValidationError
+from .cli_options import EXITS, EXITS_CHECKING, JSON_META, json_option, token_options
+from .errors import (DETAILS_SHOWN, EXIT_BAD_INPUT, EXIT_UNREACHABLE, Alert, Forbidden, TlogError, Unreachable, ValidationError,
+                     VerificationError)
 from .log import LocalLog, default_db, init_log, open_log
 from .policy import Policy, parse_policy
 from .policy import policy_diff as diff_policies
@@ -36,7 +38,9 @@ APPEND_BATCH = 1000
 
 
 class TlogGroup(click.Group):
-    """Maps TlogError (and the OS errors users cause) to `error: …` and exit 1, never a traceback."""
+    """The one place where errors become exit codes (SPEC §7) and one plain line, never a traceback: a
+    TlogError by its class's `exit_code`, click's usage errors 2, a declined prompt 2, the OS errors
+    users cause 2 (3 for a busy port). With --json the failure is also printed as a JSON object on stdout."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -46,11 +50,17 @@ class TlogGroup(click.Group):
         except BrokenPipeError:
             _closed_pipe()
         except TlogError as exc:
-            _fail(exc.message, exc.details)
+            _fail(ctx, exc.message, exc.details, exc.exit_code, label=exc.label, index=getattr(exc, "index", None))
+        except click.Abort:
+            _fail(ctx, "declined: nothing was changed", [], EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            exc.exit_code = EXIT_BAD_INPUT  # a file click could not open, like any other bad argument
+            raise
         except OSError as exc:
-            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), [])
+            code = EXIT_UNREACHABLE if exc.errno in _UNREACHABLE_ERRNOS else EXIT_BAD_INPUT
+            _fail(ctx, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), [], code)
         except KeyboardInterrupt:
-            _fail("interrupted", [])
+            _fail(ctx, "interrupted", [], EXIT_INTERRUPTED)
 
 
 def _closed_pipe() -> NoReturn:
@@ -61,15 +71,25 @@ def _closed_pipe() -> NoReturn:
     sys.exit(0)
 
 
-def _fail(message: str, details: list[dict[str, Any]]) -> None:
-    click.echo(f"error: {message}", err=True)
+# A port already taken, or a server that cannot be reached: the log, not the input, is the problem.
+_UNREACHABLE_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                 errno.ENETUNREACH, errno.ETIMEDOUT})
+EXIT_INTERRUPTED = 130  # as shells report Ctrl-C
+
+
+def _fail(ctx: click.Context, message: str, details: list[dict[str, Any]], code: int, *, label: str = "error",
+          index: int | None = None) -> None:
+    if ctx.meta.get(JSON_META):
+        click.echo(orjson.dumps({"ok": False, "error": message, "exit": code, "index": index,
+                                 "details": details}).decode())
+    click.echo(f"{label}: {message}", err=True)
     details = [d for d in details if d.get("message") != message or d.get("field") or d.get("line")]
     for d in details[:20]:
         where = d.get("field") or d.get("line") or ""
         click.echo(f"  {where}: {d.get('message', '')}" if where else f"  {d.get('message', '')}", err=True)
     if len(details) > 20:
         click.echo(f"  … and {len(details) - 20} more", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 db_option = click.option(
@@ -90,6 +110,13 @@ def main() -> None:
       tlog checkpoint
       tlog verify
       tlog serve
+
+    \b
+    Exit status of every command (SPEC §7):
+      0  all held
+      1  a verification failed (verify, audit) or a monitor alert
+      2  bad input, a refused operation or a declined prompt (usage errors too)
+      3  the log could not be reached or read (down, 401/403, a busy port)
     """
 
 
@@ -172,7 +199,10 @@ def append(ctx: click.Context, db: Path, service: str | None, url: str | None, t
         rows, problems = _read_records(file)
         _nothing_appended(file, problems)
         with _progress(quiet, "appending") as progress:
-            counts, decisions, size = upload(url, token, vkey, rows, progress=progress)
+            try:
+                counts, decisions, size = upload(url, token, vkey, rows, progress=progress)
+            except Forbidden as exc:  # SPEC §7: a log that will not take this token is one we cannot reach (3)
+                raise Unreachable(exc.message, exc.details) from None
     else:
         if service is None:
             raise ValidationError("name the service the records are logged as with --service (or log to a server with --url)")
@@ -353,7 +383,7 @@ def policy_show(db: Path, policy_id: str | None) -> None:
 
 @policy.command("diff")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="JSON, as GET /v1/policies/{a}/diff/{b} answers.")
+@json_option("JSON, as GET /v1/policies/{a}/diff/{b} answers.")
 @click.argument("old")
 @click.argument("new")
 def policy_diff(db: Path, as_json: bool, old: str, new: str) -> None:
@@ -402,8 +432,10 @@ def preferences(db: Path, artist_id: str, by: str, service: str | None, file: IO
     Example: {"no_ai": true, "purposes": {"fraud_detection": "allow"}}"""
     log = open_log(db, secrets_needed=True)
     try:
-        index, _ = log.sequencer().set_preferences(artist_id, loads_strict(file.read()), by=by, service=service)
-        click.echo(f"preferences of {artist_id} set at index {index}")
+        change = log.sequencer().set_preferences(artist_id, loads_strict(file.read()), by=by, service=service)
+        click.echo(f"preferences of {artist_id} set at index {change.index}")
+        for d in change.dropped:
+            click.echo(f"  dropped: {d['setting']} (was {_setting(d['was'])}, now {_setting(d['now'])})", err=True)
     finally:
         log.close()
 
@@ -456,6 +488,10 @@ def _rebind(db: Path, content_id: str, change: Callable[[Any], list[Any]]) -> No
         click.echo(f"{content_id} is bound to {bound}")
     finally:
         log.close()
+
+
+def _setting(value: Any) -> str:
+    return "unset" if value is None else orjson.dumps(value).decode()
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -528,15 +564,17 @@ def _check_size(log: LocalLog, size: int) -> None:
         raise ValidationError(f"size {size} is larger than the log ({have} leaves)")
 
 
-@main.command()
+@main.command(epilog=EXITS_CHECKING)
 @db_option
 @click.option("--url", default=None, help="Verify the log served at URL from its public tiles instead (needs --vkey).")
 @click.option("--vkey", default=None, help="The verifier key you trust; checked against the database's, required with --url.")
 @click.option("--trusted", type=click.File("rb"), default=None,
               help="An older signed checkpoint you trust: the log must be consistent with it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option("Print the result as JSON ({\"ok\": true, \"size\", \"leaves\", …}; a failure: {\"ok\": false, \"error\", \"index\"}).")
 @click.pass_context
-def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trusted: IO[bytes] | None, quiet: bool) -> None:
+def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trusted: IO[bytes] | None, quiet: bool,
+           as_json: bool) -> None:
     """Check everything: every leaf hash and details commitment, the hash chain, every artist chain, the
     tree and every stored checkpoint, consistency with --trusted. Exit 0 only if all holds; otherwise
     one line naming the first bad index. Works as the fsck of a local database.
@@ -564,24 +602,19 @@ def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trus
             raise ValidationError("--url needs --vkey: the verifier key you trust for that log")
         with _progress(quiet) as progress:
             report = verifier.verify_remote(url, vkey, trusted=trusted_note, progress=progress)
-        click.echo(report.summary())
-        return
-    with _progress(quiet) as progress:
-        log = open_log(db, readonly=True)
-        try:
-            report = verifier.verify_log(log, vkey=vkey, trusted=trusted_note, progress=progress)
-        finally:
-            log.close()
-    click.echo(report.summary())
+    else:
+        with _progress(quiet) as progress:
+            log = open_log(db, readonly=True)
+            try:
+                report = verifier.verify_log(log, vkey=vkey, trusted=trusted_note, progress=progress)
+            finally:
+                log.close()
+    click.echo(orjson.dumps(report.to_json()).decode() if as_json else report.summary())
     if report.unshared:
-        # SPEC §2.1: a use of co-owned content is logged once per rightsholder.
-        click.echo(f"but {len(report.unshared)} use(s) of content bound to several artists were not logged for "
-                   "each of them:", err=True)
-        for u in report.unshared[:20]:
-            click.echo(f"  {u.message()}", err=True)
-        if len(report.unshared) > 20:
-            click.echo(f"  … and {len(report.unshared) - 20} more", err=True)
-        sys.exit(1)
+        # SPEC §2.1: a use of co-owned content is logged once per rightsholder. The log holds (the summary
+        # says so), the services that logged those uses did not: a failed check, exit 1.
+        raise VerificationError(f"{len(report.unshared)} use(s) of content bound to several artists were not logged "
+                                "for each of them", [{"message": u.message()} for u in report.unshared])
 
 
 class _progress:
@@ -617,7 +650,7 @@ class _progress:
 @click.option("--until", default=None, metavar="DATE|TIME", help="Only leaves logged before then.")
 @click.option("--purpose", default=None, help="Only uses of this purpose.")
 @click.option("--phase", default=None, help="Only uses in this phase.")
-@click.option("--json", "as_json", is_flag=True, help="The JSON of GET /v1/stats instead of a table.")
+@json_option("The JSON of GET /v1/stats instead of a table.")
 @click.pass_context
 def stats(ctx: click.Context, db: Path, url: str | None, since: str | None, until: str | None, purpose: str | None,
           phase: str | None, as_json: bool) -> None:
@@ -773,12 +806,9 @@ def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_
     access = MetricsAccess(metrics_token, metrics_bind)
     policy = load_witness_policy(witness_policy) if witness_policy else None
     notify = _notify_target(notify_url, notify_secret_file)
-    try:
-        run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access,
-            notify=notify)
-    except Unavailable as exc:  # SPEC §7: a busy port is exit 3, as an unreachable log is
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(3)
+    # A busy port is an Unavailable: exit 3, as an unreachable log is (SPEC §7; TlogGroup).
+    run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access,
+        notify=notify)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -811,58 +841,82 @@ def token() -> None:
 @token.command("create")
 @db_option
 @click.option("--service", "service", default=None, help="A service token logging uses as NAME.")
-@click.option("--artist", "artist", default=None, help="An artist token bound to this artist id.")
+@click.option("--issuer", is_flag=True, help="With --service: it may mint short-lived artist tokens (POST /v1/tokens) "
+                                             "for the platform's sign-in.")
+@click.option("--artist", "artists", multiple=True, metavar="ID",
+              help="An artist token for this artist id; repeat it for a label or manager covering several.")
 @click.option("--auditor", is_flag=True, help="An auditor token (reads every entry's details).")
 @click.option("--metrics", is_flag=True, help="A token that may read /metrics and nothing private (for `tlog serve --metrics-token`).")
 @click.option("--catalog", is_flag=True, help="With --service: the catalog right, to bind content to its artists "
                                               "(PUT /v1/content/{id}/artists).")
-def token_create(db: Path, service: str | None, artist: str | None, auditor: bool, metrics: bool,
-                 catalog: bool) -> None:
+@click.option("--expires", default=None, metavar="DURATION",
+              help="The token stops working after DURATION, e.g. 30d, 12h, 90m, 2w (default: never; revoke it then).")
+def token_create(db: Path, service: str | None, issuer: bool, artists: tuple[str, ...], auditor: bool, metrics: bool,
+                 catalog: bool, expires: str | None) -> None:
     """Create a token; it is printed once, alone on the last line, and never again.
 
     \b
     Examples:
       tlog token create --service recsys
       tlog token create --service catalogue --catalog
-      tlog token create --artist sc:user:42
+      tlog token create --service signin --issuer
+      tlog token create --artist sc:user:42 --expires 30d
+      tlog token create --artist sc:user:42 --artist sc:user:43
       tlog token create --auditor
       tlog token create --metrics"""
-    from .tokens import check_rights, check_subject, new_token
+    from .tokens import artist_subject, check_rights, check_subject, new_token, parse_duration
 
-    chosen = [(r, v) for r, v in (("service", service), ("artist", artist), ("auditor", auditor or None),
+    chosen = [(r, v) for r, v in (("service", service), ("artist", artists or None), ("auditor", auditor or None),
                                   ("metrics", metrics or None)) if v is not None]
     if len(chosen) != 1:
-        raise ValidationError("name exactly one of --service NAME, --artist ID, --auditor, --metrics")
-    role, subject = chosen[0]
-    subject = None if role in ("auditor", "metrics") else subject
-    check_subject(role, subject)  # type: ignore[arg-type]
-    rights = frozenset({"catalog"} if catalog else ())
-    check_rights(role, rights)
+        raise ValidationError("name exactly one of --service NAME, --artist ID (repeatable), --auditor, --metrics")
+    role = chosen[0][0]
+    subject = service if role == "service" else artist_subject(artists) if role == "artist" else None
+    check_subject(role, subject)
+    rights = check_rights(role, [r for r, wanted in (("catalog", catalog), ("issuer", issuer)) if wanted])
+    now_ms = int(time.time() * 1000)
+    expires_ms = None if expires is None else now_ms + parse_duration(expires) * 1000
     secret, digest = new_token()
     log = open_log(db)
     try:
-        token_id = log.store.add_token(role, subject, digest, int(time.time() * 1000), rights)  # type: ignore[arg-type]
+        token_id = log.store.add_token(role, subject, digest, now_ms, rights=rights, expires_ms=expires_ms)
     finally:
         log.close()
-    with_rights = f" with {', '.join(sorted(rights))}" if rights else ""
-    click.echo(f"token {token_id}: {role}{' ' + subject if subject else ''}{with_rights} (shown once; store it now)", err=True)
+    what = f"{role}{' ' + subject if subject else ''}{''.join(f' +{r}' for r in sorted(rights))}"
+    until = f", expires {_iso(expires_ms)}" if expires_ms is not None else ""
+    click.echo(f"token {token_id}: {what}{until} (shown once; store it now)", err=True)
     click.echo(secret)
 
 
 @token.command("list")
 @db_option
-def token_list(db: Path) -> None:
-    """List tokens (ids, roles, subjects, dates; never the secrets)."""
+@json_option("Print the tokens as a JSON list.")
+def token_list(db: Path, as_json: bool) -> None:
+    """List tokens (ids, roles, subjects, rights, dates; never the secrets)."""
     log = open_log(db, readonly=True)
     try:
         rows = log.store.tokens()
     finally:
         log.close()
-    click.echo(f"{'id':>4}  {'role':<8} {'subject':<32} {'rights':<10} {'created':<24} revoked")
+    if as_json:
+        click.echo(orjson.dumps([_token_json(t) for t in rows]).decode())
+        return
+    click.echo(f"{'id':>4}  {'role':<8} {'subject':<32} {'rights':<8} {'created':<24} {'expires':<24} revoked")
     for t in rows:
         revoked = _iso(t.revoked_ms) if t.revoked_ms else "-"
-        rights = ",".join(sorted(t.rights)) or "-"
-        click.echo(f"{t.token_id:>4}  {t.role:<8} {t.subject or '-':<32} {rights:<10} {_iso(t.created_ms):<24} {revoked}")
+        expires = _iso(t.expires_ms) if t.expires_ms else "-"
+        click.echo(f"{t.token_id:>4}  {t.role:<8} {t.subject or '-':<32} {' '.join(sorted(t.rights)) or '-':<8} "
+                   f"{_iso(t.created_ms):<24} {expires:<24} {revoked}")
+
+
+def _token_json(t: Any) -> dict[str, Any]:
+    from .tokens import artist_ids_of
+
+    return {"id": t.token_id, "role": t.role, "service": t.subject if t.role == "service" else None,
+            "artist_ids": list(artist_ids_of(t.role, t.subject)),
+            "rights": sorted(t.rights), "created_at": _iso(t.created_ms),
+            "expires_at": _iso(t.expires_ms) if t.expires_ms else None,
+            "revoked_at": _iso(t.revoked_ms) if t.revoked_ms else None}
 
 
 def _iso(ms: int) -> str:
@@ -885,7 +939,9 @@ def token_revoke(db: Path, token_id: int) -> None:
     click.echo(f"token {token_id} revoked")
 
 
-@main.command()
+@main.command(epilog="Exit status: 0 all holds; 1 an ALERT: fork, rollback, bad signature, missing quorum, broken "
+                     "chain, logged_at going back, tiles or stats that lie; 2 bad input; 3 the log could not be "
+                     "reached or read, or another monitor holds --state.")
 @click.option("--url", required=True, help="The log's base URL (where /checkpoint and /tile/ are served).")
 @click.option("--vkey", required=True, help="The log's verifier key you trust.")
 @click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -895,8 +951,10 @@ def token_revoke(db: Path, token_id: int) -> None:
 @click.option("--follow", is_flag=True, help="Keep watching, a round every --interval seconds, until interrupted.")
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between rounds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option("Print one JSON object a round ({\"ok\": true, \"origin\", \"size\", \"root\", \"grew\"}); the "
+             "running commentary goes to stderr.")
 def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, follow: bool, interval: float,
-            quiet: bool) -> None:
+            quiet: bool, as_json: bool) -> None:
     """Follow a log from its public API and alert on anything a log must never do.
 
     Each round checks the new checkpoint's signature and its consistency with the last one checked
@@ -910,9 +968,7 @@ def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, f
     With --witness-policy, each checkpoint must also carry the cosignatures of the policy's quorum
     of witnesses, so that a view shown to this monitor alone is refused.
 
-    Exit status: 0 all holds; 1 the check could not run (log unreachable, bad arguments); 2 an ALERT:
-    fork, rollback, bad signature, missing quorum, broken chain, logged_at going back, tiles or stats
-    that lie. The conflicting signed checkpoint of a fork or rollback is saved in --state as evidence.
+    The conflicting signed checkpoint of a fork or rollback is saved in --state as evidence.
 
     \b
     Examples:
@@ -920,16 +976,19 @@ def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, f
       tlog monitor --url https://log.example/ --vkey … --state ~/.tlog/log.example --follow --interval 60
       tlog monitor --url https://log.example/ --vkey … --state … --witness-policy witnesses.policy
     """
-    from .errors import VerificationError
     from .monitor import run_monitor
+
+    def round_json(cp: Any, grew: bool) -> None:
+        click.echo(orjson.dumps({"ok": True, "origin": cp.origin, "size": cp.size,
+                                 "root": base64.b64encode(cp.root).decode(), "grew": grew}).decode())
 
     try:
         with _progress(quiet or follow) as progress:
             run_monitor(url, vkey, state_dir, follow=follow, interval=interval, witness_policy=witness_policy,
-                        echo=click.echo, progress=progress)
+                        echo=(lambda m: click.echo(m, err=True)) if as_json else click.echo, progress=progress,
+                        on_round=round_json if as_json else None)
     except VerificationError as alert:
-        click.echo(f"ALERT: {alert.message}", err=True)
-        sys.exit(2)
+        raise Alert(alert.message, index=alert.index) from None
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
 
@@ -942,6 +1001,17 @@ from .witness.cli import witness  # noqa: E402
 main.add_command(audit)
 main.add_command(key_group(db_option))
 main.add_command(witness)
+
+
+def _document_exits(group: click.Group) -> None:
+    """Every command's help ends with its exit status (SPEC §7), including commands added later."""
+    for cmd in group.commands.values():
+        cmd.epilog = cmd.epilog or EXITS
+        if isinstance(cmd, click.Group):
+            _document_exits(cmd)
+
+
+_document_exits(main)
 
 if __name__ == "__main__":
     main()

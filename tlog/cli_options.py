@@ -1,4 +1,6 @@
-"""Options that several commands share, defined once (SPEC §7)."""
+"""Options that several commands share, defined once (SPEC §7): the token options, `--json`, and the exit
+status every command's help ends with. The command modules (cli, audit_cli, keys_cli, witness.cli) import
+nothing from one another, so what they share lives here."""
 
 from __future__ import annotations
 
@@ -10,6 +12,26 @@ import click
 from .errors import ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Set in the context's meta (shared by a command and its parents) when --json was given, so that the group
+# reports a failure as JSON too (cli.TlogGroup).
+JSON_META = "tlog.json"
+
+EXITS = ("Exit status: 0 done; 2 bad input, a refused operation or a declined prompt; 3 the log could not be "
+         "reached or read (down, 401/403, a busy port, not a tlog database).")
+EXITS_CHECKING = ("Exit status: 0 everything held; 1 a check failed (the first failure is named); 2 bad input; "
+                  "3 the log could not be reached or read (down, 401/403, not a tlog database).")
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """`--json`: print the result as JSON on stdout; a failure is then a JSON object as well."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.meta[JSON_META] = True
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, callback=remember, help=help)
 
 
 def token_options(who: str) -> Callable[[F], F]:

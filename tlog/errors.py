@@ -1,10 +1,17 @@
 """Errors as types. The edges (CLI, HTTP) map them to exit codes, statuses and messages; nothing else
-formats them, so every user sees the same wording."""
+formats them, so every user sees the same wording.
+
+The `tlog` command's exit status for each (SPEC §7) is the class's `exit_code`, applied in `cli.TlogGroup`
+alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+# SPEC §7: 0 all held; 1 a failed verification or a monitor alert; 2 bad input, a refused operation or a
+# declined prompt (click's usage errors too); 3 the log could not be reached or read.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 @dataclass
@@ -16,6 +23,8 @@ class TlogError(Exception):
     details: list[dict[str, Any]] = field(default_factory=list)
     code: str = "error"
     status: int = 400
+    exit_code: ClassVar[int] = EXIT_BAD_INPUT  # the CLI's exit status for it (SPEC §7)
+    label: ClassVar[str] = "error"  # how the CLI's one line begins
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -56,18 +65,31 @@ class Conflict(TlogError):
 class Unauthorized(TlogError):
     code: str = "unauthorized"
     status: int = 401
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
 @dataclass
 class Forbidden(TlogError):
+    """A credential asking for what its role may not do; in the CLI, a refused operation (exit 2)."""
+
     code: str = "forbidden"
     status: int = 403
+
+
+@dataclass
+class Unreachable(TlogError):
+    """A remote log could not be reached, or would not answer this credential (its 401 or 403)."""
+
+    code: str = "unreachable"
+    status: int = 503
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
 @dataclass
 class Unavailable(TlogError):
     code: str = "unavailable"
     status: int = 503
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
 @dataclass
@@ -101,6 +123,17 @@ class StorageError(TlogError):
 
     code: str = "storage"
     status: int = 503
+    exit_code: ClassVar[int] = EXIT_UNREACHABLE
+
+
+@dataclass
+class Damaged(StorageError):
+    """What a log stores does not hold together: a key file that is not the log's, a stored checkpoint
+    that does not verify, a leaf that no longer reads back: its database or files were altered. Still a
+    StorageError to the server (503); to the CLI a failed check (exit 1), as `tlog verify` reports it."""
+
+    code: str = "damaged"
+    exit_code: ClassVar[int] = EXIT_FAILED
 
 
 @dataclass
@@ -110,6 +143,15 @@ class VerificationError(TlogError):
     index: int | None = None
     code: str = "verification_failed"
     status: int = 500
+    exit_code: ClassVar[int] = EXIT_FAILED
+
+
+@dataclass
+class Alert(VerificationError):
+    """`tlog monitor` saw the log do what a log must never do (a fork, a rollback, a bad signature…)."""
+
+    code: str = "alert"
+    label: ClassVar[str] = "ALERT"
 
 
 # Error details are bounded where they are collected and again where they are sent: a body of a million

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import Checkpoint, open_checkpoint
-from .errors import NoteError, StorageError, TlogError, ValidationError
+from .errors import Conflict, Damaged, NoteError, StorageError, TlogError, ValidationError
 from .note import Signer, Verifier, generate_key, is_valid_name, parse_note, sign_note
 from .records import IdPattern
 from .sequencer import Sequencer
@@ -109,9 +109,9 @@ class LocalLog:
         try:
             cp, _ = open_checkpoint(signed, self.verifiers)
         except NoteError as exc:
-            raise StorageError(f"the stored checkpoint does not verify with the log's key: {exc}") from exc
+            raise Damaged(f"the stored checkpoint does not verify with the log's key: {exc}") from exc
         if cp.origin != self.origin:
-            raise StorageError(f"the stored checkpoint names origin {cp.origin!r}, not {self.origin!r}")
+            raise Damaged(f"the stored checkpoint names origin {cp.origin!r}, not {self.origin!r}")
         return cp, signed
 
     # --- keys ----------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
         try:
             signer = Signer.from_key(read_secret(path, "signer key"))
         except NoteError as exc:  # a damaged key file is named, not just "a key"
-            raise StorageError(f"{path} is not a valid signer key: {exc.message}") from None
+            raise Damaged(f"{path} is not a valid signer key: {exc.message}") from None
         found.setdefault(signer.verifier_key, signer)
     missing = [k for k in vkeys if k not in found]
     if missing:
@@ -221,7 +221,7 @@ def init_log(db: str | os.PathLike[str], origin: str, *, clock: Callable[[], flo
     signer_path, vrf_path = key_paths(path)
     for p in (path, signer_path, vrf_path):
         if p.exists():
-            raise StorageError(f"{p} already exists; refusing to overwrite a log")
+            raise Conflict(f"{p} already exists; refusing to overwrite a log")
     path.parent.mkdir(parents=True, exist_ok=True)
     skey, vkey = generate_key(origin)
     vrf = VrfSecret.from_secret(generate_secret())
@@ -264,7 +264,7 @@ def _load_vrf(path: Path, vrf_key: str | None) -> VrfSecret:
     try:
         secret = VrfSecret.from_secret(bytes.fromhex(read_secret(path, "VRF key")))
     except ValueError:
-        raise StorageError(f"{path} does not hold a 32-byte hex VRF secret") from None
+        raise Damaged(f"{path} does not hold a 32-byte hex VRF secret") from None
     if secret.pk.hex() != vrf_key:
-        raise StorageError(f"{path} is not the VRF key this log committed to in its first leaf")
+        raise Damaged(f"{path} is not the VRF key this log committed to in its first leaf")
     return secret

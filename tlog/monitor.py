@@ -271,10 +271,11 @@ async def _compare_stats(client: TileClient, size: int, counts: dict[Group, int]
 
 def run_monitor(url: str, vkey: str, state_dir: Path, *, follow: bool = False, interval: float = DEFAULT_INTERVAL,
                 witness_policy: Path | None = None, echo: Callable[[str], None] = print,
-                progress: Progress | None = None) -> None:
+                progress: Progress | None = None, on_round: Callable[[Checkpoint, bool], None] | None = None) -> None:
     """One round, or with `follow` a round every `interval` seconds until interrupted. In follow mode an
     unreachable log is a warning (checked again next round); an alert always ends the run. With a
-    c2sp.org/tlog-policy file, every checkpoint must carry its quorum's cosignatures."""
+    c2sp.org/tlog-policy file, every checkpoint must carry its quorum's cosignatures. `on_round` is told
+    each checked checkpoint and whether the log grew (`tlog monitor --json`)."""
     try:
         verifier = Verifier.from_key(vkey)
     except NoteError as exc:
@@ -282,7 +283,7 @@ def run_monitor(url: str, vkey: str, state_dir: Path, *, follow: bool = False, i
     policy = _load_policy(witness_policy, verifier) if witness_policy is not None else None
     private_dir(state_dir)
     with _locked(state_dir):
-        asyncio.run(_run(url, verifier, state_dir, follow, interval, echo, progress, policy))
+        asyncio.run(_run(url, verifier, state_dir, follow, interval, echo, progress, policy, on_round))
 
 
 def _load_policy(path: Path, verifier: Verifier) -> WitnessPolicy:
@@ -296,13 +297,16 @@ def _load_policy(path: Path, verifier: Verifier) -> WitnessPolicy:
 
 
 async def _run(url: str, verifier: Verifier, state_dir: Path, follow: bool, interval: float,
-               echo: Callable[[str], None], progress: Progress | None, policy: WitnessPolicy | None) -> None:
+               echo: Callable[[str], None], progress: Progress | None, policy: WitnessPolicy | None,
+               on_round: Callable[[Checkpoint, bool], None] | None) -> None:
     async with TileClient(url) as client:
         while True:
             try:
                 cp, grew = await check_round(client, verifier, state_dir, echo, progress, policy)
                 if not grew and not follow:  # in follow mode a round that finds nothing new says nothing
                     echo(f"{cp.origin}: size {cp.size}, unchanged (signature ok)")
+                if on_round is not None:
+                    on_round(cp, grew)
             except Unavailable as exc:
                 if not follow:
                     raise

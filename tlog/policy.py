@@ -505,3 +505,23 @@ def _level_loosenings(path: str, old: Mapping[str, Any], new: Mapping[str, Any])
         elif after == "allow" and before != "allow":
             found.append(f"{where}: allow added")
     return found
+
+
+def dropped_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The settings of `old` (validated preferences) that `new` no longer holds as they were: a tag set,
+    a purpose's allow or deny, at the artist level or for a content id. A whole-document PUT answers
+    with them, so that an artist (or a service overwriting the artist's choices with restrictions) sees
+    what the replacement dropped: `{"setting": path, "was": value, "now": value or null}`."""
+    before, after = _settings(old), _settings(new)
+    return [{"setting": path, "was": was, "now": after.get(path)}
+            for path, was in before.items() if after.get(path) != was]
+
+
+def _settings(prefs: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting of a preferences document by its path: tags that are set, and purpose settings."""
+    levels = [("", prefs)] + [(join_path("content", c), s) for c, s in prefs.get("content", {}).items()]
+    out: dict[str, Any] = {}
+    for path, level in levels:
+        out.update({join_path(path, tag): True for tag in ("no_ai", "strict") if level.get(tag)})
+        out.update({join_path(join_path(path, "purposes"), code): v for code, v in level.get("purposes", {}).items()})
+    return out

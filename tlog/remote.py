@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import orjson
 
-from .errors import NotFound, Unavailable, ValidationError
+from .errors import NotFound, Unavailable, Unreachable, ValidationError
 from .merkle import HASH_SIZE
 from .tiles import TILE_WIDTH, Tile, decode_bundle, entry_bundles_for_size, tile_path
 
@@ -46,8 +46,8 @@ class Bundle:
 class TileClient:
     """GETs under one base URL (the log's prefix, e.g. "https://log.example/"). Use as `async with`.
 
-    Errors: NotFound for a 404, ValidationError for another 4xx or a body that cannot be what was asked
-    for, Unavailable once the retries are spent."""
+    Errors: NotFound for a 404, Unreachable for a 401 or 403, ValidationError for another 4xx or a body that
+    cannot be what was asked for, Unavailable once the retries are spent."""
 
     def __init__(self, base_url: str) -> None:
         self.base = check_base_url(base_url) + "/"
@@ -87,6 +87,9 @@ class TileClient:
                     slowdowns += 1
                     await asyncio.sleep(_retry_after(r.headers.get("Retry-After")))
                     continue
+                if r.status in (401, 403):
+                    raise Unreachable(f"GET {shown}: {problem} (the log refused the token: check it, and the "
+                                      "artist id it is for)")
                 if r.status < 500 and r.status != 429:
                     raise (NotFound if r.status == 404 else ValidationError)(f"GET {shown}: {problem}")
             if failures == self.retries:

@@ -34,10 +34,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from . import merkle, records
 from .artistmap import ArtistMap, MapValue
 from .builder import BatchBuilder, BindingResult, Head, Pending, Submission, UseResult
-from .errors import StorageError, TlogError, ValidationError
+from .errors import Damaged, StorageError, TlogError, ValidationError
 from .note import Signer
+from .canonical import merge_patch
 from .leaves import entry_leaves
-from .policy import DEFAULT_POLICY, Policy, PreferenceLimits, accepted_purposes, parse_policy, validate_preferences
+from .policy import (DEFAULT_POLICY, Policy, PreferenceLimits, accepted_purposes, dropped_settings, parse_policy,
+                     validate_preferences)
 from .store.base import MAX_ENTRIES, STALE_STATE, Batch, Entry, Erasure, PolicyRecord, Store, UseFilter
 from .store.writer import BatchWriter, InlineWriter
 from .vrf import VrfSecret
@@ -47,6 +49,17 @@ __all__ = ["BindingResult", "Sequencer", "Submission", "Ticket", "UseResult"]  #
 T = TypeVar("T")
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet settled: one being written, one queued
 KEPT_MAPS = 16  # artist maps of the latest durable sizes kept for map proofs (older ones are rebuilt)
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceChange:
+    """A `preference` leaf appended: where, the preferences now in force, and the settings the change
+    dropped (policy.dropped_settings)."""
+
+    index: int
+    leaf_hash: bytes
+    preferences: dict[str, Any]
+    dropped: list[dict[str, Any]]
 
 
 @dataclass(slots=True, eq=False)
@@ -161,22 +174,27 @@ class Sequencer:
     # --- preferences and policies ------------------------------------------------------------
 
     def set_preferences(
-        self, artist_id: str, preferences: Any, *, by: str, service: str | None = None
-    ) -> tuple[int, bytes]:
-        """Replaces an artist's preferences and appends a `preference` leaf saying who did it. A service
-        may only add restrictions (SPEC §4); the artist's own token may do anything. The document is
-        checked against the sequencer's limits and the purposes accepted when its leaf is logged."""
+        self, artist_id: str, preferences: Any, *, by: str, service: str | None = None, patch: bool = False
+    ) -> PreferenceChange:
+        """Replaces an artist's preferences (or, with `patch`, applies `preferences` to them as an RFC 7396
+        merge patch) and appends a `preference` leaf saying who did it. A service may only add
+        restrictions (SPEC §4); the artist's own token may do anything. The patch is applied in the
+        sequencer's turn, to the preferences as they are then, so two patches never undo each other; the
+        document it gives is checked against the sequencer's limits and the purposes accepted when its
+        leaf is logged."""
         if not records.is_platform_id(artist_id):
             raise ValidationError("artist_id must be 1-256 printable characters without spaces",
                                   [{"field": "artist_id", "message": "not a platform id"}])
         if by not in ("artist", "service"):
             raise ValidationError(f"by must be 'artist' or 'service', not {by!r}")
 
-        def build() -> tuple[Pending, tuple[int, bytes]]:
+        def build() -> tuple[Pending, PreferenceChange]:
             p = self._begin()
-            prefs = validate_preferences(preferences, purposes=accepted_purposes(p.schedule, p.logged_ms),
-                                         limits=self.preference_limits)
-            return p, self.builder.preferences(p, artist_id, prefs, by=by, service=service)
+            old = self.builder.current_preferences(p, artist_id)
+            new = validate_preferences(merge_patch(old, preferences) if patch else preferences,
+                                       purposes=accepted_purposes(p.schedule, p.logged_ms), limits=self.preference_limits)
+            index, h = self.builder.preferences(p, artist_id, new, by=by, service=service)
+            return p, PreferenceChange(index, h, new, dropped_settings(old, new))
 
         return self._build_and_commit(build)
 
@@ -385,6 +403,6 @@ def _scheduled(entry: Entry | None, record: PolicyRecord) -> tuple[int, int, Pol
         return effective, record.index, parse_policy(record.document, record.policy_id)
     except (KeyError, TlogError) as exc:
         why = exc.message if isinstance(exc, TlogError) else f"no {exc}"
-        raise StorageError(f"the policy leaf at index {record.index} cannot be read back (the database was "
+        raise Damaged(f"the policy leaf at index {record.index} cannot be read back (the database was "
                            f"altered): {why}") from None
 

@@ -61,6 +61,10 @@ class Report:
     # services that logged them did not; `tlog verify` names them and exits 1.
     unshared: list[Unshared] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "origin": self.origin, "size": self.size, "leaves": self.leaves, "artists": self.artists,
+                "checkpoints": self.checkpoints, "seconds": round(self.seconds, 3), "notes": self.notes}
+
     def summary(self) -> str:
         rate = f", {self.leaves / self.seconds:,.0f} leaves/s" if self.seconds > 0 and self.leaves else ""
         extra = "".join(f"; {n}" for n in self.notes)
@@ -83,7 +87,7 @@ def _verifier(key: str) -> Verifier:
     try:
         return Verifier.from_key(key)
     except NoteError as exc:
-        raise VerificationError(f"bad verifier key: {exc.message}") from None
+        raise ValidationError(f"bad verifier key: {exc.message}") from None
 
 
 def _open(signed: bytes, verifier: Verifier, origin: str, what: str) -> Checkpoint:

@@ -64,9 +64,9 @@ def append(seq: Any, service: str, recs: list[dict[str, Any]]) -> list[Any]:
     return res
 
 
-def token(log: Any, role: str, subject: str | None) -> str:
+def token(log: Any, role: str, subject: str | None, rights: frozenset[str] = frozenset()) -> str:
     t, d = new_token()
-    log.store.add_token(role, subject, d, int(time.time() * 1000))
+    log.store.add_token(role, subject, d, int(time.time() * 1000), rights=rights)
     return t
 
 
@@ -132,7 +132,15 @@ def _fill(log: Any, clock: list[float], notes: dict[str, Any]) -> dict[str, str]
     append(seq, "recsys", [use(10, LIAR, "recommendation", days=31)])
     return {"alice": token(log, "artist", ALICE), "xss": token(log, "artist", XSS_ARTIST),
             "liar": token(log, "artist", LIAR), "service": token(log, "service", "recsys"),
+            "signin": token(log, "service", "signin", frozenset({"issuer"})),
+            "expired": _expired(log, ALICE),
             "auditor": token(log, "auditor", None)}
+
+
+def _expired(log: Any, artist: str) -> str:
+    t, d = new_token()
+    log.store.add_token("artist", artist, d, int(time.time() * 1000) - 7200_000, expires_ms=int(time.time() * 1000) - 3600_000)
+    return t
 
 
 def shots() -> Path:
@@ -259,6 +267,47 @@ def test_artist_signs_in_by_link_sees_entries_and_the_complete_verdict(page, env
     assert console_errors(page) == []
     page.execute_script("window.scrollTo(0, 0)")
     screenshot(page, "artist")
+
+
+def test_the_platforms_sign_in_link_leaves_the_address_bar_and_the_page_works(page, env):
+    """The platform's sign-in mints a short-lived token (POST /v1/tokens, issuer right) for a manager of two
+    artists and sends the browser to /artist#token=…: the page keeps the token in this tab's session
+    storage, removes it from the address bar and the history entry, never puts it in a request's URL, and
+    shows each of the two artists."""
+    clean(page, env.url)
+    minted = env.post("/v1/tokens", {"artist_ids": [XSS_ARTIST, ALICE], "ttl_s": 600}, role="signin")["token"]
+    assert sign_in(page, env.url, minted) == "complete", verdict(page)
+    assert page.execute_script("return location.hash") == "" and "#" not in page.current_url
+    assert minted not in page.current_url and page.current_url == f"{env.url}/artist"
+    assert page.execute_script("return sessionStorage.getItem('tlog.token')") == minted
+    urls = page.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert urls and not any(minted in u for u in urls)
+    page.back()  # the entry before is the page clean() opened: the link's own entry was replaced
+    wait_for(page, "location.pathname === '/healthz'")
+    page.forward()
+    wait_for(page, "document.querySelector('#verdict').dataset.result")
+    assert page.current_url == f"{env.url}/artist"
+    assert page.find_element("id", "who").text == XSS_ARTIST  # the first of the token's artists
+    options = page.execute_script("return [...document.querySelectorAll('#artist-pick option')].map(o => o.value)")
+    assert options == [XSS_ARTIST, ALICE] and page.find_element("id", "pick").is_displayed()
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.find_element("id", "artist-pick")).select_by_value(ALICE)
+    wait_for(page, f"document.querySelector('#who').textContent === {orjson.dumps(ALICE).decode()}")
+    wait_for(page, "document.querySelector('#verdict').dataset.result")
+    assert page.execute_script("return document.querySelector('#verdict').dataset.result") == "complete", verdict(page)
+    summary = env.get(f"/v1/artists/{ALICE}/summary", "alice")
+    assert page.find_element("css selector", "[data-figure=uses]").text == str(summary["uses"]["leaves"])
+    assert console_errors(page) == []
+
+
+def test_an_expired_token_by_link_asks_to_sign_in_again(page, env):
+    clean(page, env.url)
+    page.get(f"{env.url}/artist#token={env.tokens['expired']}")
+    wait_for(page, "!document.querySelector('#signin').hidden && document.querySelector('#signin-error').textContent")
+    assert "expired" in page.find_element("id", "signin-error").text and "#" not in page.current_url
+    assert page.execute_script("return sessionStorage.getItem('tlog.token')") is None
+    console_errors(page)  # the 401 is expected
 
 
 def tampering(upstream: str, mode: str) -> AbstractContextManager[str]:

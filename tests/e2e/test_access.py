@@ -102,6 +102,12 @@ ROWS = [
         protected(403, 200, 403, 403), body={}),  # after the restriction above: only A may lift it
     Row("restrict nobody's preferences", "PUT /v1/artists/{artist_id}/preferences", f"/v1/artists/{NOBODY}/preferences",
         protected(200, 403, 403, 403), body={"no_ai": True}),
+    Row("restrict A's preferences in part", "PATCH /v1/artists/{artist_id}/preferences", f"/v1/artists/{A}/preferences",
+        protected(200, 200, 403, 403), body={"purposes": {"talent_discovery": "deny"}}),
+    Row("loosen A's preferences in part", "PATCH /v1/artists/{artist_id}/preferences", f"/v1/artists/{A}/preferences",
+        protected(403, 200, 403, 403), body={"purposes": {"talent_discovery": None}}),
+    Row("mint a token for A", "POST /v1/tokens", "/v1/tokens",  # the service here lacks the issuer right
+        protected(403, 403, 403, 403), body={"artist_id": A, "ttl_s": 60}),
     Row("A's uses", "GET /v1/artists/{artist_id}/uses", f"/v1/artists/{A}/uses", protected(403, 200, 403, 200)),
     Row("B's uses as CSV", "GET /v1/artists/{artist_id}/uses", f"/v1/artists/{B}/uses?format=csv", protected(403, 403, 200, 200)),
     Row("nobody's uses", "GET /v1/artists/{artist_id}/uses", f"/v1/artists/{NOBODY}/uses", protected(403, 403, 403, 200)),
@@ -180,7 +186,7 @@ def test_matrix(env, row):
             body = row.body
             if body == "record":
                 body = record(f"access-{next(_events)}", ARTIST_A)
-            before = env.state() if method in ("POST", "PUT") else None
+            before = env.state() if method in ("POST", "PUT", "PATCH") else None
             status, headers, data = env.call(method, path, role, body)
             CELLS.append(status)
             if status != row.expect[role]:

@@ -87,6 +87,34 @@ def test_fetch_walk_verify_and_save(env: Env) -> None:
     assert as_json["ok"] and as_json["complete"] and as_json["pages"] == len(pages)
 
 
+def test_the_report_reads_by_track_purpose_and_month_with_dates_and_systems(env: Env) -> None:
+    out = env.dir / "report.json"
+    res = env.cli("--out", str(out))
+    assert res.exit_code == 0, res.output
+    uses = [e for p in orjson.loads(out.read_bytes()) for e in p["entries"]
+            if orjson.loads(base64.b64decode(e["leaf"]))["type"] in ("use", "refusal")]
+    track = max({e["details"]["content_id"] for e in uses}, key=lambda c: (sum(e["details"]["content_id"] == c for e in uses), c))
+    mine = [e["details"] for e in uses if e["details"]["content_id"] == track]
+    first, last = mine[0]["logged_at"][:10], mine[-1]["logged_at"][:10]
+    line = next(x for x in res.output.splitlines() if x.startswith(f"  {track}: "))
+    assert f"{len(mine)} use" in line and first in line and last in line
+    assert mine[0]["system"]["id"] in line and mine[0]["purpose"] in line
+    assert "\nBy purpose:\n" in res.output and "\nBy month (UTC):\n" in res.output
+    assert f"  {mine[0]['logged_at'][:7]}: " in res.output
+    report = orjson.loads(env.cli("--json").output)
+    assert sum(t["leaves"] for t in report["tracks"]) == len(uses) == sum(m["leaves"] for m in report["by_month"])
+    row = next(t for t in report["tracks"] if t["content_id"] == track)
+    assert row["leaves"] == len(mine) and row["first"] == mine[0]["logged_at"] and row["last"] == mine[-1]["logged_at"]
+    assert f"{mine[0]['system']['id']} ({mine[0]['system']['model']} {mine[0]['system']['version']})" in row["systems"]
+
+
+def test_a_mistyped_artist_id_says_there_are_no_entries_for_it(env: Env) -> None:
+    res = env.cli(token="auditor", artist=ARTIST.upper())
+    assert res.exit_code == 0
+    assert res.output.startswith(f"No entries for this id ({ARTIST.upper()}) up to checkpoint ")
+    assert "check the id for a typo" in res.output
+
+
 def test_state_fetches_only_what_is_new(env: Env) -> None:
     state, old = env.dir / "state", env.dir / "old.json"
     first = env.cli("--state", str(state), "--out", str(old))
@@ -109,7 +137,8 @@ def test_state_fetches_only_what_is_new(env: Env) -> None:
 
 def test_an_artist_never_logged(env: Env) -> None:
     res = env.cli(token="nobody", artist=NOBODY)
-    assert res.exit_code == 0 and res.output.startswith("Nothing about you has been logged up to checkpoint")
+    assert res.exit_code == 0 and res.output.startswith(f"No entries for this id ({NOBODY}) up to checkpoint")
+    assert "By track" not in res.output
 
 
 def test_exit_codes(env: Env, tmp_path: Path) -> None:

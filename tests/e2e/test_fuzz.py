@@ -40,7 +40,8 @@ from .roles import start_env
 EXAMPLES = int(os.environ.get("TLOG_FUZZ_EXAMPLES", "8"))
 SEED = int(os.environ.get("TLOG_FUZZ_SEED", "20260801"))  # fixed in CI: a failure there replays
 FUZZ_ROLES = ("none", "service", "artist_a", "auditor")
-WRITES = {"POST /v1/uses", "PUT /v1/artists/{artist_id}/preferences"}
+WRITES = {"POST /v1/uses", "PUT /v1/artists/{artist_id}/preferences", "PATCH /v1/artists/{artist_id}/preferences",
+          "POST /v1/tokens"}
 SIZE_FACTOR = 2
 ERROR_BUDGET = 16 << 10  # an error body: a message cut to 1000 characters, 20 details of 2 × 200, one count
 PAGE_BUDGET = 256 << 10  # a success: the largest page of the fuzzed log (40 records), or a static asset

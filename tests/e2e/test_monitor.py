@@ -34,6 +34,11 @@ def _monitor(url: str, vkey: str, state: Path, *extra: str) -> Result:
     return CliRunner().invoke(main, ["monitor", "--url", url, "--vkey", vkey, "--state", str(state), *extra])
 
 
+def _state_root(state: Path) -> str:
+    """The root of the last checkpoint the state holds, base64 (as a checkpoint writes it)."""
+    return orjson.loads((state / STATE_FILE).read_bytes())["checkpoint"].split("\n")[2]
+
+
 def _state_size(state: Path) -> int | None:
     try:
         raw = orjson.loads((state / STATE_FILE).read_bytes())
@@ -78,16 +83,24 @@ def test_state_is_kept_across_runs_and_a_fork_between_runs_is_caught(tmp_path):
         server_b = start_server(b)
         try:
             forked = _monitor(server_b.url, vkey, state)
+            forked_json = _monitor(server_b.url, vkey, state, "--json")
         finally:
             stop_server(server_b)
-        assert forked.exit_code == 2
+        assert forked.exit_code == 1  # SPEC §7: an alert
         assert forked.stderr.startswith("ALERT: fork (split view): the log's checkpoint of size 373 is not consistent "
                                         "with the one of size 353 this monitor checked before")
+        alert = orjson.loads(forked_json.stdout)
+        assert forked_json.exit_code == 1 and alert["ok"] is False and alert["exit"] == 1
+        assert alert["error"].startswith("fork (split view)") and "\nALERT: fork (split view)" in forked_json.stderr
         assert (state / "conflicting-373.checkpoint").read_bytes().startswith(b"demo.tlog.example/log\n373\n")
         assert _state_size(state) == 353  # an alert never becomes the state
 
         again = _monitor(server_a.url, vkey, state)
         assert again.exit_code == 0 and "size 353, unchanged" in again.output
+        as_json = _monitor(server_a.url, vkey, state, "--json")
+        assert as_json.exit_code == 0 and "size 353, unchanged" in as_json.stderr
+        assert orjson.loads(as_json.stdout) == {"ok": True, "origin": "demo.tlog.example/log", "size": 353,
+                                                "root": _state_root(state), "grew": False}
     finally:
         assert "Traceback" not in stop_server(server_a)
 
@@ -261,7 +274,7 @@ def test_an_erasure_is_reported_and_the_next_one_counts_from_it(source, fake, wa
     assert f"{n} entries of artist tag {tag.hex()[:16]}… erased on request" in result.output
     fake.publish(with_erasure(erased, tag, 1))
     result = _monitor(fake.url, source.vkey, watched)
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output  # SPEC §7: an alert
     assert ("index 619: the erasure leaf says erased 1, but the chain leaves of its tag before it that no earlier "
             "erasure leaf covered number 0") in result.stderr
 
@@ -294,7 +307,7 @@ def test_a_lie_after_an_honest_run_is_an_alert(source, fake, watched, lie):
     before = (watched / STATE_FILE).read_bytes()
     message = lie(source, fake)
     result = _monitor(fake.url, source.vkey, watched)
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert result.stderr.startswith("ALERT: ") and message in result.stderr, result.stderr
     assert (watched / STATE_FILE).read_bytes() == before
 
@@ -368,11 +381,11 @@ def test_a_witness_policy_requires_its_quorum_on_every_checkpoint(source, fake, 
 
     fake.publish(source.leaves, source.checkpoint(source.leaves, cosigners=witnesses[2:]))
     result = _monitor(fake.url, source.vkey, state, "--witness-policy", str(policy))
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.stderr == ("ALERT: quorum: the log's checkpoint is cosigned by w3 of the witness policy, short of "
                              "its quorum 'two'\n")
     assert _state_size(state) == 516
 
     policy.write_text(f"log {generate_key(source.signer.name)[1]}\nquorum none\n")
     result = _monitor(fake.url, source.vkey, state, "--witness-policy", str(policy))
-    assert result.exit_code == 1 and "lists logs, but not the key" in result.stderr
+    assert result.exit_code == 2 and "lists logs, but not the key" in result.stderr

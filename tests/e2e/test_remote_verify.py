@@ -86,9 +86,9 @@ def test_a_sound_log_verifies_over_http(served, tmp_path):
 def test_url_and_db_are_alternatives_and_url_needs_a_key(served, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["verify", "--url", served.url, "--db", str(tmp_path / "x.db"), "--vkey", _vkey(served)])
-    assert result.exit_code == 1 and "alternatives" in result.output
+    assert result.exit_code == 2 and "alternatives" in result.output
     result = runner.invoke(main, ["verify", "--url", served.url])
-    assert result.exit_code == 1 and "--url needs --vkey" in result.output
+    assert result.exit_code == 2 and "--url needs --vkey" in result.output
     other = generate_key("demo.tlog.example/log")[1]
     result = runner.invoke(main, ["verify", "--url", served.url, "--vkey", other])
     assert result.exit_code == 1 and "does not verify" in result.output

@@ -10,6 +10,8 @@ import base64
 import csv
 import dataclasses
 import io
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,10 @@ from aiohttp import web
 from .. import merkle
 from ..errors import Forbidden, NotFound, StorageError, Unavailable, ValidationError
 from ..leaves import entry_leaves, iter_leaves
-from ..records import DECISIONS, PURPOSE_CODE, artist_tag, format_logged_at, is_platform_id, parse_time_filter
+from ..policy import parse_policy
+from ..records import DECISIONS, PHASES, artist_tag, format_logged_at, is_platform_id, parse_time_filter, unknown_code
 from ..store.base import ArtistState, Entry, Store, UseFilter
-from .auth import require
+from .auth import require, require_artist
 from .public import _int_param
 from .service import MAX_INDEX, check_artist_id, parse_index
 from .state import State, get_state
@@ -47,9 +50,7 @@ def find_artist(state: State, store: Store, artist_id: str) -> ArtistState | Non
 
 def _own(request: web.Request) -> str:
     artist_id = request.match_info["artist_id"]
-    who = require(request, "artist", "auditor")
-    if who.role == "artist" and who.subject != artist_id:
-        raise Forbidden("an artist token may only read its own entries")
+    require_artist(request, artist_id, "artist", "auditor")
     return check_artist_id(artist_id)
 
 
@@ -86,26 +87,35 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def _filter(request: web.Request) -> UseFilter:
+def _filter(request: web.Request, purposes: Collection[str]) -> UseFilter:
+    """The listing's filters. A code that can match nothing (a purpose no policy of the log names, a
+    phase or decision that does not exist) is a typo, answered 400 naming the valid codes, never an
+    empty list that reads as "no such use"."""
     q = request.query
-    known = {"purpose", "content_id", "decision", "since", "until", "cursor", "limit", "format"}
+    known = {"purpose", "phase", "content_id", "decision", "since", "until", "cursor", "limit", "format"}
     unknown = sorted(set(q) - known)
     if unknown:
         raise ValidationError(f"unknown query parameter {unknown[0]!r}", [{"field": unknown[0], "message": "unknown"}])
-    # A filter value that can match nothing is a typo, not an empty answer.
-    purpose, content_id, decision = q.get("purpose"), q.get("content_id"), q.get("decision")
-    if purpose is not None and not PURPOSE_CODE.fullmatch(purpose):
-        raise ValidationError("purpose must be a purpose code", [{"field": "purpose", "message": purpose[:40]}])
+    content_id = q.get("content_id")
+    for name, what, codes in (("purpose", "a purpose of this log's policies", purposes), ("phase", "a phase", PHASES),
+                              ("decision", "a decision", DECISIONS)):
+        value = q.get(name)
+        if value is not None and value not in codes:
+            raise ValidationError(f"{name} {value[:40]!r} is {unknown_code(what, codes)}",
+                                  [{"field": name, "message": f"not {what}"}])
     if content_id is not None and not is_platform_id(content_id):
         raise ValidationError("content_id must be a platform id", [{"field": "content_id", "message": content_id[:40]}])
-    if decision is not None and decision not in DECISIONS:
-        raise ValidationError(f"decision must be one of {', '.join(sorted(DECISIONS))}",
-                              [{"field": "decision", "message": decision[:40]}])
-    return UseFilter(purpose=purpose, content_id=content_id, decision=decision,
+    return UseFilter(purpose=q.get("purpose"), phase=q.get("phase"), content_id=content_id, decision=q.get("decision"),
                      since_ms=_time_ms(request, "since"), until_ms=_time_ms(request, "until"), after=_cursor(q.get("cursor")))
 
 
 Notes = dict[int, dict[str, str]]  # erasure leaf index → {"at", "reason"}
+
+
+def known_purposes(state: State) -> set[str]:
+    """Every purpose code of every policy the log has published (an artist may ask about a purpose of an
+    earlier policy, or of one announced but not yet in effect)."""
+    return {code for p in state.store.policies() for code in parse_policy(p.document, p.policy_id).purposes}
 
 
 def erasure_notes(store: Store, entries: list[Entry]) -> Notes:
@@ -148,7 +158,7 @@ def _csv_row(e: Entry, notes: Notes) -> list[Any]:
 async def uses(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
     artist_id = _own(request)
-    flt = _filter(request)
+    flt = _filter(request, known_purposes(state))
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "jsonl", "csv"):
         raise ValidationError("format must be json, jsonl or csv", [{"field": "format", "message": fmt[:40]}])

@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import Forbidden, Unauthorized
+from ..records import format_logged_at
 from ..tokens import Principal, digest
 from .errors import error_response
 from .state import get_state
@@ -83,16 +84,17 @@ def _authenticate(request: web.Request) -> Principal | None:
     now = time.monotonic()
     # Read the version before the lookup: a revocation committed after it changes it for the next request.
     version = state.tokens_version()
-    known = state.token_cache.get(want, version, now)
-    if known is not None:
-        return known
-    rec = state.store.token_by_digest(want)
-    # The index lookup is by SHA-256 of the token, which no attacker can steer byte by byte; the final
-    # comparison is constant-time as well.
-    if rec is None or not hmac.compare_digest(want, rec.digest) or rec.revoked_ms is not None:
-        raise Unauthorized("unknown or revoked token")
-    principal = Principal(rec.role, rec.subject, rec.token_id, rec.rights)
-    state.token_cache.put(want, principal, now)
+    principal = state.token_cache.get(want, version, now)
+    if principal is None:
+        rec = state.store.token_by_digest(want)
+        # The index lookup is by SHA-256 of the token, which no attacker can steer byte by byte; the final
+        # comparison is constant-time as well.
+        if rec is None or not hmac.compare_digest(want, rec.digest) or rec.revoked_ms is not None:
+            raise Unauthorized("unknown or revoked token")
+        principal = Principal(rec.role, rec.subject, rec.token_id, rec.rights, rec.expires_ms)
+        state.token_cache.put(want, principal, now)
+    if principal.expired(int(time.time() * 1000)):  # also when cached: the cache outlives no expiry
+        raise Unauthorized(f"this token expired at {format_logged_at(principal.expires_ms)}; ask for a new one")  # type: ignore[arg-type]
     return principal
 
 
@@ -140,4 +142,13 @@ def require_right(request: web.Request, right: str) -> Principal:
     if right not in p.rights:
         raise Forbidden(f"this needs a service token with the {right} right (tlog token create --service NAME --{right}); "
                         f"this token of {p.subject!r} has not got it")
+    return p
+
+
+def require_artist(request: web.Request, artist_id: str, *roles: str) -> Principal:
+    """The request's principal, one of `roles`; an artist token must cover `artist_id` (403 otherwise,
+    whether or not that artist exists, so nothing about other artists leaks)."""
+    p = require(request, *roles)
+    if p.role == "artist" and not p.is_artist(artist_id):
+        raise Forbidden("an artist token may only act for the artist ids it was made for")
     return p

@@ -37,6 +37,12 @@ _PLATFORM_ID = {
                    "with `tlog init --id-pattern`); compared exactly",
 }
 _TEXT_128 = {"type": "string", "minLength": 1, "maxLength": 128}
+_TTL = {"type": "integer", "minimum": 1, "maximum": 86400, "description": "the token's life in seconds"}
+_DATE_OR_TIME = {
+    "type": "string",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$",
+    "description": "a date (2026-12-01, UTC: since from its start, until through its end) or an RFC 3339 date-time with a zone",
+}
 _RFC3339 = {
     "type": "string", "format": "date-time",
     "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
@@ -70,6 +76,13 @@ _SETTINGS = _obj({
     "no_ai": {"type": "boolean", "description": "the platform's 'no AI' tag: refuses both training purposes and third_party_ai_access"},
     "strict": {"type": "boolean", "description": "refuses every purpose"},
     "purposes": {"type": "object", "propertyNames": _PURPOSE_CODE, "additionalProperties": {"enum": ["allow", "deny"]}},
+}, required=[])
+
+# The same settings as a merge patch (RFC 7396): any member may be null, which removes it.
+_SETTINGS_PATCH = _obj({
+    "no_ai": _nullable({"type": "boolean"}), "strict": _nullable({"type": "boolean"}),
+    "purposes": _nullable({"type": "object", "propertyNames": _PURPOSE_CODE,
+                           "additionalProperties": {"enum": ["allow", "deny", None]}}),
 }, required=[])
 
 _PURPOSE = _obj({
@@ -142,9 +155,34 @@ SCHEMAS: dict[str, Any] = {
         }), "description": "the binding leaf appended in each affected artist's chain; empty if nothing changed"},
     }),
     "ArtistPreferences": _obj({"artist_id": {"type": "string"}, "preferences": _ref("Preferences")}),
+    "PreferencesPatch": _obj({
+        **_SETTINGS_PATCH["properties"],
+        "content": _nullable({"type": "object", "propertyNames": _PLATFORM_ID,
+                              "additionalProperties": _nullable(_SETTINGS_PATCH)}),
+    }, required=[], description="An RFC 7396 JSON merge patch of the preferences: the members named replace or "
+                                "merge into the document, null removes one (e.g. {\"purposes\": {\"recommendation\": "
+                                "null}})"),
     "PreferencesSet": _obj({
         "artist_id": {"type": "string"}, "index": {"type": "integer", "minimum": 0}, "leaf_hash": _HEX32,
         "by": {"enum": ["artist", "service"]}, "preferences": _ref("Preferences"),
+        "dropped": {"type": "array", "items": _obj({
+            "setting": {"type": "string", "description": "its path, e.g. strict, purposes.fraud_detection, "
+                                                          "content[\"sc:track:1\"].no_ai"},
+            "was": {"enum": [True, "allow", "deny"]},
+            "now": {"enum": [None, "allow", "deny"]},
+        }), "description": "the settings of the previous document this change removed or changed (an opt-in "
+                           "allow, strict, a per-content setting…): a whole-document PUT says here what it dropped"},
+    }),
+    "TokenRequest": {"oneOf": [
+        _obj({"artist_id": _PLATFORM_ID, "ttl_s": _TTL}),
+        _obj({"artist_ids": {"type": "array", "items": _PLATFORM_ID, "minItems": 1, "maxItems": 1000}, "ttl_s": _TTL}),
+    ], "description": "the artist (or, for a label or manager, the artists) the token acts for, and its life"},
+    "TokenIssued": _obj({
+        "token": {"type": "string", "description": "the bearer token, shown once: hand it to the artist page as "
+                                                   "/artist#token=…"},
+        "token_id": {"type": "integer", "minimum": 1},
+        "artist_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "expires_at": _LOGGED_AT,
     }),
     "Leaf": _obj({
         "v": {"const": 2}, "type": _LEAF_TYPE, "prev": _HEX32, "logged_at": _LOGGED_AT, "purpose": _PURPOSE_CODE,
@@ -307,21 +345,22 @@ PUBLIC, SERVICE, ARTIST, AUDITOR = "public", "service", "artist", "auditor"
 
 def _op(summary: str, roles: list[str], ok: dict[str, Any], errors: tuple[int, ...] = (), *,
         params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
-        description: str | None = None, example: dict[str, Any] | None = None) -> dict[str, Any]:
+        description: str | None = None, example: dict[str, Any] | None = None, status: int = 200,
+        media: tuple[str, ...] = ("application/json",)) -> dict[str, Any]:
     statuses = sorted({*errors, 401, 429, 503} | ({400, 413, 415} if body else set()))
     op: dict[str, Any] = {
         "summary": summary,
         "operationId": "",  # filled in below from method and path
         "x-tlog-roles": roles,
         "security": [{}, {"bearer": []}] if roles == [PUBLIC] else [{"bearer": []}],
-        "responses": {"200": ok, **{str(s): _error(s) for s in statuses}},
+        "responses": {str(status): ok, **{str(s): _error(s) for s in statuses}},
     }
     if description:
         op["description"] = description
     if params:
         op["parameters"] = params
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body, **(example or {})}}}
+        op["requestBody"] = {"required": True, "content": {m: {"schema": body, **(example or {})} for m in media}}
     return op
 
 
@@ -455,7 +494,13 @@ PATHS: dict[str, dict[str, Any]] = {
         "put": _op("Replace an artist's preferences (appends a preference leaf)", [SERVICE, ARTIST],
                    _json(_ref("PreferencesSet")), (403,), params=[_ARTIST_PARAM], body=_ref("Preferences"),
                    description="A service may only add restrictions (403 otherwise); only the artist's own token may "
-                               "loosen them."),
+                               "loosen them. The answer's `dropped` lists the settings the new document no longer "
+                               "holds."),
+        "patch": _op("Change part of an artist's preferences with an RFC 7396 merge patch (appends a preference leaf)",
+                     [SERVICE, ARTIST], _json(_ref("PreferencesSet")), (403,), params=[_ARTIST_PARAM],
+                     body=_ref("PreferencesPatch"), media=("application/merge-patch+json", "application/json"),
+                     description="The patch applies to the preferences in force when the log takes it. Same rights as "
+                                 "PUT: a service may only add restrictions."),
     },
     "/v1/artists/{artist_id}/feed-keys": {"post": _op(
         "Make a key for the artist's Atom feed", [ARTIST], _json(_ref("FeedKey")), (400, 403), params=[_ARTIST_PARAM],
@@ -465,6 +510,12 @@ PATHS: dict[str, dict[str, Any]] = {
         _json(_ref("FeedKeyRevoked")), (400, 403, 404),
         params=[_ARTIST_PARAM, _path_param("key_id", {"type": "integer", "minimum": 1, "maximum": MAX_INT64 - 1},
                                            "the key's id, as made", 1)])},
+    "/v1/tokens": {"post": _op(
+        "Mint a short-lived artist token (for the platform's own sign-in)", [SERVICE], _json(_ref("TokenIssued"), "created"),
+        (403,), body=_ref("TokenRequest"), status=201,
+        example={"example": {"artist_id": "sc:user:42", "ttl_s": 3600}},
+        description="Needs a service token with the issuer right (`tlog token create --service NAME --issuer`). The "
+                    "token acts for the artist ids named, and expires after ttl_s (at most a day): 401 after that.")},
     "/v1/artists/{artist_id}/uses": {"get": _op(
         "An artist's entries with their private details, in log order", [ARTIST, AUDITOR],
         {"description": "a page of entries; X-Next-Cursor names the next page when there is one",
@@ -474,11 +525,13 @@ PATHS: dict[str, dict[str, Any]] = {
                      "text/csv": {"schema": {"type": "string"}}}},
         (400, 403), params=[
             _ARTIST_PARAM,
-            _query("purpose", _PURPOSE_CODE, "only entries of this purpose"),
+            _query("purpose", _PURPOSE_CODE, "only entries of this purpose (a code of one of the log's policies; "
+                                             "another is 400, naming the valid codes)"),
+            _query("phase", _PHASE, "only entries of this phase"),
             _query("content_id", _PLATFORM_ID, "only entries about this content"),
             _query("decision", _DECISION, "only entries with this decision"),
-            _query("since", _RFC3339, "only entries logged at or after"),
-            _query("until", _RFC3339, "only entries logged before"),
+            _query("since", _DATE_OR_TIME, "only entries logged at or after"),
+            _query("until", _DATE_OR_TIME, "only entries logged before"),
             _query("cursor", {"type": "string", "maxLength": 64}, "next_cursor of the previous page"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
                    "page size (default 100; the maximum is `tlog serve --max-page-size`)"),
@@ -516,8 +569,11 @@ PATHS: dict[str, dict[str, Any]] = {
         description="The entries under the published checkpoint, as the audit bundle at that checkpoint proves them.")},
     "/v1/whoami": {"get": _op(
         "Whom the bearer token speaks for", [SERVICE, ARTIST, AUDITOR],
-        _json(_obj({"role": {"enum": ["service", "artist", "auditor"]}, "artist_id": _nullable({"type": "string"})})),
-        description="The artist page is given a token only (by a sign-in link); this names its artist.")},
+        _json(_obj({"role": {"enum": ["service", "artist", "auditor"]}, "artist_id": _nullable({"type": "string"}),
+                    "artist_ids": {"type": "array", "items": {"type": "string"}},
+                    "expires_at": _nullable(_LOGGED_AT)})),
+        description="The artist page is given a token only (by a sign-in link); this names its artist (the first, "
+                    "for a token covering several: `artist_ids`).")},
     "/": {"get": _op("The public transparency page (HTML)", [PUBLIC], _text("the page", "text/html"))},
     "/artist": {"get": _op("The artist page (HTML); it asks for the artist's token and keeps it in the tab's "
                            "session storage", [PUBLIC], _text("the page", "text/html"))},

@@ -8,6 +8,8 @@ path more than the append itself, and a service that wants them fetches them whe
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,24 +22,29 @@ from ..checkpoint import Receipt
 from ..errors import Forbidden, NotFound, TlogError, TooEarly, TooLarge, Unavailable, ValidationError
 from ..leaves import iter_leaves
 from ..builder import MAX_CONTENT_ARTISTS
-from ..records import PLATFORM_ID_RULE, is_platform_id
+from ..records import PLATFORM_ID_RULE, format_logged_at, is_platform_id
 from ..sequencer import Submission
-from ..tokens import Principal
-from .auth import require, require_right
+from ..tokens import MAX_ISSUED_TTL_S, Principal, artist_subject, new_token
+from .auth import require, require_artist, require_right
 from .state import State, get_state
 
 routes = web.RouteTableDef()
+log = logging.getLogger("tlog.server")
 
 
-def _json_content(request: web.Request) -> None:
-    if request.content_type != "application/json":
-        raise TlogError("send the body as application/json", code="unsupported_media_type", status=415)
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"  # RFC 7396
 
 
-async def read_json(request: web.Request, max_bytes: int | None = None) -> Any:
-    """The body as strict JSON; 415 for another content type, 413 beyond `max_bytes` (the app's own
-    limit, --max-body, bounds what is read), 400 for anything malformed."""
-    _json_content(request)
+def _json_content(request: web.Request, media: tuple[str, ...] = (JSON,)) -> None:
+    if request.content_type not in media:
+        raise TlogError(f"send the body as {' or '.join(media)}", code="unsupported_media_type", status=415)
+
+
+async def read_json(request: web.Request, max_bytes: int | None = None, *, media: tuple[str, ...] = (JSON,)) -> Any:
+    """The body as strict JSON; 415 for a content type not in `media`, 413 beyond `max_bytes` (the app's
+    own limit, --max-body, bounds what is read), 400 for anything malformed."""
+    _json_content(request, media)
     body = await request.read()
     if max_bytes is not None and len(body) > max_bytes:
         raise TooLarge(f"the body may be at most {max_bytes:,} bytes")
@@ -105,7 +112,7 @@ def may_read_entry(who: Principal, details: dict[str, Any]) -> bool:
         return True
     if who.role == "service":
         return details.get("service") == who.subject
-    return details.get("artist_id") == who.subject
+    return who.is_artist(details.get("artist_id"))  # type: ignore[arg-type]
 
 
 @routes.get("/v1/receipts/{index}")
@@ -144,17 +151,12 @@ def _platform_id(value: str, field: str) -> str:
     return value
 
 
-def _may_see_preferences(who: Principal, artist_id: str) -> None:
-    if who.role == "artist" and who.subject != artist_id:
-        raise Forbidden("an artist token may only read its own preferences")
-    check_artist_id(artist_id)
-
-
 @routes.get("/v1/artists/{artist_id}/preferences")
 async def get_preferences(request: web.Request) -> web.Response:
     state = get_state(request)
     artist_id = request.match_info["artist_id"]
-    _may_see_preferences(require(request, "service", "artist", "auditor"), artist_id)
+    require_artist(request, artist_id, "service", "artist", "auditor")
+    check_artist_id(artist_id)
     a = state.store.artist_state(artist_id)
     prefs = a.preferences if a and a.preferences is not None else {}
     return web.Response(body=orjson.dumps({"artist_id": artist_id, "preferences": prefs}), content_type="application/json")
@@ -162,18 +164,31 @@ async def get_preferences(request: web.Request) -> web.Response:
 
 @routes.put("/v1/artists/{artist_id}/preferences")
 async def put_preferences(request: web.Request) -> web.Response:
+    """Replaces the whole document. The answer's `dropped` lists the settings the replacement removed or
+    changed (an allow, strict, a per-content setting…), so that nobody drops a choice without seeing it."""
+    return await _change_preferences(request, patch=False)
+
+
+@routes.patch("/v1/artists/{artist_id}/preferences")
+async def patch_preferences(request: web.Request) -> web.Response:
+    """Changes part of the document: an RFC 7396 merge patch (`null` removes a setting), applied to the
+    preferences in force when the sequencer takes it. Same rights as PUT."""
+    return await _change_preferences(request, patch=True)
+
+
+async def _change_preferences(request: web.Request, *, patch: bool) -> web.Response:
     state = get_state(request)
     artist_id = request.match_info["artist_id"]
-    who = require(request, "service", "artist")
-    _may_see_preferences(who, artist_id)
-    doc = await read_json(request, state.limits.max_preferences)
+    who = require_artist(request, artist_id, "service", "artist")
+    check_artist_id(artist_id)
+    doc = await read_json(request, state.limits.max_preferences, media=(MERGE_PATCH, JSON) if patch else (JSON,))
     by, service = ("artist", None) if who.role == "artist" else ("service", who.subject)
-    seq = state.committer.sequencer
-    index, leaf_hash = await state.committer.call(lambda: seq.set_preferences(artist_id, doc, by=by, service=service))
-    a = state.store.artist_state(artist_id)
+    seq = state.committer.sequencer  # type: ignore[union-attr]
+    change = await state.committer.call(  # type: ignore[union-attr]
+        lambda: seq.set_preferences(artist_id, doc, by=by, service=service, patch=patch))
     return web.Response(
-        body=orjson.dumps({"artist_id": artist_id, "index": index, "leaf_hash": leaf_hash.hex(), "by": by,
-                           "preferences": a.preferences if a else doc}),
+        body=orjson.dumps({"artist_id": artist_id, "index": change.index, "leaf_hash": change.leaf_hash.hex(),
+                           "by": by, "preferences": change.preferences, "dropped": change.dropped}),
         content_type="application/json",
     )
 
@@ -214,3 +229,47 @@ def _artists_body(body: Any) -> list[str]:
     if problems:
         raise ValidationError("artists rejected", problems)
     return artists
+
+
+@routes.post("/v1/tokens")
+async def post_token(request: web.Request) -> web.Response:
+    """A short-lived artist token, minted by a service with the `issuer` right for the platform's own
+    sign-in (SPEC §6), which hands it to the artist page as `/artist#token=…`. Shown once, here."""
+    state = get_state(request)
+    who = require_right(request, "issuer")
+    artist_ids, ttl_s = _token_request(await read_json(request))
+    if state.committer is None:
+        raise Unavailable("this server is read-only: it cannot store a new token")
+    secret, digest = new_token()
+    now_ms = int(time.time() * 1000)
+    expires_ms = now_ms + ttl_s * 1000
+    store = state.committer.sequencer.store
+    token_id = await state.committer.call(
+        lambda: store.add_token("artist", artist_subject(artist_ids), digest, now_ms, expires_ms=expires_ms))
+    log.info("token %d: artist token for %d artist id(s), issued by service token %d", token_id, len(artist_ids),
+             who.token_id)
+    return web.Response(
+        body=orjson.dumps({"token": secret, "token_id": token_id, "artist_ids": artist_ids,
+                           "expires_at": format_logged_at(expires_ms)}),
+        content_type="application/json", headers={"Cache-Control": "no-store"}, status=201,
+    )
+
+
+def _token_request(body: Any) -> tuple[list[str], int]:
+    """(artist ids, ttl_s) of a POST /v1/tokens body: `artist_id` or `artist_ids`, and `ttl_s`."""
+    if type(body) is not dict:
+        raise ValidationError("the body is a JSON object: {\"artist_id\" or \"artist_ids\", \"ttl_s\"}")
+    unknown = sorted(set(body) - {"artist_id", "artist_ids", "ttl_s"})
+    if unknown:
+        raise ValidationError(f"unknown field {unknown[0]!r}", [{"field": unknown[0], "message": "unknown field"}])
+    if ("artist_id" in body) == ("artist_ids" in body):
+        raise ValidationError("name the artist: either artist_id (one id) or artist_ids (a list)")
+    ids = [body["artist_id"]] if "artist_id" in body else body["artist_ids"]
+    if type(ids) is not list or any(type(a) is not str for a in ids):
+        raise ValidationError("artist_ids is a list of artist ids", [{"field": "artist_ids", "message": "not a list of strings"}])
+    artist_subject(ids)  # the ids' checks, with their messages
+    ttl = body.get("ttl_s")
+    if type(ttl) is not int or not 1 <= ttl <= MAX_ISSUED_TTL_S:
+        raise ValidationError(f"ttl_s is the token's life in seconds, 1 to {MAX_ISSUED_TTL_S}",
+                              [{"field": "ttl_s", "message": str(ttl)[:40]}])
+    return list(dict.fromkeys(ids)), ttl

@@ -128,8 +128,12 @@ def _summary(state: State, store: Store, artist_id: str, size: int) -> bytes:
 
 @routes.get("/v1/whoami")
 async def whoami(request: web.Request) -> web.Response:
-    """Whom the bearer token speaks for: {"role", "artist_id"} (the artist id for an artist token, else
-    null). Any valid token; 401 without one."""
+    """Whom the bearer token speaks for: {"role", "artist_id", "artist_ids", "expires_at"}: an artist
+    token's ids (a label's token covers several; `artist_id` is the first), else null and []. Any valid
+    token; 401 without one."""
     who = require(request, "service", "artist", "auditor")
-    return web.Response(body=orjson.dumps({"role": who.role, "artist_id": who.subject if who.role == "artist" else None}),
+    ids = list(who.artist_ids)
+    expires = None if who.expires_ms is None else format_logged_at(who.expires_ms)
+    return web.Response(body=orjson.dumps({"role": who.role, "artist_id": ids[0] if ids else None, "artist_ids": ids,
+                                           "expires_at": expires}),
                         content_type="application/json", headers={"Cache-Control": "no-store"})

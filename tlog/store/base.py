@@ -122,13 +122,17 @@ class Batch:
 
 @dataclass(slots=True)
 class TokenRecord:
+    """A token as stored: its SHA-256 only. `subject`: the service name, or an artist token's artist ids
+    joined by spaces (tokens.Principal); `rights`: a service's extra rights (tokens.RIGHTS)."""
+
     token_id: int
     role: str
     subject: str | None
     created_ms: int
     revoked_ms: int | None = None
     digest: bytes = b""
-    rights: frozenset[str] = frozenset()  # of a service token: "catalog" (tokens.RIGHTS)
+    rights: frozenset[str] = frozenset()  # of a service token: "catalog", "issuer" (tokens.RIGHTS)
+    expires_ms: int | None = None
 
 
 MAX_ENTRIES = 1 << 62  # the `limit` of a listing that wants every entry
@@ -139,6 +143,7 @@ class UseFilter:
     """Filters of `GET /v1/artists/{id}/uses`; `after` is the cursor (exclusive leaf index)."""
 
     purpose: str | None = None
+    phase: str | None = None
     content_id: str | None = None
     decision: str | None = None
     since_ms: int | None = None
@@ -209,8 +214,8 @@ class Store(Protocol):
     def entries_of(self, start: int, end: int, types: Sequence[str], decisions: Sequence[str]) -> list[Entry]: ...
 
     # --- tokens --------------------------------------------------------------------------------
-    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int,
-                  rights: frozenset[str] = frozenset()) -> int: ...
+    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int, *,
+                  rights: frozenset[str] = frozenset(), expires_ms: int | None = None) -> int: ...
     def token_by_digest(self, digest: bytes) -> TokenRecord | None: ...
     def tokens(self) -> list[TokenRecord]: ...
     def revoke_token(self, token_id: int, now_ms: int) -> bool: ...

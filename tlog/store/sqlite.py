@@ -49,7 +49,7 @@ from typing import Any, Collection, Iterable, Iterator, Sequence
 import orjson
 import sqlite_utils
 
-from ..errors import StorageError
+from ..errors import Conflict, StorageError
 from ..records import format_logged_at
 from ..stats import StatRow, Tally
 from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, ErasureRecord, PolicyRecord, TokenRecord,
@@ -122,10 +122,11 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
+        self._token_columns: str | None = None
         if not create and not self.path.exists():
             raise StorageError(f"no tlog database at {self.path} (run `tlog init` first)")
         if create and self.path.exists():
-            raise StorageError(f"{self.path} already exists; refusing to overwrite a log")
+            raise Conflict(f"{self.path} already exists; refusing to overwrite a log")
         try:
             if readonly:
                 self.conn = self._connect_readonly()
@@ -149,9 +150,8 @@ class SqliteStore:
                 self._ensure_feed_keys_table()
                 self._ensure_notify_tables()
                 self._ensure_bindings_table()
-                self._ensure_token_rights()
+                self._ensure_token_columns()
             self._has_usage = self._table_exists("usage")
-            self._token_rights = self._has_column("tokens", "rights")
         except sqlite3.Error as exc:
             if not readonly and not os.access(self.path.parent, os.W_OK):
                 raise StorageError(
@@ -235,7 +235,7 @@ class SqliteStore:
         db["tokens"].create(
             {"id": int, "role": str, "subject": str, "digest": bytes, "created_ms": int, "revoked_ms": int},
             pk="id",
-        )
+        )  # rights and expires_ms: _ensure_token_columns
         db["tokens"].create_index(["digest"], unique=True)
         self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         # Written with secure_delete from the start: `scrub` need not VACUUM it.
@@ -276,11 +276,6 @@ class SqliteStore:
         """Whether the log has its bindings table (a read-only connection to an older log may not)."""
         return self._has_column("bindings", "content_id")
 
-    def _ensure_token_rights(self) -> None:
-        """A service token's rights (tokens.RIGHTS), space-separated; added to logs made before rights."""
-        if not self._has_column("tokens", "rights"):
-            self.conn.execute("ALTER TABLE tokens ADD COLUMN rights TEXT NOT NULL DEFAULT ''")
-
     def _has_column(self, table: str, column: str) -> bool:
         return any(row[1] == column for row in self.conn.execute(f"PRAGMA table_info({table})"))
 
@@ -319,6 +314,24 @@ class SqliteStore:
             "CREATE TABLE IF NOT EXISTS notify_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), done_before INTEGER NOT NULL)"
         )
         self.conn.execute("CREATE TABLE IF NOT EXISTS notify_effective (policy_index INTEGER PRIMARY KEY)")
+
+    def _ensure_token_columns(self) -> None:
+        """Token rights and expiry (SPEC §1, §7), added on open to logs made before them, without a schema
+        change: `rights` is space-separated (tokens.RIGHTS), `expires_ms` null for a token that never expires."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(tokens)")}
+        if "rights" not in have:
+            self.conn.execute("ALTER TABLE tokens ADD COLUMN rights TEXT NOT NULL DEFAULT ''")
+        if "expires_ms" not in have:
+            self.conn.execute("ALTER TABLE tokens ADD COLUMN expires_ms INTEGER")
+
+    def _token_select(self) -> str:
+        """The tokens' columns as TokenRecord takes them; a read-only open of a log made before rights and
+        expiry existed reads them as none."""
+        if self._token_columns is None:
+            have = {row[1] for row in self.conn.execute("PRAGMA table_info(tokens)")}
+            self._token_columns = (f"{'rights' if 'rights' in have else repr('')}, "
+                                   f"{'expires_ms' if 'expires_ms' in have else 'NULL'}")
+        return f"SELECT id, role, subject, created_ms, revoked_ms, digest, {self._token_columns} FROM tokens"
 
     def _check_schema(self, readonly: bool) -> None:
         try:
@@ -606,7 +619,8 @@ class SqliteStore:
         epochs = ",".join(str(k) for k in range((flt.after + 1) >> ARTIST_EPOCH_BITS, (row[1] >> ARTIST_EPOCH_BITS) + 1))
         where = [f"(e.idx >> {ARTIST_EPOCH_BITS}) IN ({epochs})", "e.artist = ?", "e.idx > ?"]
         args: list[Any] = [row[0], flt.after]
-        for column, kind, value in (("purpose", "purpose", flt.purpose), ("decision", "decision", flt.decision)):
+        for column, kind, value in (("purpose", "purpose", flt.purpose), ("phase", "phase", flt.phase),
+                                    ("decision", "decision", flt.decision)):
             if value is not None:
                 i = self._name_id(kind, value)
                 if i is None:
@@ -835,12 +849,12 @@ class SqliteStore:
 
     # --- tokens --------------------------------------------------------------------------------
 
-    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int,
-                  rights: frozenset[str] = frozenset()) -> int:
+    def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int, *,
+                  rights: frozenset[str] = frozenset(), expires_ms: int | None = None) -> int:
         cur = self._guard(
             lambda: self.conn.execute(
-                "INSERT INTO tokens (role, subject, digest, created_ms, rights) VALUES (?, ?, ?, ?, ?)",
-                (role, subject, digest, now_ms, " ".join(sorted(rights))),
+                "INSERT INTO tokens (role, subject, digest, created_ms, rights, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (role, subject, digest, now_ms, " ".join(sorted(rights)), expires_ms),
             )
         )
         return int(cur.lastrowid)
@@ -869,18 +883,12 @@ class SqliteStore:
                 f.write("a token was revoked; tlog serve forgets the tokens it knew\n")
             os.replace(tmp, self._tokens_stamp)
 
-    @property
-    def _token_columns(self) -> str:
-        # A read-only connection to a log made before token rights has no such column: no token has any.
-        rights = "rights" if self._token_rights else "''"
-        return f"id, role, subject, created_ms, revoked_ms, digest, {rights}"
-
     def token_by_digest(self, digest: bytes) -> TokenRecord | None:
-        row = self.conn.execute(f"SELECT {self._token_columns} FROM tokens WHERE digest = ?", (digest,)).fetchone()
+        row = self.conn.execute(f"{self._token_select()} WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else _token(row)
 
     def tokens(self) -> list[TokenRecord]:
-        return [_token(r) for r in self.conn.execute(f"SELECT {self._token_columns} FROM tokens ORDER BY id")]
+        return [_token(r) for r in self.conn.execute(f"{self._token_select()} ORDER BY id")]
 
     def revoke_token(self, token_id: int, now_ms: int) -> bool:
         cur = self._guard(
@@ -1192,7 +1200,9 @@ def _write_bindings(c: sqlite3.Connection, changes: Sequence[BindingChange], art
 
 
 def _token(row: tuple[Any, ...]) -> TokenRecord:
-    return TokenRecord(*row[:5], digest=_blob(row[5]), rights=frozenset((row[6] or "").split()))
+    token_id, role, subject, created_ms, revoked_ms, digest, rights, expires_ms = row
+    return TokenRecord(token_id, role, subject, created_ms, revoked_ms, _blob(digest), frozenset((rights or "").split()),
+                       expires_ms)
 
 
 def _dump_preferences(prefs: dict[str, Any] | None) -> str | None:

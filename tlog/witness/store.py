@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StorageError, ValidationError
+from ..errors import Conflict, StorageError, ValidationError
 from ..log import read_secret, write_secret
 from ..note import ALG_COSIGNATURE_V1, CosignatureSigner, Signer, generate_key, is_valid_name
 from .core import LogState, SizeConflict
@@ -54,7 +54,7 @@ class WitnessStore:
         self.path = path
         if create:
             if path.exists():
-                raise StorageError(f"{path} already exists; refusing to overwrite a witness")
+                raise Conflict(f"{path} already exists; refusing to overwrite a witness")
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         elif not path.exists():
@@ -142,7 +142,7 @@ def init_witness(db: Path, name: str) -> Witness:
     secret = key_path(db)
     for p in (db, secret):
         if p.exists():
-            raise StorageError(f"{p} already exists; refusing to overwrite a witness")
+            raise Conflict(f"{p} already exists; refusing to overwrite a witness")
     skey, vkey = generate_key(name, ALG_COSIGNATURE_V1)
     store = WitnessStore(db, create=True)
     write_secret(secret, skey)

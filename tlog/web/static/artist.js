@@ -66,6 +66,18 @@ $("#signout").addEventListener("click", () => {
   location.replace("/artist");
 });
 
+function showPick(ids) {
+  const pick = $("#artist-pick");
+  $("#pick").hidden = ids.length < 2;
+  pick.replaceChildren(...ids.map((id) => el("option", { value: id }, id)));
+  pick.value = state.artist;
+}
+
+$("#artist-pick").addEventListener("change", () => {
+  sessionStorage.setItem(ARTIST, $("#artist-pick").value);
+  location.reload();
+});
+
 function showSignin(message = "") {
   $("#dashboard").hidden = true;
   $("#signin").hidden = false;
@@ -79,13 +91,18 @@ async function start() {
     who = await api("/v1/whoami");
   } catch (e) {
     sessionStorage.removeItem(TOKEN);
-    return showSignin(e.status === 401 ? "This token is not valid (it may have expired or been revoked)." : e.message);
+    // The server says why in plain words: "this token expired at …; ask for a new one", or unknown or revoked.
+    return showSignin(e.status === 401 ? `This token does not work: ${e.message}.` : e.message);
   }
-  state.artist = who.role === "artist" ? who.artist_id : sessionStorage.getItem(ARTIST);
+  // A label's or manager's token covers several artists (who.artist_ids): the one chosen last, else the first.
+  const ids = who.artist_ids || [];
+  const chosen = sessionStorage.getItem(ARTIST);
+  state.artist = who.role === "artist" ? (ids.includes(chosen) ? chosen : ids[0]) : chosen;
   if (who.role === "service") return showSignin("This is a service's token; sign in with an artist's or an auditor's token.");
   if (!state.artist) return showSignin("An auditor's token needs the artist id to look at.");
   $("#signin").hidden = true;
   $("#dashboard").hidden = false;
+  showPick(ids);
   $("#who").textContent = who.role === "artist" ? state.artist : `${state.artist} (as an auditor)`;
   try {
     const [summary, info] = await Promise.all([api(`${base()}/summary`), fetch("/v1/log").then((r) => r.json())]);
