@@ -47,7 +47,7 @@ def _stricter(*refused: str) -> bytes:
 
 def test_each_kind_of_entry_makes_its_event_and_others_none(log):
     seq = log.sequencer()
-    prefs, _ = seq.set_preferences("sc:user:1", {"purposes": {"fraud_detection": "deny"}}, by="artist")
+    prefs = seq.set_preferences("sc:user:1", {"purposes": {"fraud_detection": "deny"}}, by="artist").index
     uses = append(seq, records(3, artists=1) + [dict(records(1, artists=1, seed=9)[0], purpose="fraud_detection",
                                                      phase="inference", basis="legal_obligation")])
     policy, _ = seq.publish_policy(_stricter("talent_discovery"), "stricter")
