@@ -184,6 +184,15 @@ def test_a_witness_quorum_in_words(lines, words):
     assert quorum_words(policy) == words
 
 
+async def _public_page(path: Path, aiohttp_client) -> str:
+    """The public page of the log at `path`, served by a fresh reader as after a restart."""
+    reader = open_log(path)
+    try:
+        return await (await (await aiohttp_client(make_app(reader))).get("/")).text()
+    finally:
+        reader.close()
+
+
 async def test_public_page_shows_a_policy_change_purpose_by_purpose(tmp_path, aiohttp_client):
     lenient = make_policy("lenient-2026", [dataclasses.replace(p, default="allowed") if p.code == "model_training_generative"
                                            else p for p in DEFAULT_POLICY.purposes.values()], "Training allowed.")
@@ -196,11 +205,7 @@ async def test_public_page_shows_a_policy_change_purpose_by_purpose(tmp_path, ai
                                                          effective_ms=int(past * 1000) + 30 * 86_400_000)
     finally:
         log.close()
-    reader = open_log(log.path)
-    try:
-        html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()
-    finally:
-        reader.close()
+    html = await _public_page(log.path, aiohttp_client)
     assert "<strong>lenient-2026</strong>, announced" in html and "(replacing default)" in html
     assert "default changed from refused to allowed" in html and "more use of music" in html
     assert "The policy in force is <strong>lenient-2026</strong>" in html
@@ -209,11 +214,7 @@ async def test_public_page_shows_a_policy_change_purpose_by_purpose(tmp_path, ai
 async def test_an_announced_policy_is_not_shown_in_force_before_it_takes_effect(log, aiohttp_client):
     later = make_policy("later-2027", list(DEFAULT_POLICY.purposes.values()), "The same table, later.")
     log.sequencer().publish_policy(later.document, "later-2027", effective_ms=int(time.time() * 1000) + 86_400_000)
-    reader = open_log(log.path)
-    try:
-        html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()
-    finally:
-        reader.close()
+    html = await _public_page(log.path, aiohttp_client)
     assert "The policy in force is <strong>default</strong>" in html
     assert "<strong>later-2027</strong> is announced and takes effect" in html
 
@@ -232,11 +233,7 @@ async def test_each_change_is_shown_against_the_policy_it_replaces_not_the_leaf_
         log.sequencer().publish_policy(strict.document, "strict-now")
     finally:
         log.close()
-    reader = open_log(log.path)
-    try:
-        html = await (await (await aiohttp_client(make_app(reader))).get("/")).text()
-    finally:
-        reader.close()
+    html = await _public_page(log.path, aiohttp_client)
     strict_item = html.split("<strong>strict-now</strong>, announced", 1)[1].split("</li></ul></li>", 1)[0]
     assert "(replacing default)" in strict_item
     assert "Model training generative" not in strict_item  # that change is lenient-later's, not strict-now's
