@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import orjson
 import pytest
 
 from tlog.committer import GroupCommitter
@@ -488,3 +490,29 @@ async def test_pipelined_group_commit_survives_its_writer_being_killed(log, hist
     history.check(seq)
     assert len(history.acked) - before == 3 * 32 * 3
     survived("pipelined group commit, writer killed", failed)
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["retried in place", "after a restart"])
+@pytest.mark.parametrize("step", ["insert entries", "store checkpoint", "commit"])
+def test_a_crash_at_the_policy_switch_changes_nothing(log, history, step, restart):
+    """Issue 14: the first batch at a policy's effective_at fails inside its transaction; nothing is
+    stored, and the same use sent again, by this sequencer or by a fresh one after a restart, is decided
+    by the new policy and names it."""
+    t = [time.time()]
+    seq = log.sequencer(clock=lambda: t[0])
+    doc = orjson.loads(DEFAULT_POLICY.document)
+    doc["purposes"]["recommendation"]["default"] = "refused"  # a tightening may take effect at any time
+    switch_ms = int(t[0] * 1000) + 60_000
+    seq.publish_policy(orjson.dumps(doc), "stricter", effective_ms=switch_ms)
+    rec = dict(_uses(0)[1][0], purpose="recommendation", phase="inference")
+    t[0] = switch_ms / 1000  # the clock stands exactly at effective_at
+    size, note = log.store.size(), log.store.latest_checkpoint()
+    with hooked(log.store, within_batch(fail_at(step, "before"))), pytest.raises(StorageError, match="injected"):
+        _submit(seq, "svc-switch", [rec])
+    assert (log.store.size(), log.store.latest_checkpoint()) == (size, note)
+    again = log.sequencer(clock=lambda: t[0]) if restart else seq  # a restart reads the schedule back
+    (res,) = _submit(again, "svc-switch", [rec])
+    assert res.decision == "refused" and log.store.entry(res.index).details["policy"] == "stricter"
+    assert log.store.size() == size + 2  # the use's refusal leaf and its map leaf
+    history.serve(log)
+    history.check()
