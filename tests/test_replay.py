@@ -139,9 +139,7 @@ def test_ranges_replayed_in_order_agree_with_one_pass(cut):
     assert rules.map.root() == leaves[-1][1].root and not rules.changed
 
     broken = [(h, replace(leaf, root=bytes(32)) if i == 10 else leaf) for i, (h, leaf) in enumerate(leaves)]
-    second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
-    for h, leaf in broken[cut:]:
-        add(second, h, leaf)
+    _, second = two_ranges(broken, cut)  # the break is at index 10, in the second range
     rules = Sequential()
     rules.replay(first.sequential)  # type: ignore[arg-type]
     with pytest.raises(VerificationError, match="^index 10: the map leaf's root is not the artist map"):
@@ -272,12 +270,7 @@ def test_ranges_replayed_in_order_find_a_loosening_announced_in_another_range(cu
     """The policy it loosens (and the notice promised) may be in an earlier range: the rule is replayed."""
     leaves = chained([log_leaf(), policy_leaf("p1", T0), map_leaf({}), policy_leaf("p2", T0),
                       policy_leaf("loose", T2, logged_at=T1)])
-    first = ChainChecker(ORIGIN, tree=False)
-    for h, leaf in leaves[:cut]:
-        add(first, h, leaf)
-    second = ChainChecker(ORIGIN, start=cut, prev=leaves[cut - 1][0], tree=False)
-    for h, leaf in leaves[cut:]:
-        add(second, h, leaf)
+    first, second = two_ranges(leaves, cut)
     rules = Sequential()
     rules.replay(first.sequential)  # type: ignore[arg-type]
     with pytest.raises(VerificationError, match="^index 4: notice rule broken: policy 'loose' loosens 'p2' — "):
