@@ -14,6 +14,7 @@ from tlog.records import validate_use
 from tlog.sequencer import Sequencer, Submission, UseResult
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+pytest_plugins = ["tests.postgres"]
 
 
 @pytest.fixture
