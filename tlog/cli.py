@@ -746,6 +746,28 @@ def _output(out: Path | None) -> Iterator[IO[bytes]]:
 
 @main.command()
 @db_option
+@click.option("--to", "to", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The copy: a new file (never overwritten), created mode 0600.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def backup(db: Path, to: Path, quiet: bool) -> None:
+    """Copy the SQLite log to a new file --to, consistently even while `tlog serve` writes to it, then
+    verify the copy as `tlog verify --db` does; a copy that does not verify is removed (exit 1).
+
+    The key files beside the database are NOT copied: back them up separately, offline, and never with
+    the database (see docs/OPERATIONS.md, Backups).
+
+    \b
+    Example:
+      tlog backup --db data/tlog.db --to /backups/tlog-2026-12-06.db"""
+    from .backup import backup as make_backup
+
+    with _progress(quiet, "copying") as copying, _progress(quiet, "verifying") as verifying:
+        report = make_backup(db, to, progress=copying, verify_progress=verifying)
+    click.echo(f"backed up {db} to {to}: {report.summary()}")
+
+
+@main.command()
+@db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--max-body", default=8 << 20, show_default=True, type=click.IntRange(1024), help="Largest request body, bytes (413 beyond).")

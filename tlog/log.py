@@ -70,7 +70,8 @@ def read_secret(path: Path, what: str) -> str:
 
 @dataclass
 class LocalLog:
-    """An opened log: its store and, when the secrets are readable, what is needed to write. `verifier` is
+    """An opened log: its store and, when the secrets are readable, what is needed to write. Use as
+    `with open_log(db) as log:`, which closes the store however the block ends. `verifier` is
     the primary key, `verifiers` every active one (the primary first); `signers` is shared with the
     sequencers made here, so `reload_keys` moves a running server to a rotated key set."""
 
@@ -178,6 +179,12 @@ class LocalLog:
 
     def close(self) -> None:
         self.store.close()
+
+    def __enter__(self) -> LocalLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def active_vkeys(store: SqliteStore) -> list[str]:
