@@ -25,7 +25,6 @@ from tlog.client import (
     Aggregator, BatchLogger, ProtocolError, RateLimited, ReceiptError, SpoolError, TlogClient, TransientError,
     UseReceipt, UseRefused,
 )
-from tlog.client.backoff import Backoff
 from tlog.client.client import response_error
 from tlog.client.spool import PendingConflict, Spool
 from tlog.errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, ValidationError
@@ -358,15 +357,6 @@ def test_response_errors_map_to_types():
     assert isinstance(err, ValidationError) and str(err) == "bad (records[1].purpose: unknown)"
     err = response_error(425, b'{"error":{"code":"too_early","message":"not cosigned yet","details":[]}}', "1")
     assert isinstance(err, TransientError) and err.retry_after == 1.0 and err.code == "too_early"  # asked again
-
-
-def test_backoff_grows_with_jitter_and_is_capped():
-    b = Backoff(base=0.1, cap=1.0)
-    delays = [b.next_delay() for _ in range(200)]
-    assert all(0 <= d <= 1.0 for d in delays) and max(delays[:1]) <= 0.1 and max(delays[10:]) > 0.5
-    assert len(set(delays)) > 150  # jittered, not in lockstep
-    assert Backoff(base=0.1, cap=1.0).next_delay(retry_after=0.7) >= 0.7
-    assert Backoff(base=0.1, cap=1.0).next_delay(retry_after=3600) == 1.0
 
 
 # --- the spool -----------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
-import aiohttp
 import click
 import orjson
 
@@ -26,29 +25,10 @@ from .cli_options import EXITS_CHECKING, json_option, token_options
 from .errors import NotFound, Unreachable, ValidationError, VerificationError
 from .files import private_dir, write_private
 from .note import Verifier
-from .remote import TIMEOUT, TileClient
+from .remote import TileClient
 
 if TYPE_CHECKING:
     from .witnessing import WitnessPolicy
-
-
-class _ArtistClient(TileClient):
-    """TileClient (retries, backoff, 429s waited out) sending the artist's token with every request."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        super().__init__(base_url)
-        self.token = token
-
-    async def __aenter__(self) -> _ArtistClient:
-        self._session = aiohttp.ClientSession(
-            timeout=TIMEOUT, headers={"User-Agent": "tlog-audit", "Authorization": f"Bearer {self.token}"})
-        return self
-
-    async def page(self, path: str, params: dict[str, int]) -> bytes:
-        try:
-            return await self.get(path, {k: str(v) for k, v in params.items()})
-        except NotFound as exc:
-            raise Unreachable(exc.message) from None
 
 
 @click.group("audit", invoke_without_command=True, epilog=EXITS_CHECKING)
@@ -126,20 +106,29 @@ async def _fetch(url: str, token: str, artist_id: str, walk: AuditWalk, state: A
                  pages: list[bytes] | None) -> None:
     """Fetches the walk's pages, each verified as it arrives (since the remembered size, with a state)."""
     path = f"v1/artists/{quote(artist_id, safe='')}/audit"
-    async with _ArtistClient(url, token) as client:
+    async with TileClient(url, token=token, user_agent="tlog-audit") as client:
         params = {"since": state.size} if state is not None else {}
         try:
-            raw = await client.page(path, params)
+            raw = await _page(client, path, params)
         except ValidationError:
             if state is None:
                 raise
             # The log refuses since=<the size you verified>: it is behind that. Fetch what it shows now,
             # so that the verifier can say that it went back.
             params = {}
-            raw = await client.page(path, params)
+            raw = await _page(client, path, params)
         _add(walk, raw, pages)
         while walk.next_aseq is not None:
-            _add(walk, await client.page(path, {**params, "size": walk.size, "from_aseq": walk.next_aseq}), pages)  # type: ignore[dict-item]
+            _add(walk, await _page(client, path, {**params, "size": walk.size, "from_aseq": walk.next_aseq}), pages)  # type: ignore[dict-item]
+
+
+async def _page(client: TileClient, path: str, params: dict[str, int]) -> bytes:
+    """One page of the audit bundle. A 404 there is the log not showing this artist's history (an
+    unknown artist, or a token for another): the log could not be read, not bad input."""
+    try:
+        return await client.get(path, {k: str(v) for k, v in params.items()})
+    except NotFound as exc:
+        raise Unreachable(exc.message) from None
 
 
 def _add(walk: AuditWalk, raw: bytes, pages: list[bytes] | None) -> None:

@@ -2,16 +2,18 @@
 API. Only fetching and framing live here (which bytes belong to which leaf); what the bytes prove is
 verify.py's job, so nothing fetched here is trusted.
 
+This is the one HTTP client for remote logs: `tlog verify --url`, `monitor`, `audit` (with the artist's
+token), `stats --url`, `export --url` and the replaying witness all read through TileClient.
+
 A handful of requests run at once: enough to hide the round trips, few enough not to swamp a small
-server. A 5xx or a broken connection is retried with exponential backoff, a 429 ("slow down") waited
-out as its Retry-After says; any other 4xx is an error at once, because asking again will not change
-the answer."""
+server. A 5xx or a broken connection is retried RETRIES times with exponential backoff (backoff.py), a
+429 ("slow down") waited out as its Retry-After says; any other 4xx is an error at once, because asking
+again will not change the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,13 +24,14 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import orjson
 
+from .backoff import Backoff, parse_retry_after
 from .errors import NotFound, Unavailable, Unreachable, ValidationError
 from .merkle import HASH_SIZE
 from .tiles import TILE_WIDTH, Tile, decode_bundle, entry_bundles_for_size, tile_path
 
 IN_FLIGHT = 6
 RETRIES = 4
-BACKOFF = 0.2  # seconds before the first retry; doubles with each retry
+BACKOFF = 0.2  # seconds before the first retry (0.1–0.2 with the jitter); doubles with each retry
 SLOWDOWNS = 120  # 429 answers waited out per request before it counts as a failure
 MAX_RETRY_AFTER = 30.0
 TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
@@ -49,16 +52,16 @@ class TileClient:
     Errors: NotFound for a 404, Unreachable for a 401 or 403, ValidationError for another 4xx or a body that
     cannot be what was asked for, Unavailable once the retries are spent."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, token: str | None = None, user_agent: str = "tlog-verifier") -> None:
         self.base = check_base_url(base_url) + "/"
         self.in_flight = IN_FLIGHT
         self.retries = RETRIES
-        self.backoff = BACKOFF
+        self._headers = {"User-Agent": user_agent, **({"Authorization": f"Bearer {token}"} if token else {})}
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> TileClient:
-        self._session = aiohttp.ClientSession(timeout=TIMEOUT, headers={"User-Agent": "tlog-verifier"})
+        self._session = aiohttp.ClientSession(timeout=TIMEOUT, headers=self._headers)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -71,7 +74,9 @@ class TileClient:
         assert self._session is not None, "use TileClient as `async with`"
         url = self.base + path
         shown = f"{url}?{urlencode(params)}" if params else url
-        failures = slowdowns = 0
+        # Jitter, so that many verifiers hitting one struggling log do not retry in lockstep.
+        backoff = Backoff(base=BACKOFF, cap=MAX_RETRY_AFTER, jitter=0.5)
+        slowdowns = 0
         while True:
             try:
                 async with self._slots, self._session.get(url, params=params) as r:
@@ -85,18 +90,17 @@ class TileClient:
                 if r.status == 429 and slowdowns < SLOWDOWNS:
                     # "Slow down" is the server pacing anonymous readers, not a failure: wait as told.
                     slowdowns += 1
-                    await asyncio.sleep(_retry_after(r.headers.get("Retry-After")))
+                    wait = parse_retry_after(r.headers.get("Retry-After"))
+                    await asyncio.sleep(min(1.0 if wait is None else wait, MAX_RETRY_AFTER))
                     continue
                 if r.status in (401, 403):
                     raise Unreachable(f"GET {shown}: {problem} (the log refused the token: check it, and the "
                                       "artist id it is for)")
                 if r.status < 500 and r.status != 429:
                     raise (NotFound if r.status == 404 else ValidationError)(f"GET {shown}: {problem}")
-            if failures == self.retries:
-                raise Unavailable(f"GET {shown}: {problem} (gave up after {failures + 1} tries)")
-            # Jitter, so that many verifiers hitting one struggling log do not retry in lockstep.
-            await asyncio.sleep(self.backoff * 2**failures * (0.5 + random.random()))
-            failures += 1
+            if backoff.attempt == self.retries:
+                raise Unavailable(f"GET {shown}: {problem} (gave up after {backoff.attempt + 1} tries)")
+            await asyncio.sleep(backoff.next_delay())
 
     async def json(self, path: str, **params: int | str) -> Any:
         body = await self.get(path, {k: str(v) for k, v in params.items()})
@@ -177,14 +181,6 @@ async def cancel(tasks: "deque[asyncio.Future[Any]] | list[asyncio.Future[Any]]"
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _retry_after(header: str | None) -> float:
-    """Seconds a 429's Retry-After asks for (delta-seconds form; 1 s when absent or an HTTP date)."""
-    try:
-        return min(max(float(header or 1), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        return 1.0
 
 
 def _error_message(body: bytes) -> str | None:

@@ -37,7 +37,7 @@ from aiohttp import web
 from yarl import URL
 
 from .background import task_context
-from .client.backoff import Backoff
+from .backoff import Backoff, parse_retry_after
 from .errors import TlogError, ValidationError
 from .events import EFFECTIVE, EVENT_DECISIONS, EVENT_TYPES, Event, Schedule, due_effective, effective_event, entry_event, headers
 from .sequencer import read_schedule
@@ -240,7 +240,7 @@ class Notifier:
             async with session.post(self.target.url, data=event.body, headers=signed, allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
                     return None, None
-                return f"it answered HTTP {resp.status}", _seconds(resp.headers.get("Retry-After"))
+                return f"it answered HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After"))
         except asyncio.TimeoutError:
             return f"no answer within {self.timeout:g} s", None
         except (aiohttp.ClientError, OSError) as exc:
@@ -259,10 +259,6 @@ class Notifier:
                 self._saved = state
             except TlogError as exc:  # tried again in a second; meanwhile a crash would re-send more
                 log.warning("notifications: could not save how far delivery got: %s", exc.message)
-
-
-def _seconds(value: str | None) -> float | None:
-    return float(value) if value is not None and value.strip().isdigit() else None
 
 
 def notifier_context(db: Path, origin: str, target: Target) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from . import merkle
 from .background import task_context
+from .backoff import Backoff
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, TlogError, ValidationError
 from .note import Signature, Verifier, open_note, parse_note
@@ -259,10 +260,12 @@ def verify_cosignatures(witness: PolicyWitness, text: bytes, answer: bytes) -> l
 
 @dataclass
 class _Contact:
-    """What the publisher knows of one witness: the size it last cosigned, and when to try again."""
+    """What the publisher knows of one witness: the size it last cosigned, and when to try again. The
+    publisher asks the witnesses together each round, so a witness that failed is not slept on but skipped
+    until `retry_at`: 1, 2, 4… seconds after each failure in a row, at most RETRY_CAP."""
 
     known: int = 0
-    backoff: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=Publisher.RETRY_CAP, jitter=0.0))
     retry_at: float = 0.0
 
 
@@ -270,7 +273,7 @@ class Publisher:
     """Publishes the log's latest checkpoint once the policy's quorum has cosigned it. `store` should be a
     connection of its own: the publisher writes the `published` table and reads proofs from it."""
 
-    MAX_BACKOFF = 30.0
+    RETRY_CAP = 30.0  # seconds at most between two tries of a witness that keeps failing
 
     def __init__(self, store: SqliteStore, policy: WitnessPolicy, *, interval: float = 0.2,
                  timeout: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -321,13 +324,13 @@ class Publisher:
         try:
             sigs = await self._exchange(session, w, contact, cp, signed, text)
         except (Refused, TlogError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            contact.backoff = min(self.MAX_BACKOFF, max(1.0, contact.backoff * 2))
-            contact.retry_at = self.clock() + contact.backoff
+            delay = contact.backoff.next_delay()
+            contact.retry_at = self.clock() + delay
             reason = str(exc) or type(exc).__name__
-            log.warning("witness %s did not cosign size %d: %s (retrying in %.0fs)", w.name, cp.size, reason,
-                        contact.backoff)
+            log.warning("witness %s did not cosign size %d: %s (retrying in %.0fs)", w.name, cp.size, reason, delay)
             return []
-        contact.known, contact.backoff, contact.retry_at = cp.size, 0.0, 0.0
+        contact.known, contact.retry_at = cp.size, 0.0
+        contact.backoff.reset()
         return sigs
 
     async def _exchange(self, session: aiohttp.ClientSession, w: PolicyWitness, contact: _Contact,

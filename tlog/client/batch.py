@@ -46,7 +46,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import orjson
 
 from ..errors import Conflict, TlogError, Unavailable, ValidationError
-from .backoff import Backoff
+from ..backoff import Backoff
 from .check import check_uses
 from .client import TlogClient, UseReceipt
 from .errors import TooLarge, describe, is_transient

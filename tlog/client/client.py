@@ -27,7 +27,7 @@ from ..errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, Val
 from ..note import Verifier
 from ..records import DECISIONS, Leaf, parse_leaf
 from ..remote import check_base_url
-from .backoff import Backoff
+from ..backoff import Backoff, parse_retry_after
 from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, TooLarge, TransientError, UseRefused, describe, is_transient
 
 MAX_RECORDS = 1000  # per POST /v1/uses (SPEC §6)
@@ -345,11 +345,11 @@ def response_error(status: int, data: bytes, retry_after: str | None) -> TlogErr
     if code:
         kwargs["code"] = code
     if status == 429:
-        return RateLimited(f"the log is rate limiting this client: {text}", retry_after=_seconds(retry_after), **kwargs)
+        return RateLimited(f"the log is rate limiting this client: {text}", retry_after=parse_retry_after(retry_after), **kwargs)
     if status == 425:
-        return NotYetPublished(f"not published yet: {text}", retry_after=_seconds(retry_after), **kwargs)
+        return NotYetPublished(f"not published yet: {text}", retry_after=parse_retry_after(retry_after), **kwargs)
     if status >= 500:
-        return TransientError(f"the log is unavailable (HTTP {status}): {text}", retry_after=_seconds(retry_after), **kwargs)
+        return TransientError(f"the log is unavailable (HTTP {status}): {text}", retry_after=parse_retry_after(retry_after), **kwargs)
     if status == 401:
         return Unauthorized(f"the log did not accept the token: {text}", **kwargs)
     if status == 403:
@@ -367,13 +367,6 @@ def _error_body(data: bytes, status: int) -> tuple[str | None, str, list[dict[st
         pass
     # Not the API's error shape (a proxy, a crash page): say what we got, briefly.
     return None, f"HTTP {status}: {data[:200].decode('utf-8', 'replace').strip() or 'no body'}", []
-
-
-def _seconds(header: str | None) -> float | None:
-    try:
-        return max(0.0, float(header)) if header is not None else None
-    except ValueError:
-        return None  # an HTTP-date: rare enough that our own backoff will do
 
 
 def _json(data: bytes) -> Any:
