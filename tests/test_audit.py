@@ -23,7 +23,7 @@ from tlog.note import ALG_COSIGNATURE_V1, Signer, generate_key
 from tlog.policy import DEFAULT_POLICY, Purpose, make_policy
 from tlog.server.app import make_app
 from tlog.tokens import new_token
-from tlog.witnessing import parse_witness_policy
+from tlog.witness.quorum import parse_witness_quorum
 
 from .conftest import append, records
 
@@ -407,14 +407,14 @@ def _cosigned(bundle: dict[str, Any], *signers: Signer) -> dict[str, Any]:
 def test_a_witness_policy_requires_its_quorum(served: Served) -> None:
     keys = [generate_key(f"witness{i}.example", ALG_COSIGNATURE_V1) for i in range(3)]
     signers = [Signer.from_key(k) for k, _ in keys]
-    policy = parse_witness_policy("".join(f"witness w{i} {v}\n" for i, (_, v) in enumerate(keys)).encode()
+    quorum = parse_witness_quorum("".join(f"witness w{i} {v}\n" for i, (_, v) in enumerate(keys)).encode()
                                   + b"group two 2 w0 w1 w2\nquorum two\n")
     bundle = served.bundle(A)
-    report = verify_bundle(_cosigned(bundle, signers[0], signers[2]), served.verifier, witness_policy=policy)
+    report = verify_bundle(_cosigned(bundle, signers[0], signers[2]), served.verifier, quorum=quorum)
     assert report.cosigners == ["w0", "w2"] and report.verdict().endswith("Cosigned by w0, w2 (quorum two).")
     with pytest.raises(VerificationError, match=r"cosigned by w1 of your witness policy, short of its quorum 'two'"):
-        verify_bundle(_cosigned(bundle, signers[1]), served.verifier, witness_policy=policy)
+        verify_bundle(_cosigned(bundle, signers[1]), served.verifier, quorum=quorum)
     forged = _cosigned(bundle, signers[0], signers[1])
     forged["checkpoint"] = forged["checkpoint"][:-10] + ("A" if forged["checkpoint"][-10] != "A" else "B") + forged["checkpoint"][-9:]
     with pytest.raises(VerificationError, match="cosignature on the checkpoint does not verify"):
-        verify_bundle(forged, served.verifier, witness_policy=policy)
+        verify_bundle(forged, served.verifier, quorum=quorum)

@@ -19,7 +19,7 @@ from tlog.server.summary import summarize
 from tlog.store.base import UseFilter
 from tlog.tokens import new_token
 from tlog.web.words import policy_diff, quorum_words
-from tlog.witnessing import parse_witness_policy
+from tlog.witness.quorum import parse_witness_quorum
 
 from .conftest import append, records
 
@@ -179,7 +179,7 @@ def test_policy_diff_marks_loosenings():
 def test_a_witness_quorum_in_words(lines, words):
     """The public page's words for a quorum; static/witnesses.js quorumWords says the same."""
     keys = [generate_key(f"witness.example/{n}", ALG_COSIGNATURE_V1)[1] for n in "abcd"]
-    policy = parse_witness_policy("".join(f"witness {n} {k}\n" for n, k in zip("abcd", keys)).encode()
+    policy = parse_witness_quorum("".join(f"witness {n} {k}\n" for n, k in zip("abcd", keys)).encode()
                                   + "\n".join(lines).encode() + b"\n")
     assert quorum_words(policy) == words
 

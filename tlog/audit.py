@@ -41,7 +41,7 @@ from .policy import Policy, decide, in_effect, notice_problem, parse_policy, val
 from .records import BASES, CHAIN_TYPES, Leaf, artist_alpha, details_hash, is_platform_id, parse_leaf, parse_logged_at
 
 if TYPE_CHECKING:
-    from .witnessing import WitnessPolicy
+    from .witness.quorum import WitnessQuorum
 
 BUNDLE_VERSION = 2
 STATE_VERSION = 1
@@ -664,17 +664,17 @@ def _check_decision(e: _Entry, schedule: list[tuple[int, int, Policy]], prefs: A
 
 
 def verify_bundle(bundle: Any, verifier: Verifier, *, state: AuditState | None = None,
-                  witness_policy: WitnessPolicy | None = None) -> AuditReport:
+                  quorum: WitnessQuorum | None = None) -> AuditReport:
     """Checks one bundle as parsed from its JSON: a walk of one page. ValidationError if it is not a bundle
     (or does not fit the state), VerificationError naming the first thing that failed; nothing else."""
-    return verify_walk([bundle], verifier, state=state, witness_policy=witness_policy)
+    return verify_walk([bundle], verifier, state=state, quorum=quorum)
 
 
 def verify_walk(pages: Sequence[Any], verifier: Verifier, *, state: AuditState | None = None,
-                witness_policy: WitnessPolicy | None = None) -> AuditReport:
+                quorum: WitnessQuorum | None = None) -> AuditReport:
     """Checks the pages of a walk: the first as served without from_aseq, each next one from the previous
     page's next_aseq at the first page's size."""
-    walk = AuditWalk(verifier, state=state, witness_policy=witness_policy)
+    walk = AuditWalk(verifier, state=state, quorum=quorum)
     for page in pages:
         walk.add(page)
     return walk.report()
@@ -686,10 +686,10 @@ class AuditWalk:
     decides completeness from the first page's map, the walk's ends and the remembered state."""
 
     def __init__(self, verifier: Verifier, *, state: AuditState | None = None,
-                 witness_policy: WitnessPolicy | None = None) -> None:
+                 quorum: WitnessQuorum | None = None) -> None:
         self.verifier = verifier
         self.state = state
-        self.witness_policy = witness_policy
+        self.quorum = quorum
         self.first: _Page | None = None
         self.last: _Page | None = None
         self.pages = 0
@@ -729,9 +729,9 @@ class AuditWalk:
         self.first = page
         report = self._report = AuditReport(cp.origin, page.identity[1], cp.size, cp.root, page.signed,
                                             logged_at=page.map_logged_at, since=page.since)
-        if self.witness_policy is not None:
-            report.cosigners = _cosigners(page.signed, self.verifier, self.witness_policy)
-            report.quorum = self.witness_policy.quorum
+        if self.quorum is not None:
+            report.cosigners = _cosigners(page.signed, self.verifier, self.quorum)
+            report.quorum = self.quorum.quorum
         if self.state is not None:
             report.extends = _check_state(page, self.state)
         self.segments = [0] * (len(page.erasures) + 1)
@@ -907,14 +907,14 @@ def _check_state(page: _Page, state: AuditState) -> int:
     return state.size
 
 
-def _cosigners(signed: str, verifier: Verifier, policy: WitnessPolicy) -> list[str]:
-    """The policy's witnesses that cosigned the checkpoint; VerificationError unless they make its quorum
-    (a checkpoint no witness saw may be a view shown to this artist alone)."""
+def _cosigners(signed: str, verifier: Verifier, quorum: WitnessQuorum) -> list[str]:
+    """The quorum file's witnesses that cosigned the checkpoint; VerificationError unless they make its
+    quorum (a checkpoint no witness saw may be a view shown to this artist alone)."""
     try:
-        cosigners = policy.signed_by(signed.encode(), verifier)
+        cosigners = quorum.signed_by(signed.encode(), verifier)
     except ProofError as exc:
         raise VerificationError(f"a witness cosignature on the checkpoint does not verify: {exc.message}") from None
-    if not policy.satisfied(cosigners):
+    if not quorum.satisfied(cosigners):
         raise VerificationError(f"the checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} of your witness "
-                                f"policy, short of its quorum {policy.quorum!r}: it may be a view shown to you alone")
+                                f"policy, short of its quorum {quorum.quorum!r}: it may be a view shown to you alone")
     return cosigners

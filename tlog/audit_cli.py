@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 from urllib.parse import quote
 
 import click
@@ -26,9 +26,8 @@ from .errors import NotFound, Unreachable, ValidationError, VerificationError
 from .files import private_dir, write_private
 from .note import Verifier
 from .remote import TileClient
+from .witness.quorum import WitnessQuorum, load_witness_quorum
 
-if TYPE_CHECKING:
-    from .witnessing import WitnessPolicy
 
 
 @click.group("audit", invoke_without_command=True, epilog=EXITS_CHECKING)
@@ -67,7 +66,7 @@ def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str 
         raise ValidationError(f"missing {', '.join(missing)} (or check a saved bundle with `tlog audit verify FILE --vkey V`)")
     verifier = Verifier.from_key(vkey)  # type: ignore[arg-type]
     state = _load_state(state_dir, verifier.name, artist_id) if state_dir else None  # type: ignore[arg-type]
-    walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
+    walk = AuditWalk(verifier, state=state, quorum=_quorum(witness_policy, verifier))
     pages: list[bytes] | None = [] if out is not None else None
     try:
         asyncio.run(_fetch(url, token, artist_id, walk, state, pages))  # type: ignore[arg-type]
@@ -96,7 +95,7 @@ def audit_verify(file: IO[bytes], vkey: str, state_dir: Path | None, witness_pol
     pages = data if isinstance(data, list) else [data]
     artist_id = pages[0].get("artist_id") if pages and isinstance(pages[0], dict) else None
     state = _load_state(state_dir, verifier.name, artist_id) if state_dir and isinstance(artist_id, str) else None
-    walk = AuditWalk(verifier, state=state, witness_policy=_policy(witness_policy, verifier))
+    walk = AuditWalk(verifier, state=state, quorum=_quorum(witness_policy, verifier))
     for page in pages:
         walk.add(page)
     _finish(walk.report(), state_dir, as_json)
@@ -142,24 +141,17 @@ def _add(walk: AuditWalk, raw: bytes, pages: list[bytes] | None) -> None:
         raise VerificationError(f"the log's answer is not a valid audit bundle: {exc.message}") from None
 
 
+def _quorum(path: Path | None, verifier: Verifier) -> WitnessQuorum | None:
+    """The witness quorum whose cosignatures the checkpoint must carry, if --witness-policy names one."""
+    return load_witness_quorum(path, verifier) if path is not None else None
+
+
 def _finish(report: AuditReport, state_dir: Path | None, as_json: bool) -> None:
     if state_dir is not None:
         new = report.state()
         if new is not None:
             _save_state(state_dir, new)
     click.echo(orjson.dumps(report.to_json()).decode() if as_json else report.readable())
-
-
-def _policy(path: Path | None, verifier: Verifier) -> WitnessPolicy | None:
-    """The witness policy whose quorum must have cosigned the checkpoint, if one is named."""
-    if path is None:
-        return None
-    from .witnessing import load_witness_policy
-
-    policy = load_witness_policy(path)
-    if policy.logs and verifier.key not in {v.key for v in policy.logs}:
-        raise ValidationError(f"the witness policy {path} lists logs, but not the key {verifier.key}")
-    return policy
 
 
 # --- the state directory ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Waiting before asking again: the one backoff schedule and the one reading of Retry-After, for every
 part of tlog that retries over HTTP: the remote-log reader (remote.py: `verify --url`, `monitor`, `audit`,
 `export --url`, the replaying witness), the service client (client/), the webhook notifier (webhooks.py)
-and the witness publisher (witnessing.py).
+and the witness publisher (server/publisher.py).
 
 Invariants (tests/test_backoff.py checks them with hypothesis):
 - Bounded: every delay lies in [0, cap], a server's Retry-After included (capped, so a confused server

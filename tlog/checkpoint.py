@@ -31,7 +31,7 @@ MAX_PROOF_HASHES = 63
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 
 
-def _parse_decimal(s: str, what: str) -> int:
+def parse_decimal(s: str, what: str) -> int:
     """ASCII decimal with no sign, spaces or leading zeros (int() would take all three, and other digits)."""
     if not _DECIMAL.fullmatch(s) or len(s) > 19 or int(s) > MAX_SIZE:
         raise NoteError(f"{what} {s!r} is not a decimal number without leading zeros below 2^63")
@@ -42,7 +42,8 @@ def _is_line(s: str) -> bool:
     return bool(s) and not any(c < " " for c in s)
 
 
-def _parse_hash(s: str, what: str) -> bytes:
+def parse_hash(s: str, what: str) -> bytes:
+    """One strict base64 SHA-256 hash (the format's hash lines: roots, proofs)."""
     raw = b64decode_strict(s, what)
     if len(raw) != merkle.HASH_SIZE:
         raise NoteError(f"{what} must be {merkle.HASH_SIZE} bytes, not {len(raw)}")
@@ -90,8 +91,8 @@ class Checkpoint:
         origin, size, root, *extensions = lines
         return cls(
             origin=origin,
-            size=_parse_decimal(size, "checkpoint size"),
-            root=_parse_hash(root, "checkpoint root hash"),
+            size=parse_decimal(size, "checkpoint size"),
+            root=parse_hash(root, "checkpoint root hash"),
             extensions=tuple(extensions),
         )
 
@@ -151,10 +152,10 @@ class Receipt:
             extra = b64decode_strict(lines.pop(0)[len("extra ") :], "receipt extra data")
         if not lines or not lines[0].startswith("index "):
             raise NoteError("receipt is malformed: the index line is missing")
-        index = _parse_decimal(lines.pop(0)[len("index ") :], "receipt index")
+        index = parse_decimal(lines.pop(0)[len("index ") :], "receipt index")
         if len(lines) > MAX_PROOF_HASHES:
             raise NoteError(f"receipt has {len(lines)} proof hashes, more than {MAX_PROOF_HASHES}")
-        proof = [_parse_hash(line, "receipt proof hash") for line in lines]
+        proof = [parse_hash(line, "receipt proof hash") for line in lines]
         Checkpoint.parse(parse_note(checkpoint)[0])
         return cls(extra=extra, index=index, proof=proof, checkpoint=checkpoint)
 

@@ -819,17 +819,17 @@ def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_
     from .server.auth import RateLimit
     from .server.metrics import MetricsAccess
     from .server.state import Limits
-    from .witnessing import load_witness_policy
+    from .witness.quorum import load_witness_quorum
 
     limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size,
                     max_export=max_export, max_details=max_error_details, max_preferences=max_preferences,
                     max_content_overrides=max_content_overrides)
     rates = RateLimit(rate, burst, auth_fail_rate, auth_fail_burst, token_rate, token_burst)
     access = MetricsAccess(metrics_token, metrics_bind)
-    policy = load_witness_policy(witness_policy) if witness_policy else None
+    quorum = load_witness_quorum(witness_policy) if witness_policy else None
     notify = _notify_target(notify_url, notify_secret_file)
     # A busy port is an Unavailable: exit 3, as an unreachable log is (SPEC §7; TlogGroup).
-    run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=policy, metrics_access=access,
+    run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=quorum, metrics_access=access,
         notify=notify)
 
 

@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
@@ -44,10 +43,8 @@ from .policy import parse_policy
 from .records import Leaf
 from .remote import TileClient
 from .replay import ChainChecker, Sequential
-from .verify import Progress, _open, check_remote_leaves
-
-if TYPE_CHECKING:
-    from .witnessing import WitnessPolicy
+from .verify import Progress, check_remote_leaves, verified_checkpoint
+from .witness.quorum import WitnessQuorum, load_witness_quorum
 
 STATE_FILE = "state.json"
 STATE_VERSION = 3  # 1: before map leaves and policies in effect; 2: before policy documents; refused, to start over
@@ -84,7 +81,7 @@ def load_state(state_dir: Path, verifier: Verifier) -> MonitorState | None:
                            "move it away to start over")
     try:
         checker = ChainChecker(verifier.name)
-        cp = _open(raw["checkpoint"].encode(), verifier, verifier.name, "the saved checkpoint")
+        cp = verified_checkpoint(raw["checkpoint"].encode(), verifier, verifier.name, "the saved checkpoint")
         checker.frontier = merkle.Frontier(cp.size, [bytes.fromhex(h) for h in raw["frontier"]])
         checker.prev = bytes.fromhex(raw["prev"])
         checker.logged_at = raw["logged_at"]
@@ -137,26 +134,26 @@ def _group(leaf: Leaf) -> Group:
 
 
 async def check_round(client: TileClient, verifier: Verifier, state_dir: Path, echo: Callable[[str], None],
-                      progress: Progress | None = None, policy: WitnessPolicy | None = None) -> tuple[Checkpoint, bool]:
+                      progress: Progress | None = None, quorum: WitnessQuorum | None = None) -> tuple[Checkpoint, bool]:
     """Checks the log's current checkpoint (and, with a witness policy, its quorum of cosignatures)
     against the saved state and saves the new state if all holds. Returns the checkpoint and whether the
     log grew; VerificationError (an alert) if it does not hold. The round's report is echoed once the
     state is saved: a reader that stops reading (`| head`, a closed pipe) cannot cost the state."""
     lines: list[str] = []
     try:
-        return await _round(client, verifier, state_dir, lines.append, progress, policy)
+        return await _round(client, verifier, state_dir, lines.append, progress, quorum)
     finally:
         for line in lines:
             echo(line)
 
 
 async def _round(client: TileClient, verifier: Verifier, state_dir: Path, echo: Callable[[str], None],
-                 progress: Progress | None, policy: WitnessPolicy | None) -> tuple[Checkpoint, bool]:
+                 progress: Progress | None, quorum: WitnessQuorum | None) -> tuple[Checkpoint, bool]:
     origin = verifier.name
     state = load_state(state_dir, verifier)
     signed = await client.checkpoint()
-    cp = _open(signed, verifier, origin, "the log's checkpoint")
-    witnessed = _check_quorum(signed, verifier, policy) if policy is not None else ""
+    cp = verified_checkpoint(signed, verifier, origin, "the log's checkpoint")
+    witnessed = _check_quorum(signed, verifier, quorum) if quorum is not None else ""
     if state is None:
         state = MonitorState(b"", Checkpoint(origin, 0, merkle.EMPTY_ROOT), ChainChecker(origin))
         echo(f"{origin}: first run, checking from leaf 0")
@@ -209,17 +206,17 @@ async def _round(client: TileClient, verifier: Verifier, state_dir: Path, echo: 
     return cp, True
 
 
-def _check_quorum(signed: bytes, verifier: Verifier, policy: WitnessPolicy) -> str:
-    """Which of the policy's witnesses cosigned `signed`; VerificationError unless they make its quorum
+def _check_quorum(signed: bytes, verifier: Verifier, quorum: WitnessQuorum) -> str:
+    """Which of the quorum file's witnesses cosigned `signed`; VerificationError unless they make its quorum
     (a checkpoint the witnesses have not seen may be a view shown to this monitor alone)."""
     try:
-        cosigners = policy.signed_by(signed, verifier)
+        cosigners = quorum.signed_by(signed, verifier)
     except NoteError as exc:
         raise VerificationError(f"quorum: a cosignature on the log's checkpoint does not verify: {exc.message}") from None
-    if not policy.satisfied(cosigners):
+    if not quorum.satisfied(cosigners):
         raise VerificationError(f"quorum: the log's checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} "
-                                f"of the witness policy, short of its quorum {policy.quorum!r}")
-    return f", cosigned by {', '.join(cosigners) or 'no witness'} (quorum {policy.quorum!r} met)"
+                                f"of the witness policy, short of its quorum {quorum.quorum!r}")
+    return f", cosigned by {', '.join(cosigners) or 'no witness'} (quorum {quorum.quorum!r} met)"
 
 
 def _fork(index: int, message: str) -> VerificationError:
@@ -280,29 +277,19 @@ def run_monitor(url: str, vkey: str, state_dir: Path, *, follow: bool = False, i
         verifier = Verifier.from_key(vkey)
     except NoteError as exc:
         raise ValidationError(f"--vkey is not a verifier key: {exc.message}") from None
-    policy = _load_policy(witness_policy, verifier) if witness_policy is not None else None
+    quorum = load_witness_quorum(witness_policy, verifier) if witness_policy is not None else None
     private_dir(state_dir)
     with _locked(state_dir):
-        asyncio.run(_run(url, verifier, state_dir, follow, interval, echo, progress, policy, on_round))
-
-
-def _load_policy(path: Path, verifier: Verifier) -> WitnessPolicy:
-    from .witnessing import load_witness_policy
-
-    policy = load_witness_policy(path)
-    # Unlike the log's publisher, a monitor needs no witness URLs: it only checks cosignatures.
-    if policy.logs and verifier.key not in {v.key for v in policy.logs}:
-        raise ValidationError(f"the witness policy {path} lists logs, but not the key {verifier.key}")
-    return policy
+        asyncio.run(_run(url, verifier, state_dir, follow, interval, echo, progress, quorum, on_round))
 
 
 async def _run(url: str, verifier: Verifier, state_dir: Path, follow: bool, interval: float,
-               echo: Callable[[str], None], progress: Progress | None, policy: WitnessPolicy | None,
+               echo: Callable[[str], None], progress: Progress | None, quorum: WitnessQuorum | None,
                on_round: Callable[[Checkpoint, bool], None] | None) -> None:
     async with TileClient(url) as client:
         while True:
             try:
-                cp, grew = await check_round(client, verifier, state_dir, echo, progress, policy)
+                cp, grew = await check_round(client, verifier, state_dir, echo, progress, quorum)
                 if not grew and not follow:  # in follow mode a round that finds nothing new says nothing
                     echo(f"{cp.origin}: size {cp.size}, unchanged (signature ok)")
                 if on_round is not None:

@@ -90,7 +90,9 @@ def _verifier(key: str) -> Verifier:
         raise ValidationError(f"bad verifier key: {exc.message}") from None
 
 
-def _open(signed: bytes, verifier: Verifier, origin: str, what: str) -> Checkpoint:
+def verified_checkpoint(signed: bytes, verifier: Verifier, origin: str, what: str) -> Checkpoint:
+    """The checkpoint `signed` carries, signed by `verifier` for `origin`; VerificationError naming `what`
+    otherwise (a verifier's failure, unlike a malformed input)."""
     try:
         cp, _ = open_checkpoint(signed, [verifier])
     except ProofError as exc:
@@ -122,7 +124,7 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
     store = log.store
     if vkey is not None and vkey != log.verifier.key:
         raise VerificationError(f"the database's verifier key is {log.verifier.key}, not the one named")
-    latest = _open(store.latest_checkpoint() or b"", log.verifier, log.origin, "the latest checkpoint")
+    latest = verified_checkpoint(store.latest_checkpoint() or b"", log.verifier, log.origin, "the latest checkpoint")
     size = store.size()
     if latest.size != size:
         raise _fail(min(latest.size, size), f"the latest checkpoint covers {latest.size} leaves but the store holds {size}")
@@ -151,7 +153,7 @@ def verify_log(log: LocalLog, *, vkey: str | None = None, trusted: bytes | None 
         want_roots = {sz: (root, "its signed checkpoint") for part in opened for sz, root in part}
         report_checkpoints = len(want_roots)
         if trusted is not None:
-            old = _open(trusted, log.verifier, log.origin, "the trusted checkpoint")
+            old = verified_checkpoint(trusted, log.verifier, log.origin, "the trusted checkpoint")
             if old.size > size:
                 raise VerificationError(f"the trusted checkpoint has size {old.size}, larger than the log ({size}): a rollback or a fork")
             if old.size in want_roots and want_roots[old.size][0] != old.root:
@@ -217,7 +219,7 @@ def _open_all(notes: list[tuple[int, bytes]], vkey: str, origin: str) -> list[tu
     verifier = Verifier.from_key(vkey)
     out = []
     for size, note in notes:
-        cp = _open(note, verifier, origin, f"checkpoint at size {size}")
+        cp = verified_checkpoint(note, verifier, origin, f"checkpoint at size {size}")
         if cp.size != size:
             raise VerificationError(f"the checkpoint stored at size {size} says size {cp.size}")
         out.append((size, cp.root))
@@ -650,10 +652,10 @@ async def _verify_remote(url: str, verifier: Verifier, trusted: bytes | None, pr
     t0 = time.perf_counter()
     origin = verifier.name  # a log's key is named after its origin (SPEC §5)
     async with TileClient(url) as client:
-        cp = _open(await client.checkpoint(), verifier, origin, "the log's checkpoint")
+        cp = verified_checkpoint(await client.checkpoint(), verifier, origin, "the log's checkpoint")
         roots = {cp.size: (cp.root, "the signed checkpoint")}
         if trusted is not None:
-            old = _open(trusted, verifier, origin, "the trusted checkpoint")
+            old = verified_checkpoint(trusted, verifier, origin, "the trusted checkpoint")
             if old.size > cp.size:
                 raise VerificationError(f"rollback: the log's checkpoint has size {cp.size}, smaller than the "
                                         f"trusted checkpoint's {old.size}")

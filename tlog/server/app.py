@@ -21,9 +21,10 @@ from ..gctune import tune_for_batches
 from ..intake import Intake
 from ..log import LocalLog, open_log
 from ..webhooks import Target, notifier_context
-from ..witnessing import NONE, WitnessPolicy, publisher_context
+from ..witness.quorum import NONE, WitnessQuorum
 from . import artist, feeds, metrics, openapi, pages, public, service, summary
 from .auth import RateLimit, auth_middleware
+from .publisher import publisher_context
 from .reads import ReadPool
 from .errors import error_middleware, hide_server_software, quiet_malformed_requests
 from .state import STATE_KEY, Limits, State
@@ -38,7 +39,7 @@ log = logging.getLogger("tlog.server")
 
 
 def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits = Limits(),
-             rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
+             rate_limit: RateLimit | None = None, witness_policy: WitnessQuorum | None = None,
              pipelined: bool = False, metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
              notify: Target | None = None) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
@@ -153,7 +154,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
-        rate_limit: RateLimit | None = None, witness_policy: WitnessPolicy | None = None,
+        rate_limit: RateLimit | None = None, witness_policy: WitnessQuorum | None = None,
         metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
         notify: Target | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

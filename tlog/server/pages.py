@@ -33,7 +33,7 @@ from ..note import parse_note
 from ..policy import Policy, in_effect, parse_policy
 from ..records import format_logged_at, parse_leaf, parse_logged_at
 from ..web import words
-from ..witnessing import WitnessPolicy
+from ..witness.quorum import WitnessQuorum
 from .state import State, get_state
 from .summary import per_state
 
@@ -530,7 +530,7 @@ entries, made {_e(_when(made))}. Anyone can check that every later checkpoint st
 </section>"""
 
 
-def _witnesses(policy: WitnessPolicy | None, note: bytes) -> str:
+def _witnesses(policy: WitnessQuorum | None, note: bytes) -> str:
     """The policy's witnesses, each with the time of its cosignature on the note or the fact that it did
     not cosign; public.js replaces the list with what the browser verified itself."""
     if policy is None:
@@ -545,7 +545,7 @@ def _witnesses(policy: WitnessPolicy | None, note: bytes) -> str:
             f'<dt>The witnesses\' keys</dt><dd><ul class="keys">{keys}</ul></dd>')
 
 
-def _about_witnesses(policy: WitnessPolicy | None) -> str:
+def _about_witnesses(policy: WitnessQuorum | None) -> str:
     if policy is None:
         return ("<p>Without witnesses, nobody independent cosigns the checkpoints: a log showing different histories to "
                 "different people would be caught only by those who compare what they saw, such as <code>tlog monitor</code>.</p>")

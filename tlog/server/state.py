@@ -22,7 +22,7 @@ from ..tokens import TokenCache
 if TYPE_CHECKING:
     from ..committer import GroupCommitter
     from ..intake import Intake
-    from ..witnessing import WitnessPolicy
+    from ..witness.quorum import WitnessQuorum
     from .auth import RateLimit
     from .public import LRU
     from .reads import ReadPool
@@ -59,7 +59,7 @@ class State:
     reads: "ReadPool | None" = None  # long reads, off the event loop
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
-    witness_policy: "WitnessPolicy | None" = None  # its witnesses and quorum, published in /v1/log
+    witness_policy: "WitnessQuorum | None" = None  # its witnesses and quorum, published in /v1/log
     token_cache: TokenCache = field(default_factory=TokenCache)
     # The sequencer's maps of its latest durable sizes (`Sequencer.maps`, updated in place by its thread).
     recent_maps: Mapping[int, ArtistMap] = field(default_factory=dict)

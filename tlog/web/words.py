@@ -12,7 +12,7 @@ from ..policy import NO_AI_CATEGORIES, Policy, PolicyChange, Purpose
 from ..policy import policy_diff as diff
 
 if TYPE_CHECKING:
-    from ..witnessing import WitnessPolicy
+    from ..witness.quorum import WitnessQuorum
 
 DEFAULT_WORDS: Final = {
     "allowed": "Allowed",
@@ -95,14 +95,14 @@ def and_list(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def quorum_words(policy: "WitnessPolicy", name: str | None = None) -> str:
-    """A witness policy's quorum (or the group `name`) in words: "w1", "2 of w1, w2 and w3",
+def quorum_words(quorum: "WitnessQuorum", name: str | None = None) -> str:
+    """A witness quorum file's quorum (or the group `name`) in words: "w1", "2 of w1, w2 and w3",
     "both of w1 and (any one of w2 and w3)". The same words as quorumWords in static/witnesses.js."""
-    name = policy.quorum if name is None else name
-    group = policy.groups.get(name)
+    name = quorum.quorum if name is None else name
+    group = quorum.groups.get(name)
     if group is None:
         return name
-    members = [quorum_words(policy, m) for m in group.members]
+    members = [quorum_words(quorum, m) for m in group.members]
     members = [f"({w})" if " of " in w else w for w in members]  # names hold no spaces: only groups do
     if len(members) == 1:
         return members[0]

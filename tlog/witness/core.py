@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .. import merkle
-from ..checkpoint import MAX_PROOF_HASHES, Checkpoint, _parse_decimal, _parse_hash, open_checkpoint
+from ..checkpoint import MAX_PROOF_HASHES, Checkpoint, parse_decimal, parse_hash, open_checkpoint
 from ..errors import Conflict, Forbidden, NoteError, NotFound, ProofError, ValidationError
 from ..note import CosignatureSigner, Verifier, b64encode, parse_note
 
@@ -80,8 +80,8 @@ def parse_request(body: bytes) -> AddCheckpoint:
     if len(lines) - 1 > MAX_PROOF_HASHES:
         raise ValidationError(f"a consistency proof has at most {MAX_PROOF_HASHES} lines, not {len(lines) - 1}")
     try:
-        old = _parse_decimal(lines[0][len(_OLD_PREFIX) :], "old size")
-        proof = tuple(_parse_hash(line, f"consistency proof line {i}") for i, line in enumerate(lines[1:], 1))
+        old = parse_decimal(lines[0][len(_OLD_PREFIX) :], "old size")
+        proof = tuple(parse_hash(line, f"consistency proof line {i}") for i, line in enumerate(lines[1:], 1))
         checkpoint = Checkpoint.parse(parse_note(note)[0])
     except NoteError as exc:
         raise ValidationError(exc.message) from None
@@ -145,6 +145,6 @@ def parse_size(body: bytes) -> int:
     if not text.endswith("\n"):
         raise ValidationError("a text/x.tlog.size body must end with a newline")
     try:
-        return _parse_decimal(text[:-1], "witness size")
+        return parse_decimal(text[:-1], "witness size")
     except NoteError as exc:
         raise ValidationError(exc.message) from None
