@@ -18,7 +18,7 @@ from .errors import ValidationError
 from .log import LocalLog
 from .records import is_platform_id, is_text
 from .sequencer import erasable
-from .store.base import Erasure, Store
+from .store.base import Backend, Erasure
 
 MAX_REASON = 500
 _NOUNS = {"use": ("use", "uses"), "refusal": ("refusal", "refusals"), "preference": ("preference change", "preference changes"),
@@ -68,7 +68,7 @@ def check_reason(reason: str, artist_id: str) -> str:
     return reason
 
 
-def plan(store: Store, artist_id: str) -> Plan:
+def plan(store: Backend, artist_id: str) -> Plan:
     if not is_platform_id(artist_id):
         raise ValidationError(f"{artist_id!r} is not an artist id (1–256 printable characters without spaces)")
     state = store.artist_state(artist_id)

@@ -15,7 +15,7 @@ import orjson
 from .errors import ValidationError
 from .leaves import iter_leaves
 from .remote import TileClient
-from .store.base import Store
+from .store.base import LogStore
 
 # The CSV columns, in this order for good (new ones only ever appended): the leaf's index and hash, every
 # field a public leaf may carry (empty where its type has none), and the leaf's exact JSON, whose SHA-256
@@ -27,7 +27,7 @@ FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 CHUNK = 256  # leaves per write
 
 
-def rows(store: Store, start: int, end: int, fmt: str, *, details: bool = False, header: bool = True) -> Iterator[bytes]:
+def rows(store: LogStore, start: int, end: int, fmt: str, *, details: bool = False, header: bool = True) -> Iterator[bytes]:
     """Leaves [start, end) in `fmt`, a chunk of lines at a time (CSV with its header first, unless this
     continues an answer that has it)."""
     if fmt == "csv" and header:

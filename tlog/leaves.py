@@ -16,7 +16,7 @@ from .canonical import canonical
 from .errors import StorageError, TlogError
 from .records import (LEAF_VERSION, Leaf, binding_leaf, build_leaf, format_logged_at, parse_leaf, preference_leaf,
                       use_leaf_unchecked)
-from .store.base import Entry, Store
+from .store.base import Entry, LogStore
 
 # The fields of a chained leaf that its entry's columns hold; an erased entry keeps the others (Entry.erased).
 _COLUMN_FIELDS = frozenset({"v", "type", "prev", "logged_at", "artist", "aseq", "aprev"})
@@ -76,7 +76,7 @@ def checked_entry_leaf(entry: Entry, prev: bytes) -> bytes:
                            f"altered): {why}") from None
 
 
-def iter_leaves(store: Store, start: int, end: int) -> Iterator[tuple[Entry, bytes, bytes]]:
+def iter_leaves(store: LogStore, start: int, end: int) -> Iterator[tuple[Entry, bytes, bytes]]:
     """(entry, leaf bytes, leaf hash) for indexes [start, end), each checked against the stored hash."""
     stored = store.leaf_hashes(max(start - 1, 0), end)
     prev = stored[0] if start else bytes(32)
@@ -94,7 +94,7 @@ def iter_leaves(store: Store, start: int, end: int) -> Iterator[tuple[Entry, byt
         raise StorageError(f"entries [{start}, {end}) are incomplete in the store: the database was altered")
 
 
-def entry_leaves(store: Store, entries: Sequence[Entry]) -> list[bytes]:
+def entry_leaves(store: LogStore, entries: Sequence[Entry]) -> list[bytes]:
     """The public leaves of entries anywhere in the log (never index 0, the log leaf), re-derived and
     checked against their stored hashes, reading every hash they need (theirs and the one before each)
     at once."""

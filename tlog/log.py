@@ -30,6 +30,7 @@ from .errors import Conflict, Damaged, NoteError, StorageError, TlogError, Valid
 from .note import Signer, Verifier, generate_key, is_valid_name, parse_note, sign_note
 from .records import IdPattern
 from .sequencer import Sequencer
+from .store.base import LogStore
 from .store.sqlite import SqliteStore
 from .store.writer import ProcessWriter
 from .vrf import VrfSecret, generate_secret
@@ -187,7 +188,7 @@ class LocalLog:
         self.close()
 
 
-def active_vkeys(store: SqliteStore) -> list[str]:
+def active_vkeys(store: LogStore) -> list[str]:
     """The verifier keys that sign new checkpoints, the primary first."""
     listed = store.get_meta("vkeys")
     if listed:

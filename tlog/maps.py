@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from .artistmap import ArtistMap, MapValue
 from .errors import NotFound, StorageError
-from .store.base import Store
+from .store.base import LogStore
 
 MAX_REWIND = 1 << 20  # leaves undone at most to rebuild an older map; older sizes are not served
 
 
-def rebuild_map(store: Store, size: int) -> ArtistMap:
+def rebuild_map(store: LogStore, size: int) -> ArtistMap:
     """The artist map over leaves [0, size - 1) — the one the map leaf at size - 1 commits to — checked
     against that leaf's root."""
     values = {tag: MapValue(aseq, head) for tag, (aseq, head) in store.heads().items() if aseq}

@@ -40,7 +40,8 @@ from .canonical import merge_patch
 from .leaves import entry_leaves
 from .policy import (DEFAULT_POLICY, Policy, PreferenceLimits, accepted_purposes, dropped_settings, parse_policy,
                      validate_preferences)
-from .store.base import MAX_ENTRIES, STALE_STATE, Batch, Entry, Erasure, PolicyRecord, Store, UseFilter
+from .store.base import (MAX_ENTRIES, STALE_STATE, Batch, CheckpointedLog, Entry, Erasure, LogStore, PolicyRecord,
+                         UseFilter)
 from .store.writer import BatchWriter, InlineWriter
 from .vrf import VrfSecret
 
@@ -81,7 +82,7 @@ class Ticket:
 class Sequencer:
     def __init__(
         self,
-        store: Store,
+        store: CheckpointedLog,
         *,
         origin: str,
         signers: Sequence[Signer],
@@ -373,7 +374,7 @@ class Sequencer:
 
 
 
-def read_head(store: Store) -> Head:
+def read_head(store: LogStore) -> Head:
     """Where the stored log ends: what a batch is built on after a start or a failed write."""
     size = store.size()
     frontier = merkle.Frontier.from_reader(size, store)
@@ -384,13 +385,13 @@ def read_head(store: Store) -> Head:
     return Head(size, frontier, prev, last.logged_ms if last else 0, schedule, amap)
 
 
-def erasable(store: Store, artist_id: str) -> list[tuple[Entry, bytes]]:
+def erasable(store: LogStore, artist_id: str) -> list[tuple[Entry, bytes]]:
     """The artist's entries not erased yet, each with its public leaf (checked against its stored hash)."""
     entries = [e for e in store.artist_entries(artist_id, UseFilter(), MAX_ENTRIES) if e.erased is None]
     return list(zip(entries, entry_leaves(store, entries)))
 
 
-def read_schedule(store: Store) -> tuple[tuple[int, int, Policy], ...]:
+def read_schedule(store: LogStore) -> tuple[tuple[int, int, Policy], ...]:
     """Every stored policy leaf as (effective_at ms, index, policy): the schedule `policy.in_effect` reads."""
     return tuple(_scheduled(store.entry(r.index), r) for r in store.policies())
 

@@ -39,7 +39,7 @@ from .replay import ChainChecker, Sequential, chain_message
 from .replay import fail as _fail
 from .stats import StatsQuery, Tally
 from .stats import answer as stats_answer
-from .store.base import ArtistState, Entry
+from .store.base import ArtistState, Entry, LogStore
 from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, hash_tiles_for_size, tile_path
 from .vrf import validate_key
 
@@ -295,7 +295,7 @@ class _Range:
     erased: dict[bytes, int] = field(default_factory=dict)  # tag → index of its last erased entry
 
 
-_worker_stores: dict[str, Any] = {}
+_worker_stores: dict[str, LogStore] = {}
 
 
 def _check_range(path: str, ctx: _Context, start: int, end: int, block: int,
@@ -309,7 +309,7 @@ def _check_range(path: str, ctx: _Context, start: int, end: int, block: int,
     return _check_range_in(store, ctx, start, end, block, roots)
 
 
-def _check_range_in(store: Any, ctx: _Context, start: int, end: int, block: int,
+def _check_range_in(store: LogStore, ctx: _Context, start: int, end: int, block: int,
                     roots: dict[int, tuple[bytes, str]]) -> _Range:
     """Re-derives leaves [start, end) from the stored details, against the stored leaf hashes, applies the
     public-leaf rules and re-derives each use's decision; rebuilds the range's stored nodes up to level
@@ -519,7 +519,7 @@ class _Stitcher:
             self.sequential = None
 
 
-def _check_top(store: Any, size: int, block: int) -> tuple[VerificationError, int] | None:
+def _check_top(store: LogStore, size: int, block: int) -> tuple[VerificationError, int] | None:
     """The stored nodes above the ranges, rebuilt from the stored level-`block` nodes (each the root of
     a range, checked there), and no stored node beyond the log's size. A failure comes back with the
     end of the leaves it covers."""
@@ -545,7 +545,7 @@ def _check_top(store: Any, size: int, block: int) -> tuple[VerificationError, in
 class _StoredNodes:
     """Walks the stored interior nodes level by level, in step with the recomputed tree."""
 
-    def __init__(self, store, start: int = 0) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, store: LogStore, start: int = 0) -> None:
         self.store = store
         self.start = start  # the first leaf whose nodes are checked: at each level, from node start >> level
         self.iters: dict[int, Iterator[tuple[int, bytes]]] = {}
@@ -610,7 +610,7 @@ def _check_tables(log: LocalLog, artists: list[ArtistState], m: _Merged) -> None
         raise VerificationError("the statistics table does not match a recount of the leaves")
 
 
-def _check_bindings(store: Any, size: int) -> list[Unshared]:
+def _check_bindings(store: LogStore, size: int) -> list[Unshared]:
     """The bindings table against a replay of the first uses and binding leaves (both already matched
     to their leaves), then the uses of co-owned content that were not logged for every bound artist."""
     replay = BindingReplay()

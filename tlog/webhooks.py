@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -41,6 +41,7 @@ from .backoff import Backoff, parse_retry_after
 from .errors import TlogError, ValidationError
 from .events import EFFECTIVE, EVENT_DECISIONS, EVENT_TYPES, Event, Schedule, due_effective, effective_event, entry_event, headers
 from .sequencer import read_schedule
+from .store.base import LogStore, NotifyStore
 from .store.sqlite import SqliteStore
 
 RETRY_BASE = 0.5  # seconds before the first retry (0.25–0.5 with the jitter)
@@ -92,11 +93,15 @@ def load_target(url: str, secret_file: Path) -> Target:
     return Target(url, key)
 
 
+class NotifierStore(LogStore, NotifyStore, Protocol):
+    """What the notifier reads (the log's entries and policies) and keeps (its cursor)."""
+
+
 class Notifier:
     """Delivers the log's events to one receiver. `store` is a connection of its own, used only from the
     notifier's own thread; the event loop only sends."""
 
-    def __init__(self, store: SqliteStore, origin: str, target: Target, *, clock: Callable[[], float] = time.time,
+    def __init__(self, store: NotifierStore, origin: str, target: Target, *, clock: Callable[[], float] = time.time,
                  retry_base: float = RETRY_BASE, retry_cap: float = RETRY_CAP, timeout: float = TIMEOUT) -> None:
         self.store = store
         self.origin = origin

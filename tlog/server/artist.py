@@ -23,7 +23,7 @@ from ..errors import Forbidden, NotFound, StorageError, Unavailable, ValidationE
 from ..leaves import entry_leaves, iter_leaves
 from ..policy import parse_policy
 from ..records import DECISIONS, PHASES, artist_tag, format_logged_at, is_platform_id, parse_time_filter, unknown_code
-from ..store.base import ArtistState, Entry, Store, UseFilter
+from ..store.base import ArtistState, Entry, LogStore, UseFilter
 from .auth import require, require_artist
 from .public import _int_param
 from .service import MAX_INDEX, check_artist_id, parse_index
@@ -36,7 +36,7 @@ CSV_COLUMNS = ("index", "type", "logged_at", "event_id", "content_id", "purpose"
                "invocations", "detail", "policy")
 
 
-def find_artist(state: State, store: Store, artist_id: str) -> ArtistState | None:
+def find_artist(state: State, store: LogStore, artist_id: str) -> ArtistState | None:
     """The artist's state, read through `store`; for an id that was erased (and has not come back), the
     state of its tag's chain, found by the VRF (a server without the VRF key knows only ids it holds):
     its entries are still there, erased, and its audit must show them so."""
@@ -118,7 +118,7 @@ def known_purposes(state: State) -> set[str]:
     return {code for p in state.store.policies() for code in parse_policy(p.document, p.policy_id).purposes}
 
 
-def erasure_notes(store: Store, entries: list[Entry]) -> Notes:
+def erasure_notes(store: LogStore, entries: list[Entry]) -> Notes:
     """What to say of the erased entries among `entries`: when and why, by their erasure leaf."""
     tags = {e.tag for e in entries if e.erased is not None}
     return {x.index: {"at": format_logged_at(x.logged_ms), "reason": x.reason}
@@ -164,7 +164,7 @@ async def uses(request: web.Request) -> web.StreamResponse:
         raise ValidationError("format must be json, jsonl or csv", [{"field": "format", "message": fmt[:40]}])
     limit = _limit(request, state.limits.page_size, state.limits.max_page_size)
 
-    def read(store: Store) -> tuple[list[Entry], Notes]:
+    def read(store: LogStore) -> tuple[list[Entry], Notes]:
         # Off the loop: a filter that matches nothing makes SQLite walk the artist's whole history.
         artist = find_artist(state, store, artist_id)
         found = [] if artist is None else store.chain_entries(artist, flt, limit + 1)
@@ -250,7 +250,7 @@ def _older_checkpoint(state: State, size: int, published: int) -> bytes:
     return note
 
 
-def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery, vrf_key: bytes) -> dict[str, Any]:
+def _audit_bundle(state: State, store: LogStore, artist_id: str, q: _AuditQuery, vrf_key: bytes) -> dict[str, Any]:
     """The page, read through `store` (a read thread's own connection, never `state.store`, the loop's)."""
     artist = find_artist(state, store, artist_id)
     tag, vrf_proof = (artist.tag, artist.proof) if artist is not None else _tag_of_stranger(state, artist_id)
@@ -284,7 +284,7 @@ def _audit_bundle(state: State, store: Store, artist_id: str, q: _AuditQuery, vr
     }
 
 
-def _proven(store: Store, entries: list[Entry], fixed: list[int], size: int) -> dict[int, dict[str, Any]]:
+def _proven(store: LogStore, entries: list[Entry], fixed: list[int], size: int) -> dict[int, dict[str, Any]]:
     """{index: {leaf, proof}} for the entries and the leaves at `fixed` indexes, proved in the tree of
     `size`."""
     leaves = entry_leaves(store, entries) + [leaf for i in fixed for _, leaf, _ in iter_leaves(store, i, i + 1)]
@@ -300,7 +300,7 @@ def _tag_of_stranger(state: State, artist_id: str) -> tuple[bytes, bytes]:
     return artist_tag(state.log.vrf, artist_id)
 
 
-def _audit_entries(store: Store, artist: ArtistState | None, q: _AuditQuery) -> tuple[list[Entry], int | None]:
+def _audit_entries(store: LogStore, artist: ArtistState | None, q: _AuditQuery) -> tuple[list[Entry], int | None]:
     """The page's entries (log order, under the checkpoint) and the number of the next page's first."""
     if artist is None:
         return [], None
@@ -314,7 +314,7 @@ def _audit_entries(store: Store, artist: ArtistState | None, q: _AuditQuery) -> 
     return found[: q.limit], found[q.limit].aseq if len(found) > q.limit else None
 
 
-def _aseq_index(store: Store, artist: ArtistState, aseq: int) -> int | None:
+def _aseq_index(store: LogStore, artist: ArtistState, aseq: int) -> int | None:
     """The index of the artist's entry number `aseq`, if it has one. A binary search over a cursor: the
     number of the first entry after an index grows with the index (some 20 indexed reads at 1M leaves)."""
     if aseq > artist.aseq:
@@ -332,7 +332,7 @@ def _aseq_index(store: Store, artist: ArtistState, aseq: int) -> int | None:
     return None
 
 
-def _preference_before(store: Store, artist: ArtistState, first: Entry) -> Entry | None:
+def _preference_before(store: LogStore, artist: ArtistState, first: Entry) -> Entry | None:
     """The artist's latest preference entry before `first`, back along its chain. An artist that never
     set preferences has none stored, and its chain need not be walked."""
     if artist.preferences is None:

@@ -27,6 +27,7 @@ from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..errors import NoteError, TlogError
 from ..note import Signature, open_note, parse_note
+from ..store.base import CheckpointedLog
 from ..store.sqlite import SqliteStore
 from ..witness.core import format_request, parse_size
 from ..witness.quorum import QuorumWitness, WitnessQuorum
@@ -75,7 +76,7 @@ class Publisher:
 
     RETRY_CAP = 30.0  # seconds at most between two tries of a witness that keeps failing
 
-    def __init__(self, store: SqliteStore, quorum: WitnessQuorum, *, interval: float = 0.2,
+    def __init__(self, store: CheckpointedLog, quorum: WitnessQuorum, *, interval: float = 0.2,
                  timeout: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.quorum = quorum

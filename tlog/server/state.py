@@ -16,7 +16,7 @@ from ..log import LocalLog
 from ..maps import rebuild_map
 from ..note import parse_note
 from ..policy import PreferenceLimits
-from ..store.sqlite import SqliteStore
+from ..store.base import Backend, LogStore
 from ..tokens import TokenCache
 
 if TYPE_CHECKING:
@@ -67,10 +67,12 @@ class State:
     _note: bytes = b""
     _parsed: tuple[bytes, Checkpoint | None] = (b"", None)
     _size: int = 0
-    _tokens_version: tuple[int, int] | None | bool = False  # False: not read in this loop iteration
+    _tokens_version: object = False  # False: not read in this loop iteration
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Backend:
+        """The loop's connection to the log (handlers read it; long reads go to `reads`, writes to the
+        committer)."""
         return self.log.store
 
     def _refresh(self) -> None:
@@ -99,7 +101,7 @@ class State:
         cosigned. Without a witness policy the two are the same."""
         return self.latest_size() if self.witnessed else self.published_size()
 
-    def map_at(self, size: int, store: SqliteStore | None = None) -> ArtistMap:
+    def map_at(self, size: int, store: LogStore | None = None) -> ArtistMap:
         """The artist map that the map leaf ending checkpoint `size` commits to: the sequencer's, or one
         rebuilt from the store (maps.py; `store`: a read thread's own) and kept while it is asked for."""
         amap = self.recent_maps.get(size)
@@ -116,7 +118,7 @@ class State:
             self._parsed = (signed, Checkpoint.parse(parse_note(signed)[0]))
         return self._parsed[1]  # type: ignore[return-value]
 
-    def tokens_version(self) -> tuple[int, int] | None:
+    def tokens_version(self) -> object:
         """The store's `tokens_version`, read at most once per event loop iteration: it is a system call,
         which under load hands the GIL to the sequencer thread and waits to get it back. Every request
         served in an iteration arrived before that read (the loop polls its sockets first, and the memo
@@ -125,7 +127,7 @@ class State:
         if self._tokens_version is False:
             self._tokens_version = self.store.tokens_version()
             asyncio.get_running_loop().call_soon(self._forget_tokens_version)
-        return self._tokens_version  # type: ignore[return-value]
+        return self._tokens_version
 
     def _forget_tokens_version(self) -> None:
         self._tokens_version = False

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from ..records import format_logged_at
-from ..store.base import MAX_ENTRIES, Entry, Store, UseFilter
+from ..store.base import MAX_ENTRIES, Entry, LogStore, UseFilter
 from .artist import Notes, entry_json, erasure_notes, find_artist, _own
 from .auth import require
 from .state import State, get_state
@@ -117,7 +117,7 @@ async def summary(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-def _summary(state: State, store: Store, artist_id: str, size: int) -> bytes:
+def _summary(state: State, store: LogStore, artist_id: str, size: int) -> bytes:
     artist = find_artist(state, store, artist_id)
     entries = []
     if artist is not None:

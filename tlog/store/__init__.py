@@ -1,6 +1,9 @@
-"""Storage: the interface (`base.Store`) and its backends. Only the sequencer writes."""
+"""Storage: the interface (`base`: the log, checkpoint, token and notify stores) and its backends. Only the
+sequencer writes log data."""
 
-from .base import ArtistState, Batch, Entry, PolicyRecord, Store, TokenRecord, UseFilter
+from .base import (ArtistState, Backend, Batch, CheckpointedLog, CheckpointStore, Entry, LogStore, NotifyStore,
+                   PolicyRecord, TokenRecord, TokenStore, UseFilter)
 from .sqlite import SqliteStore
 
-__all__ = ["ArtistState", "Batch", "Entry", "PolicyRecord", "Store", "SqliteStore", "TokenRecord", "UseFilter"]
+__all__ = ["ArtistState", "Backend", "Batch", "CheckpointStore", "CheckpointedLog", "Entry", "LogStore", "NotifyStore",
+           "PolicyRecord", "SqliteStore", "TokenRecord", "TokenStore", "UseFilter"]

@@ -1,4 +1,10 @@
-"""The storage interface. The sequencer writes through `write_batch` alone; everything else reads.
+"""The storage interface: a few narrow stores, which one backend class implements together.
+
+- `LogStore`: the tree, entries, artist chains and what else a batch commits, written by `write_batch` alone;
+- `CheckpointStore`: the signed checkpoints, latest, by size and published (never rolled back);
+- `TokenStore`: API tokens and feed keys; `NotifyStore`: the webhook notifier's cursor.
+`CheckpointedLog` and `Backend` name their unions for callers that need several. Callers are typed
+against these protocols, never a backend class.
 
 A backend stores what cannot be derived (private details, tree nodes, artist links, signed checkpoints,
 policies, tokens) and nothing that can: public leaves are re-derived from details and the chain when
@@ -151,34 +157,33 @@ class UseFilter:
     after: int = -1
 
 
-class Store(Protocol):
-    """A tlog backend. Methods raise tlog.errors.StorageError for backend failures."""
+class _Connection(Protocol):
+    def close(self) -> None: ...
+
+
+class LogStore(_Connection, Protocol):
+    """The log: what `write_batch` commits and what is derived from it (tree nodes, entries, artist chains,
+    policies, erasures, bindings, statistics), with the log's identity (`meta`: origin, keys, id pattern).
+    `write_batch` is its only write of log data; everything else reads. A read never sees half a batch."""
 
     # --- identity -----------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None: ...
-    def set_meta(self, key: str, value: str) -> None: ...  # only at init, before any batch
+    def set_meta(self, key: str, value: str) -> None: ...  # at init, and by key rotation (log.py)
 
     # --- the tree (also a merkle.HashReader) --------------------------------------------------
     def size(self) -> int: ...
     def read_nodes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]: ...
     def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
     def remember_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None: ...  # committed elsewhere; thread-safe
-    def iter_nodes(self, level: int, start: int = 0) -> Iterator[tuple[int, bytes]]: ...
-
-    # --- checkpoints ---------------------------------------------------------------------------
-    def latest_checkpoint(self) -> bytes | None: ...
-    def checkpoint_at(self, size: int) -> bytes | None: ...
-    def checkpoint_sizes(self) -> list[int]: ...
-    def iter_checkpoints(self) -> Iterator[tuple[int, bytes]]: ...
-    def checkpoint_created_ms(self, size: int) -> int: ...
-    def replace_checkpoint_notes(self, notes: Sequence[tuple[int, bytes]]) -> None: ...  # same texts, new signatures
-    def set_published(self, size: int, note: bytes, now_ms: int = 0) -> None: ...  # cosigned; never rolls back
-    def published_checkpoint(self) -> bytes | None: ...
+    def iter_nodes(self, level: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]: ...
 
     # --- entries -------------------------------------------------------------------------------
     def entries(self, start: int, end: int) -> Iterator[Entry]: ...
     def entry(self, index: int) -> Entry | None: ...
     def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]: ...
+    def entries_of(self, start: int, end: int, types: Sequence[str], decisions: Sequence[str]) -> list[Entry]: ...
+
+    # --- artist chains -------------------------------------------------------------------------
     def artist_state(self, artist_id: str) -> ArtistState | None: ...
     def artist_states(self, artist_ids: Sequence[str]) -> dict[str, ArtistState]: ...
     def artists(self) -> list[ArtistState]: ...  # the artists with an id (an erased one has none)
@@ -194,39 +199,75 @@ class Store(Protocol):
 
     # --- erasures ------------------------------------------------------------------------------
     def erasures(self, tag: bytes | None = None) -> list[ErasureRecord]: ...  # in log order; of one tag, or all
-    def forget_artist(self, artist_id: str) -> int: ...  # deletes its tokens (no leaf needed); returns how many
-    def scrub(self) -> None: ...  # deleted data off the disk: see SqliteStore.scrub
+    def scrub(self) -> None: ...  # after an erasure batch, what it deleted off the medium: see SqliteStore.scrub
+
     # --- content bound to its artists (SPEC §2.1) ---------------------------------------------
     def bindings(self, content_ids: Sequence[str]) -> dict[str, frozenset[str]]: ...  # bound contents only
     def content_artists(self, content_id: str) -> list[tuple[str, int]]: ...  # (artist id, index that bound it)
     def iter_bindings(self) -> Iterator[tuple[str, str, int]]: ...  # (content id, artist id, index)
     def content_events(self, end: int) -> Iterator[tuple[int, str, str, str | None]]: ...  # uses and bindings, in order
     def content_uses(self, content_ids: Sequence[str], end: int) -> list[Entry]: ...
-    keeps_bindings: bool  # False only for a read-only connection to a log made before bindings
+
+    @property
+    def keeps_bindings(self) -> bool: ...  # False only for a read-only connection to a log made before bindings
 
     # --- statistics ----------------------------------------------------------------------------
     def stats(self, size: int | None = None, since_ms: int | None = None,
               until_ms: int | None = None) -> list[StatRow]: ...  # leaves [0, size) logged in [since, until)
 
-    # --- notifications (webhooks.py: the notifier's cursor over the log) -------------------------
-    def notify_state(self) -> tuple[int, set[int]] | None: ...  # (done_before, policy indexes done) or None
-    def save_notify_state(self, done_before: int, effective: Collection[int]) -> None: ...
-    def entries_of(self, start: int, end: int, types: Sequence[str], decisions: Sequence[str]) -> list[Entry]: ...
+    # --- the one write path --------------------------------------------------------------------
+    def write_batch(self, batch: Batch) -> None: ...
 
-    # --- tokens --------------------------------------------------------------------------------
+
+class CheckpointStore(_Connection, Protocol):
+    """Signed checkpoints: the one each batch commits (written by `LogStore.write_batch`, in its
+    transaction), and the published one (cosigned by a witness policy's quorum), which never rolls back:
+    `set_published` refuses a size below the latest published, inside the transaction that writes it."""
+
+    def latest_checkpoint(self) -> bytes | None: ...
+    def checkpoint_at(self, size: int) -> bytes | None: ...
+    def checkpoint_sizes(self) -> list[int]: ...
+    def iter_checkpoints(self) -> Iterator[tuple[int, bytes]]: ...
+    def checkpoint_created_ms(self, size: int) -> int: ...
+    def replace_checkpoint_notes(self, notes: Sequence[tuple[int, bytes]]) -> None: ...  # same texts, new signatures
+    def set_published(self, size: int, note: bytes, now_ms: int = 0) -> None: ...  # cosigned; never rolls back
+    def published_checkpoint(self) -> bytes | None: ...
+
+
+class TokenStore(_Connection, Protocol):
+    """The credentials: API tokens (SPEC §1, §7) and artists' feed keys (SPEC §6). Both are kept as their
+    SHA-256 only, refused from the next request once revoked, and deleted with their artist: by an erasure
+    batch, or by `forget_artist` for an artist with nothing left to erase. That shared lifecycle, in one
+    transaction, is why feed keys live here rather than in a store of their own."""
+
     def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int, *,
                   rights: frozenset[str] = frozenset(), expires_ms: int | None = None) -> int: ...
     def token_by_digest(self, digest: bytes) -> TokenRecord | None: ...
     def tokens(self) -> list[TokenRecord]: ...
     def revoke_token(self, token_id: int, now_ms: int) -> bool: ...
-    def tokens_version(self) -> object: ...  # changes when any token is added or revoked; cheap (no query)
+    def tokens_version(self) -> object: ...  # changes when any token is revoked or erased; cheap (no query)
 
-    # --- feed keys (SPEC §6: stored as SHA-256; a revoked one is refused from the next request) -------
     def add_feed_key(self, artist_id: str, digest: bytes, now_ms: int) -> int: ...
     def feed_key(self, digest: bytes) -> tuple[int, str] | None: ...  # (id, artist id) if valid
     def revoke_feed_key(self, artist_id: str, key_id: int, now_ms: int) -> bool: ...
 
-    # --- the one write path --------------------------------------------------------------------
-    def write_batch(self, batch: Batch) -> None: ...
+    def forget_artist(self, artist_id: str) -> int: ...  # its tokens and feed keys; returns how many tokens
 
-    def close(self) -> None: ...
+
+class NotifyStore(_Connection, Protocol):
+    """The webhook notifier's place in the log (webhooks.py): the log is its outbox, so this cursor is all
+    it keeps. Written only by the notifier, never with a batch."""
+
+    def notify_state(self) -> tuple[int, set[int]] | None: ...  # (done_before, policy indexes done) or None
+    def save_notify_state(self, done_before: int, effective: Collection[int]) -> None: ...
+
+
+class CheckpointedLog(LogStore, CheckpointStore, Protocol):
+    """The log with its checkpoints: what the sequencer, the fsck and the witness publisher read."""
+
+
+class Backend(CheckpointedLog, TokenStore, NotifyStore, Protocol):
+    """A whole backend: every store above over one transactional database (an erasure batch deletes the
+    artist's tokens and feed keys in the transaction that erases its entries). Methods raise
+    tlog.errors.StorageError for backend failures. For callers that need several stores at once (the
+    server's state, the CLI); everything else is typed against the narrowest store it reads."""

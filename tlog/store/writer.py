@@ -39,7 +39,7 @@ import orjson
 from ..child import die_with_parent
 from ..errors import StorageError
 from ..gctune import tune_for_batches
-from .base import ArtistState, Batch, BindingChange, Entry, Erasure, PolicyRecord, Store
+from .base import ArtistState, Batch, BindingChange, Entry, Erasure, LogStore, PolicyRecord
 
 # The `code` of the StorageError for batches in flight when the writer process died.
 WRITER_DIED = "writer_died"
@@ -66,7 +66,7 @@ class BatchWriter(Protocol):
 class InlineWriter:
     """Writes each batch in `send`, keeping its outcome for `receive`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: LogStore) -> None:
         self.store = store
         self._outcomes: list[BaseException | None] = []
 
@@ -94,7 +94,7 @@ class ProcessWriter:
     """Writes batches from a child process that opens its own store with `open_store` (a picklable
     callable, e.g. functools.partial(SqliteStore, path)). Started at the first `send`."""
 
-    def __init__(self, open_store: Callable[[], Store]) -> None:
+    def __init__(self, open_store: Callable[[], LogStore]) -> None:
         self._open_store = open_store
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -214,7 +214,7 @@ def _serve(conn: Connection, parent: int) -> None:
     and answers with its outcome. An empty message or a closed pipe ends it."""
     die_with_parent(parent, keep_stderr=True)  # the store logs its warnings (a failed WAL checkpoint)
     try:
-        open_store: Callable[[], Store] = pickle.loads(conn.recv_bytes())
+        open_store: Callable[[], LogStore] = pickle.loads(conn.recv_bytes())
         store = open_store()
     except Exception as exc:
         conn.send_bytes(orjson.dumps([f"the writer process could not open the log: {exc}", getattr(exc, "code", None)]))
