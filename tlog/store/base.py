@@ -4,7 +4,7 @@
 - `CheckpointStore`: the signed checkpoints, latest, by size and published (never rolled back);
 - `TokenStore`: API tokens and feed keys; `NotifyStore`: the webhook notifier's cursor.
 `CheckpointedLog` and `Backend` name their unions for callers that need several. Callers are typed
-against these protocols, never a backend class.
+against these protocols, never a backend class; tests/store/test_conformance.py holds every backend to them.
 
 A backend stores what cannot be derived (private details, tree nodes, artist links, signed checkpoints,
 policies, tokens) and nothing that can: public leaves are re-derived from details and the chain when
