@@ -87,8 +87,12 @@ class Unreachable(TlogError):
 
 @dataclass
 class Unavailable(TlogError):
+    """The log cannot do it now (its writer stopped, its database is not answering): try again, after
+    `retry_after` seconds when given (the HTTP answer's Retry-After)."""
+
     code: str = "unavailable"
     status: int = 503
+    retry_after: int | None = None
     exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 

@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..errors import DETAILS_SHOWN, TlogError, TooEarly, bounded_details, cut
+from ..errors import DETAILS_SHOWN, TlogError, TooEarly, Unavailable, bounded_details, cut
 from .state import STATE_KEY
 
 log = logging.getLogger("tlog.server")
@@ -49,7 +49,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(500, "internal", "internal error")
         # RFC 9110 §15.5.2: a 401 names the scheme that would work.
         headers = {"WWW-Authenticate": 'Bearer realm="tlog"'} if status == 401 else None
-        if isinstance(exc, TooEarly):
+        if isinstance(exc, (TooEarly, Unavailable)) and exc.retry_after is not None:
             headers = {"Retry-After": str(exc.retry_after)}
         return error_response(status, exc.code, exc.message, exc.details, headers=headers,
                               max_details=_max_details(request))

@@ -1,0 +1,262 @@
+"""Leadership through PostgreSQL alone: one lease row, held by one front end at a time.
+
+The row (table `leader`, id 1) names its `holder` (a front end's id, new at each start), an `epoch` and
+when the lease `expires_at`. Every front end that holds the log's keys runs an `Elector`: a thread with a
+connection of its own that tries every `renew_s` to take the lease or renew it, with one statement
+(`TAKE`). A `Term` is one holder's hold of the lease under one epoch; the sequencer of a term writes its
+batches through `Fence(term)`, which each batch's transaction runs after its head check and before it
+writes anything.
+
+Invariants, and what keeps them:
+- Only PostgreSQL's clock counts (`clock_timestamp()` in TAKE and in the fence), never a host's: a front
+  end whose clock is off can neither keep a lease past its end nor take one early.
+- At most one holder at a time: TAKE changes the row only if it is the caller's own or has expired; the
+  row lock orders concurrent TAKEs, and each re-checks the condition on the row the one before it left.
+- `epoch` grows by one whenever the holder changes, so a term (holder, epoch) is never held twice, and a
+  holder id is never reused (`new_holder`). The elector reports a new term whenever TAKE returns an epoch
+  other than its term's; the sequencer of the old term is dropped with it.
+- A batch commits only inside its term: the fence reads the row `FOR SHARE` and refuses (StorageError
+  NOT_LEADER) unless the row names the term and has not expired. The share lock makes any other front
+  end's TAKE wait until the batch's transaction ends, so the next holder reads the log after the last
+  batch of the term before it, and every later batch of that term is refused.
+- A holder that stops without dying (SIGSTOP, a hung host) keeps its connections open, and a transaction
+  it left open would keep the share lock forever: the fence sets `idle_in_transaction_session_timeout`
+  for its transaction, so PostgreSQL ends such a session within IDLE_IN_BATCH_S and the lease can pass.
+- The elector believes in its term only until `lease_s` after it *sent* the TAKE that last renewed it
+  (by its monotonic clock); PostgreSQL's lease ends no earlier. A front end cut off from PostgreSQL thus
+  stops sequencing on its own, and the fence refuses whatever it still tries.
+
+The failover bound: a holder that dies stops renewing; its lease ends at most `lease_s` later and another
+elector's next TAKE, at most `renew_s` after that, takes it (tests/test_cluster_e2e.py measures the rest).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psycopg
+
+from ..errors import StorageError
+from .links import link_options, shut
+
+LEASE_S = 2.5  # how long a TAKE holds the lease
+RENEW_S = 0.5  # how often an elector tries to take or renew it
+IDLE_IN_BATCH_S = 1.0  # a batch's transaction left idle this long (its writer stopped) is ended by PostgreSQL
+WATCH_S = 0.05  # how often the watchdog looks at the term's deadline
+NOT_LEADER = "not_leader"  # the StorageError code of a batch refused by the fence
+log = logging.getLogger("tlog.cluster")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leader (
+    id integer PRIMARY KEY CHECK (id = 1),
+    holder text,
+    epoch bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO leader (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+"""
+
+# `holder = %(holder)s` is NULL, so false, for a row never held: its first holder gets epoch 1.
+TAKE = """
+UPDATE leader
+   SET epoch = CASE WHEN holder = %(holder)s THEN epoch ELSE epoch + 1 END,
+       holder = %(holder)s,
+       expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
+ WHERE id = 1 AND (holder = %(holder)s OR expires_at < clock_timestamp())
+RETURNING epoch
+"""
+
+RELEASE = "UPDATE leader SET expires_at = '-infinity' WHERE id = 1 AND holder = %(holder)s AND epoch = %(epoch)s"
+
+# One round trip: the row, share-locked, and the idle timeout of this transaction (set only if it is ours).
+FENCE = """
+SELECT set_config('idle_in_transaction_session_timeout', %(idle)s, true)
+  FROM leader
+ WHERE id = 1 AND holder = %(holder)s AND epoch = %(epoch)s AND expires_at > clock_timestamp()
+   FOR SHARE
+"""
+
+
+def new_holder(name: str = "") -> str:
+    """A holder id never used before: the host, the process and random bits (a restarted front end is a
+    new holder, so it can never pass for the term of its previous life)."""
+    return f"{name or socket.gethostname()}/{os.getpid()}/{secrets.token_hex(6)}"
+
+
+def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+    """Creates the lease row if it is missing (idempotent)."""
+    with conn.transaction():
+        conn.execute(SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One holder's hold of the lease under one epoch."""
+
+    holder: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The check every batch's transaction runs before it writes (PostgresStore's `fence`): the lease still
+    belongs to `term`. Picklable, so a writer process can be handed it."""
+
+    term: Term
+    idle_s: float = IDLE_IN_BATCH_S
+
+    def __call__(self, cur: psycopg.Cursor[Any]) -> None:
+        cur.execute(FENCE, {"idle": str(int(self.idle_s * 1000)), "holder": self.term.holder, "epoch": self.term.epoch})
+        if cur.fetchone() is None:
+            raise StorageError(f"this front end no longer holds the lease (epoch {self.term.epoch}): another one "
+                               "sequences the log now; the batch was not written", code=NOT_LEADER)
+
+
+def take(conn: psycopg.Connection[Any], holder: str, lease_s: float) -> int | None:
+    """Takes or renews the lease for `holder` (autocommit `conn`): its epoch, or None if another holds it."""
+    row = conn.execute(TAKE, {"holder": holder, "lease": lease_s}).fetchone()
+    return None if row is None else int(row[0])
+
+
+def release(conn: psycopg.Connection[Any], term: Term) -> None:
+    """Ends the lease now (a clean stop), so another front end takes over at its next try."""
+    conn.execute(RELEASE, {"holder": term.holder, "epoch": term.epoch})
+
+
+class Elector:
+    """Takes and keeps the lease from a thread of its own. `on_change(term)` is called (from the elector's
+    threads) with the new term when this front end starts holding the lease, or holds it under a new
+    epoch, and with None as soon as it stops; `current()` is the term believed in now.
+
+    A watchdog thread ends the term when its time is up even if the elector's thread is stuck in a TAKE
+    that PostgreSQL never answers (a network that drops packets, a stopped server), and then shuts that
+    TAKE's socket down so that the elector's thread gets an error and connects again."""
+
+    def __init__(self, dsn: str, *, on_change: Callable[[Term | None], None] = lambda term: None,
+                 lease_s: float = LEASE_S, renew_s: float = RENEW_S, holder: str | None = None) -> None:
+        if not 0 < renew_s < lease_s:
+            raise ValueError("the lease must last longer than the time between renewals")
+        self.dsn = dsn
+        self.holder = holder or new_holder()
+        self.lease_s, self.renew_s = lease_s, renew_s
+        self.on_change = on_change
+        self._term: Term | None = None
+        self._until = 0.0  # monotonic time until which the term is believed
+        self._taking_since: float | None = None  # when the TAKE in progress was sent
+        self._lock = threading.Lock()
+        self._reporting = threading.RLock()  # held while a change is reported (on_change may call `lost`)
+        self._stopping = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._threads = [threading.Thread(target=self._run, name="tlog-elector", daemon=True),
+                         threading.Thread(target=self._watch, name="tlog-elector-watchdog", daemon=True)]
+        self._failing = False  # the last TAKE could not reach PostgreSQL (said once, not at every try)
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self, *, release_lease: bool = True) -> None:
+        """Stops trying; with `release_lease`, hands the lease back so that another front end takes it at
+        its next try instead of after it expires."""
+        self._stopping.set()
+        for t in self._threads:
+            if t.is_alive():
+                t.join()
+        term = self.current()
+        if release_lease and term is not None and self._conn is not None:
+            try:
+                release(self._conn, term)
+            except psycopg.Error as exc:
+                log.warning("could not hand the lease back (it expires by itself): %s", exc)
+        self._set(None)
+        self._close()
+
+    def current(self) -> Term | None:
+        with self._lock:
+            return self._term if time.monotonic() < self._until else None
+
+    def lost(self, term: Term) -> None:
+        """The fence refused `term`: it is over, whatever the last renewal said."""
+        self._set(None, unless=lambda believed, _: believed != term)
+
+    # --- the threads -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            sent = time.monotonic()
+            got = self._take(sent)
+            if got is None:
+                if not self._failing:  # refused: another holds it (cut off, the watchdog ends the term)
+                    self._set(None)
+            elif time.monotonic() < sent + self.lease_s:  # an answer later than that renews nothing
+                self._set(Term(self.holder, got), until=sent + self.lease_s)
+            self._stopping.wait(max(0.0, self.renew_s - (time.monotonic() - sent)))
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(WATCH_S):
+            now = time.monotonic()
+            with self._lock:
+                term, until = self._term, self._until
+                stuck = self._taking_since is not None and now - self._taking_since > self.lease_s
+            if term is not None and now >= until:  # unless renewed meanwhile
+                self._set(None, unless=lambda t, u: (t, u) != (term, until))
+            if stuck:  # the elector's thread gets an error, and connects again
+                shut(self._conn)
+
+    def _take(self, sent: float) -> int | None:
+        with self._lock:
+            self._taking_since = sent
+        try:
+            if self._conn is None:
+                self._conn = psycopg.connect(
+                    self.dsn, autocommit=True, **link_options(self.lease_s, application="tlog elector"),
+                    # A TAKE that cannot finish within the lease is useless: give up and try again.
+                    options=f"-c statement_timeout={int(self.lease_s * 1000)} -c lock_timeout={int(self.lease_s * 1000)}")
+            epoch = take(self._conn, self.holder, self.lease_s)
+        except psycopg.Error as exc:
+            if not self._failing:
+                log.warning("cannot reach PostgreSQL to take or renew the lease: %s", str(exc).strip())
+            self._failing = True
+            self._close()
+            return None
+        finally:
+            with self._lock:
+                self._taking_since = None
+        if self._failing:
+            log.info("PostgreSQL answers the elector again")
+        self._failing = False
+        return epoch
+
+    def _set(self, term: Term | None, *, until: float = 0.0,
+             unless: Callable[[Term | None, float], bool] = lambda term, until: False) -> None:
+        """Believes in `term` until `until` (unless `unless(term, until)` holds of the belief as it is by
+        then) and reports a change. One report at a time, in the order of the changes, so the last one
+        always says what is believed: two threads (the elector's, the watchdog) change it."""
+        with self._reporting:
+            with self._lock:
+                if unless(self._term, self._until):
+                    return
+                before = self._term
+                self._term, self._until = term, until
+            if term == before:
+                return
+            if term is not None:
+                log.info("this front end holds the lease now (epoch %d): it sequences the log", term.epoch)
+            elif before is not None:
+                log.warning("this front end lost the lease (epoch %d): it stops sequencing", before.epoch)
+            self.on_change(term)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None

@@ -1,0 +1,59 @@
+"""How the cluster's own connections to PostgreSQL are opened: bounded in time, so that a front end cut
+off from PostgreSQL (a dead route, a stopped server, a network that drops packets) learns it within
+seconds instead of waiting for TCP's minutes, and says so (503) instead of hanging its callers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import psycopg
+
+from ..errors import Unavailable
+
+
+def link_options(timeout_s: float, *, application: str) -> dict[str, Any]:
+    """libpq options: connect within `timeout_s` (libpq counts whole seconds, at least 2), give up on a
+    connection whose sent data goes unacknowledged for `timeout_s`, and probe idle ones every second."""
+    ms = int(timeout_s * 1000)
+    return {"connect_timeout": max(2, round(timeout_s)), "tcp_user_timeout": ms, "keepalives": 1,
+            "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2, "application_name": application}
+
+
+T = TypeVar("T")
+
+
+async def within(conn: psycopg.AsyncConnection[Any], work: Coroutine[Any, Any, T], seconds: float) -> T:
+    """`work` (a statement on `conn`), or TimeoutError after `seconds`, promptly. Cancelling psycopg's
+    statement instead would first spend up to ten seconds asking the server to cancel it, over the same
+    dead route: the socket is shut down instead, the statement fails at once, and the caller drops the
+    connection (once the statement has failed: a new connection may get the same file descriptor)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    shut(conn)
+    await asyncio.wait({task}, timeout=1)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its error is expected: not logged
+    raise TimeoutError(f"PostgreSQL did not answer within {seconds:g} s")
+
+
+def shut(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any] | None) -> None:
+    """Shuts down the connection's socket without closing it: a thread or task waiting on it gets an
+    error at once and can close it properly (closing it under them would not be safe)."""
+    try:
+        fd = conn.pgconn.socket if conn is not None else -1
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # closed already, or still connecting: nothing waits on it
+
+
+def unreachable(exc: psycopg.Error, what: str) -> Unavailable:
+    """The 503 a caller gets when PostgreSQL could not be reached or failed (Retry-After: 1)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return Unavailable(f"{what}: the log's database is not answering ({reason}); try again in a moment",
+                       retry_after=1)
