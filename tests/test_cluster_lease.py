@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tlog.errors import StorageError
-from tlog.cluster.lease import NOT_LEADER, Elector, Fence, Term, ensure_schema, take
+from tlog.cluster.lease import NOT_LEADER, Elector, Fence, Term, ensure_schema, take, writer_dsn
 from tests.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures)
 from tests.tcpproxy import Proxy
 
@@ -51,10 +51,10 @@ def write_batch(conn: Any, fence: Fence, n: int) -> None:
         cur.execute("INSERT INTO batches VALUES (%s)", (n,))
 
 
-def fenced(dsn: str, fence: Fence) -> tuple[Any, Any]:
-    """A batch's transaction left open after its fence passed (a writer in the middle of its batch):
-    (the transaction, its cursor). Leaving the transaction commits."""
-    w = connect(dsn)
+def fenced(dsn: str, fence: Fence, idle_s: float = 5) -> tuple[Any, Any]:
+    """A batch's transaction left open after its fence passed (a writer in the middle of its batch), on
+    a writer's connection (writer_dsn): (the transaction, its cursor). Leaving the transaction commits."""
+    w = connect(writer_dsn(dsn, idle_s))
     tx = w.transaction()
     tx.__enter__()
     cur = w.cursor()
@@ -109,7 +109,7 @@ def test_the_fence_lets_the_holder_write_and_refuses_a_deposed_one(db: Any, pg_d
 
 
 def test_a_takeover_waits_for_the_batch_that_passed_the_fence_and_reads_after_it(db: Any, pg_dsn: str) -> None:
-    tx, cur = fenced(pg_dsn, Fence(Term("a", take(db, "a", 0.5)), idle_s=5))  # type: ignore[arg-type]
+    tx, cur = fenced(pg_dsn, Fence(Term("a", take(db, "a", 0.5))))  # type: ignore[arg-type]
     # The batch is inside its term...
     time.sleep(0.6)  # ...and the lease expires while it writes
     taken: list[int | None] = []
@@ -128,7 +128,7 @@ def test_a_takeover_waits_for_the_batch_that_passed_the_fence_and_reads_after_it
 def test_a_batch_left_open_by_a_stopped_writer_is_ended_so_the_lease_passes(db: Any, pg_dsn: str) -> None:
     import psycopg
 
-    tx, cur = fenced(pg_dsn, Fence(Term("a", take(db, "a", 0.3)), idle_s=0.5))  # type: ignore[arg-type]
+    tx, cur = fenced(pg_dsn, Fence(Term("a", take(db, "a", 0.3))), idle_s=0.5)  # type: ignore[arg-type]
     cur.execute("INSERT INTO batches VALUES (1)")
     # The writer "stops" here, its transaction open. PostgreSQL ends its session, and b gets the lease.
     waited = wait_for(lambda: take(db, "b", 30) is not None, timeout=5)
@@ -195,6 +195,14 @@ def test_a_stopped_holder_loses_the_lease_to_another_and_knows_it_when_it_resume
         child.kill()
         child.wait()
         other.stop()
+
+
+def test_a_writers_url_keeps_its_options_and_gains_the_idle_timeout(db: Any, pg_dsn: str) -> None:
+    dsn = writer_dsn(pg_dsn + "?application_name=w&options=-c%20work_mem%3D8MB", idle_s=1.5)
+    with connect(dsn) as conn:
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1500ms",)
+        assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)
+        assert conn.execute("SHOW application_name").fetchone() == ("w",)
 
 
 @pytest.mark.parametrize("how", ["hang", "cut"])

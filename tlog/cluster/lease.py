@@ -19,9 +19,11 @@ Invariants, and what keeps them:
   NOT_LEADER) unless the row names the term and has not expired. The share lock makes any other front
   end's TAKE wait until the batch's transaction ends, so the next holder reads the log after the last
   batch of the term before it, and every later batch of that term is refused.
-- A holder that stops without dying (SIGSTOP, a hung host) keeps its connections open, and a transaction
-  it left open would keep the share lock forever: the fence sets `idle_in_transaction_session_timeout`
-  for its transaction, so PostgreSQL ends such a session within IDLE_IN_BATCH_S and the lease can pass.
+- A holder that stops without dying (SIGSTOP, a hung host) keeps its connections open, and a batch's
+  transaction it left open would keep its locks (the store's head row, the lease row's share lock)
+  forever: the sequencer's writer connects with `writer_dsn`, whose `idle_in_transaction_session_timeout`
+  makes PostgreSQL end such a session within IDLE_IN_BATCH_S, so the lease passes and the next sequencer
+  can write.
 - The elector believes in its term only until `lease_s` after it *sent* the TAKE that last renewed it
   (by its monotonic clock); PostgreSQL's lease ends no earlier. A front end cut off from PostgreSQL thus
   stops sequencing on its own, and the fence refuses whatever it still tries.
@@ -38,6 +40,7 @@ import secrets
 import socket
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,11 +78,8 @@ RETURNING epoch
 
 RELEASE = "UPDATE leader SET expires_at = '-infinity' WHERE id = 1 AND holder = %(holder)s AND epoch = %(epoch)s"
 
-# One round trip: the row, share-locked, and the idle timeout of this transaction (set only if it is ours).
 FENCE = """
-SELECT set_config('idle_in_transaction_session_timeout', %(idle)s, true)
-  FROM leader
- WHERE id = 1 AND holder = %(holder)s AND epoch = %(epoch)s AND expires_at > clock_timestamp()
+SELECT 1 FROM leader WHERE id = 1 AND holder = %(holder)s AND epoch = %(epoch)s AND expires_at > clock_timestamp()
    FOR SHARE
 """
 
@@ -88,6 +88,17 @@ def new_holder(name: str = "") -> str:
     """A holder id never used before: the host, the process and random bits (a restarted front end is a
     new holder, so it can never pass for the term of its previous life)."""
     return f"{name or socket.gethostname()}/{os.getpid()}/{secrets.token_hex(6)}"
+
+
+def writer_dsn(dsn: str, idle_s: float = IDLE_IN_BATCH_S) -> str:
+    """`dsn` (a postgresql:// URL) for the sequencer's writer: PostgreSQL ends any of its transactions left
+    idle for `idle_s` (see the module docstring), whatever `options` the URL already had."""
+    url = urllib.parse.urlsplit(dsn)
+    query = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
+    options = " ".join([*(v for k, v in query if k == "options"),
+                        f"-c idle_in_transaction_session_timeout={int(idle_s * 1000)}"])
+    query = [(k, v) for k, v in query if k != "options"] + [("options", options)]
+    return urllib.parse.urlunsplit(url._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
 
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
@@ -110,10 +121,9 @@ class Fence:
     belongs to `term`. Picklable, so a writer process can be handed it."""
 
     term: Term
-    idle_s: float = IDLE_IN_BATCH_S
 
     def __call__(self, cur: psycopg.Cursor[Any]) -> None:
-        cur.execute(FENCE, {"idle": str(int(self.idle_s * 1000)), "holder": self.term.holder, "epoch": self.term.epoch})
+        cur.execute(FENCE, {"holder": self.term.holder, "epoch": self.term.epoch})
         if cur.fetchone() is None:
             raise StorageError(f"this front end no longer holds the lease (epoch {self.term.epoch}): another one "
                                "sequences the log now; the batch was not written", code=NOT_LEADER)
