@@ -34,7 +34,6 @@ still holds the pages as they were written.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import hmac
 import logging
@@ -46,17 +45,16 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Collection, Iterable, Iterator, Sequence
 
-import orjson
 import sqlite_utils
 
 from ..errors import Conflict, StorageError
-from ..records import format_logged_at
-from ..stats import StatRow, Tally
+from ..stats import StatRow
 from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, ErasureRecord, PolicyRecord, TokenRecord,
                    UseFilter)
+from .rows import (ENTRY_COLUMNS, Names, NewNames, blob, binding_change, decode_entry, dump_preferences,
+                   encode_entry, erased_details, narrow_tokens, period_stats, preferences, stat_rows, token)
 
 SCHEMA_VERSION = "3"
-_DAY_MS = 86_400_000
 _USAGE_TABLE = (
     "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, type TEXT NOT NULL, purpose TEXT NOT NULL, phase TEXT NOT NULL, "
     "decision TEXT NOT NULL, leaves INTEGER NOT NULL, uses INTEGER NOT NULL, PRIMARY KEY (day, type, purpose, phase, decision))"
@@ -71,14 +69,6 @@ log = logging.getLogger("tlog.store")
 _LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
 _FIRST_NODE = 1 << _LEVEL_SHIFT  # ids below are leaf hashes, kept in `entries`
 
-# The fixed shape of use and refusal details (records.use_details always fills every field).
-_USE_TYPES = ("use", "refusal")
-_USE_KEYS = frozenset(
-    "event_id content_id artist_id purpose phase system occurred_at invocations window_end detail basis "
-    "service index logged_at decision policy nonce".split()
-)
-_SYSTEM_KEYS = frozenset(("id", "model", "version"))
-_CHAIN_TYPES = frozenset(("use", "refusal", "preference", "binding"))
 # What an erasure deletes of an entry: every private column; `extra` then holds its public fields.
 _ERASE_ENTRY = (
     "UPDATE entries SET service = NULL, event_id = NULL, content_id = NULL, purpose = NULL, phase = NULL, "
@@ -102,10 +92,6 @@ _ARTIST_STATE = (
     "SELECT a.artist_id, a.tag, h.aseq, h.head, a.preferences, a.proof FROM artists a JOIN heads h ON h.id = a.id"
 )
 
-_ENTRY_COLUMNS = (
-    "idx, type, logged_ms, artist, aseq, aprev, service, event_id, content_id, purpose, phase, system, "
-    "occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra, hash"
-)
 _ENTRY_SELECT = (
     "SELECT e.idx, e.type, e.logged_ms, a.artist_id, CAST(a.tag AS BLOB), e.aseq, e.aprev, e.service, e.event_id, "
     "e.content_id, e.purpose, e.phase, e.system, e.occurred_at, e.window_end, e.invocations, e.detail, "
@@ -159,14 +145,12 @@ class SqliteStore:
                     "its -wal and -shm files there); read-only commands such as `tlog verify` still work"
                 ) from exc
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
-        self._names: dict[tuple[str, str], int] = {}
-        self._name_of: dict[int, tuple[str, str]] = {}
+        self._names = Names(lambda: self.conn.execute("SELECT id, kind, value FROM names"))
         self._artist_ids: dict[str, int] = {}
         self._node_cache: dict[int, bytes] = {}
-        self._profiles: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # name ids → decoded names, for _entry
         self._checkpointer: _Checkpointer | None = None  # started by the first write_batch
         self._checkpointer_tried = False
-        self._load_names()
+        self._names.reload()
         if not readonly and not self._has_usage:
             self._ensure_usage_table()
 
@@ -300,7 +284,7 @@ class SqliteStore:
                     return
                 c.execute(_USAGE_TABLE)
                 for start in range(0, self.size(), 100_000):
-                    c.executemany(_USAGE_UPSERT, _stat_rows(self.entries(start, start + 100_000)))
+                    c.executemany(_USAGE_UPSERT, stat_rows(self.entries(start, start + 100_000)))
                 c.execute("DROP TABLE IF EXISTS stats")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot add the usage table to {self.path}: {exc}") from exc
@@ -347,33 +331,6 @@ class SqliteStore:
         if row is None or row[0] != SCHEMA_VERSION:
             found = "" if row is None else f" (it has schema {row[0]})"
             raise StorageError(f"{self.path} is not a tlog database of schema {SCHEMA_VERSION}{found}")
-
-    def _load_names(self) -> None:
-        self._names.clear()
-        self._name_of.clear()
-        self._profiles.clear()
-        for i, kind, value in self.conn.execute("SELECT id, kind, value FROM names"):
-            self._names[(kind, value)] = i
-            self._name_of[i] = (kind, value)
-
-    def _name(self, i: int | None) -> str | None:
-        if i is None:
-            return None
-        got = self._name_of.get(i)
-        if got is None:  # written by another connection since we loaded
-            self._load_names()
-            got = self._name_of[i]
-        return got[1]
-
-    def _name_id(self, kind: str, value: str | None) -> int | None:
-        """Id of a name, or None when it was never written (so nothing can match it)."""
-        if value is None:
-            return None
-        i = self._names.get((kind, value))
-        if i is None:
-            self._load_names()
-            i = self._names.get((kind, value))
-        return i
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -457,11 +414,11 @@ class SqliteStore:
 
     def latest_checkpoint(self) -> bytes | None:
         row = self.conn.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
-        return None if row is None else _blob(row[0])
+        return None if row is None else blob(row[0])
 
     def checkpoint_at(self, size: int) -> bytes | None:
         row = self.conn.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
-        return None if row is None else _blob(row[0])
+        return None if row is None else blob(row[0])
 
     def checkpoint_created_ms(self, size: int) -> int:
         row = self.conn.execute("SELECT created_ms FROM checkpoints WHERE size = ?", (size,)).fetchone()
@@ -472,7 +429,7 @@ class SqliteStore:
 
     def iter_checkpoints(self) -> Iterator[tuple[int, bytes]]:
         for size, note in self.conn.execute("SELECT size, note FROM checkpoints ORDER BY size"):
-            yield size, _blob(note)
+            yield size, blob(note)
 
     def replace_checkpoint_notes(self, notes: Sequence[tuple[int, bytes]]) -> None:
         """Swaps the signed notes of stored checkpoints in one transaction (a key rotation adds the new key's
@@ -504,45 +461,12 @@ class SqliteStore:
             row = self.conn.execute("SELECT note FROM published ORDER BY size DESC LIMIT 1").fetchone()
         except sqlite3.OperationalError:
             return None
-        return None if row is None else _blob(row[0])
+        return None if row is None else blob(row[0])
 
     # --- entries -------------------------------------------------------------------------------
 
     def _entry(self, row: tuple[Any, ...]) -> Entry:
-        """Decodes one entries row. A row that cannot be decoded (edited by hand, bit rot) is a StorageError
-        naming its index, never a crash: `tlog verify` reports it, the server answers 503."""
-        (idx, type_, logged_ms, artist_id, tag, aseq, aprev, service, event_id, content_id, purpose, phase,
-         system, occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra) = row
-        name = self._name
-        erased = None
-        try:
-            kind = name(type_)
-            if extra is not None:
-                details = orjson.loads(extra)
-                if kind in _CHAIN_TYPES and "erased" in details:  # {"erased": index, "leaf": public fields}
-                    erased, details = details["erased"], details["leaf"]
-            else:
-                ids = (purpose, phase, system, basis, service, decision, policy)
-                names = self._profiles.get(ids)
-                if names is None:  # rows of one batch share these: decode each combination once
-                    names = self._profiles[ids] = (
-                        name(purpose), name(phase), tuple(orjson.loads(name(system))), name(basis),  # type: ignore[arg-type]
-                        name(service), name(decision), name(policy),
-                    )
-                purpose_, phase_, (sys_id, model, version), basis_, service_, decision_, policy_ = names
-                details = {
-                    "event_id": event_id, "content_id": content_id, "artist_id": artist_id,
-                    "purpose": purpose_, "phase": phase_,
-                    "system": {"id": sys_id, "model": model, "version": version},
-                    "occurred_at": occurred_at, "invocations": invocations, "window_end": window_end,
-                    "detail": detail, "basis": basis_, "service": service_, "index": idx,
-                    "logged_at": format_logged_at(logged_ms), "decision": decision_,
-                    "policy": policy_, "nonce": binascii.b2a_base64(nonce, newline=False).decode(),
-                }
-        except (KeyError, TypeError, ValueError) as exc:  # JSON and base64 errors are ValueErrors
-            raise StorageError(f"entry {idx} cannot be read from {self.path.name} (the database was altered): "
-                               f"{type(exc).__name__}: {exc}") from None
-        return Entry(idx, kind, logged_ms, details, artist_id, tag, aseq, aprev, erased)
+        return decode_entry(row, self._names, self.path.name)
 
     def entries(self, start: int, end: int) -> Iterator[Entry]:
         rows = self.conn.execute(f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? ORDER BY e.idx", (start, end))
@@ -560,7 +484,7 @@ class SqliteStore:
         return next(self.entries(index, index + 1), None)
 
     def find_events(self, service: str, event_ids: Sequence[str]) -> dict[str, Entry]:
-        sid = self._name_id("service", service)
+        sid = self._names.id_of("service", service)
         if sid is None or not event_ids:
             return {}
         found: dict[str, Entry] = {}
@@ -583,16 +507,16 @@ class SqliteStore:
             chunk = ids[k : k + 500]
             q = f"{_ARTIST_STATE} WHERE a.artist_id IN ({','.join('?' * len(chunk))})"
             for a, t, sq, h, p, pf in self.conn.execute(q, chunk):
-                found[a] = ArtistState(a, _blob(t), sq, h, _preferences(a, p), _blob(pf))
+                found[a] = ArtistState(a, blob(t), sq, h, preferences(a, p), blob(pf))
         return found
 
     def artists(self) -> list[ArtistState]:
         rows = self.conn.execute(f"{_ARTIST_STATE} WHERE a.artist_id IS NOT NULL ORDER BY a.id")
-        return [ArtistState(a, _blob(t), s, h, _preferences(a, p), _blob(pf)) for a, t, s, h, p, pf in rows]
+        return [ArtistState(a, blob(t), s, h, preferences(a, p), blob(pf)) for a, t, s, h, p, pf in rows]
 
     def heads(self) -> dict[bytes, tuple[int, int]]:
         rows = self.conn.execute("SELECT CAST(a.tag AS BLOB), h.aseq, h.head FROM artists a JOIN heads h ON h.id = a.id")
-        return {_blob(t): (s, h) for t, s, h in rows}
+        return {blob(t): (s, h) for t, s, h in rows}
 
     def artist_entries(self, artist_id: str, flt: UseFilter, limit: int) -> list[Entry]:
         row = self.conn.execute(
@@ -622,7 +546,7 @@ class SqliteStore:
         for column, kind, value in (("purpose", "purpose", flt.purpose), ("phase", "phase", flt.phase),
                                     ("decision", "decision", flt.decision)):
             if value is not None:
-                i = self._name_id(kind, value)
+                i = self._names.id_of(kind, value)
                 if i is None:
                     return []
                 where.append(f"e.{column} = ?")
@@ -679,7 +603,7 @@ class SqliteStore:
             rows = self.conn.execute(q, () if tag is None else (tag,)).fetchall()
         except sqlite3.OperationalError:
             return []
-        return [ErasureRecord(i, _blob(t), r, ms) for i, t, r, ms in rows]
+        return [ErasureRecord(i, blob(t), r, ms) for i, t, r, ms in rows]
 
     def forget_artist(self, artist_id: str) -> int:
         """Deletes the tokens and feed keys of an artist that has no entries left to erase (an erasure
@@ -741,12 +665,7 @@ class SqliteStore:
             if extra is None:
                 yield idx, content_id, artist_id, None
             else:
-                try:
-                    change = orjson.loads(extra)["change"]
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise StorageError(f"entry {idx} cannot be read from {self.path.name} (the database was "
-                                       f"altered): {type(exc).__name__}: {exc}") from None
-                yield idx, content_id, artist_id, change
+                yield idx, content_id, artist_id, binding_change(idx, extra, self.path.name)
 
     def content_uses(self, content_ids: Sequence[str], end: int) -> list[Entry]:
         """The use and refusal entries below `end` about any of `content_ids`, in index order."""
@@ -771,53 +690,24 @@ class SqliteStore:
 
     def stats(self, size: int | None = None, since_ms: int | None = None,
               until_ms: int | None = None) -> list[StatRow]:
-        """The public figures of leaves [0, size) logged in [since_ms, until_ms), by day, type, purpose,
-        phase and decision. Whole days come from the `usage` table; the parts of the first and last day
-        outside the range (a time within a day, leaves beyond `size`) are recounted from their entries
-        and taken off, so the cost is that of at most two days' leaves."""
+        """The public figures of leaves [0, size) logged in [since_ms, until_ms) (rows.period_stats)."""
         c = self.conn
         own = not c.in_transaction
         if own:
             c.execute("BEGIN")  # one snapshot: the table and the entries must agree
         try:
-            total = self.size()
-            size = total if size is None else min(size, total)
-            lo = 0 if since_ms is None else self._first_logged(since_ms, total)
-            hi = size if until_ms is None else min(size, self._first_logged(until_ms, total))
-            if lo >= hi:
-                return []
-            if not self._has_usage:  # a log opened read-only, made before the table existed
-                return _stat_rows(self.entries(lo, hi))
-            first_ms, last_ms = self._logged_ms(lo), self._logged_ms(hi - 1)
-            day_lo, day_hi = first_ms - first_ms % _DAY_MS, last_ms - last_ms % _DAY_MS
-            counts = {row[:5]: [row[5], row[6]] for row in c.execute(
-                "SELECT day, type, purpose, phase, decision, leaves, uses FROM usage WHERE day >= ? AND day <= ?",
-                (format_logged_at(day_lo)[:10], format_logged_at(day_hi)[:10]))}
-            outside = [*self.entries(self._first_logged(day_lo, total), lo),
-                       *self.entries(hi, self._first_logged(day_hi + _DAY_MS, total))]
-            for *key, leaves, uses in _stat_rows(outside):
-                slot = counts.setdefault(tuple(key), [0, 0])  # type: ignore[arg-type]
-                slot[0] -= leaves
-                slot[1] -= uses
-            return sorted((*k, n, u) for k, (n, u) in counts.items() if n)  # type: ignore[misc]
+            return period_stats(self.size(), size, since_ms, until_ms, logged_ms=self._logged_ms,
+                                usage=self._usage if self._has_usage else None, entries=self.entries)
         finally:
             if own:
                 c.execute("COMMIT")
 
+    def _usage(self, day_lo: str, day_hi: str) -> Iterable[tuple[Any, ...]]:
+        return self.conn.execute(
+            "SELECT day, type, purpose, phase, decision, leaves, uses FROM usage WHERE day >= ? AND day <= ?", (day_lo, day_hi))
+
     def _logged_ms(self, index: int) -> int:
         return int(self.conn.execute("SELECT logged_ms FROM entries WHERE idx = ?", (index,)).fetchone()[0])
-
-    def _first_logged(self, ms: int, total: int) -> int:
-        """The first index logged at or after `ms` (`total` if none): `logged_at` never decreases along
-        the log, so a binary search over indexes finds it."""
-        lo, hi = 0, total
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._logged_ms(mid) < ms:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
 
     # --- notifications -------------------------------------------------------------------------
 
@@ -841,8 +731,8 @@ class SqliteStore:
         """The entries in [start, end) of one of `types` or decided one of `decisions`, in index order. It
         reads the rows of that range of the primary key (no index: the notifier that asks must add
         nothing to a batch's writes), so callers bound the range."""
-        type_ids = [i for i in (self._name_id("type", t) for t in types) if i is not None]
-        decision_ids = [i for i in (self._name_id("decision", d) for d in decisions) if i is not None]
+        type_ids = [i for i in (self._names.id_of("type", t) for t in types) if i is not None]
+        decision_ids = [i for i in (self._names.id_of("decision", d) for d in decisions) if i is not None]
         q = (f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? AND (e.type IN ({','.join('?' * len(type_ids))}) "
              f"OR e.decision IN ({','.join('?' * len(decision_ids))})) ORDER BY e.idx")
         return [self._entry(row) for row in self.conn.execute(q, (start, end, *type_ids, *decision_ids))]
@@ -885,10 +775,10 @@ class SqliteStore:
 
     def token_by_digest(self, digest: bytes) -> TokenRecord | None:
         row = self.conn.execute(f"{self._token_select()} WHERE digest = ?", (digest,)).fetchone()
-        return None if row is None else _token(row)
+        return None if row is None else token(row)
 
     def tokens(self) -> list[TokenRecord]:
-        return [_token(r) for r in self.conn.execute(f"{self._token_select()} ORDER BY id")]
+        return [token(r) for r in self.conn.execute(f"{self._token_select()} ORDER BY id")]
 
     def revoke_token(self, token_id: int, now_ms: int) -> bool:
         cur = self._guard(
@@ -929,7 +819,7 @@ class SqliteStore:
         c = self.conn
         if not self._checkpointer_tried:
             self._start_checkpointer()
-        new_names: dict[tuple[str, str], int] = {}
+        name_id = NewNames(self._names, 0)
         new_artists: dict[str, int] = {}
         try:
             with self._immediate():  # BEGIN IMMEDIATE … COMMIT, rolled back on any failure
@@ -944,41 +834,27 @@ class SqliteStore:
                         f"the batch at {batch.start} extends a leaf {size - 1} that is not the stored one: another writer?",
                         code=STALE_STATE,
                     )
-                next_name = [c.execute("SELECT coalesce(max(id), 0) FROM names").fetchone()[0]]
-
-                def name_id(kind: str, value: str | None) -> int | None:
-                    if value is None:
-                        return None
-                    key = (kind, value)
-                    i = self._names.get(key) or new_names.get(key)
-                    if i is None:
-                        next_name[0] += 1
-                        i = new_names[key] = next_name[0]
-                    return i
+                name_id.top = c.execute("SELECT coalesce(max(id), 0) FROM names").fetchone()[0]
 
                 self._write_artists(batch, new_artists)
                 profiles: dict[tuple[Any, ...], tuple[Any, ...]] = {}
                 leaves = [h for level, _, h in batch.nodes if level == 0]
                 if len(leaves) != len(batch.entries):
                     raise StorageError(f"the batch at {batch.start} has {len(batch.entries)} entries but {len(leaves)} leaf hashes")
-                rows = [self._entry_row(e, h, name_id, new_artists, profiles) for e, h in zip(batch.entries, leaves)]
-                c.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({','.join('?' * 22)})", rows)
+                rows = [encode_entry(e, h, name_id, new_artists, profiles) for e, h in zip(batch.entries, leaves)]
+                c.executemany(f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({','.join('?' * 22)})", rows)
                 c.executemany(
                     "INSERT INTO nodes (id, hash) VALUES (?, ?)",
                     [((level << _LEVEL_SHIFT) | n, h) for level, n, h in batch.nodes if level],
                 )
-                if new_names:
-                    c.executemany(
-                        "INSERT INTO names (id, kind, value) VALUES (?, ?, ?)",
-                        [(i, k, v) for (k, v), i in new_names.items()],
-                    )
+                c.executemany("INSERT INTO names (id, kind, value) VALUES (?, ?, ?)", name_id.rows())
                 _write_bindings(c, batch.bindings, new_artists)
                 c.executemany(
                     "INSERT INTO policies (policy_id, idx, document) VALUES (?, ?, ?)",
                     [(p.policy_id, p.index, p.document) for p in batch.policies],
                 )
                 self._write_erasures(batch)
-                c.executemany(_USAGE_UPSERT, _stat_rows(batch.entries))
+                c.executemany(_USAGE_UPSERT, stat_rows(batch.entries))
                 if batch.checkpoint is not None:
                     c.execute(
                         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
@@ -986,15 +862,13 @@ class SqliteStore:
                     )
         except sqlite3.Error as exc:
             self._artist_ids.clear()
-            self._load_names()
+            self._names.reload()
             raise StorageError(f"could not write batch at {batch.start}: {exc}") from exc
         except BaseException:
             self._artist_ids.clear()
-            self._load_names()
+            self._names.reload()
             raise
-        for key, i in new_names.items():
-            self._names[key] = i
-            self._name_of[i] = key
+        self._names.commit(name_id)
         self._artist_ids.update(new_artists)
         for gone in batch.erasures:
             self._artist_ids.pop(gone.artist_id, None)
@@ -1017,8 +891,7 @@ class SqliteStore:
         preferences, tokens and feed keys, all deleted in the batch's transaction, beside the erasure leaf's reason.
         Run for every batch (most have none), so that the crash matrix reaches every statement."""
         c = self.conn
-        rows = [(orjson.dumps({"erased": x.index, "leaf": public}, option=orjson.OPT_SORT_KEYS).decode(), i, x.artist_id)
-                for x in batch.erasures for i, public in x.entries]
+        rows = [(erased_details(x.index, public), i, x.artist_id) for x in batch.erasures for i, public in x.entries]
         if c.executemany(_ERASE_ENTRY, rows).rowcount != len(rows) and rows:
             raise StorageError(f"the erasure in the batch at {batch.start} names entries that are not its artist's")
         # The contents bound to it are released without a leaf: its binding leaves' details go too.
@@ -1053,13 +926,13 @@ class SqliteStore:
             i = ids.get(a.artist_id)
             if i is None and a.tag in returning:  # an erased artist's id came back: same row, same chain
                 i = ids[a.artist_id] = returning[a.tag]
-                restores.append((a.artist_id, a.proof, _dump_preferences(a.preferences), i))
+                restores.append((a.artist_id, a.proof, dump_preferences(a.preferences), i))
             elif i is None:
                 next_id += 1
                 i = ids[a.artist_id] = next_id
-                inserts.append((i, a.artist_id, a.tag, a.proof, _dump_preferences(a.preferences)))
+                inserts.append((i, a.artist_id, a.tag, a.proof, dump_preferences(a.preferences)))
             elif a.artist_id in changed:
-                prefs.append((_dump_preferences(a.preferences), i))
+                prefs.append((dump_preferences(a.preferences), i))
             heads.append((i, a.aseq, a.head))
         c.executemany("INSERT INTO artists (id, artist_id, tag, proof, preferences) VALUES (?, ?, ?, ?, ?)", inserts)
         c.executemany("UPDATE artists SET artist_id = ?, proof = ?, preferences = ? WHERE id = ?", restores)
@@ -1076,40 +949,8 @@ class SqliteStore:
         for k in range(0, len(tags), 500):
             chunk = tags[k : k + 500]
             q = f"SELECT CAST(tag AS BLOB), id FROM artists WHERE artist_id IS NULL AND tag IN ({','.join('?' * len(chunk))})"
-            found.update((_blob(t), i) for t, i in self.conn.execute(q, chunk))
+            found.update((blob(t), i) for t, i in self.conn.execute(q, chunk))
         return found
-
-    def _entry_row(self, e: Entry, leaf_hash: bytes, name_id: Any, artist_ids: dict[str, int],
-                   profiles: dict[tuple[Any, ...], tuple[Any, ...]]) -> tuple[Any, ...]:
-        d = e.details
-        artist = artist_ids.get(e.artist_id) if e.artist_id is not None else None
-        if e.artist_id is not None and artist is None:
-            raise StorageError(f"entry {e.index} names artist {e.artist_id!r} with no state in the batch")
-        if e.type in _USE_TYPES and d.keys() == _USE_KEYS and d["system"].keys() == _SYSTEM_KEYS:
-            s = d["system"]
-            # Most records of a batch share these seven names: resolve them once per combination.
-            key = (e.type, d["service"], d["purpose"], d["phase"], s["id"], s["model"], s["version"], d["basis"],
-                   d["decision"], d["policy"])
-            ids = profiles.get(key)
-            if ids is None:
-                ids = profiles[key] = (
-                    name_id("type", e.type), name_id("service", d["service"]), name_id("purpose", d["purpose"]),
-                    name_id("phase", d["phase"]), name_id("system", orjson.dumps([s["id"], s["model"], s["version"]]).decode()),
-                    name_id("basis", d["basis"]), name_id("decision", d["decision"]), name_id("policy", d["policy"]),
-                )
-            t, service, purpose, phase, system, basis, decision, policy = ids
-            return (
-                e.index, t, e.logged_ms, artist, e.aseq, e.aprev, service, d["event_id"], d["content_id"], purpose,
-                phase, system, d["occurred_at"], d["window_end"], d["invocations"], d["detail"], basis, decision,
-                policy, binascii.a2b_base64(d["nonce"]), None, leaf_hash,
-            )
-        # A binding's content id also goes in its column, so an artist's listing filtered by content shows it.
-        content_id = d.get("content_id") if e.type == "binding" else None
-        return (
-            e.index, name_id("type", e.type), e.logged_ms, artist, e.aseq, e.aprev,
-            None, None, content_id, None, None, None, None, None, None, None, None, None, None, None,
-            orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode(), leaf_hash,
-        )
 
     @contextlib.contextmanager
     def _immediate(self) -> Iterator[sqlite3.Connection]:
@@ -1171,18 +1012,9 @@ class _Checkpointer:
 
 
 def _forget_tokens(c: sqlite3.Connection, artist_ids: Sequence[str]) -> int:
-    """Takes the erased `artist_ids` out of every artist token: a token of those alone is deleted (revoked
-    would still name them), one that also covers other artists (a label's) keeps covering those. Returns
-    how many tokens changed."""
-    narrowed: list[tuple[str, int]] = []
-    deleted: list[tuple[int]] = []
-    for artist_id in artist_ids:
-        for token_id, subject in c.execute(_ARTIST_TOKENS, (artist_id,)).fetchall():
-            rest = " ".join(a for a in subject.split(" ") if a not in artist_ids)
-            if rest:
-                narrowed.append((rest, token_id))
-            else:
-                deleted.append((token_id,))
+    """Takes the erased `artist_ids` out of every artist token (rows.narrow_tokens); returns how many changed."""
+    found = [row for artist_id in artist_ids for row in c.execute(_ARTIST_TOKENS, (artist_id,)).fetchall()]
+    narrowed, deleted = narrow_tokens(found, artist_ids)
     c.executemany("UPDATE tokens SET subject = ? WHERE id = ?", narrowed)
     c.executemany("DELETE FROM tokens WHERE id = ?", deleted)
     return len(narrowed) + len(deleted)
@@ -1197,38 +1029,3 @@ def _write_bindings(c: sqlite3.Connection, changes: Sequence[BindingChange], art
     c.executemany("INSERT OR REPLACE INTO bindings (content_id, artist, idx) VALUES (?, ?, ?)",
                   [r[:3] for r in rows if r[3]])
     c.executemany("DELETE FROM bindings WHERE content_id = ? AND artist = ?", [r[:2] for r in rows if not r[3]])
-
-
-def _token(row: tuple[Any, ...]) -> TokenRecord:
-    token_id, role, subject, created_ms, revoked_ms, digest, rights, expires_ms = row
-    return TokenRecord(token_id, role, subject, created_ms, revoked_ms, _blob(digest), frozenset((rights or "").split()),
-                       expires_ms)
-
-
-def _dump_preferences(prefs: dict[str, Any] | None) -> str | None:
-    return None if prefs is None else orjson.dumps(prefs, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _preferences(artist_id: str, value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    try:
-        prefs = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        prefs = None
-    if not isinstance(prefs, dict):
-        raise StorageError(f"the stored preferences of artist {artist_id!r} are not a JSON object (the database was altered)")
-    return prefs
-
-
-def _blob(value: Any) -> bytes:
-    """A BLOB column's value; a row edited by hand may have turned it into TEXT, which then fails to
-    verify instead of crashing the reader."""
-    return value.encode() if isinstance(value, str) else bytes(value)
-
-
-def _stat_rows(entries: Iterable[Entry]) -> list[StatRow]:
-    tally = Tally()
-    for e in entries:
-        tally.add_details(e.logged_ms, e.type, e.details)
-    return tally.rows()
