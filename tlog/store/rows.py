@@ -39,6 +39,46 @@ ENTRY_COLUMNS = (
 ENTRY_COLUMN_COUNT = 22
 
 NameRow = tuple[int, str, str]  # (id, kind, value)
+LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
+FIRST_NODE = 1 << LEVEL_SHIFT  # ids below are leaf hashes, kept in `entries`
+NODE_MASK = FIRST_NODE - 1
+
+
+def node_id(level: int, n: int) -> int:
+    return (level << LEVEL_SHIFT) | n
+
+
+NodeFetch = Callable[[list[int], list[int]], dict[int, bytes]]  # (leaf ids, inner ids) → the stored hashes
+
+
+def read_cached(coords: Sequence[tuple[int, int]], cache: dict[int, bytes], limit: int, fetch: NodeFetch,
+                where: str) -> list[bytes]:
+    """Tree nodes, from `cache` or `fetch`. Stored nodes never change (the tree only grows), so the ones
+    proofs keep asking for (the right edge, the upper levels) are cached, at most `limit` of them; only
+    what was never read is fetched. One dict operation per node: another thread (the server's writer,
+    through `remember`) may add to or clear the cache meanwhile."""
+    if not coords:
+        return []
+    ids = [node_id(level, n) for level, n in coords]
+    out = [cache.get(i) for i in ids]
+    missing = [i for i, h in zip(ids, out) if h is None]
+    if not missing:
+        return out  # type: ignore[return-value]
+    found = fetch([i for i in missing if i < FIRST_NODE], [i for i in missing if i >= FIRST_NODE])
+    if len(found) < len(set(missing)):
+        level, n = next(c for c, i, h in zip(coords, ids, out) if h is None and i not in found)
+        raise StorageError(f"tree node ({level}, {n}) is missing from {where}")
+    if len(cache) + len(found) > limit:
+        cache.clear()
+    cache.update(found)
+    return [found[i] if h is None else h for i, h in zip(ids, out)]
+
+
+def remember(cache: dict[int, bytes], limit: int, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+    """Adds committed nodes to a node cache; safe from another thread (see read_cached)."""
+    if len(cache) + len(nodes) > limit:
+        cache.clear()
+    cache.update((node_id(level, n), h) for level, n, h in nodes)
 
 
 class Names:

@@ -51,8 +51,9 @@ from ..errors import Conflict, StorageError
 from ..stats import StatRow
 from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, ErasureRecord, PolicyRecord, TokenRecord,
                    UseFilter)
-from .rows import (ENTRY_COLUMNS, Names, NewNames, blob, binding_change, decode_entry, dump_preferences,
-                   encode_entry, erased_details, narrow_tokens, period_stats, preferences, stat_rows, token)
+from .rows import (ENTRY_COLUMNS, NODE_MASK, Names, NewNames, blob, binding_change, decode_entry, dump_preferences,
+                   encode_entry, erased_details, narrow_tokens, node_id, period_stats, preferences, read_cached, remember,
+                   stat_rows, token)
 
 SCHEMA_VERSION = "3"
 _USAGE_TABLE = (
@@ -66,8 +67,6 @@ PAGE_SIZE = 8192  # pages of new logs: appends fill fewer of them than of 4 KiB 
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
 CHECKPOINT_INTERVAL = 0.25  # seconds: the background checkpointer runs at most this often
 log = logging.getLogger("tlog.store")
-_LEVEL_SHIFT = 40  # node id = level << 40 | n: room for 2^40 leaves
-_FIRST_NODE = 1 << _LEVEL_SHIFT  # ids below are leaf hashes, kept in `entries`
 
 # What an erasure deletes of an entry: every private column; `extra` then holds its public fields.
 _ERASE_ENTRY = (
@@ -97,10 +96,6 @@ _ENTRY_SELECT = (
     "e.content_id, e.purpose, e.phase, e.system, e.occurred_at, e.window_end, e.invocations, e.detail, "
     "e.basis, e.decision, e.policy, CAST(e.nonce AS BLOB), e.extra FROM entries e LEFT JOIN artists a ON a.id = e.artist"
 )
-
-
-def node_id(level: int, n: int) -> int:
-    return (level << _LEVEL_SHIFT) | n
 
 
 class SqliteStore:
@@ -353,29 +348,13 @@ class SqliteStore:
         return 0 if row[0] is None else row[0] + 1
 
     def read_nodes(self, coords: Sequence[tuple[int, int]]) -> list[bytes]:
-        if not coords:
-            return []
-        ids = [node_id(level, n) for level, n in coords]
-        # Stored nodes never change (the tree only grows), so the ones proofs keep asking for (the
-        # right edge, the upper levels) are cached; only what was never read goes to SQLite.
-        # One lookup per node: the server's writer thread may add to (or clear) the cache meanwhile.
-        cache = self._node_cache
-        out = [cache.get(i) for i in ids]
-        missing = [i for i, h in zip(ids, out) if h is None]
-        if not missing:
-            return out  # type: ignore[return-value]
-        leaves = [i for i in missing if i < _FIRST_NODE]
-        inner = [i for i in missing if i >= _FIRST_NODE]
+        return read_cached(coords, self._node_cache, NODE_CACHE, self._fetch_nodes, str(self.path))
+
+    def _fetch_nodes(self, leaves: list[int], inner: list[int]) -> dict[int, bytes]:
         found = dict(self._select_nodes("entries", "idx", leaves)) if leaves else {}
         if inner:
             found.update(self._select_nodes("nodes", "id", inner))
-        if len(found) < len(set(missing)):
-            level, n = next(c for c, i, h in zip(coords, ids, out) if h is None and i not in found)
-            raise StorageError(f"tree node ({level}, {n}) is missing from {self.path}")
-        if len(cache) + len(found) > NODE_CACHE:
-            cache.clear()
-        cache.update(found)
-        return [found[i] if h is None else h for i, h in zip(ids, out)]
+        return found
 
     def sharing_nodes(self) -> "SqliteStore":
         """Another connection to the same log (for another thread) that shares this one's node cache:
@@ -387,10 +366,7 @@ class SqliteStore:
     def remember_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         """Adds nodes another connection has committed (the server's writer) to this one's node cache.
         Safe from another thread: stored nodes never change, and single dict operations are atomic."""
-        cache = self._node_cache
-        if len(cache) + len(nodes) > NODE_CACHE:
-            cache.clear()
-        cache.update(((level << _LEVEL_SHIFT) | n, h) for level, n, h in nodes)
+        remember(self._node_cache, NODE_CACHE, nodes)
 
     def _select_nodes(self, table: str, key: str, ids: list[int]) -> list[tuple[int, bytes]]:
         q = f"SELECT {key}, CAST(hash AS BLOB) FROM {table} WHERE {key} IN ({','.join('?' * len(ids))})"
@@ -402,13 +378,12 @@ class SqliteStore:
     def iter_nodes(self, level: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         lo = node_id(level, start)
         hi = node_id(level + 1, 0) if end is None else node_id(level, end)
-        mask = (1 << _LEVEL_SHIFT) - 1
         table, key = ("entries", "idx") if level == 0 else ("nodes", "id")
         q = f"SELECT {key}, CAST(hash AS BLOB) FROM {table} WHERE {key} >= ? AND {key} < ? ORDER BY {key}"
         for i, h in self.conn.execute(q, (lo, hi)):
             if h is None:  # an entries row without its hash: the node is missing
                 return
-            yield i & mask, h
+            yield i & NODE_MASK, h
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -845,7 +820,7 @@ class SqliteStore:
                 c.executemany(f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES ({','.join('?' * 22)})", rows)
                 c.executemany(
                     "INSERT INTO nodes (id, hash) VALUES (?, ?)",
-                    [((level << _LEVEL_SHIFT) | n, h) for level, n, h in batch.nodes if level],
+                    [(node_id(level, n), h) for level, n, h in batch.nodes if level],
                 )
                 c.executemany("INSERT INTO names (id, kind, value) VALUES (?, ?, ?)", name_id.rows())
                 _write_bindings(c, batch.bindings, new_artists)
