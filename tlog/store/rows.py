@@ -13,6 +13,7 @@ Invariants kept here for both backends:
 from __future__ import annotations
 
 import binascii
+from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ import orjson
 from ..errors import StorageError
 from ..records import format_logged_at
 from ..stats import StatRow, Tally
-from .base import Entry, TokenRecord
+from .base import Batch, Entry, TokenRecord
 
 DAY_MS = 86_400_000
 # The fixed shape of use and refusal details (records.use_details always fills every field).
@@ -223,6 +224,39 @@ def decode_entry(row: Sequence[Any], names: Names, where: str) -> Entry:
         raise StorageError(f"entry {idx} cannot be read from {where} (the database was altered): "
                            f"{type(exc).__name__}: {exc}") from None
     return Entry(idx, kind, logged_ms, details, artist_id, None if tag is None else blob(tag), aseq, aprev, erased)  # type: ignore[arg-type]
+
+
+@dataclass
+class ArtistRows:
+    """The artist rows a batch writes: (id, artist id, tag, proof, preferences) of new artists, (artist id,
+    proof, preferences, id) of erased ones whose id came back, (preferences, id) of changed preferences,
+    and (id, aseq, head) of every head the batch moves."""
+
+    inserts: list[tuple[Any, ...]] = field(default_factory=list)
+    restores: list[tuple[Any, ...]] = field(default_factory=list)
+    prefs: list[tuple[Any, ...]] = field(default_factory=list)
+    heads: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def plan_artists(batch: Batch, ids: dict[str, int], returning: Mapping[bytes, int], next_id: int) -> ArtistRows:
+    """The rows of the batch's artists, given the row `ids` of those stored with their id (extended here
+    with the others'), the rows of erased artists among the rest by tag (`returning`), and the largest row
+    id stored. Preferences are written only for the artists the batch has a preference leaf for."""
+    changed = {e.artist_id for e in batch.entries if e.type == "preference"}
+    out = ArtistRows()
+    for a in batch.artists:
+        i = ids.get(a.artist_id)
+        if i is None and a.tag in returning:  # an erased artist's id came back: same row, same chain
+            i = ids[a.artist_id] = returning[a.tag]
+            out.restores.append((a.artist_id, a.proof, dump_preferences(a.preferences), i))
+        elif i is None:
+            next_id += 1
+            i = ids[a.artist_id] = next_id
+            out.inserts.append((i, a.artist_id, a.tag, a.proof, dump_preferences(a.preferences)))
+        elif a.artist_id in changed:
+            out.prefs.append((dump_preferences(a.preferences), i))
+        out.heads.append((i, a.aseq, a.head))
+    return out
 
 
 def erased_details(erasure_index: int, public: dict[str, Any]) -> str:

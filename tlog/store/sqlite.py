@@ -51,8 +51,8 @@ from ..errors import Conflict, StorageError
 from ..stats import StatRow
 from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, ErasureRecord, PolicyRecord, TokenRecord,
                    UseFilter)
-from .rows import (ENTRY_COLUMNS, NODE_MASK, Names, NewNames, blob, binding_change, decode_entry, dump_preferences,
-                   encode_entry, erased_details, narrow_tokens, node_id, period_stats, preferences, read_cached, remember,
+from .rows import (ENTRY_COLUMNS, NODE_MASK, Names, NewNames, binding_change, blob, decode_entry, encode_entry,
+                   erased_details, narrow_tokens, node_id, period_stats, plan_artists, preferences, read_cached, remember,
                    stat_rows, token)
 
 SCHEMA_VERSION = "3"
@@ -895,27 +895,14 @@ class SqliteStore:
             ids.update(c.execute(q, chunk).fetchall())
         returning = self._erased_rows([a.tag for a in artists if a.artist_id not in ids])
         next_id = c.execute("SELECT coalesce(max(id), 0) FROM artists").fetchone()[0]
-        changed = {e.artist_id for e in batch.entries if e.type == "preference"}
-        inserts, restores, heads, prefs = [], [], [], []
-        for a in artists:
-            i = ids.get(a.artist_id)
-            if i is None and a.tag in returning:  # an erased artist's id came back: same row, same chain
-                i = ids[a.artist_id] = returning[a.tag]
-                restores.append((a.artist_id, a.proof, dump_preferences(a.preferences), i))
-            elif i is None:
-                next_id += 1
-                i = ids[a.artist_id] = next_id
-                inserts.append((i, a.artist_id, a.tag, a.proof, dump_preferences(a.preferences)))
-            elif a.artist_id in changed:
-                prefs.append((dump_preferences(a.preferences), i))
-            heads.append((i, a.aseq, a.head))
-        c.executemany("INSERT INTO artists (id, artist_id, tag, proof, preferences) VALUES (?, ?, ?, ?, ?)", inserts)
-        c.executemany("UPDATE artists SET artist_id = ?, proof = ?, preferences = ? WHERE id = ?", restores)
-        c.executemany("UPDATE artists SET preferences = ? WHERE id = ?", prefs)
+        rows = plan_artists(batch, ids, returning, next_id)
+        c.executemany("INSERT INTO artists (id, artist_id, tag, proof, preferences) VALUES (?, ?, ?, ?, ?)", rows.inserts)
+        c.executemany("UPDATE artists SET artist_id = ?, proof = ?, preferences = ? WHERE id = ?", rows.restores)
+        c.executemany("UPDATE artists SET preferences = ? WHERE id = ?", rows.prefs)
         c.executemany(
             "INSERT INTO heads (id, aseq, head) VALUES (?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET aseq = excluded.aseq, head = excluded.head",
-            heads,
+            rows.heads,
         )
 
     def _erased_rows(self, tags: list[bytes]) -> dict[bytes, int]:
