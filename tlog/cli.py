@@ -22,7 +22,7 @@ from click.core import ParameterSource
 
 from . import merkle
 from .canonical import loads_strict
-from .cli_options import EXITS, EXITS_CHECKING, JSON_META, json_option, token_options
+from .cli_options import EXITS, EXITS_CHECKING, JSON_META, DbParam, json_option, keys_option, token_options
 from .errors import (DETAILS_SHOWN, EXIT_BAD_INPUT, EXIT_UNREACHABLE, Alert, Forbidden, TlogError, Unreachable, ValidationError,
                      VerificationError)
 from .log import LocalLog, default_db, init_log, open_log
@@ -93,8 +93,8 @@ def _fail(ctx: click.Context, message: str, details: list[dict[str, Any]], code:
 
 
 db_option = click.option(
-    "--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=default_db, show_default="./data/tlog.db or $TLOG_DB",
-    help="The log's SQLite database.",
+    "--db", "db", type=DbParam(), default=default_db, show_default="./data/tlog.db or $TLOG_DB",
+    help="The log's SQLite database, or a postgresql:// URL (its key files are then in --keys DIR or $TLOG_KEYS).",
 )
 
 
@@ -131,26 +131,27 @@ def main() -> None:
               help="A regular expression every content and artist id must match in full, on top of the default "
                    "(1–256 printable ASCII characters without spaces), e.g. 'sc:(track|user):[0-9]+'. Fixed for the "
                    "life of the log.")
-def init(db: Path, origin: str, id_pattern: str | None) -> None:
+@keys_option("Where a postgresql:// log's key files go (made mode 0700; default $TLOG_KEYS).")
+def init(db: Path | str, origin: str, id_pattern: str | None, keys: Path | None) -> None:
     """Create a new log: database (mode 0600), signer and VRF keys beside it (mode 0600), and the first
     batch: the log leaf (origin and VRF public key), the default policy and the artist map's first map
     leaf, under the first signed checkpoint (size 3). Prints the verifier key alone on the last line.
+    With a postgresql:// URL the database must exist and be empty; the keys go in --keys DIR.
 
-    Refuses to overwrite an existing log or key."""
-    log = init_log(db, origin, id_pattern=id_pattern)
+    Refuses to overwrite an existing log or key.
+
+    \b
+    Examples:
+      tlog init --origin example.com/ai-log
+      tlog init --db postgresql://tlog@db.internal/tlog --keys /etc/tlog/keys --origin example.com/ai-log"""
+    log = init_log(db, origin, id_pattern=id_pattern, keys=keys)
     try:
         cp, _ = log.latest_checkpoint()
-        click.echo(f"created {db} (origin {origin}, size {cp.size})", err=True)
-        click.echo(f"secrets: {', '.join(str(p) for p in _key_files(db))} (keep them off the database host's backups)", err=True)
+        click.echo(f"created {log.shown} (origin {origin}, size {cp.size})", err=True)
+        click.echo(f"secrets: {', '.join(str(p) for p in log.key_files)} (keep them off the database host's backups)", err=True)
         click.echo(log.verifier.key)
     finally:
         log.close()
-
-
-def _key_files(db: Path) -> tuple[Path, Path]:
-    from .log import key_paths
-
-    return key_paths(db)
 
 
 def _read_jsonl(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -799,15 +800,16 @@ def backup(db: Path, to: Path, quiet: bool) -> None:
 @click.option("--notify-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The key that signs those events (HMAC-SHA256): at least 32 bytes, in a file other users "
                    "cannot read. Read once at start.")
-def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
+@keys_option("The key folder of a postgresql:// log (default $TLOG_KEYS); without it the server does not sequence.")
+def serve(db: Path | str, keys: Path | None, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
           max_export: int, rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, token_rate: float,
           token_burst: float, max_error_details: int, max_preferences: int, max_content_overrides: int,
           metrics_token: bool, metrics_bind: tuple[str, int] | None, witness_policy: Path | None,
           notify_url: str | None, notify_secret_file: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
 
-    Reads are public; writes need the key files beside the database (without them the server is
-    read-only). Refuses to start if the stored checkpoint does not verify with the log's key and origin,
+    Reads are public; writes need the key files beside the database, or in --keys DIR for a
+    postgresql:// log (without them the server is read-only). Refuses to start if the stored checkpoint does not verify with the log's key and origin,
     or if another server already runs on the same database. Rate limits apply to requests without a token
     and to failed authentications; a valid token is limited only with --token-rate.
 
@@ -830,7 +832,7 @@ def serve(db: Path, host: str, port: int, max_body: int, max_records: int, page_
     notify = _notify_target(notify_url, notify_secret_file)
     # A busy port is an Unavailable: exit 3, as an unreachable log is (SPEC §7; TlogGroup).
     run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=quorum, metrics_access=access,
-        notify=notify)
+        notify=notify, keys=keys)
 
 
 def _host_port(text: str) -> tuple[str, int]:

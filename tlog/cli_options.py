@@ -5,6 +5,7 @@ nothing from one another, so what they share lives here."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import IO, Any, Callable, TypeVar
 
 import click
@@ -21,6 +22,25 @@ EXITS = ("Exit status: 0 done; 2 bad input, a refused operation or a declined pr
          "reached or read (down, 401/403, a busy port, not a tlog database).")
 EXITS_CHECKING = ("Exit status: 0 everything held; 1 a check failed (the first failure is named); 2 bad input; "
                   "3 the log could not be reached or read (down, 401/403, not a tlog database).")
+
+
+class DbParam(click.ParamType):
+    """`--db`: a SQLite file (a Path), or a PostgreSQL database by `postgresql://` URL (kept as given)."""
+
+    name = "path|url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        from .store import is_postgres_url
+
+        if isinstance(value, Path) or not is_postgres_url(str(value)):
+            return click.Path(dir_okay=False, path_type=Path).convert(value, param, ctx)  # type: ignore[no-any-return]
+        return str(value)
+
+
+def keys_option(help: str) -> Callable[[F], F]:
+    """`--keys DIR`: the key folder of a postgresql:// log. $TLOG_KEYS, read by log.py for such a log only (a
+    SQLite log's keys are beside it), stands in for it in every command."""
+    return click.option("--keys", type=click.Path(file_okay=False, path_type=Path), default=None, help=help)
 
 
 def json_option(help: str) -> Callable[[F], F]:

@@ -1,4 +1,5 @@
-"""A local log on disk: the database and the key files beside it.
+"""An opened log: its database (a SQLite file, or a PostgreSQL database by `postgresql://` URL) and its
+key files.
 
 `tlog init` makes `<name>.db` (mode 0600) with two secrets beside it, both mode 0600 and never stored in
 the database or any export:
@@ -10,6 +11,11 @@ The database keeps the public verifier key, the VRF public key and the origin, s
 be verified without the secrets, and the server refuses to start if the stored checkpoint does not
 verify under them.
 
+A PostgreSQL log (SPEC §8) keeps the same files, named `tlog.signer.key` and `tlog.vrf.key`, in the key
+folder given by `--keys DIR` or `$TLOG_KEYS` (mode 0700, made so by `tlog init`): the database is shared by
+every front end, the secrets only by those that may sequence. A front end without them serves reads and
+takes writes it hands to the sequencer.
+
 Key rotation (`tlog key rotate`) adds `<name>.signer.<hex8>.key` beside them. The meta row `vkeys` lists the
 active verifier keys, one a line (absent: just `vkey`, the primary); every active key signs every checkpoint,
 and only key files whose key is listed there are loaded. Rotating and retiring first make every stored
@@ -20,37 +26,85 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import Conflict, Damaged, NoteError, StorageError, TlogError, ValidationError
 from .note import Signer, Verifier, generate_key, is_valid_name, parse_note, sign_note
 from .records import IdPattern
 from .sequencer import Sequencer
+from .store import SqliteStore, is_postgres_url, open_store
 from .store.base import LogStore
-from .store.sqlite import SqliteStore
 from .store.writer import ProcessWriter
 from .vrf import VrfSecret, generate_secret
 
+if TYPE_CHECKING:
+    from .store.postgres import Fence, PostgresStore
+
 DEFAULT_DB = "data/tlog.db"
+KEYS_ENV = "TLOG_KEYS"
+KEY_STEM = "tlog"  # a PostgreSQL log's key files in its key folder: tlog.signer.key, tlog.vrf.key
 
 
 def default_db() -> str:
     return os.environ.get("TLOG_DB") or DEFAULT_DB
 
 
-def key_paths(db: Path) -> tuple[Path, Path]:
-    stem = db.with_suffix("") if db.suffix == ".db" else db
+def db_location(db: str | os.PathLike[str]) -> Path | str:
+    """A log's database as given: a `postgresql://` URL stays a string, anything else is a SQLite file."""
+    return str(db) if is_postgres_url(str(db)) else Path(db)
+
+
+def shown(db: Path | str) -> str:
+    """A log's database for messages: the file, or the URL without its password."""
+    if isinstance(db, Path):
+        return str(db)
+    from .store.postgres import shown as shown_url
+
+    return shown_url(db)
+
+
+def key_stem(db: Path | str, keys: str | os.PathLike[str] | None = None) -> Path | None:
+    """The common start of a log's key file names: beside a SQLite file (`data/tlog` for `data/tlog.db`),
+    or in the key folder of a PostgreSQL log (`keys`, else $TLOG_KEYS; None when neither is set)."""
+    if isinstance(db, str):
+        folder = keys or os.environ.get(KEYS_ENV)
+        return Path(folder, KEY_STEM) if folder else None
+    if keys is not None:
+        raise ValidationError(f"--keys is for a postgresql:// log; {db} keeps its key files beside it")
+    return db.with_suffix("") if db.suffix == ".db" else db
+
+
+def _key_files(stem: Path) -> tuple[Path, Path]:
     return Path(f"{stem}.signer.key"), Path(f"{stem}.vrf.key")
 
 
+def key_paths(db: Path) -> tuple[Path, Path]:
+    """The signer and VRF key files of the SQLite log at `db`."""
+    return _key_files(key_stem(db))  # type: ignore[arg-type]
+
+
+def _rotated(stem: Path, key_hash: int) -> Path:
+    return Path(f"{stem}.signer.{key_hash:08x}.key")
+
+
 def rotated_key_path(db: Path, key_hash: int) -> Path:
-    """Where `tlog key rotate` writes a new signer key: beside the first, named by its key hash."""
-    first, _ = key_paths(db)
-    return first.with_name(f"{first.name.removesuffix('.key')}.{key_hash:08x}.key")
+    """Where `tlog key rotate` writes a new signer key of the SQLite log at `db`: beside the first, named
+    by its key hash."""
+    return _rotated(key_stem(db), key_hash)  # type: ignore[arg-type]
+
+
+def _private_folder(folder: Path) -> None:
+    """Makes the key folder of a PostgreSQL log, mode 0700; refuses one that others may read."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        raise ValidationError(f"the key folder {folder} is open to others (mode {mode:o}): chmod 700 {folder}")
 
 
 def write_secret(path: Path, text: str) -> None:
@@ -76,13 +130,15 @@ class LocalLog:
     the primary key, `verifiers` every active one (the primary first); `signers` is shared with the
     sequencers made here, so `reload_keys` moves a running server to a rotated key set."""
 
-    path: Path
-    store: SqliteStore
+    path: Path | str  # the SQLite file, or the postgresql:// URL
+    store: "SqliteStore | PostgresStore"
     origin: str
     verifier: Verifier
     signers: list[Signer]
     vrf: VrfSecret | None
     verifiers: list[Verifier] = field(default_factory=list)
+    keys: Path | None = None  # the start of the key files' names (key_stem); None: no key folder given
+    fence: "Fence | None" = None  # of a PostgreSQL log's writer: see store/postgres.py
 
     def __post_init__(self) -> None:
         if not self.verifiers:
@@ -90,7 +146,7 @@ class LocalLog:
 
     def sequencer(self, **kwargs: object) -> Sequencer:
         if not self.signers or self.vrf is None:
-            raise StorageError(f"the key files beside {self.path} are needed to write to the log")
+            raise StorageError(f"{self._keys_where} are needed to write to the log")
         return Sequencer(self.store, origin=self.origin, signers=self.signers, vrf=self.vrf, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -101,13 +157,13 @@ class LocalLog:
     def process_writer(self) -> ProcessWriter:
         """A writer of this log's batches from a child process (see store/writer.py), for a sequencer that
         pipelines: `log.sequencer(writer=log.process_writer())`, closed with the sequencer."""
-        return ProcessWriter(functools.partial(SqliteStore, self.path))
+        return ProcessWriter(functools.partial(open_store, self.path, fence=self.fence))
 
     def latest_checkpoint(self) -> tuple[Checkpoint, bytes]:
         """The latest stored checkpoint, verified with the log's keys and origin."""
         signed = self.store.latest_checkpoint()
         if signed is None:
-            raise StorageError(f"{self.path} has no checkpoint")
+            raise StorageError(f"{self.shown} has no checkpoint")
         try:
             cp, _ = open_checkpoint(signed, self.verifiers)
         except NoteError as exc:
@@ -126,7 +182,7 @@ class LocalLog:
             return False
         verifiers = [Verifier.from_key(k) for k in vkeys]
         if self.signers:
-            self.signers[:] = _load_signers(self.path, vkeys)
+            self.signers[:] = _load_signers(self.keys, vkeys)  # type: ignore[arg-type]
         self.verifiers, self.verifier = verifiers, verifiers[0]
         return True
 
@@ -136,7 +192,7 @@ class LocalLog:
         self._need_signers("rotate the log's key")
         skey, vkey = generate_key(self.origin)
         signer = Signer.from_key(skey)
-        write_secret(rotated_key_path(self.path, signer.key_hash), skey)
+        write_secret(_rotated(self.keys, signer.key_hash), skey)  # type: ignore[arg-type]
         self._set_active([*active_vkeys(self.store), vkey])
         self.sign_history()
         return signer
@@ -176,7 +232,24 @@ class LocalLog:
 
     def _need_signers(self, what: str) -> None:
         if not self.signers:
-            raise StorageError(f"the key files beside {self.path} are needed to {what}")
+            raise StorageError(f"{self._keys_where} are needed to {what}")
+
+    @property
+    def shown(self) -> str:
+        return shown(self.path)
+
+    @property
+    def key_files(self) -> tuple[Path, ...]:
+        """The signer and VRF key files (none if no key folder was given)."""
+        return _key_files(self.keys) if self.keys is not None else ()
+
+    @property
+    def _keys_where(self) -> str:
+        if isinstance(self.path, Path):
+            return f"the key files beside {self.path}"
+        if self.keys is None:
+            return f"the key files of {self.shown} (in the folder given by --keys DIR or ${KEYS_ENV})"
+        return f"the key files in {self.keys.parent}"
 
     def close(self) -> None:
         self.store.close()
@@ -197,10 +270,10 @@ def active_vkeys(store: LogStore) -> list[str]:
     return [vkey] if vkey else []
 
 
-def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
-    """The signer of each listed key, from the `*.signer*.key` files beside db; files of other keys (a
-    retired one, say) are ignored, a listed key without a file is an error."""
-    first, _ = key_paths(db)
+def _load_signers(stem: Path, vkeys: list[str]) -> list[Signer]:
+    """The signer of each listed key, from the `<stem>.signer*.key` files; files of other keys (a retired
+    one, say) are ignored, a listed key without a file is an error."""
+    first, _ = _key_files(stem)
     found: dict[str, Signer] = {}
     for path in sorted(first.parent.glob(first.name.removesuffix(".key") + "*.key")):
         try:
@@ -210,57 +283,80 @@ def _load_signers(db: Path, vkeys: list[str]) -> list[Signer]:
         found.setdefault(signer.verifier_key, signer)
     missing = [k for k in vkeys if k not in found]
     if missing:
-        raise StorageError(f"no signer key file beside {db} holds the log's key {missing[0]}")
+        raise StorageError(f"no signer key file {first.parent}/{first.name.removesuffix('.key')}*.key holds the "
+                           f"log's key {missing[0]}")
     return [found[k] for k in vkeys]
 
 
 def init_log(db: str | os.PathLike[str], origin: str, *, clock: Callable[[], float] = time.time,
-             id_pattern: str | None = None) -> LocalLog:
+             id_pattern: str | None = None, keys: str | os.PathLike[str] | None = None) -> LocalLog:
     """Creates the database and keys, and writes the first batch (SPEC §2.3: the log leaf, the default
     policy and a map leaf) with the first checkpoint, of size 3. `clock` dates that batch: a test or a
     demo that needs a log with a past (a loosening announced with its notice, now in effect) starts it
     earlier and writes that past with `sequencer(clock=…)`. `id_pattern` (a regular expression) narrows
-    the content and artist ids the log accepts (records.IdPattern); it is kept in the meta `id_pattern`."""
-    path = Path(db)
+    the content and artist ids the log accepts (records.IdPattern); it is kept in the meta `id_pattern`.
+    `db` is a file, or the URL of an empty PostgreSQL database, whose key files go in `keys` (or
+    $TLOG_KEYS), a folder made mode 0700."""
+    where = db_location(db)
     if not is_valid_name(origin) or "+" in origin:
         raise ValidationError(f"origin {origin!r} must be a key name: printable, no spaces, no '+'")
     if id_pattern is not None:
         IdPattern(id_pattern)  # a pattern that does not compile is refused before anything is made
-    signer_path, vrf_path = key_paths(path)
-    for p in (path, signer_path, vrf_path):
-        if p.exists():
+    stem = key_stem(where, keys)
+    if stem is None:
+        raise ValidationError(f"a postgresql:// log keeps its key files in a folder of their own: give --keys DIR "
+                              f"(or set ${KEYS_ENV})")
+    signer_path, vrf_path = _key_files(stem)
+    for p in (where, signer_path, vrf_path):
+        if isinstance(p, Path) and p.exists():
             raise Conflict(f"{p} already exists; refusing to overwrite a log")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    skey, vkey = generate_key(origin)
-    vrf = VrfSecret.from_secret(generate_secret())
-    write_secret(signer_path, skey)
-    write_secret(vrf_path, vrf.sk.hex())
-    store = SqliteStore(path, create=True)
-    store.set_meta("origin", origin)
-    store.set_meta("vkey", vkey)
-    store.set_meta("vrf", vrf.pk.hex())
-    if id_pattern is not None:
-        store.set_meta("id_pattern", id_pattern)
-    log = LocalLog(path, store, origin, Verifier.from_key(vkey), [Signer.from_key(skey)], vrf)
+    if isinstance(where, Path):
+        where.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        _private_folder(stem.parent)
+    store = open_store(where, create=True)  # before the keys: a database that is not empty is refused first
+    try:
+        skey, vkey = generate_key(origin)
+        vrf = VrfSecret.from_secret(generate_secret())
+        write_secret(signer_path, skey)
+        write_secret(vrf_path, vrf.sk.hex())
+        store.set_meta("origin", origin)
+        store.set_meta("vkey", vkey)
+        store.set_meta("vrf", vrf.pk.hex())
+        if id_pattern is not None:
+            store.set_meta("id_pattern", id_pattern)
+    except BaseException:
+        store.close()
+        raise
+    log = LocalLog(where, store, origin, Verifier.from_key(vkey), [Signer.from_key(skey)], vrf, keys=stem)
     log.sequencer(clock=clock).start_log(vrf.pk)
     return log
 
 
-def open_log(db: str | os.PathLike[str], *, secrets_needed: bool = False, readonly: bool = False) -> LocalLog:
-    path = Path(db)
-    store = SqliteStore(path, readonly=readonly)
+def open_log(db: str | os.PathLike[str], *, secrets_needed: bool = False, readonly: bool = False,
+             keys: str | os.PathLike[str] | None = None, fence: "Fence | None" = None) -> LocalLog:
+    """Opens the log at `db` (a file or a postgresql:// URL), with its secrets when they are readable
+    (`secrets_needed`: or fail). A PostgreSQL log's key files are in `keys` (or $TLOG_KEYS); `fence` is
+    its writer's (store/postgres.py)."""
+    where = db_location(db)
+    stem = key_stem(where, keys)
+    store = open_store(where, readonly=readonly, fence=fence)
     try:
         origin, vkeys = store.get_meta("origin"), active_vkeys(store)
         if origin is None or not vkeys:
-            raise StorageError(f"{path} has no origin or verifier key; was `tlog init` interrupted?")
+            raise StorageError(f"{shown(where)} has no origin or verifier key; was `tlog init` interrupted?")
         verifiers = [Verifier.from_key(k) for k in vkeys]
-        signer_path, vrf_path = key_paths(path)
         signers: list[Signer] = []
         vrf: VrfSecret | None = None
-        if secrets_needed or (signer_path.exists() and vrf_path.exists()):
-            signers = _load_signers(path, vkeys)
-            vrf = _load_vrf(vrf_path, store.get_meta("vrf"))
-        return LocalLog(path, store, origin, verifiers[0], signers, vrf, verifiers)
+        if stem is not None:
+            signer_path, vrf_path = _key_files(stem)
+            if secrets_needed or (signer_path.exists() and vrf_path.exists()):
+                signers = _load_signers(stem, vkeys)
+                vrf = _load_vrf(vrf_path, store.get_meta("vrf"))
+        log = LocalLog(where, store, origin, verifiers[0], signers, vrf, verifiers, keys=stem, fence=fence)
+        if secrets_needed:
+            log._need_signers("write to the log")
+        return log
     except TlogError:
         store.close()
         raise

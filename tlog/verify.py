@@ -301,11 +301,11 @@ _worker_stores: dict[str, LogStore] = {}
 def _check_range(path: str, ctx: _Context, start: int, end: int, block: int,
                  roots: dict[int, tuple[bytes, str]]) -> _Range:
     """In a worker process: its own read-only connection, kept for the next range."""
-    from .store.sqlite import SqliteStore
+    from .store import open_store
 
     store = _worker_stores.get(path)
     if store is None:
-        store = _worker_stores[path] = SqliteStore(path, readonly=True)
+        store = _worker_stores[path] = open_store(path, readonly=True)
     return _check_range_in(store, ctx, start, end, block, roots)
 
 

@@ -41,8 +41,8 @@ from .backoff import Backoff, parse_retry_after
 from .errors import TlogError, ValidationError
 from .events import EFFECTIVE, EVENT_DECISIONS, EVENT_TYPES, Event, Schedule, due_effective, effective_event, entry_event, headers
 from .sequencer import read_schedule
+from .store import open_store
 from .store.base import LogStore, NotifyStore
-from .store.sqlite import SqliteStore
 
 RETRY_BASE = 0.5  # seconds before the first retry (0.25–0.5 with the jitter)
 RETRY_CAP = 300.0  # the longest wait between two tries
@@ -266,12 +266,12 @@ class Notifier:
                 log.warning("notifications: could not save how far delivery got: %s", exc.message)
 
 
-def notifier_context(db: Path, origin: str, target: Target) -> Callable[[web.Application], AsyncIterator[None]]:
+def notifier_context(db: Path | str, origin: str, target: Target) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp cleanup context running a Notifier on its own connection to the log at db. It has read
     where it stopped before the server serves."""
 
     async def setup() -> Notifier:
-        notifier = Notifier(SqliteStore(db), origin, target)
+        notifier = Notifier(open_store(db), origin, target)
         await notifier.start()
         return notifier
 

@@ -19,7 +19,7 @@ from ..committer import GroupCommitter
 from ..errors import StorageError, TlogError, Unavailable
 from ..gctune import tune_for_batches
 from ..intake import Intake
-from ..log import LocalLog, open_log
+from ..log import LocalLog, db_location, open_log
 from ..webhooks import Target, notifier_context
 from ..witness.quorum import NONE, WitnessQuorum
 from . import artist, feeds, metrics, openapi, pages, public, service, summary
@@ -156,14 +156,14 @@ def _listen(host: str, port: int) -> socket.socket:
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
         rate_limit: RateLimit | None = None, witness_policy: WitnessQuorum | None = None,
         metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
-        notify: Target | None = None) -> None:
+        notify: Target | None = None, keys: str | os.PathLike[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_malformed_requests()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    path = Path(db)
-    reader = open_log(path)
-    lock = _lock(path)
-    writer = open_log(path, secrets_needed=True) if reader.signers else None
+    path = db_location(db)
+    reader = open_log(path, keys=keys)
+    lock = _lock(path) if isinstance(path, Path) else None  # a PostgreSQL log: the store's write guard
+    writer = open_log(path, secrets_needed=True, keys=keys) if reader.signers else None
     app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True,
                    metrics_access=metrics_access, notify=notify)
     sock = _listen(host, port)  # after the log's checks, before saying "serving": a busy port fails here
@@ -186,4 +186,5 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
         reader.close()
         if writer:
             writer.close()
-        lock.close()
+        if lock:
+            lock.close()

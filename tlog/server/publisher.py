@@ -27,8 +27,8 @@ from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..errors import NoteError, TlogError
 from ..note import Signature, open_note, parse_note
+from ..store import open_store
 from ..store.base import CheckpointedLog
-from ..store.sqlite import SqliteStore
 from ..witness.core import format_request, parse_size
 from ..witness.quorum import QuorumWitness, WitnessQuorum
 
@@ -155,10 +155,10 @@ class Publisher:
         raise Refused("its size changed again while resending")
 
 
-def publisher_context(db: Path, quorum: WitnessQuorum) -> Callable[[web.Application], AsyncIterator[None]]:
+def publisher_context(db: Path | str, quorum: WitnessQuorum) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp cleanup context running a Publisher on its own connection to the log at db."""
 
     async def setup() -> Publisher:
-        return Publisher(SqliteStore(db), quorum)
+        return Publisher(open_store(db), quorum)
 
     return task_context("tlog-witnessing", setup, Publisher.run, lambda publisher: publisher.store.close())
