@@ -22,19 +22,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import Conflict, StorageError
+from .errors import Conflict, StorageError, ValidationError
 from .log import open_log
+from .store import is_postgres_url
 from .verify import Progress, Report, verify_log
 
 PAGES_PER_STEP = 4096  # pages copied between progress reports (16 MiB at SQLite's default 4 KiB page)
 _SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
-def backup(db: Path, to: Path, *, progress: Progress | None = None,
+def backup(db: Path | str, to: Path, *, progress: Progress | None = None,
            verify_progress: Progress | None = None) -> Report:
     """Copies the log at `db` to the new file `to` and verifies the copy; returns the verification's
     report. `progress(done, total)` follows the copy in pages, `verify_progress` the verification in
     leaves. Conflict if `to` exists; VerificationError (the copy removed) if the copy does not verify."""
+    if is_postgres_url(db):
+        raise ValidationError("tlog backup copies a SQLite log; a PostgreSQL log is backed up with PostgreSQL's own "
+                              "tools (pg_basebackup and WAL archiving, or pg_dump), and its key folder apart")
     with open_log(db, readonly=True) as source:
         _create_private(to)
         try:
