@@ -32,11 +32,24 @@ def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Back
     return lambda: SqliteStore(path, create=not path.exists())
 
 
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Backend]:
+    """A new database on the session's PostgreSQL (tests/postgres.py; skipped with the reason without one)."""
+    from tlog.store.postgres import PostgresStore
+
+    dsn = request.getfixturevalue("pg_dsn")
+    made: list[bool] = []
+
+    def connect() -> Backend:
+        store = PostgresStore(dsn, create=not made)
+        made.append(True)
+        return store
+
+    return connect
+
+
 # backend name → opener(request, a fresh folder) → connect(), each call a new connection to one new store.
-# PostgreSQL (issue 13): when tlog/store/postgres.py exists, its opener goes here, e.g.
-#     "postgres": lambda request, tmp_path: functools.partial(PostgresStore, request.getfixturevalue("pg_dsn")),
-# and every test of tests/store/ then runs against it as well.
-OPENERS: dict[str, Callable[[pytest.FixtureRequest, Path], Callable[[], Backend]]] = {"sqlite": _sqlite}
+OPENERS: dict[str, Callable[[pytest.FixtureRequest, Path], Callable[[], Backend]]] = {"sqlite": _sqlite,
+                                                                                       "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(OPENERS))
