@@ -24,9 +24,8 @@ from ..leaves import entry_leaves, iter_leaves
 from ..policy import parse_policy
 from ..records import DECISIONS, PHASES, artist_tag, format_logged_at, is_platform_id, parse_time_filter, unknown_code
 from ..store.base import ArtistState, Entry, LogStore, UseFilter
-from .auth import require, require_artist
-from .public import _int_param
-from .service import MAX_INDEX, check_artist_id, parse_index
+from .auth import own_artist, require
+from .params import MAX_INDEX, parse_decimal, path_index, query_int
 from .state import State, get_state
 
 routes = web.RouteTableDef()
@@ -48,12 +47,6 @@ def find_artist(state: State, store: LogStore, artist_id: str) -> ArtistState | 
     return None if erased is None else dataclasses.replace(erased, artist_id=artist_id, proof=proof)
 
 
-def _own(request: web.Request) -> str:
-    artist_id = request.match_info["artist_id"]
-    require_artist(request, artist_id, "artist", "auditor")
-    return check_artist_id(artist_id)
-
-
 def _time_ms(request: web.Request, name: str) -> int | None:
     """`since` / `until`: an RFC 3339 time, or a date (SPEC §6; records.parse_time_filter)."""
     raw = request.query.get(name)
@@ -66,9 +59,10 @@ def _cursor(raw: str | None) -> int:
     try:
         text = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "after" or not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_INDEX:
+        after = parse_decimal(value)
+        if kind != "after" or after is None or after > MAX_INDEX:
             raise ValueError
-        return int(value)
+        return after
     except (ValueError, UnicodeError):
         raise ValidationError("bad cursor: pass back the next_cursor of a previous page",
                               [{"field": "cursor", "message": "not a cursor this server issued"}]) from None
@@ -79,12 +73,7 @@ def _make_cursor(index: int) -> str:
 
 
 def _limit(request: web.Request, default: int, maximum: int) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw[:7]) <= maximum:
-        raise ValidationError(f"limit must be 1 to {maximum}", [{"field": "limit", "message": raw[:40]}])
-    return int(raw)
+    return query_int(request, "limit", minimum=1, maximum=maximum, default=default)
 
 
 def _filter(request: web.Request, purposes: Collection[str]) -> UseFilter:
@@ -157,7 +146,7 @@ def _csv_row(e: Entry, notes: Notes) -> list[Any]:
 @routes.get("/v1/artists/{artist_id}/uses")
 async def uses(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
-    artist_id = _own(request)
+    artist_id = own_artist(request)
     flt = _filter(request, known_purposes(state))
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "jsonl", "csv"):
@@ -199,7 +188,7 @@ async def audit(request: web.Request) -> web.Response:
     from the policy and the artist's preferences, and (on the first page, with the map proof) that no
     entry about the artist was left out."""
     state = get_state(request)
-    artist_id = _own(request)
+    artist_id = own_artist(request)
     query = _audit_query(request, state)
     # A full page's thousand proofs and leaves take up to a tenth of a second with a cold cache, which
     # other requests should not wait for: built on a read thread (reads.py), encoded there too.
@@ -227,7 +216,7 @@ def _audit_query(request: web.Request, state: State) -> _AuditQuery:
     unknown = sorted(set(request.query) - _AUDIT_PARAMS)
     if unknown:
         raise ValidationError(f"unknown query parameter {unknown[0]!r}", [{"field": unknown[0], "message": "unknown"}])
-    present = {name: _int_param(request, name, minimum=1) for name in _AUDIT_PARAMS - {"limit"} if name in request.query}
+    present = {name: query_int(request, name, minimum=1) for name in _AUDIT_PARAMS - {"limit"} if name in request.query}
     note = state.published_note()
     published = state.parse_checkpoint(note).size
     size = present.get("size", published)
@@ -356,7 +345,7 @@ def _b64s(hashes: list[bytes]) -> list[str]:
 async def entry(request: web.Request) -> web.Response:
     state = get_state(request)
     require(request, "auditor")
-    index = parse_index(request.match_info["index"])
+    index = path_index(request)
     e = state.store.entry(index)
     if e is None:
         raise NotFound(f"no entry {index}")

@@ -19,6 +19,7 @@ from ..errors import Forbidden, Unauthorized
 from ..records import format_logged_at
 from ..tokens import Principal, digest
 from .errors import error_response
+from .params import check_artist_id
 from .state import get_state
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -152,3 +153,10 @@ def require_artist(request: web.Request, artist_id: str, *roles: str) -> Princip
     if p.role == "artist" and not p.is_artist(artist_id):
         raise Forbidden("an artist token may only act for the artist ids it was made for")
     return p
+
+
+def own_artist(request: web.Request) -> str:
+    """The path's {artist_id}, which the request may read: the artist's own token, or an auditor's."""
+    artist_id = request.match_info["artist_id"]
+    require_artist(request, artist_id, "artist", "auditor")
+    return check_artist_id(artist_id)

@@ -27,8 +27,7 @@ from ..tokens import FEED_KEY_PREFIX, digest, new_token
 from ..web import words
 from .auth import require
 from .pages import PolicyVersion, published_policies, replaced_policies
-from .public import _int_param
-from .service import check_artist_id, parse_index
+from .params import check_artist_id, path_index, query_int
 from .state import State, get_state
 
 routes = web.RouteTableDef()  # public: the diff and the feeds
@@ -139,7 +138,7 @@ async def artist_feed(request: web.Request) -> web.Response:
     if unknown:
         raise ValidationError(f"unknown query parameter {unknown[0]!r}", [{"field": unknown[0], "message": "unknown"}])
     size = state.published_size()
-    before = min(_int_param(request, "before", minimum=1), size) if "before" in request.query else size
+    before = min(query_int(request, "before", minimum=1, default=size), size)
     day, origin = _first_day(state), state.log.origin
     artist = state.store.artist_state(artist_id)
     prefs = artist.preferences if artist else None
@@ -226,7 +225,7 @@ async def make_feed_key(request: web.Request) -> web.Response:
 async def revoke_feed_key(request: web.Request) -> web.Response:
     state = get_state(request)
     artist_id = _own_artist(request)
-    key_id = parse_index(request.match_info["key_id"])
+    key_id = path_index(request, "key_id")
     if not state.store.revoke_feed_key(artist_id, key_id, int(time.time() * 1000)):
         raise NotFound(f"no feed key {key_id} to revoke (already revoked, or never made by this artist)")
     return web.Response(body=orjson.dumps({"id": key_id, "revoked": True}), content_type="application/json")

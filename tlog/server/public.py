@@ -29,6 +29,7 @@ from ..stats import answer as stats_answer
 from ..stats import parse_query as stats_query
 from ..stats import purposes_of
 from .errors import Handler
+from .params import path_index, query_int
 from .state import State, get_state
 
 routes = web.RouteTableDef()
@@ -73,18 +74,6 @@ async def cors_headers(request: web.BaseRequest, response: web.StreamResponse) -
 
 def _json(obj: Any, *, cache: str = "no-store") -> web.Response:
     return web.Response(body=orjson.dumps(obj), content_type="application/json", headers={"Cache-Control": cache})
-
-
-def _int_param(request: web.Request, name: str, *, minimum: int = 0) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        raise ValidationError(f"query parameter {name!r} is required", [{"field": name, "message": "required"}])
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or (len(raw) > 1 and raw[0] == "0"):
-        raise ValidationError(f"{name} must be a decimal integer", [{"field": name, "message": f"not an integer: {raw[:40]!r}"}])
-    value = int(raw)
-    if value < minimum:
-        raise ValidationError(f"{name} must be at least {minimum}", [{"field": name, "message": f"below {minimum}"}])
-    return value
 
 
 def _within(state: State, size: int, what: str) -> None:
@@ -160,10 +149,7 @@ def _build_tile(state: State, t: tiles.Tile, size: int) -> bytes:
 @routes.get("/v1/leaves/{index}")
 async def leaf(request: web.Request) -> web.Response:
     state = get_state(request)
-    raw = request.match_info["index"]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        raise ValidationError("leaf index must be a decimal integer", [{"field": "index", "message": raw[:40]}])
-    index = int(raw)
+    index = path_index(request)
     if index >= state.published_size():
         raise NotFound(f"no leaf {index} in the published log")
     ((_, data, _),) = list(iter_leaves(state.store, index, index + 1))
@@ -173,9 +159,9 @@ async def leaf(request: web.Request) -> web.Response:
 @routes.get("/v1/proof/inclusion")
 async def proof_inclusion(request: web.Request) -> web.Response:
     state = get_state(request)
-    index = _int_param(request, "index")
+    index = query_int(request, "index")
     # SPEC §6: without `size`, the published checkpoint's (what a client holding /checkpoint can check).
-    size = _int_param(request, "size", minimum=1) if "size" in request.query else state.published_size()
+    size = query_int(request, "size", minimum=1, default=state.published_size())
     _within(state, size, "size")
     if index >= size:
         raise ValidationError(f"index {index} is not below size {size}", [{"field": "index", "message": "must be < size"}])
@@ -187,7 +173,7 @@ async def proof_inclusion(request: web.Request) -> web.Response:
 @routes.get("/v1/proof/consistency")
 async def proof_consistency(request: web.Request) -> web.Response:
     state = get_state(request)
-    old, new = _int_param(request, "old", minimum=1), _int_param(request, "new", minimum=1)
+    old, new = query_int(request, "old", minimum=1), query_int(request, "new", minimum=1)
     _within(state, new, "new")
     if old > new:
         raise ValidationError(f"old {old} is larger than new {new}", [{"field": "old", "message": "must be <= new"}])
@@ -205,7 +191,7 @@ async def map_proof(request: web.Request) -> web.Response:
         raise ValidationError("tag must be 64 lowercase hex digits", [{"field": "tag", "message": raw[:80] or "required"}])
     published = state.published_size()
     if "size" in request.query:
-        size = _int_param(request, "size", minimum=1)
+        size = query_int(request, "size", minimum=1)
     else:
         state.published_note()  # 503, as /checkpoint, until a witness policy's quorum has cosigned one
         size = published
@@ -274,8 +260,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     if fmt not in exporter.FORMATS:
         raise ValidationError("format must be jsonl or csv", [{"field": "format", "message": fmt[:40]}])
     published = state.published_size()
-    start = _int_param(request, "start") if "start" in request.query else 0
-    end = _int_param(request, "end", minimum=1) if "end" in request.query else published
+    start = query_int(request, "start", default=0)
+    end = query_int(request, "end", minimum=1, default=published)
     _within(state, end, "end")
     if start > end:
         raise ValidationError(f"start {start} is beyond end {end}", [{"field": "start", "message": f"at most {end}"}])

@@ -26,6 +26,7 @@ from ..records import PLATFORM_ID_RULE, format_logged_at, is_platform_id
 from ..sequencer import Submission
 from ..tokens import MAX_ISSUED_TTL_S, Principal, artist_subject, new_token
 from .auth import require, require_artist, require_right
+from .params import check_artist_id, path_index, platform_id
 from .state import State, get_state
 
 routes = web.RouteTableDef()
@@ -119,36 +120,13 @@ def may_read_entry(who: Principal, details: dict[str, Any]) -> bool:
 async def get_receipt(request: web.Request) -> web.Response:
     state = get_state(request)
     who = require(request, "service", "artist", "auditor")
-    index = parse_index(request.match_info["index"])
+    index = path_index(request)
     entry = state.store.entry(index)
     if entry is None:
         raise NotFound(f"no leaf {index}")
     if not may_read_entry(who, entry.details):
         raise Forbidden("this receipt belongs to another service or artist")
     return web.Response(body=receipt_for(state, index).format(), content_type="text/plain", charset="utf-8")
-
-
-# Tree sizes are int64 (SQLite, sumdb/tlog, Tessera), so a leaf index, always below a size, is < 2^63 - 1;
-# the store may then compute index + 1 without overflowing SQLite's INTEGER.
-MAX_INDEX = 2**63 - 2
-
-
-def parse_index(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_INDEX:
-        raise ValidationError("index must be a decimal integer below 2^63 - 1", [{"field": "index", "message": raw[:40]}])
-    return int(raw)
-
-
-def check_artist_id(artist_id: str) -> str:
-    """The {artist_id} of a path, which must be a platform id (SPEC §2.1). Callers check the token first,
-    so an artist asking about any other id, well-formed or not, gets 403, never a hint."""
-    return _platform_id(artist_id, "artist_id")
-
-
-def _platform_id(value: str, field: str) -> str:
-    if not is_platform_id(value):
-        raise ValidationError(f"{field} {PLATFORM_ID_RULE}", [{"field": field, "message": "not a platform id"}])
-    return value
 
 
 @routes.get("/v1/artists/{artist_id}/preferences")
@@ -199,7 +177,7 @@ async def put_content_artists(request: web.Request) -> web.Response:
     artists, and each artist bound or released gets a `binding` leaf in its chain."""
     state = get_state(request)
     who = require_right(request, "catalog")
-    content_id = _platform_id(request.match_info["content_id"], "content_id")
+    content_id = platform_id(request.match_info["content_id"], "content_id")
     artists = _artists_body(await read_json(request))
     seq = state.committer.sequencer  # type: ignore[union-attr]
     changes = await state.committer.call(  # type: ignore[union-attr]

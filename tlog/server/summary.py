@@ -18,8 +18,8 @@ from aiohttp import web
 
 from ..records import format_logged_at
 from ..store.base import MAX_ENTRIES, Entry, LogStore, UseFilter
-from .artist import Notes, entry_json, erasure_notes, find_artist, _own
-from .auth import require
+from .artist import Notes, entry_json, erasure_notes, find_artist
+from .auth import own_artist, require
 from .state import State, get_state
 
 routes = web.RouteTableDef()
@@ -102,7 +102,7 @@ def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict
 @routes.get("/v1/artists/{artist_id}/summary")
 async def summary(request: web.Request) -> web.Response:
     state = get_state(request)
-    artist_id = _own(request)
+    artist_id = own_artist(request)
     size = state.published_size()
     cache = per_state(state, "summaries", OrderedDict)
     body = cache.get((artist_id, size))
