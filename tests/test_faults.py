@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tlog.errors import StorageError
 from tlog.log import LocalLog, init_log, open_log
 from tlog.server.app import make_app
-from tlog.server.auth import RateLimit
+from tlog.server.ratelimit import RateLimit
 from tlog.tokens import new_token
 
 from .conftest import append, records

@@ -37,7 +37,7 @@ from tlog.note import ALG_COSIGNATURE_V1, Signature, Signer, Verifier, generate_
 from tlog.policy import DEFAULT_POLICY
 from tlog.records import validate_use
 from tlog.server.app import make_app
-from tlog.server.auth import RateLimit
+from tlog.server.ratelimit import RateLimit
 from tlog.tiles import TILE_WIDTH, Tile, decode_bundle, parse_tile_path, tile_path
 from tlog.tokens import new_token
 

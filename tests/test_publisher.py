@@ -15,10 +15,10 @@ from tlog.checkpoint import open_checkpoint
 from tlog.errors import Unavailable
 from tlog.log import LocalLog
 from tlog.note import ALG_COSIGNATURE_V1, Signature, Signer, Verifier, generate_key, parse_note
-from tlog.server.auth import RateLimit
-from tlog.server.public import LRU
 from tlog.server.publisher import Publisher, verify_cosignatures
-from tlog.server.state import State
+from tlog.server.ratelimit import RateLimit
+from tlog.server.reads import ReadPool
+from tlog.server.state import LRU, State
 from tlog.witness.quorum import QuorumWitness, parse_witness_quorum
 from tlog.witness.server import log_keys, make_witness_app
 from tlog.witness.store import init_witness
@@ -164,7 +164,7 @@ async def test_a_split_view_is_never_published(aiohttp_server: Any, tmp_path: Pa
 
 
 def test_a_witnessed_server_serves_nothing_before_the_quorum(log: LocalLog) -> None:
-    state = State(log=log, tile_cache=LRU(4), rate_limit=RateLimit(), witnessed=True)
+    state = State(log=log, tile_cache=LRU(4), rate_limit=RateLimit(), reads=ReadPool(log.store.sharing_nodes), witnessed=True)
     assert state.published_size() == 0
     with pytest.raises(Unavailable, match="quorum"):
         state.published_note()

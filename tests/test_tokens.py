@@ -59,7 +59,7 @@ async def test_the_server_reads_the_tokens_version_once_per_loop_iteration():
             reads.append(1)
             return (len(reads), 0)
 
-    state = State(log=SimpleNamespace(store=Store()), tile_cache=None, rate_limit=None)  # type: ignore[arg-type]
+    state = State(log=SimpleNamespace(store=Store()), tile_cache=None, rate_limit=None, reads=None)  # type: ignore[arg-type]
     assert state.tokens_version() == state.tokens_version() == (1, 0)
     await asyncio.sleep(0)
     assert state.tokens_version() == (2, 0) and len(reads) == 2

@@ -818,7 +818,7 @@ def serve(db: Path | str, keys: Path | None, host: str, port: int, max_body: int
       tlog serve --db data/tlog.db --host 0.0.0.0 --port 8080
       tlog serve --token-rate 200 --metrics-bind 127.0.0.1:9100"""
     from .server.app import run
-    from .server.auth import RateLimit
+    from .server.ratelimit import RateLimit
     from .server.metrics import MetricsAccess
     from .server.state import Limits
     from .witness.quorum import load_witness_quorum

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from .errors import ValidationError
+from .errors import Forbidden, ValidationError
 from .records import is_platform_id
 
 ROLES = ("service", "artist", "auditor", "metrics")  # metrics: reads /metrics only (when it is limited)
@@ -45,6 +45,13 @@ class Principal:
 
     def expired(self, now_ms: int) -> bool:
         return self.expires_ms is not None and now_ms >= self.expires_ms
+
+    @property
+    def service(self) -> str:
+        """The service a service token acts for (every service token names one)."""
+        if self.role != "service" or self.subject is None:
+            raise Forbidden("this needs a service token")
+        return self.subject
 
 
 TOKEN_CACHE_SECONDS = 5.0

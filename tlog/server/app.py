@@ -15,19 +15,19 @@ from typing import IO
 from aiohttp import web
 
 from ..background import task_context
-from ..committer import GroupCommitter
 from ..errors import StorageError, TlogError, Unavailable
 from ..gctune import tune_for_batches
-from ..intake import Intake
 from ..log import LocalLog, db_location, open_log
 from ..webhooks import Target, notifier_context
 from ..witness.quorum import NONE, WitnessQuorum
 from . import artist, feeds, metrics, openapi, pages, public, service, summary
-from .auth import RateLimit, auth_middleware
+from .appender import LocalAppender
+from .auth import auth_middleware
 from .publisher import publisher_context
-from .reads import ReadPool
 from .errors import error_middleware, hide_server_software, quiet_malformed_requests
-from .state import STATE_KEY, Limits, State
+from .ratelimit import RateLimit
+from .reads import ReadPool
+from .state import LRU, STATE_KEY, Limits, State
 
 # The sequencer's thread releases the GIL inside every SQLite call (per row of a batch) and must get it
 # back from the event loop's thread, which holds it until the switch interval runs out: 5 ms by default.
@@ -54,11 +54,10 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     hide_server_software()
     app = web.Application(middlewares=[public.cors_preflight, error_middleware, metrics.middleware, auth_middleware],
                           client_max_size=limits.max_body)
-    state = State(log=reader, tile_cache=public.LRU(TILE_CACHE_ENTRIES), rate_limit=rate_limit or RateLimit(),
-                  limits=limits)
+    state = State(log=reader, tile_cache=LRU(TILE_CACHE_ENTRIES), rate_limit=rate_limit or RateLimit(),
+                  reads=ReadPool(reader.store.sharing_nodes), limits=limits)
     app[STATE_KEY] = state
     app.on_response_prepare.append(public.cors_headers)
-    state.reads = ReadPool(reader.store.sharing_nodes)
     app.on_cleanup.append(_stop_reads)
     metrics.setup(app, metrics_access, [error_middleware, auth_middleware])
     app.add_routes(public.routes)
@@ -70,17 +69,13 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
         batches = writer.process_writer() if pipelined else None
         seq = writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches,
                                preference_limits=limits.preferences)
-        state.committer = GroupCommitter(seq)
-        state.recent_maps = seq.maps
-        state.intake = Intake()
+        state.appender = LocalAppender(writer, seq, eager_intake=pipelined)
         app.add_routes(service.routes)
         app.add_routes(artist.routes)
         app.add_routes(feeds.key_routes)
-        app.on_startup.append(_start_committer)
-        if pipelined:
-            app.on_startup.append(_start_intake)
-        app.on_cleanup.append(_stop_committer)
-    app.cleanup_ctx.append(_key_watcher(reader, writer, state))
+        app.on_startup.append(_start_appender)
+        app.on_cleanup.append(_stop_appender)
+    app.cleanup_ctx.append(_key_watcher(reader, state))
     if witness_policy is not None and witness_policy.quorum != NONE:
         witness_policy.check_for_log([v.key for v in reader.verifiers])
         state.witnessed = True
@@ -91,8 +86,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     return app
 
 
-def _key_watcher(reader: LocalLog, writer: LocalLog | None,
-                 state: State) -> Callable[[web.Application], AsyncIterator[None]]:
+def _key_watcher(reader: LocalLog, state: State) -> Callable[[web.Application], AsyncIterator[None]]:
     """`tlog key rotate` and `retire` run in another process: within a second the server lists the new
     keys and its sequencer signs with them, without a restart."""
 
@@ -102,8 +96,8 @@ def _key_watcher(reader: LocalLog, writer: LocalLog | None,
             await asyncio.sleep(KEY_RELOAD_SECONDS)
             try:
                 pending |= reader.reload_keys()
-                if pending and writer is not None and state.committer is not None:
-                    await state.committer.call(writer.reload_keys)
+                if pending:
+                    await state.appender.reload_keys()
                 if pending:
                     log.info("the log's keys are now %s", ", ".join(v.key for v in reader.verifiers))
                 pending = False
@@ -116,22 +110,16 @@ def _key_watcher(reader: LocalLog, writer: LocalLog | None,
     return task_context("tlog-keys", setup, lambda _: watch())
 
 
-async def _start_committer(app: web.Application) -> None:
-    app[STATE_KEY].committer.start()  # type: ignore[attr-defined]
-
-
-async def _start_intake(app: web.Application) -> None:
-    app[STATE_KEY].intake.start()  # type: ignore[attr-defined]
+async def _start_appender(app: web.Application) -> None:
+    await app[STATE_KEY].appender.start()
 
 
 async def _stop_reads(app: web.Application) -> None:
-    await asyncio.get_running_loop().run_in_executor(None, app[STATE_KEY].reads.close)  # type: ignore[attr-defined]
+    await asyncio.get_running_loop().run_in_executor(None, app[STATE_KEY].reads.close)
 
 
-async def _stop_committer(app: web.Application) -> None:
-    state = app[STATE_KEY]
-    await state.committer.close()  # type: ignore[attr-defined]
-    await asyncio.get_running_loop().run_in_executor(None, state.intake.close)  # type: ignore[attr-defined]
+async def _stop_appender(app: web.Application) -> None:
+    await app[STATE_KEY].appender.close()
 
 
 def _lock(db: Path) -> IO[str]:

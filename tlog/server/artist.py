@@ -109,17 +109,19 @@ def known_purposes(state: State) -> set[str]:
 
 def erasure_notes(store: LogStore, entries: list[Entry]) -> Notes:
     """What to say of the erased entries among `entries`: when and why, by their erasure leaf."""
-    tags = {e.tag for e in entries if e.erased is not None}
+    tags = {e.tag for e in entries if e.erased is not None and e.tag is not None}
     return {x.index: {"at": format_logged_at(x.logged_ms), "reason": x.reason}
-            for tag in tags for x in store.erasures(tag)}  # type: ignore[arg-type]
+            for tag in tags for x in store.erasures(tag)}
 
 
 def _erased(e: Entry, notes: Notes) -> dict[str, str] | None:
-    if e.erased is None:
-        return None
-    note = notes.get(e.erased)
+    return None if e.erased is None else _erasure_note(e, e.erased, notes)
+
+
+def _erasure_note(e: Entry, erased_by: int, notes: Notes) -> dict[str, str]:
+    note = notes.get(erased_by)
     if note is None:
-        raise StorageError(f"entry {e.index} is marked erased by index {e.erased}, which is no erasure leaf of its "
+        raise StorageError(f"entry {e.index} is marked erased by index {erased_by}, which is no erasure leaf of its "
                            "tag: the database was altered")
     return note
 
@@ -137,9 +139,9 @@ def _csv_row(e: Entry, notes: Notes) -> list[Any]:
     flat = {**d, "index": e.index, "type": e.type, "logged_at": format_logged_at(e.logged_ms),
             "system_id": system.get("id"), "system_model": system.get("model"), "system_version": system.get("version")}
     if e.erased is not None:
-        note = _erased(e, notes)
+        note = _erasure_note(e, e.erased, notes)
         flat = {k: flat.get(k) for k in ("index", "type", "logged_at", "purpose", "phase", "decision", "invocations", "policy")}
-        flat["detail"] = f"erased on {note['at']}, reason {note['reason']}"  # type: ignore[index]
+        flat["detail"] = f"erased on {note['at']}, reason {note['reason']}"
     return ["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS]
 
 
@@ -159,7 +161,7 @@ async def uses(request: web.Request) -> web.StreamResponse:
         found = [] if artist is None else store.chain_entries(artist, flt, limit + 1)
         return found, erasure_notes(store, found)
 
-    page, notes = await state.reads.run(read)  # type: ignore[union-attr]
+    page, notes = await state.reads.run(read)
     more = len(page) > limit
     page = page[:limit]
     next_cursor = _make_cursor(page[-1].index) if more else None
@@ -193,7 +195,7 @@ async def audit(request: web.Request) -> web.Response:
     # A full page's thousand proofs and leaves take up to a tenth of a second with a cold cache, which
     # other requests should not wait for: built on a read thread (reads.py), encoded there too.
     vrf_key = state.log.vrf_key  # read here: the loop's connection is not the thread's to use
-    body = await state.reads.run(  # type: ignore[union-attr]
+    body = await state.reads.run(
         lambda store: orjson.dumps(_audit_bundle(state, store, artist_id, query, vrf_key)))
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -312,9 +314,10 @@ def _aseq_index(store: LogStore, artist: ArtistState, aseq: int) -> int | None:
     while lo < hi:
         mid = (lo + hi) // 2
         found = store.chain_entries(artist, UseFilter(after=mid), 1)
-        if found and found[0].aseq == aseq:
+        number = found[0].aseq if found else None  # every entry of a chain has its number
+        if number == aseq:
             return found[0].index
-        if found and found[0].aseq < aseq:  # type: ignore[operator]
+        if number is not None and number < aseq:
             lo = found[0].index
         else:
             hi = mid

@@ -1,16 +1,13 @@
-"""Authentication and rate limiting.
+"""Authentication, and the rate limits of ratelimit.py applied to each request.
 
 A request either carries no token (public), or a valid one (its Principal is attached), or a bad one
-(401: missing scheme, unknown, revoked). Rate limits apply by default only to unauthenticated and
-failed-authentication traffic, keyed by client address, so a busy service is never throttled by
-surprise (SPEC §1). Tokens are never logged: only the token id appears in logs and metrics."""
+(401: missing scheme, unknown, revoked). Tokens are never logged: only the token id appears in logs and
+metrics."""
 
 from __future__ import annotations
 
 import hmac
-import math
 import time
-from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -24,53 +21,6 @@ from .state import get_state
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PRINCIPAL = web.RequestKey("tlog_principal", Principal)
-
-
-@dataclass
-class Bucket:
-    """A token bucket per client address: `rate` requests/s sustained, `burst` at once. rate <= 0 is off."""
-
-    rate: float
-    burst: float
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def allow(self, key: str, now: float) -> bool:
-        if self.rate <= 0:
-            return True
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if len(self._buckets) > 100_000:  # bounded memory under a flood of addresses
-            self._buckets.clear()
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1, now)
-        return True
-
-    def retry_after(self, key: str) -> str:
-        """Whole seconds until `key` may send again, after `allow` refused it (for Retry-After)."""
-        tokens, _ = self._buckets.get(key, (0.0, 0.0))
-        return str(max(1, math.ceil((1 - tokens) / self.rate)))
-
-
-@dataclass
-class RateLimit:
-    """Two budgets per address: requests without a token (generous: a remote verifier fetches two tiles
-    per 256 leaves, and tiles are cheap, cacheable reads), and failed authentications (tight: guessing
-    tokens is the abuse worth stopping). A valid token is limited only if the operator opts in
-    (`token_rate` > 0, SPEC §1): then each token has its own budget, whatever address it comes from."""
-
-    rate: float = 1000.0
-    burst: float = 2000.0
-    failed_rate: float = 5.0
-    failed_burst: float = 20.0
-    token_rate: float = 0.0
-    token_burst: float = 100.0
-
-    def __post_init__(self) -> None:
-        self.public = Bucket(self.rate, self.burst)
-        self.failed = Bucket(self.failed_rate, self.failed_burst)
-        self.per_token = Bucket(self.token_rate, self.token_burst)
 
 
 def _authenticate(request: web.Request) -> Principal | None:
@@ -94,8 +44,9 @@ def _authenticate(request: web.Request) -> Principal | None:
             raise Unauthorized("unknown or revoked token")
         principal = Principal(rec.role, rec.subject, rec.token_id, rec.rights, rec.expires_ms)
         state.token_cache.put(want, principal, now)
-    if principal.expired(int(time.time() * 1000)):  # also when cached: the cache outlives no expiry
-        raise Unauthorized(f"this token expired at {format_logged_at(principal.expires_ms)}; ask for a new one")  # type: ignore[arg-type]
+    expires_ms = principal.expires_ms
+    if expires_ms is not None and principal.expired(int(time.time() * 1000)):  # the cache outlives no expiry
+        raise Unauthorized(f"this token expired at {format_logged_at(expires_ms)}; ask for a new one")
     return principal
 
 

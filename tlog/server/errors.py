@@ -66,7 +66,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _max_details(request: web.Request) -> int:
     state = request.app.get(STATE_KEY)  # an app made by make_app has one; a bare one uses the default
-    return DETAILS_SHOWN if state is None else state.limits.max_details  # type: ignore[attr-defined]
+    return DETAILS_SHOWN if state is None else state.limits.max_details
 
 
 class MalformedRequestLogFilter(logging.Filter):

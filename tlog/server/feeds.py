@@ -145,8 +145,8 @@ async def artist_feed(request: web.Request) -> web.Response:
     items: list[tuple[int, AtomEntry]] = [
         (e.index, _entry(origin, day, e)) for e in state.store.artist_latest(artist_id, before, FEED_PAGE + 1)]
     now_ms = int(time.time() * 1000)
-    items += [(a.version.index, _effect_entry(origin, day, artist_id, a, prefs, now_ms)) for a in announcements(state, before)
-              if a.replaces is not None]
+    items += [(a.version.index, _effect_entry(origin, day, artist_id, a, old, prefs, now_ms))
+              for a in announcements(state, before) if (old := a.replaces) is not None]
     items.sort(key=lambda item: item[0], reverse=True)
     page = items[:FEED_PAGE]
     more = len(items) > FEED_PAGE
@@ -161,15 +161,16 @@ async def artist_feed(request: web.Request) -> web.Response:
     ))
 
 
-def _effect_entry(origin: str, day: str, artist_id: str, a: Announcement, prefs: dict[str, Any] | None,
-                  now_ms: int) -> AtomEntry:
+def _effect_entry(origin: str, day: str, artist_id: str, a: Announcement, old: PolicyVersion,
+                  prefs: dict[str, Any] | None, now_ms: int) -> AtomEntry:
+    """What announcement `a`, replacing policy `old`, changes for the artist."""
     v, when = a.version, when_words(a.effective_ms)
-    effects = artist_effects(a.replaces.policy, v.policy, prefs)  # type: ignore[union-attr]
+    effects = artist_effects(old.policy, v.policy, prefs)
     changing = [e for e in effects if e.changes]
     title = (f"From {when}, policy {v.id} changes {len(changing)} purpose{'s' * (len(changing) != 1)} for your music"
              if changing else f"From {when}, policy {v.id}: nothing changes for your music")
     lines = [effect_words(e, when) for e in effects] or [f"From {when}, {v.id} changes only the policy's wording."]
-    lines.append(f"Announced {when_words(parse_logged_at(v.announced))}, replacing {a.replaces.id}"  # type: ignore[union-attr]
+    lines.append(f"Announced {when_words(parse_logged_at(v.announced))}, replacing {old.id}"
                  + ("; you can change your choices on your artist page before then." if a.effective_ms > now_ms else "."))
     return AtomEntry(id=tag_uri(origin, day, "artists", artist_id, "policies", v.id), title=title, updated=v.announced,
                      published=v.announced, content="\n".join(lines))
@@ -215,7 +216,7 @@ async def make_feed_key(request: web.Request) -> web.Response:
     state = get_state(request)
     artist_id = _own_artist(request)
     key, want = new_token(FEED_KEY_PREFIX)
-    key_id = state.store.add_feed_key(artist_id, want, int(time.time() * 1000))
+    key_id = await state.appender.add_feed_key(artist_id, want, int(time.time() * 1000))
     # The key is shown this once; the store keeps its SHA-256 only.
     return web.Response(body=orjson.dumps({"id": key_id, "key": key, "url": f"/feeds/artists/{quote(artist_id, safe=':')}.atom?key={key}"}),
                         content_type="application/json", headers={"Cache-Control": "no-store"})
@@ -226,6 +227,6 @@ async def revoke_feed_key(request: web.Request) -> web.Response:
     state = get_state(request)
     artist_id = _own_artist(request)
     key_id = path_index(request, "key_id")
-    if not state.store.revoke_feed_key(artist_id, key_id, int(time.time() * 1000)):
+    if not await state.appender.revoke_feed_key(artist_id, key_id, int(time.time() * 1000)):
         raise NotFound(f"no feed key {key_id} to revoke (already revoked, or never made by this artist)")
     return web.Response(body=orjson.dumps({"id": key_id, "revoked": True}), content_type="application/json")

@@ -17,8 +17,6 @@ from ..note import parse_note
 from .auth import PRINCIPAL, require
 from .state import STATE_KEY, get_state
 
-METRICS_KEY = web.AppKey("tlog_metrics", object)
-ACCESS_KEY = web.AppKey("tlog_metrics_access", object)
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,6 +49,10 @@ class Metrics:
         h[-1] += seconds
 
 
+METRICS_KEY = web.AppKey("tlog_metrics", Metrics)
+ACCESS_KEY = web.AppKey("tlog_metrics_access", MetricsAccess)
+
+
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     t0 = time.perf_counter()
@@ -67,7 +69,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         route = info.canonical if info is not None else "unmatched"
         p = request.get(PRINCIPAL)
         role = p.role if p is not None else "public"
-        request.app[METRICS_KEY].observe(request.method, route, role, status, time.perf_counter() - t0)  # type: ignore[attr-defined]
+        request.app[METRICS_KEY].observe(request.method, route, role, status, time.perf_counter() - t0)
 
 
 def _label(v: str) -> str:
@@ -76,9 +78,9 @@ def _label(v: str) -> str:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    if request.app[ACCESS_KEY].token:  # type: ignore[attr-defined]
+    if request.app[ACCESS_KEY].token:
         require(request, "auditor", "metrics")
-    m: Metrics = request.app[METRICS_KEY]  # type: ignore[assignment]
+    m = request.app[METRICS_KEY]
     state = get_state(request)
     lines = ["# HELP tlog_http_requests_total HTTP requests by route template, role and status.",
              "# TYPE tlog_http_requests_total counter"]
@@ -103,8 +105,8 @@ async def metrics(request: web.Request) -> web.Response:
                   f"tlog_tree_size {cp.size}",
                   "# HELP tlog_checkpoint_age_seconds Age of the published checkpoint.", "# TYPE tlog_checkpoint_age_seconds gauge",
                   f"tlog_checkpoint_age_seconds {max(0.0, time.time() - created / 1000):.3f}"]
-    if state.committer is not None:
-        st = state.committer.stats
+    st = state.appender.stats()
+    if st is not None:
         lines += ["# HELP tlog_batches_total Sequencer batches committed.", "# TYPE tlog_batches_total counter",
                   f"tlog_batches_total {st.batches}",
                   "# HELP tlog_batched_records_total Records committed in batches.", "# TYPE tlog_batched_records_total counter",
@@ -131,8 +133,7 @@ def setup(app: web.Application, access: MetricsAccess, middlewares: list[Any]) -
 
     async def listener(_app: web.Application) -> AsyncIterator[None]:
         side = web.Application(middlewares=middlewares)
-        for key in (METRICS_KEY, ACCESS_KEY, STATE_KEY):
-            side[key] = app[key]
+        side[METRICS_KEY], side[ACCESS_KEY], side[STATE_KEY] = app[METRICS_KEY], app[ACCESS_KEY], app[STATE_KEY]
         side.add_routes(routes)
         runner = web.AppRunner(side, access_log=None)
         await runner.setup()

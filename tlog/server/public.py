@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -242,7 +241,7 @@ async def stats(request: web.Request) -> web.Response:
     query = stats_query(request.query, purposes_of(state.store.policies()))
     size = state.published_size()
     # Off the loop (reads.py): a period's edges are recounted from their entries, up to two days' worth.
-    rows = await state.reads.run(lambda store: store.stats(size, query.since_ms, query.until_ms))  # type: ignore[union-attr]
+    rows = await state.reads.run(lambda store: store.stats(size, query.since_ms, query.until_ms))
     return _json(stats_answer(rows, size, query), cache=SHORT)
 
 
@@ -275,7 +274,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     try:
         for first in range(start, max(end, start + 1), EXPORT_SLICE):
             last = min(first + EXPORT_SLICE, end)
-            chunk = await state.reads.run(  # type: ignore[union-attr]
+            chunk = await state.reads.run(
                 lambda store, a=first, b=last: b"".join(exporter.rows(store, a, b, fmt, header=a == start)))
             await response.write(chunk)
         await response.write_eof()
@@ -307,23 +306,3 @@ async def policy_doc(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     state = get_state(request)
     return _json({"ok": True, "size": state.published_size()})
-
-
-class LRU:
-    """A small cache of immutable bodies (full tiles and bundles) with their entity tags."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[bytes, str] | None:
-        body = self._items.get(key)
-        if body is not None:
-            self._items.move_to_end(key)
-        return body
-
-    def put(self, key: str, body: tuple[bytes, str]) -> None:
-        self._items[key] = body
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -23,7 +22,6 @@ from ..errors import Forbidden, NotFound, TlogError, TooEarly, TooLarge, Unavail
 from ..leaves import iter_leaves
 from ..builder import MAX_CONTENT_ARTISTS
 from ..records import PLATFORM_ID_RULE, format_logged_at, is_platform_id
-from ..sequencer import Submission
 from ..tokens import MAX_ISSUED_TTL_S, Principal, artist_subject, new_token
 from .auth import require, require_artist, require_right
 from .params import check_artist_id, path_index, platform_id
@@ -57,20 +55,14 @@ async def post_uses(request: web.Request) -> web.Response:
     state = get_state(request)
     who = require(request, "service")
     _json_content(request)
-    policy = state.committer.sequencer.policy  # type: ignore[union-attr]
-    checked = await state.intake.check_body(  # type: ignore[union-attr]
-        await request.read(), now=datetime.now(timezone.utc), purposes=policy.purposes if policy else {},
-        max_records=state.limits.max_records,
-    )
-    batch = checked.batch
-    results = await state.committer.append(Submission(who.subject, checked.records))  # type: ignore[union-attr]
-    # Without a witness policy the sequencer's latest checkpoint covers every leaf it has acknowledged
-    # (stored in the same transaction), so it serves as the receipt's checkpoint without a read. With one,
+    appended = await state.appender.append_uses(who.service, await request.read(), max_records=state.limits.max_records)
+    # Without a witness policy the checkpoint the appender answered with covers every leaf of the results
+    # (appender.py), so it serves as the receipt's checkpoint without a read. With one,
     # a receipt rests only on a checkpoint the public can see (SPEC §6): a leaf that the published one
     # does not cover yet gets its receipt_url alone (425 there until the witnesses have cosigned).
-    signed = None if batch else _published(state) if state.witnessed else state.committer.sequencer.checkpoint
+    signed = None if appended.batch else _published(state) if state.witnessed else appended.checkpoint
     out = []
-    for r in results:
+    for r in appended.results:
         item: dict[str, Any] = {
             "event_id": r.event_id, "index": r.index, "decision": r.decision, "leaf_hash": r.leaf_hash.hex(),
             "duplicate": r.duplicate, "receipt_url": f"/v1/receipts/{r.index}",
@@ -113,7 +105,8 @@ def may_read_entry(who: Principal, details: dict[str, Any]) -> bool:
         return True
     if who.role == "service":
         return details.get("service") == who.subject
-    return who.is_artist(details.get("artist_id"))  # type: ignore[arg-type]
+    artist_id = details.get("artist_id")
+    return isinstance(artist_id, str) and who.is_artist(artist_id)
 
 
 @routes.get("/v1/receipts/{index}")
@@ -160,10 +153,8 @@ async def _change_preferences(request: web.Request, *, patch: bool) -> web.Respo
     who = require_artist(request, artist_id, "service", "artist")
     check_artist_id(artist_id)
     doc = await read_json(request, state.limits.max_preferences, media=(MERGE_PATCH, JSON) if patch else (JSON,))
-    by, service = ("artist", None) if who.role == "artist" else ("service", who.subject)
-    seq = state.committer.sequencer  # type: ignore[union-attr]
-    change = await state.committer.call(  # type: ignore[union-attr]
-        lambda: seq.set_preferences(artist_id, doc, by=by, service=service, patch=patch))
+    by, service = ("artist", None) if who.role == "artist" else ("service", who.service)
+    change = await state.appender.set_preferences(artist_id, doc, by=by, service=service, patch=patch)
     return web.Response(
         body=orjson.dumps({"artist_id": artist_id, "index": change.index, "leaf_hash": change.leaf_hash.hex(),
                            "by": by, "preferences": change.preferences, "dropped": change.dropped}),
@@ -179,9 +170,7 @@ async def put_content_artists(request: web.Request) -> web.Response:
     who = require_right(request, "catalog")
     content_id = platform_id(request.match_info["content_id"], "content_id")
     artists = _artists_body(await read_json(request))
-    seq = state.committer.sequencer  # type: ignore[union-attr]
-    changes = await state.committer.call(  # type: ignore[union-attr]
-        lambda: seq.set_content_artists(content_id, artists, service=who.subject))
+    changes = await state.appender.set_content_artists(content_id, artists, service=who.service)
     body = {"content_id": content_id, "artists": sorted(set(artists)),
             "changes": [{"artist_id": c.artist_id, "change": c.change, "index": c.index, "leaf_hash": c.leaf_hash.hex()}
                         for c in changes]}
@@ -216,14 +205,10 @@ async def post_token(request: web.Request) -> web.Response:
     state = get_state(request)
     who = require_right(request, "issuer")
     artist_ids, ttl_s = _token_request(await read_json(request))
-    if state.committer is None:
-        raise Unavailable("this server is read-only: it cannot store a new token")
     secret, digest = new_token()
     now_ms = int(time.time() * 1000)
     expires_ms = now_ms + ttl_s * 1000
-    store = state.committer.sequencer.store
-    token_id = await state.committer.call(
-        lambda: store.add_token("artist", artist_subject(artist_ids), digest, now_ms, expires_ms=expires_ms))
+    token_id = await state.appender.add_token("artist", artist_subject(artist_ids), digest, now_ms, expires_ms=expires_ms)
     log.info("token %d: artist token for %d artist id(s), issued by service token %d", token_id, len(artist_ids),
              who.token_id)
     return web.Response(

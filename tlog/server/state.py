@@ -1,11 +1,12 @@
-"""What the app's handlers share: the opened log (a read connection), the writer, limits and caches."""
+"""What the app's handlers share: the opened log (a read connection), the writer (appender.py), the read
+threads (reads.py), limits and caches. Handlers read through it and change the log only through
+`State.appender`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,16 +19,10 @@ from ..note import parse_note
 from ..policy import PreferenceLimits
 from ..store.base import Backend, LogStore
 from ..tokens import TokenCache
-
-if TYPE_CHECKING:
-    from ..committer import GroupCommitter
-    from ..intake import Intake
-    from ..witness.quorum import WitnessQuorum
-    from .auth import RateLimit
-    from .public import LRU
-    from .reads import ReadPool
-
-STATE_KEY = web.AppKey("tlog_state", object)
+from ..witness.quorum import WitnessQuorum
+from .appender import Appender, ReadOnly
+from .ratelimit import RateLimit
+from .reads import ReadPool
 
 
 @dataclass(frozen=True)
@@ -48,31 +43,49 @@ class Limits:
         return PreferenceLimits(self.max_preferences, self.max_content_overrides)
 
 
+class LRU:
+    """A small cache of immutable bodies (full tiles and bundles) with their entity tags."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        body = self._items.get(key)
+        if body is not None:
+            self._items.move_to_end(key)
+        return body
+
+    def put(self, key: str, body: tuple[bytes, str]) -> None:
+        self._items[key] = body
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
 @dataclass
 class State:
     log: LocalLog
-    tile_cache: "LRU"
-    rate_limit: "RateLimit"
+    tile_cache: LRU
+    rate_limit: RateLimit
+    reads: ReadPool  # long reads, off the event loop
+    appender: Appender = field(default_factory=ReadOnly)  # every change to the log goes through it
     limits: Limits = field(default_factory=Limits)
-    committer: "GroupCommitter | None" = None
-    intake: "Intake | None" = None  # checks large write requests in a worker process
-    reads: "ReadPool | None" = None  # long reads, off the event loop
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
-    witness_policy: "WitnessQuorum | None" = None  # its witnesses and quorum, published in /v1/log
+    witness_policy: WitnessQuorum | None = None  # its witnesses and quorum, published in /v1/log
     token_cache: TokenCache = field(default_factory=TokenCache)
-    # The sequencer's maps of its latest durable sizes (`Sequencer.maps`, updated in place by its thread).
-    recent_maps: Mapping[int, ArtistMap] = field(default_factory=dict)
     _rebuilt: dict[int, ArtistMap] = field(default_factory=dict)
     _note: bytes = b""
-    _parsed: tuple[bytes, Checkpoint | None] = (b"", None)
+    _parsed: tuple[bytes, Checkpoint] | None = None
     _size: int = 0
-    _tokens_version: object = False  # False: not read in this loop iteration
+    _tokens_read: bool = False  # `_tokens_version` was read in this loop iteration
+    _tokens_version: object = None
 
     @property
     def store(self) -> Backend:
-        """The loop's connection to the log (handlers read it; long reads go to `reads`, writes to the
-        committer)."""
+        """The loop's connection to the log (handlers read it; long reads go to `reads`, changes to
+        `appender`)."""
         return self.log.store
 
     def _refresh(self) -> None:
@@ -102,9 +115,9 @@ class State:
         return self.latest_size() if self.witnessed else self.published_size()
 
     def map_at(self, size: int, store: LogStore | None = None) -> ArtistMap:
-        """The artist map that the map leaf ending checkpoint `size` commits to: the sequencer's, or one
+        """The artist map that the map leaf ending checkpoint `size` commits to: the writer's, or one
         rebuilt from the store (maps.py; `store`: a read thread's own) and kept while it is asked for."""
-        amap = self.recent_maps.get(size)
+        amap = self.appender.recent_maps().get(size)
         if amap is None:
             amap = self._rebuilt.get(size)
         if amap is None:
@@ -114,9 +127,9 @@ class State:
 
     def parse_checkpoint(self, signed: bytes) -> Checkpoint:
         """The body of a checkpoint this server signed (memoised: every receipt of a batch shares it)."""
-        if signed != self._parsed[0]:
+        if self._parsed is None or signed != self._parsed[0]:
             self._parsed = (signed, Checkpoint.parse(parse_note(signed)[0]))
-        return self._parsed[1]  # type: ignore[return-value]
+        return self._parsed[1]
 
     def tokens_version(self) -> object:
         """The store's `tokens_version`, read at most once per event loop iteration: it is a system call,
@@ -124,17 +137,20 @@ class State:
         served in an iteration arrived before that read (the loop polls its sockets first, and the memo
         is dropped before the next poll's requests run), so a revocation that finished before a request
         was sent is still seen by it."""
-        if self._tokens_version is False:
-            self._tokens_version = self.store.tokens_version()
+        if not self._tokens_read:
+            self._tokens_version, self._tokens_read = self.store.tokens_version(), True
             asyncio.get_running_loop().call_soon(self._forget_tokens_version)
         return self._tokens_version
 
     def _forget_tokens_version(self) -> None:
-        self._tokens_version = False
+        self._tokens_read = False
 
     def verifier_keys(self) -> list[str]:
         return [*(v.key for v in self.log.verifiers), *self.extra_verifier_keys]
 
 
+STATE_KEY = web.AppKey("tlog_state", State)
+
+
 def get_state(request: web.Request) -> State:
-    return request.app[STATE_KEY]  # type: ignore[return-value]
+    return request.app[STATE_KEY]

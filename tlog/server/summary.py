@@ -51,9 +51,10 @@ def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict
     """The summary of an artist's entries (log order, all under the checkpoint of `size`). Pure. Erased
     entries are counted by what their public leaves say (purpose, decision, invocations), their tracks
     are not known any more, and `notes` (erasure_notes) says when and why they were erased."""
-    by_purpose: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    by_week: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    by_month: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    # Leaves and invocations by (purpose, decision), by (week, purpose, decision) and by (month, …).
+    by_purpose: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
+    by_week: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
+    by_month: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
     tracks: dict[str, dict[str, Any]] = {}
     changes = 0
     for e in entries:
@@ -66,8 +67,8 @@ def summarize(artist_id: str, entries: list[Entry], size: int, preferences: dict
         purpose, decision, runs = d["purpose"], d["decision"], d.get("invocations", 1)
         for bucket, key in ((by_purpose, (purpose, decision)), (by_week, (_week(logged_at), purpose, decision)),
                             (by_month, (logged_at[:7], purpose, decision))):
-            bucket[key][0] += 1  # type: ignore[index]
-            bucket[key][1] += runs  # type: ignore[index]
+            bucket[key][0] += 1
+            bucket[key][1] += runs
         if e.erased is not None:
             continue
         t = tracks.setdefault(d["content_id"], {"content_id": d["content_id"], "leaves": 0, "invocations": 0,
@@ -108,7 +109,7 @@ async def summary(request: web.Request) -> web.Response:
     body = cache.get((artist_id, size))
     if body is None:
         # Every entry of the artist is read: off the loop (reads.py), for an artist with a long history.
-        body = await state.reads.run(lambda store: _summary(state, store, artist_id, size))  # type: ignore[union-attr]
+        body = await state.reads.run(lambda store: _summary(state, store, artist_id, size))
         cache[(artist_id, size)] = body
         while len(cache) > CACHE_ENTRIES:
             cache.popitem(last=False)
