@@ -9,8 +9,8 @@
 
 from .aggregate import Aggregator
 from .batch import BatchLogger
-from .client import LogInfo, PreferenceChange, TlogClient, UseReceipt, VerifiedReceipt
-from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, SpoolError, TooLarge, TransientError, UseRefused
+from .client import LogInfo, PreferenceChange, TlogClient, UseReceipt, UseRefused, VerifiedReceipt
+from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, SpoolError, TooLarge, TransientError
 from .spool import FailedRecord
 from .sync import SyncTlogClient
 

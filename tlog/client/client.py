@@ -28,13 +28,23 @@ from ..note import Verifier
 from ..records import DECISIONS, Leaf, parse_leaf
 from ..remote import check_base_url
 from ..backoff import Backoff, parse_retry_after
-from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, TooLarge, TransientError, UseRefused, describe, is_transient
+from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, TooLarge, TransientError, describe, is_transient
 
 MAX_RECORDS = 1000  # per POST /v1/uses (SPEC §6)
 
 _STATUS_ERRORS: dict[int, type[TlogError]] = {
     400: ValidationError, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
 }
+
+
+@dataclass
+class UseRefused(TlogError):
+    """The log's decision is `refused`: the use must not go ahead. The refusal itself is logged (the
+    artist can see their opt-out was honoured); `receipt` is that logged answer."""
+
+    receipt: UseReceipt | None = None
+    code: str = "refused"
+    status: int = 403
 
 
 @dataclass(frozen=True)

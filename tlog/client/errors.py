@@ -3,17 +3,15 @@
 For the statuses tlog.errors already names, the client raises those types (400 ValidationError,
 401 Unauthorized, 403 Forbidden, 404 NotFound, 409 Conflict), keeping the server's code and details.
 Everything here is a TlogError too, so `except TlogError` catches every failure of a call;
-`TransientError` is the one family worth retrying."""
+`TransientError` is the one family worth retrying. (`UseRefused`, which carries the refused use's
+receipt, lives beside `UseReceipt` in client.py.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ProofError, StorageError, TlogError, Unavailable, ValidationError
-
-if TYPE_CHECKING:
-    from .client import UseReceipt
 
 
 @dataclass
@@ -64,16 +62,6 @@ class ReceiptError(ProofError):
     lead to the checkpoint, or a leaf other than the one reported. Never trust such an answer."""
 
     code: str = "bad_receipt"
-
-
-@dataclass
-class UseRefused(TlogError):
-    """The log's decision is `refused`: the use must not go ahead. The refusal itself is logged (the
-    artist can see their opt-out was honoured); `receipt` is that logged answer."""
-
-    receipt: UseReceipt | None = None
-    code: str = "refused"
-    status: int = 403
 
 
 @dataclass
