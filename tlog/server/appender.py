@@ -124,23 +124,23 @@ class LocalAppender:
             lambda: seq.set_content_artists(content_id, artists, service=service))
         return changes
 
-    # Tokens and feed keys are written on the sequencer's thread, through its connection, like every
-    # other change: the connections of the event loop and the read threads only read.
+    # Tokens and feed keys are written on the sequencer's thread, through the writer log's connection
+    # (the sequencer's own), like every other change: the event loop's and the read threads' only read.
 
     async def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int, *,
                         expires_ms: int | None) -> int:
-        store = self._sequencer.store
+        store = self._log.store
         token_id: int = await self._committer.call(
             lambda: store.add_token(role, subject, digest, now_ms, expires_ms=expires_ms))
         return token_id
 
     async def add_feed_key(self, artist_id: str, digest: bytes, now_ms: int) -> int:
-        store = self._sequencer.store
+        store = self._log.store
         key_id: int = await self._committer.call(lambda: store.add_feed_key(artist_id, digest, now_ms))
         return key_id
 
     async def revoke_feed_key(self, artist_id: str, key_id: int, now_ms: int) -> bool:
-        store = self._sequencer.store
+        store = self._log.store
         revoked: bool = await self._committer.call(lambda: store.revoke_feed_key(artist_id, key_id, now_ms))
         return revoked
 
