@@ -27,8 +27,10 @@ def imported(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).strip(".") if node.level \
                 else node.module or ""
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from . import merkle`: a module
+            # `from . import merkle` imports the module merkle (its package is already loaded: every module
+            # of a package runs after the package's __init__); `from .errors import X` imports errors.
+            names = {f"{base}.{alias.name}" for alias in node.names}
+            found.update(names & known if names <= known else names | {base})
     return (found & known) - {name}
 
 
@@ -76,5 +78,7 @@ def test_the_search_names_a_cycle_hidden_under_type_checking_or_in_a_function() 
 def test_imports_hidden_from_a_plain_import_are_read(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .x import Y\n"
-                      "def f():\n    from ..z import w\n    import tlog.q\n")
-    assert imported("p.s.m", source, {"p.s.x", "p.z", "p.z.w", "tlog.q", "p.s.m"}) == {"p.s.x", "p.z", "p.z.w", "tlog.q"}
+                      "def f():\n    from ..z import w\n    import tlog.q\n    from . import sibling\n")
+    known = {"p.s", "p.s.x", "p.z", "tlog.q", "p.s.m", "p.s.sibling"}
+    # The package p.s is not imported by `from . import sibling`: only the sibling module is.
+    assert imported("p.s.m", source, known) == {"p.s.x", "p.z", "tlog.q", "p.s.sibling"}
