@@ -768,6 +768,38 @@ def backup(db: Path, to: Path, quiet: bool) -> None:
 
 
 @main.command()
+@click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The SQLite log to copy.")
+@click.option("--to", "target", required=True, metavar="URL", help="An empty PostgreSQL database: postgresql://…")
+@keys_option("Copy the key files into this folder (made mode 0700; default $TLOG_KEYS); without it the command "
+             "says where they go.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
+    """Copy a SQLite log into an empty PostgreSQL database, then check the copy leaf for leaf and root for
+    root (every leaf hash equal; every stored checkpoint's root recomputed from the copy's tree) before
+    returning: exit 1 naming the first index that differs. Stop `tlog serve` on the source first: what it
+    writes after the copy's snapshot is not copied.
+
+    \b
+    Example:
+      tlog migrate --from data/tlog.db --to postgresql://tlog@db.internal/tlog --keys /etc/tlog/keys"""
+    from .migrate import migrate_log
+
+    def progress(table: str, done: int, total: int) -> None:
+        click.echo(f"{table}: {done:,} of {total:,} rows", err=True)
+
+    report = migrate_log(source, target, keys=keys, progress=None if quiet else progress)
+    click.echo(f"migrated {source} to {report.target}: {report.size:,} leaves, {report.checkpoints:,} checkpoints, "
+               f"{sum(report.rows.values()):,} rows, checked leaf for leaf and root for root in {report.seconds:.1f}s")
+    if report.keys:
+        click.echo(f"key files: {', '.join(str(p) for p in report.keys)}")
+    else:
+        click.echo(f"key files not copied: put {', '.join(str(p) for p in report.key_sources)} (and any rotated "
+                   "signer key beside them) in the key folder of each front end that sequences, named tlog.signer.key "
+                   "and tlog.vrf.key (tlog serve --keys DIR), or run again with --keys DIR", err=True)
+
+
+@main.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")

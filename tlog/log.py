@@ -99,12 +99,29 @@ def rotated_key_path(db: Path, key_hash: int) -> Path:
     return _rotated(key_stem(db), key_hash)  # type: ignore[arg-type]
 
 
-def _private_folder(folder: Path) -> None:
+def private_folder(folder: Path) -> None:
     """Makes the key folder of a PostgreSQL log, mode 0700; refuses one that others may read."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     mode = stat.S_IMODE(folder.stat().st_mode)
     if mode & 0o077:
         raise ValidationError(f"the key folder {folder} is open to others (mode {mode:o}): chmod 700 {folder}")
+
+
+def copy_keys(db: Path, folder: Path) -> list[Path]:
+    """Copies the key files of the SQLite log at `db` (every signer key beside it, rotated ones too, and the
+    VRF key) into `folder`, the key folder of the same log moved to PostgreSQL (`tlog migrate`): the folder
+    made mode 0700, the files 0600 under the folder's names, never over an existing file. Returns them."""
+    stem = key_stem(db)
+    assert stem is not None
+    sources = [*sorted(stem.parent.glob(f"{stem.name}.signer*.key")), _key_files(stem)[1]]
+    targets = [folder / f"{KEY_STEM}{p.name.removeprefix(stem.name)}" for p in sources]
+    private_folder(folder)
+    for target in targets:
+        if target.exists():
+            raise Conflict(f"{target} already exists; refusing to overwrite a key")
+    for source, target in zip(sources, targets):
+        write_secret(target, read_secret(source, "key file"))
+    return targets
 
 
 def write_secret(path: Path, text: str) -> None:
@@ -313,7 +330,7 @@ def init_log(db: str | os.PathLike[str], origin: str, *, clock: Callable[[], flo
     if isinstance(where, Path):
         where.parent.mkdir(parents=True, exist_ok=True)
     else:
-        _private_folder(stem.parent)
+        private_folder(stem.parent)
     store = open_store(where, create=True)  # before the keys: a database that is not empty is refused first
     try:
         skey, vkey = generate_key(origin)
