@@ -84,9 +84,16 @@ def _key_files(stem: Path) -> tuple[Path, Path]:
     return Path(f"{stem}.signer.key"), Path(f"{stem}.vrf.key")
 
 
+def _beside(db: Path) -> Path:
+    """The key files' stem of the SQLite log at `db` (a PostgreSQL log's are in its key folder)."""
+    stem = key_stem(Path(db))
+    assert stem is not None  # a file's keys are always beside it
+    return stem
+
+
 def key_paths(db: Path) -> tuple[Path, Path]:
     """The signer and VRF key files of the SQLite log at `db`."""
-    return _key_files(key_stem(db))  # type: ignore[arg-type]
+    return _key_files(_beside(db))
 
 
 def _rotated(stem: Path, key_hash: int) -> Path:
@@ -96,7 +103,7 @@ def _rotated(stem: Path, key_hash: int) -> Path:
 def rotated_key_path(db: Path, key_hash: int) -> Path:
     """Where `tlog key rotate` writes a new signer key of the SQLite log at `db`: beside the first, named
     by its key hash."""
-    return _rotated(key_stem(db), key_hash)  # type: ignore[arg-type]
+    return _rotated(_beside(db), key_hash)
 
 
 def private_folder(folder: Path) -> None:
@@ -111,8 +118,7 @@ def copy_keys(db: Path, folder: Path) -> list[Path]:
     """Copies the key files of the SQLite log at `db` (every signer key beside it, rotated ones too, and the
     VRF key) into `folder`, the key folder of the same log moved to PostgreSQL (`tlog migrate`): the folder
     made mode 0700, the files 0600 under the folder's names, never over an existing file. Returns them."""
-    stem = key_stem(db)
-    assert stem is not None
+    stem = _beside(db)
     sources = [*sorted(stem.parent.glob(f"{stem.name}.signer*.key")), _key_files(stem)[1]]
     targets = [folder / f"{KEY_STEM}{p.name.removeprefix(stem.name)}" for p in sources]
     private_folder(folder)
