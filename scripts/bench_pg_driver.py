@@ -6,7 +6,10 @@ Measured, in alternating rounds so that the machine's other load falls on every 
   each: psycopg COPY (text and binary), psycopg executemany (pipelined), asyncpg copy_records_to_table,
   asyncpg executemany;
 - 1000 nodes read by id in one query (what a proof page or a tile read does);
-- one one-row read, as `tokens_version` does once per event-loop iteration.
+- one one-row read, as `tokens_version` does once per event-loop iteration;
+- the store's whole `write_batch` of a 1000-record batch built by the real sequencer (entries, nodes,
+  artists' heads, names, figures, checkpoint, log head; the write guard), on PostgreSQL and on SQLite,
+  alternating batches.
 
 Run with `scripts/bench-pg-driver [--rounds N]`. asyncpg is not a dependency: `pip install asyncpg` into
 .venv for the comparison; without it its columns are skipped with a message.
@@ -18,15 +21,23 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from tlog.demo import sample_records
+from tlog.log import init_log
 from tlog.pglocal import LocalPostgres
+from tlog.records import validate_use
+from tlog.sequencer import Submission
 from tlog.store import postgres_schema
 from tlog.store.rows import ENTRY_COLUMNS, node_id
+from tlog.store.writer import InlineWriter
 
 BATCH = 1000
 COLUMNS = [c.strip() for c in ENTRY_COLUMNS.split(",")]
@@ -107,6 +118,41 @@ class Asyncpg:
         return int(self._run(self.conn.fetchval("SELECT version FROM tokens_version")))
 
 
+class _Timed(InlineWriter):
+    """The sequencer's writer, timing each `write_batch`."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.times: list[float] = []
+
+    def send(self, batch: Any) -> None:
+        t = time.perf_counter()
+        super().send(batch)
+        self.times.append(time.perf_counter() - t)
+
+
+def bench_write_batch(dsn: str, folder: Path, batches: int) -> None:
+    logs = {"PostgreSQL": init_log(dsn, "bench.tlog.example/log", keys=folder / "keys"),
+            "SQLite": init_log(folder / "bench.db", "bench.tlog.example/log")}
+    writers = {name: _Timed(log.store) for name, log in logs.items()}
+    sequencers = {name: log.sequencer(writer=writers[name]) for name, log in logs.items()}
+    purposes = next(iter(sequencers.values())).policy.purposes
+    for k in range(batches):
+        now = datetime.now(timezone.utc)
+        recs = [validate_use(r, now=now, purposes=purposes) for _, r in sample_records(BATCH, artists=5000, seed=k)]
+        for seq in sequencers.values():
+            (res,) = seq.append_uses([Submission("recsys", recs)])
+            assert not isinstance(res, Exception), res
+    for name, writer in writers.items():
+        ts = sorted(writer.times[1:])  # the first batch is init's
+        print(f"write_batch of 1000 records, {name:10}  median {statistics.median(ts) * 1e3:7.2f} ms  p90 "
+              f"{ts[int(len(ts) * 0.9)] * 1e3:7.2f} ms  ({len(ts)} batches, committed)")
+    for seq in sequencers.values():
+        seq.close()
+    for log in logs.values():
+        log.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=30)
@@ -162,6 +208,8 @@ def main() -> None:
                                                                   "per 1000-row batch (+1000 nodes), committed")
             print(f"{name:36} {statistics.median(ts) * scale:8.2f} {unit}  p90 {ts[int(len(ts) * 0.9)] * scale:8.2f} "
                   f"{unit}  {what}")
+        with tempfile.TemporaryDirectory() as folder:
+            bench_write_batch(pg.create_database("batches"), Path(folder), args.rounds)
     finally:
         pg.remove()
 
