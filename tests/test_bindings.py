@@ -17,6 +17,7 @@ from tlog.errors import Conflict, ValidationError, VerificationError
 from tlog.leaves import iter_leaves
 from tlog.log import init_log, open_log
 from tlog.records import parse_leaf, validate_use
+from tlog.server.errors import http_status
 from tlog.sequencer import Submission
 from tlog.store.base import UseFilter
 from tlog.store.sqlite import SqliteStore
@@ -43,7 +44,7 @@ def test_first_sight_binds_the_content_to_the_artist_its_first_use_names(log):
     append(seq, [use("e2", A)])  # the same artist again: fine
     with pytest.raises(Conflict) as exc:
         append(seq, [use("e3", B)])
-    assert exc.value.status == 409
+    assert http_status(exc.value) == 409
     assert exc.value.message.startswith("content 'sc:track:1' is bound to 'sc:user:42', not to 'sc:user:77'")
     assert exc.value.details == [{"field": "records[0].artist_id", "message": "'sc:track:1' is not bound to 'sc:user:77'"}]
 
@@ -57,7 +58,7 @@ def test_a_lookalike_artist_id_does_not_escape_the_artists_opt_out(log, lookalik
     size, note = log.store.size(), log.store.latest_checkpoint()
     with pytest.raises((Conflict, ValidationError)) as exc:  # 409 by the binding, 400 by the id pattern (non-ASCII)
         append(seq, [use("t2", lookalike, purpose="model_training_generative", phase="training")])
-    assert exc.value.status == (400 if not lookalike.isascii() else 409)
+    assert http_status(exc.value) == (400 if not lookalike.isascii() else 409)
     assert (log.store.size(), log.store.latest_checkpoint()) == (size, note)
     assert log.store.artist_state(lookalike) is None
 

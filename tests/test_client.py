@@ -25,7 +25,7 @@ from tlog.client import (
     Aggregator, BatchLogger, ProtocolError, RateLimited, ReceiptError, SpoolError, TlogClient, TransientError,
     UseReceipt, UseRefused,
 )
-from tlog.client.client import response_error
+from tlog.client.client import answered_status, response_error
 from tlog.client.spool import PendingConflict, Spool
 from tlog.errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, ValidationError
 from tlog.leaves import iter_leaves
@@ -33,7 +33,7 @@ from tlog.log import LocalLog, init_log
 from tlog.note import generate_key, parse_note
 from tlog.records import validate_use
 from tlog.sequencer import Submission
-from tlog.server.errors import error_middleware
+from tlog.server.errors import error_middleware, error_response
 
 SERVICE_TOKEN = "tlog_service-token-for-tests-0123456789"
 ARTIST_TOKEN = "tlog_artist-token-for-tests-0123456789"
@@ -99,15 +99,15 @@ class FakeLog:
         if fault == "drop":
             return _drop(request)
         if isinstance(fault, int):
-            raise TlogError("injected failure", status=fault, code="injected")
+            return error_response(fault, "injected", "injected failure")
         _, service = self.principal(request, "service")
         if request.content_type != "application/json":
-            raise TlogError("send the body as application/json", code="unsupported_media_type", status=415)
+            return error_response(415, "unsupported_media_type", "send the body as application/json")
         body = loads_strict(await request.read())
         batch = "records" in body
         raw = body["records"] if batch else [body]
         if len(raw) > 1000:
-            raise TlogError("at most 1000 records per request", code="too_large", status=413)
+            return error_response(413, "too_large", "at most 1000 records per request")
         now = datetime.now(timezone.utc)
         valid, problems = [], []
         for i, r in enumerate(raw):
@@ -244,7 +244,7 @@ async def test_same_use_again_is_a_duplicate_and_another_body_a_conflict(client)
     assert again.duplicate and again.index == first.index and again.leaf_hash == first.leaf_hash
     with pytest.raises(Conflict) as info:
         await client.use(use(3, detail="something else"))
-    assert info.value.status == 409 and "different body" in str(info.value)
+    assert "different body" in str(info.value)
 
 
 async def test_errors_are_types_with_messages_for_people(fake, client):
@@ -352,11 +352,17 @@ def test_response_errors_map_to_types():
     err = response_error(429, b'{"error":{"code":"rate_limited","message":"slow down","details":[]}}', "2")
     assert isinstance(err, RateLimited) and err.retry_after == 2.0 and "slow down" in str(err)
     err = response_error(502, b"<html>Bad gateway</html>", None)
-    assert isinstance(err, TransientError) and err.status == 502 and "HTTP 502: <html>Bad gateway" in str(err)
+    assert isinstance(err, TransientError) and "HTTP 502: <html>Bad gateway" in str(err)
     err = response_error(400, b'{"error":{"code":"invalid_input","message":"bad","details":[{"field":"records[1].purpose","message":"unknown"}]}}', None)
     assert isinstance(err, ValidationError) and str(err) == "bad (records[1].purpose: unknown)"
     err = response_error(425, b'{"error":{"code":"too_early","message":"not cosigned yet","details":[]}}', "1")
     assert isinstance(err, TransientError) and err.retry_after == 1.0 and err.code == "too_early"  # asked again
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413])
+def test_a_refused_answers_status_is_read_back_from_its_type(status: int) -> None:
+    """The spool keeps a refused record's status: the client's table gives it back from the type."""
+    assert answered_status(response_error(status, b'{"error":{"code":"x","message":"no","details":[]}}', None)) == status
 
 
 # --- the spool -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 from tlog.cluster.handoff import Inbox, Outbox, ensure_schema, serve
 from tlog.cluster.lease import NOT_LEADER
 from tlog.errors import StorageError, TlogError, Unavailable, ValidationError
+from tlog.server.errors import http_status
 from tests.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures)
 from tests.tcpproxy import Proxy
 
@@ -114,9 +115,9 @@ async def test_a_handlers_error_reaches_the_caller_as_it_was_raised(front: Outbo
     finally:
         await seq.stop()
     assert ok == "ok"
-    assert isinstance(bad, TlogError) and (bad.status, bad.code, bad.message) == (400, "invalid_input", "1 problem(s); nothing was logged")
+    assert isinstance(bad, TlogError) and (http_status(bad), bad.code, bad.message) == (400, "invalid_input", "1 problem(s); nothing was logged")
     assert bad.details == [{"field": "records[0].purpose", "message": "unknown"}]
-    assert isinstance(busy, Unavailable) and busy.status == 503 and busy.message == "the disk is full"
+    assert isinstance(busy, Unavailable) and http_status(busy) == 503 and busy.message == "the disk is full"
 
 
 async def test_rows_left_by_a_deposed_sequencer_are_done_again_by_the_next(front: Outbox, dsn: str) -> None:

@@ -35,6 +35,7 @@ from tlog.log import LocalLog, open_log
 from tlog.policy import DEFAULT_POLICY
 from tlog.records import validate_use
 from tlog.sequencer import Sequencer, Submission
+from tlog.server.errors import http_status
 from tlog.tokens import new_token
 
 from .conftest import records
@@ -427,7 +428,7 @@ async def test_group_commit_fails_every_caller_of_a_failed_batch(log, history, p
         with hooked(log.store, fail_at("commit", phase, times=0)):
             # Every commit fails while the hook is on, however the writer groups the callers.
             out = await _group(committer, subs)
-        assert all(isinstance(r, StorageError) and r.status == 503 for r in out), out
+        assert all(isinstance(r, StorageError) and http_status(r) == 503 for r in out), out
         if phase == "before":
             assert log.store.size() == size
         else:  # the 15 records, in one batch or more, each ending with its map leaf
@@ -479,7 +480,7 @@ async def test_pipelined_group_commit_survives_its_writer_being_killed(log, hist
             assert any(isinstance(r, BaseException) for r in out)
             for s, res in zip(subs, out):
                 if isinstance(res, BaseException):
-                    assert isinstance(res, StorageError) and res.status == 503, res
+                    assert isinstance(res, StorageError) and http_status(res) == 503, res
                     failed += 1
                     res = await committer.append(s)  # the caller retries
                 history.acked.update({(s.service, r.event_id): (r.index, r.leaf_hash.hex()) for r in res})

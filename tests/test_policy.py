@@ -31,6 +31,7 @@ from tlog.policy import (
     validate_preferences,
 )
 from tlog.records import PHASES, format_logged_at
+from tlog.server.errors import http_status
 
 # §3, transcribed: code, category, default, override-eligible.
 SPEC_TABLE = [
@@ -605,10 +606,10 @@ def test_preferences_size_and_content_limits():
     assert len(validate_preferences(two, limits=small)["content"]) == 2
     with pytest.raises(ValidationError) as e:
         validate_preferences({"content": {**two["content"], "sc:t:3": {}}}, limits=small)
-    assert "at most 2 pieces of content" in e.value.message and e.value.status == 400
+    assert "at most 2 pieces of content" in e.value.message and http_status(e.value) == 400
     with pytest.raises(TooLarge) as big:
         validate_preferences({"purposes": {c: "deny" for c in DEFAULT_POLICY.purposes}}, limits=small)
-    assert big.value.status == 413 and "at most 300 bytes" in big.value.message
+    assert http_status(big.value) == 413 and "at most 300 bytes" in big.value.message
     # What a log already holds is read back whatever the limits were when it was set.
     validate_preferences({"content": {f"sc:t:{i}": {"no_ai": True} for i in range(5000)}}, limits=None)
 

@@ -12,11 +12,13 @@ import pytest
 
 from tlog import merkle
 from tlog.checkpoint import Checkpoint, open_checkpoint
-from tlog.errors import Conflict, StorageError, ValidationError
+from tlog.errors import (Conflict, Forbidden, NoteError, NotFound, ProofError, StorageError, TlogError, Unavailable,
+                         ValidationError, by_type)
 from tlog.note import ALG_COSIGNATURE_V1, Signer, Verifier, generate_key, open_note, sign_note
 from tlog.tiles import TileHashReader, tile_path
 from tlog.witness import core
-from tlog.witness.server import log_keys, make_witness_app
+from tlog.witness.replay import ReplayError
+from tlog.witness.server import STATUSES, log_keys, make_witness_app
 from tlog.witness.core import LogState
 from tlog.witness.store import WitnessStore, init_witness, key_path, open_witness
 
@@ -228,6 +230,16 @@ async def test_a_log_with_two_keys_during_rotation(aiohttp_client: Any, witness:
     client = await aiohttp_client(make_witness_app(witness, log_keys([LOG_VKEY, new.verifier_key])))
     assert (await post(client, request(0, 3)))[0] == 200
     assert (await post(client, request(3, 5, signer=new)))[0] == 200
+
+
+def test_the_witness_table_gives_each_refusal_its_spec_status() -> None:
+    raised: dict[type[TlogError], int] = {
+        ValidationError: 400, Forbidden: 403, NotFound: 404, Conflict: 409, core.SizeConflict: 409,
+        core.ForkConflict: 409, ProofError: 422, NoteError: 422, ReplayError: 422, Unavailable: 503,
+        StorageError: 503, TlogError: 400,
+    }
+    assert {t: by_type(STATUSES, t("x")) for t in raised} == raised
+    assert STATUSES.keys() <= raised.keys()  # the table names only what the witness raises
 
 
 def test_witness_keys_are_not_log_keys() -> None:

@@ -23,6 +23,7 @@ from tlog.log import init_log, open_log
 from tlog.policy import DEFAULT_POLICY
 from tlog.records import validate_use
 from tlog.sequencer import Sequencer, Submission
+from tlog.server.errors import http_status
 from tlog.store.base import Batch
 from tlog.store.sqlite import SqliteStore
 from tlog.store.writer import WRITER_DIED, InlineWriter, ProcessWriter, decode_batch, encode_batch
@@ -203,7 +204,7 @@ async def test_a_server_whose_writer_cannot_start_answers_503_and_writes_nothing
         for _ in range(2):  # the next request tries again, and fails the same way
             with pytest.raises(StorageError) as err:
                 await committer.append(_subs(seq, records(2))[0])
-            assert err.value.status == 503 and "could not open the log" in err.value.message
+            assert http_status(err.value) == 503 and "could not open the log" in err.value.message
     finally:
         await committer.close()
     assert log.store.size() == 3  # init's leaves alone

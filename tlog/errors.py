@@ -1,17 +1,21 @@
 """Errors as types. The edges (CLI, HTTP) map them to exit codes, statuses and messages; nothing else
 formats them, so every user sees the same wording.
 
-The `tlog` command's exit status for each (SPEC §7) is the class's `exit_code`, applied in `cli.TlogGroup`
-alone."""
+No type here knows HTTP: the server's statuses are the table `server/errors.STATUSES`, the witness's
+`witness/server.STATUSES` (as Tessera's ErrPushback becomes a 503 at its edge, not in its type), each read
+with `by_type`, so a subclass answers as its nearest listed base. The `tlog` command's exit status for
+each (SPEC §7) is the class's `exit_code`, applied in `cli.TlogGroup` alone."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 # SPEC §7: 0 all held; 1 a failed verification or a monitor alert; 2 bad input, a refused operation or a
 # declined prompt (click's usage errors too); 3 the log could not be reached or read.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+T = TypeVar("T")
 
 
 @dataclass
@@ -22,7 +26,6 @@ class TlogError(Exception):
     message: str
     details: list[dict[str, Any]] = field(default_factory=list)
     code: str = "error"
-    status: int = 400
     exit_code: ClassVar[int] = EXIT_BAD_INPUT  # the CLI's exit status for it (SPEC §7)
     label: ClassVar[str] = "error"  # how the CLI's one line begins
 
@@ -38,7 +41,6 @@ class ValidationError(TlogError):
     """Input that does not match the SPEC: a record, a query parameter, a file, a path."""
 
     code: str = "invalid_input"
-    status: int = 400
 
 
 @dataclass
@@ -46,25 +48,21 @@ class TooLarge(TlogError):
     """Input beyond a configured size (a preferences document, a request body)."""
 
     code: str = "too_large"
-    status: int = 413
 
 
 @dataclass
 class NotFound(TlogError):
     code: str = "not_found"
-    status: int = 404
 
 
 @dataclass
 class Conflict(TlogError):
     code: str = "conflict"
-    status: int = 409
 
 
 @dataclass
 class Unauthorized(TlogError):
     code: str = "unauthorized"
-    status: int = 401
     exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
@@ -73,7 +71,6 @@ class Forbidden(TlogError):
     """A credential asking for what its role may not do; in the CLI, a refused operation (exit 2)."""
 
     code: str = "forbidden"
-    status: int = 403
 
 
 @dataclass
@@ -81,7 +78,6 @@ class Unreachable(TlogError):
     """A remote log could not be reached, or would not answer this credential (its 401 or 403)."""
 
     code: str = "unreachable"
-    status: int = 503
     exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
@@ -91,7 +87,6 @@ class Unavailable(TlogError):
     `retry_after` seconds when given (the HTTP answer's Retry-After)."""
 
     code: str = "unavailable"
-    status: int = 503
     retry_after: int | None = None
     exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
@@ -102,7 +97,6 @@ class TooEarly(TlogError):
     cosigned) checkpoint covers yet (SPEC §6). Ask again after `retry_after` seconds."""
 
     code: str = "too_early"
-    status: int = 425
     retry_after: int = 1
 
 
@@ -111,7 +105,6 @@ class ProofError(TlogError):
     """A Merkle proof, receipt or signed note does not check out."""
 
     code: str = "bad_proof"
-    status: int = 422
 
 
 @dataclass
@@ -126,7 +119,6 @@ class StorageError(TlogError):
     """The store refused or failed an operation (full disk, locked, read-only, not a tlog database)."""
 
     code: str = "storage"
-    status: int = 503
     exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 
@@ -146,7 +138,6 @@ class VerificationError(TlogError):
 
     index: int | None = None
     code: str = "verification_failed"
-    status: int = 500
     exit_code: ClassVar[int] = EXIT_FAILED
 
 
@@ -156,6 +147,11 @@ class Alert(VerificationError):
 
     code: str = "alert"
     label: ClassVar[str] = "ALERT"
+
+
+def by_type(table: Mapping[type, T], exc: BaseException) -> T | None:
+    """What `table` says of `exc`: the entry of its nearest class (its own, then its bases in MRO order)."""
+    return next((table[cls] for cls in type(exc).__mro__ if cls in table), None)
 
 
 # Error details are bounded where they are collected and again where they are sent: a body of a million

@@ -48,7 +48,7 @@ import orjson
 from ..errors import Conflict, TlogError, Unavailable, ValidationError
 from ..backoff import Backoff
 from .check import check_uses
-from .client import TlogClient, UseReceipt
+from .client import TlogClient, UseReceipt, answered_status
 from .errors import TooLarge, describe, is_transient
 from .spool import FailedRecord, PendingConflict, Spool, SpooledRecord
 
@@ -277,7 +277,7 @@ class BatchLogger:
             raise
         except Exception as exc:  # a bug or a broken spool: stop rather than spin, keep the records
             log.exception("a batch logger sender stopped")
-            self._set_fatal(exc if isinstance(exc, TlogError) else TlogError(f"the batch logger stopped: {exc!r}", code="internal", status=500))
+            self._set_fatal(exc if isinstance(exc, TlogError) else TlogError(f"the batch logger stopped: {exc!r}", code="internal"))
 
     async def _next_batch(self) -> list[SpooledRecord] | None:
         async with self._take_lock:
@@ -355,7 +355,7 @@ class BatchLogger:
 
     async def _fail(self, failures: list[tuple[SpooledRecord, TlogError]]) -> None:
         for rec, err in failures:
-            await self._run(self._spool_().fail, [rec], err.status, err.code, err.message)
+            await self._run(self._spool_().fail, [rec], answered_status(err), err.code, err.message)
             self._pending -= 1
             log.warning("the log refused %r for good, kept in the spool's failed table: %s", rec.event_id, err)
             for future in self._waiters.pop(rec.seq, []):
@@ -433,7 +433,7 @@ def _named_records(exc: TlogError, n: int) -> dict[int, list[dict[str, Any]]]:
 
 def _record_error(exc: TlogError, details: list[dict[str, Any]]) -> TlogError:
     """The part of a batch's error that is about one record, with its fields named as in that record."""
-    return type(exc)(describe("the log rejected the record", details), details, code=exc.code, status=exc.status)
+    return type(exc)(describe("the log rejected the record", details), details, code=exc.code)
 
 
 def _log_retry(attempt: int, n: int, exc: TlogError) -> None:

@@ -23,7 +23,7 @@ import orjson
 
 from .. import merkle
 from ..checkpoint import Checkpoint, Receipt, verify_receipt
-from ..errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, ValidationError
+from ..errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, ValidationError, by_type
 from ..note import Verifier
 from ..records import DECISIONS, Leaf, parse_leaf
 from ..remote import check_base_url
@@ -35,6 +35,13 @@ MAX_RECORDS = 1000  # per POST /v1/uses (SPEC §6)
 _STATUS_ERRORS: dict[int, type[TlogError]] = {
     400: ValidationError, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
 }
+_ANSWERED = {t: s for s, t in _STATUS_ERRORS.items()}
+
+
+def answered_status(exc: TlogError) -> int:
+    """The status of the answer `response_error` made `exc` of (400, 409, 413 for a refused record, which
+    the spool keeps), by its type; 400 for a type no 4xx answer makes."""
+    return by_type(_ANSWERED, exc) or 400
 
 
 @dataclass
@@ -44,7 +51,6 @@ class UseRefused(TlogError):
 
     receipt: UseReceipt | None = None
     code: str = "refused"
-    status: int = 403
 
 
 @dataclass(frozen=True)
@@ -351,7 +357,7 @@ def response_error(status: int, data: bytes, retry_after: str | None) -> TlogErr
     """The typed error for a non-2xx answer, keeping the server's code, message and field details."""
     code, message, details = _error_body(data, status)
     text = describe(message, details)
-    kwargs: dict[str, Any] = {"details": details, "status": status}
+    kwargs: dict[str, Any] = {"details": details}
     if code:
         kwargs["code"] = code
     if status == 429:

@@ -1,7 +1,9 @@
 """The errors the client adds to tlog.errors.
 
-For the statuses tlog.errors already names, the client raises those types (400 ValidationError,
-401 Unauthorized, 403 Forbidden, 404 NotFound, 409 Conflict), keeping the server's code and details.
+The client maps each HTTP answer to a type at its edge (`client.response_error`), as the server maps
+types to statuses at its own; no type carries a status. For the statuses tlog.errors already names, it
+raises those types (400 ValidationError, 401 Unauthorized, 403 Forbidden, 404 NotFound, 409 Conflict),
+keeping the server's code and details.
 Everything here is a TlogError too, so `except TlogError` catches every failure of a call;
 `TransientError` is the one family worth retrying. (`UseRefused`, which carries the refused use's
 receipt, lives beside `UseReceipt` in client.py.)"""
@@ -22,13 +24,13 @@ class TransientError(Unavailable):
 
     retry_after: float | None = None
     code: str = "unavailable"
-    status: int = 503
 
 
 @dataclass
 class RateLimited(TransientError):
+    """429: the log asks this client to slow down, for `retry_after` seconds when it said."""
+
     code: str = "rate_limited"
-    status: int = 429
 
 
 @dataclass
@@ -37,7 +39,6 @@ class NotYetPublished(TransientError):
     receipt can be shown; asked again after the server's Retry-After."""
 
     code: str = "too_early"
-    status: int = 425
 
 
 @dataclass
@@ -45,7 +46,6 @@ class TooLarge(ValidationError):
     """The request was over the server's body or batch limit (413)."""
 
     code: str = "too_large"
-    status: int = 413
 
 
 @dataclass
@@ -53,7 +53,6 @@ class ProtocolError(TlogError):
     """The server answered something that is not the API's contract (wrong shape, wrong records)."""
 
     code: str = "bad_response"
-    status: int = 502
 
 
 @dataclass

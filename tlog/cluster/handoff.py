@@ -52,6 +52,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import TlogError, Unavailable
+from ..server.errors import error_type, http_status
 from .lease import NOT_LEADER
 from .links import link_options, shut, unreachable, within
 
@@ -118,17 +119,16 @@ def channel_of(node: str) -> str:
 
 
 def encode_error(exc: TlogError) -> dict[str, Any]:
-    out = {"status": exc.status, "code": exc.code, "message": exc.message, "details": exc.details}
+    out = {"status": http_status(exc), "code": exc.code, "message": exc.message, "details": exc.details}
     retry = getattr(exc, "retry_after", None)
     return out if retry is None else {**out, "retry_after": retry}
 
 
 def decode_error(e: dict[str, Any]) -> TlogError:
     """The error a handler raised, as the front end's caller gets it (the same status, code, message and
-    details; a 503 keeps its Retry-After)."""
-    if e["status"] == 503:
-        return Unavailable(e["message"], e["details"], e["code"], retry_after=e.get("retry_after"))
-    return TlogError(e["message"], e["details"], e["code"], e["status"])
+    details; a 503 or a 425 keeps its Retry-After)."""
+    retry = {"retry_after": e["retry_after"]} if "retry_after" in e else {}
+    return error_type(e["status"])(e["message"], e["details"], e["code"], **retry)
 
 
 # --- the front end -------------------------------------------------------------------------------------

@@ -1,19 +1,24 @@
 """The one place where errors become HTTP answers: `{"error": {"code", "message", "details"}}`.
 
-A TlogError maps to its own status; aiohttp's HTTP exceptions (unknown route, wrong method, body too
-large) keep theirs but get the same JSON shape; anything else is a bug, logged with its traceback on the
-server and answered 500 with no detail, so nothing internal leaks."""
+A TlogError gets the status STATUSES gives its type, or its nearest listed base (`http_status`): the
+types know nothing of HTTP, as Tessera's ErrPushback becomes a 503 only at its edge. aiohttp's HTTP
+exceptions (unknown route, wrong method, body too large) keep their statuses but get the same JSON shape;
+anything else is a bug, logged with its traceback on the server and answered 500 with no detail, so
+nothing internal leaks."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..errors import DETAILS_SHOWN, TlogError, TooEarly, Unavailable, bounded_details, cut
+from ..errors import (DETAILS_SHOWN, Conflict, Forbidden, NotFound, ProofError, StorageError, TlogError, TooEarly,
+                      TooLarge, Unauthorized, Unavailable, Unreachable, ValidationError, VerificationError,
+                      bounded_details, by_type, cut)
 from .state import STATE_KEY
 
 log = logging.getLogger("tlog.server")
@@ -24,6 +29,32 @@ _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 413: "too_large", 415: "unsupported_media_type", 429: "rate_limited", 503: "unavailable",
 }
+
+
+@dataclass
+class UnsupportedMediaType(TlogError):
+    """A body sent as a media type the route does not read."""
+
+    code: str = "unsupported_media_type"
+
+
+# The status of each error type; a type not listed answers as its nearest listed base (TlogError: 400).
+# VerificationError's 500 is the server's own fault, answered as "internal error" with no detail.
+STATUSES: dict[type[TlogError], int] = {
+    TlogError: 400, ValidationError: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+    TooLarge: 413, UnsupportedMediaType: 415, ProofError: 422, TooEarly: 425, VerificationError: 500,
+    Unavailable: 503, StorageError: 503, Unreachable: 503,
+}
+
+
+def http_status(exc: TlogError) -> int:
+    return by_type(STATUSES, exc) or 400  # never the default: TlogError is listed
+
+
+def error_type(status: int) -> type[TlogError]:
+    """The type the server answers `status` for (the first listed), so that an error carried by its status
+    (a cluster's handoff) is answered as it was raised; TlogError for a status no type has."""
+    return next((t for t, s in STATUSES.items() if s == status), TlogError)
 
 
 MESSAGE_CHARS = 1000  # an error's message, which may quote the request, is cut to this
@@ -43,7 +74,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except TlogError as exc:
-        status = exc.status if 400 <= exc.status < 600 else 500
+        status = http_status(exc)
         if status >= 500 and status != 503:
             log.error("internal error on %s: %s", request.path, exc.message)
             return error_response(500, "internal", "internal error")

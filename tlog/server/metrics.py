@@ -15,6 +15,7 @@ from ..checkpoint import Checkpoint
 from ..errors import TlogError, Unavailable
 from ..note import parse_note
 from .auth import PRINCIPAL, require
+from .errors import http_status
 from .state import STATE_KEY, get_state
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -61,8 +62,11 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         resp = await handler(request)
         status = resp.status
         return resp
-    except (web.HTTPException, TlogError) as exc:
+    except web.HTTPException as exc:
         status = exc.status
+        raise
+    except TlogError as exc:
+        status = http_status(exc)
         raise
     finally:
         info = request.match_info.route.resource

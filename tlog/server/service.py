@@ -18,12 +18,13 @@ from aiohttp import web
 from .. import merkle
 from ..canonical import join_path, loads_strict
 from ..checkpoint import Receipt
-from ..errors import Forbidden, NotFound, TlogError, TooEarly, TooLarge, Unavailable, ValidationError
+from ..errors import Forbidden, NotFound, TooEarly, TooLarge, Unavailable, ValidationError
 from ..leaves import iter_leaves
 from ..builder import MAX_CONTENT_ARTISTS
 from ..records import PLATFORM_ID_RULE, format_logged_at, is_platform_id
 from ..tokens import MAX_ISSUED_TTL_S, Principal, artist_subject, new_token
 from .auth import require, require_artist, require_right
+from .errors import UnsupportedMediaType
 from .params import check_artist_id, path_index, platform_id
 from .state import State, get_state
 
@@ -37,7 +38,7 @@ MERGE_PATCH = "application/merge-patch+json"  # RFC 7396
 
 def _json_content(request: web.Request, media: tuple[str, ...] = (JSON,)) -> None:
     if request.content_type not in media:
-        raise TlogError(f"send the body as {' or '.join(media)}", code="unsupported_media_type", status=415)
+        raise UnsupportedMediaType(f"send the body as {' or '.join(media)}")
 
 
 async def read_json(request: web.Request, max_bytes: int | None = None, *, media: tuple[str, ...] = (JSON,)) -> Any:

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from ..errors import ProofError, TlogError, Unavailable, ValidationError
+from ..errors import (Conflict, Forbidden, NotFound, ProofError, StorageError, TlogError, Unavailable, ValidationError,
+                      by_type)
 from ..note import Verifier
 from ..server.errors import hide_server_software
 from . import core
@@ -23,6 +24,13 @@ from .store import Witness
 log = logging.getLogger("tlog.witness")
 
 MAX_BODY = 64 << 10  # a checkpoint with 100 signatures and 63 proof lines is well under 20 KiB
+# c2sp.org/tlog-witness's statuses, by error type (a type not listed answers as its nearest listed base):
+# 404 and 403 for a log or a key the witness does not trust, 400 for a malformed request, 409 for an old
+# size it did not cosign, 422 for a proof or a replay that fails; 503 when the witness cannot do its part.
+STATUSES: dict[type[TlogError], int] = {
+    TlogError: 400, ValidationError: 400, Forbidden: 403, NotFound: 404, Conflict: 409, ProofError: 422,
+    Unavailable: 503, StorageError: 503,
+}
 WITNESS_KEY = web.AppKey("tlog_witness", Witness)
 LOGS_KEY = web.AppKey("tlog_witness_logs", dict)
 REPLAY_KEY = web.AppKey("tlog_witness_replay", dict)
@@ -74,18 +82,19 @@ async def add_checkpoint(request: web.Request) -> web.Response:
 
 def _refuse(witness: Witness, req: core.AddCheckpoint | None, exc: TlogError, body: bytes) -> web.Response:
     origin = req.checkpoint.origin if req else "?"
-    if exc.status >= 500:
+    status = by_type(STATUSES, exc) or 400  # never the default: TlogError is listed
+    if status >= 500:
         log.error("could not cosign %s: %s", origin, exc.message)
         if isinstance(exc, Unavailable):  # the log's tiles could not be read to replay them: it may retry
             return web.Response(status=503, text=exc.message + "\n")
         return web.Response(status=503, text="the witness cannot record checkpoints right now\n")
-    log.warning("refused %s (%d): %s", origin, exc.status, exc.message)
+    log.warning("refused %s (%d): %s", origin, status, exc.message)
     if req is not None and isinstance(exc, (core.ForkConflict, ProofError)):
         # Validly signed (check runs after authenticate) yet inconsistent: possibly a split view.
-        witness.store.add_refusal(origin, exc.status, exc.message, body)
+        witness.store.add_refusal(origin, status, exc.message, body)
     if isinstance(exc, core.SizeConflict):
         return web.Response(status=409, body=b"%d\n" % exc.size, headers={"Content-Type": core.SIZE_CONTENT_TYPE})
-    return web.Response(status=exc.status, text=exc.message + "\n")
+    return web.Response(status=status, text=exc.message + "\n")
 
 
 async def healthz(request: web.Request) -> web.Response:
