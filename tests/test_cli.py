@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from tlog import merkle
 from tlog.checkpoint import open_checkpoint
 from tlog.cli import main
+from tlog.errors import ValidationError
 from tlog.note import Verifier
 
 from .conftest import records
@@ -254,3 +255,27 @@ def test_a_repeated_event_id_is_named_with_its_lines_and_nothing_is_appended(tmp
     assert f"  lines 2, 4: event_id {recs[1]['event_id']!r} appears 2 times; give each use its own event_id" in res.output
     assert "  line 5: a use record must be a JSON object" in res.output  # no stray ": :" where a field has no name
     assert runner.invoke(main, ["stats", "--db", str(db), "--json"]).stdout.count('"use"') == 0
+
+
+def test_the_library_appends_a_file_all_or_nothing_and_closes_with_the_block(tmp_path, db):
+    """`tlog append` is LocalLog.append_jsonl and a print: the same checks without the CLI."""
+    from tlog.log import open_log
+
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records(5)))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(orjson.dumps(records(1)[0]) + b"\n{\n")
+    with open_log(db, secrets_needed=True) as log:
+        size = log.store.size()
+        with open(bad, "rb") as f, pytest.raises(ValidationError, match="nothing was appended"):
+            log.append_jsonl("recsys", f)
+        assert log.store.size() == size
+        with open(good, "rb") as f, pytest.raises(ValidationError, match="1-128 characters without spaces"):
+            log.append_jsonl("rec sys", f)
+        seen: list[tuple[int, int]] = []
+        with open(good, "rb") as f:
+            done = log.append_jsonl("recsys", f, lambda n, total: seen.append((n, total)))
+        assert (done.appended, done.duplicate, seen[-1]) == (5, 0, (5, 5))
+        assert done.size == log.latest_checkpoint()[0].size > size
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        log.store.size()  # the store was closed with the block

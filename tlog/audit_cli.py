@@ -21,7 +21,7 @@ import orjson
 
 from .audit import AuditReport, AuditState, AuditWalk
 from .canonical import loads_strict
-from .cli_options import EXITS_CHECKING, json_option, token_options
+from .cli_options import EXITS_CHECKING, json_option, token_options, witness_policy_option
 from .errors import NotFound, Unreachable, ValidationError, VerificationError
 from .files import private_dir, write_private
 from .note import Verifier
@@ -39,8 +39,7 @@ from .witness.quorum import WitnessQuorum, load_witness_quorum
               help="Remember what was verified here (created if missing): the next run fetches only what is new.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the fetched bundle (a list of pages for a long history), to check again with `tlog audit verify`.")
-@click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A c2sp.org/tlog-policy file: the checkpoint must carry its quorum's cosignatures.")
+@witness_policy_option("the checkpoint must carry its quorum's cosignatures.")
 @json_option("Print the report as JSON: the verdict, and the uses by track, purpose and month.")
 @click.pass_context
 def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str | None, token: str | None,
@@ -82,8 +81,7 @@ def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str 
 @click.option("--vkey", required=True, help="The log's verifier key you trust.")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Refuse a bundle older than what was verified here, and remember this one.")
-@click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A c2sp.org/tlog-policy file: the checkpoint must carry its quorum's cosignatures.")
+@witness_policy_option("the checkpoint must carry its quorum's cosignatures.")
 @json_option("Print the report as JSON.")
 def audit_verify(file: IO[bytes], vkey: str, state_dir: Path | None, witness_policy: Path | None, as_json: bool) -> None:
     """Verify a saved audit bundle FILE offline (one page, or the list of pages `tlog audit --out` saves)."""

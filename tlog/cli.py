@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import base64
 import errno
-import gc
 import os
-import re
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
-
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
@@ -22,19 +18,18 @@ from click.core import ParameterSource
 
 from . import merkle
 from .canonical import loads_strict
-from .cli_options import EXITS, EXITS_CHECKING, JSON_META, DbParam, json_option, keys_option, token_options
+from .cli_options import (EXITS, EXITS_CHECKING, JSON_META, db_option, json_option, keys_option, quiet_option,
+                          token_options, witness_policy_option)
 from .errors import (DETAILS_SHOWN, EXIT_BAD_INPUT, EXIT_UNREACHABLE, Alert, Forbidden, TlogError, Unreachable, ValidationError,
                      VerificationError)
-from .log import LocalLog, default_db, init_log, open_log
+from .intake import read_jsonl
+from .log import LocalLog, init_log, open_log
 from .policy import Policy, parse_policy
 from .policy import policy_diff as diff_policies
-from .records import parse_rfc3339_ms, validate_use
-from .sequencer import Submission
+from .records import parse_rfc3339_ms
 
 if TYPE_CHECKING:
     from .webhooks import Target
-
-APPEND_BATCH = 1000
 
 
 class TlogGroup(click.Group):
@@ -92,12 +87,6 @@ def _fail(ctx: click.Context, message: str, details: list[dict[str, Any]], code:
     sys.exit(code)
 
 
-db_option = click.option(
-    "--db", "db", type=DbParam(), default=default_db, show_default="./data/tlog.db or $TLOG_DB",
-    help="The log's SQLite database, or a postgresql:// URL (its key files are then in --keys DIR or $TLOG_KEYS).",
-)
-
-
 @click.group(cls=TlogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="tlog")
 def main() -> None:
@@ -144,20 +133,11 @@ def init(db: Path | str, origin: str, id_pattern: str | None, keys: Path | None)
     Examples:
       tlog init --origin example.com/ai-log
       tlog init --db postgresql://tlog@db.internal/tlog --keys /etc/tlog/keys --origin example.com/ai-log"""
-    log = init_log(db, origin, id_pattern=id_pattern, keys=keys)
-    try:
+    with init_log(db, origin, id_pattern=id_pattern, keys=keys) as log:
         cp, _ = log.latest_checkpoint()
         click.echo(f"created {log.shown} (origin {origin}, size {cp.size})", err=True)
         click.echo(f"secrets: {', '.join(str(p) for p in log.key_files)} (keep them off the database host's backups)", err=True)
         click.echo(log.verifier.key)
-    finally:
-        log.close()
-
-
-def _read_jsonl(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    for n, line in enumerate(f, 1):
-        if line.strip():
-            yield n, line
 
 
 @main.command()
@@ -166,7 +146,7 @@ def _read_jsonl(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 @click.option("--url", default=None, help="Log to the server at URL instead (as the service its --token names).")
 @token_options("With --url: a service token")
 @click.option("--vkey", default=None, help="With --url: the log's verifier key you trust; every answer is checked against it.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 @click.argument("file", type=click.File("rb"))
 @click.pass_context
 def append(ctx: click.Context, db: Path, service: str | None, url: str | None, token: str | None, vkey: str | None,
@@ -197,92 +177,19 @@ def append(ctx: click.Context, db: Path, service: str | None, url: str | None, t
                                   "the log's verifier key")
         from .client.upload import upload
 
-        rows, problems = _read_records(file)
-        _nothing_appended(file, problems)
+        lines = read_jsonl(file)
+        lines.refuse_if_problems()  # the server checks each record; the file's own problems are ours to say
         with _progress(quiet, "appending") as progress:
             try:
-                counts, decisions, size = upload(url, token, vkey, rows, progress=progress)
+                done = upload(url, token, vkey, lines.rows, progress=progress)
             except Forbidden as exc:  # SPEC §7: a log that will not take this token is one we cannot reach (3)
                 raise Unreachable(exc.message, exc.details) from None
     else:
         if service is None:
             raise ValidationError("name the service the records are logged as with --service (or log to a server with --url)")
-        counts, decisions, size = _append_local(db, service, file, quiet)
-    summary = ", ".join(f"{v} {k}" for k, v in sorted(decisions.items()))
-    click.echo(f"{counts['appended']} appended, {counts['duplicate']} duplicate ({summary or 'none'}); size {size}")
-
-
-def _read_records(file: IO[bytes]) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
-    """(line number, parsed JSON) of each record of a JSON Lines file, and the problems: every line that
-    is not strict JSON, and every event_id that appears more than once, with its lines."""
-    rows: list[tuple[int, Any]] = []
-    problems: list[dict[str, Any]] = []
-    lines_of: dict[str, list[int]] = {}
-    for n, line in _read_jsonl(file):
-        try:
-            obj = loads_strict(line)
-        except ValidationError as exc:
-            problems.extend({"field": f"line {n}", "message": d["message"]} for d in (exc.details or [{"message": exc.message}]))
-            continue
-        rows.append((n, obj))
-        if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
-            lines_of.setdefault(obj["event_id"], []).append(n)
-    problems.extend({"field": f"lines {', '.join(map(str, ns))}",
-                     "message": f"event_id {eid!r} appears {len(ns)} times; give each use its own event_id"}
-                    for eid, ns in lines_of.items() if len(ns) > 1)
-    return rows, problems
-
-
-def _nothing_appended(file: IO[bytes], problems: list[dict[str, Any]]) -> None:
-    if problems:
-        problems.sort(key=lambda d: int(re.search(r"\d+", d["field"]).group()))  # type: ignore[union-attr]
-        raise ValidationError(f"{len(problems)} problem(s) in {file.name}; nothing was appended", problems)
-
-
-def _append_local(db: Path, service: str, file: IO[bytes], quiet: bool) -> tuple[dict[str, int], dict[str, int], int]:
-    if not service or any(c.isspace() for c in service) or len(service) > 128:
-        raise ValidationError(f"--service {service!r} must be 1-128 characters without spaces")
-    rows, problems = _read_records(file)
-    log = open_log(db, secrets_needed=True)
-    seq = None
-    try:
-        seq = log.sequencer()
-        purposes = seq.policy.purposes if seq.policy else {}
-        now = datetime.now(timezone.utc)
-        recs: list[dict[str, Any]] = []
-        for n, obj in rows:
-            try:
-                recs.append(validate_use(obj, now=now, purposes=purposes))
-            except ValidationError as exc:
-                problems.extend({"field": f"line {n}: {d['field']}" if d.get("field") else f"line {n}", "message": d["message"]}
-                                for d in (exc.details or [{"message": exc.message}]))
-        _nothing_appended(file, problems)
-        rows.clear()  # only the validated records are kept
-        # The validated records live until the end: keep them out of the cyclic collector's scans (with
-        # a million of them those scans cost about a quarter of the append time).
-        gc.freeze()
-        counts = {"appended": 0, "duplicate": 0}
-        decisions: dict[str, int] = {}
-        if len(recs) > APPEND_BATCH:  # more than one batch: write each while the next is built
-            seq = log.sequencer(writer=log.process_writer())
-        batches = ([Submission(service, recs[i : i + APPEND_BATCH])] for i in range(0, len(recs), APPEND_BATCH))
-        done = 0
-        with _progress(quiet, "appending") as progress:
-            for (res,) in seq.append_all(batches):
-                if isinstance(res, TlogError):
-                    raise res
-                for r in res:
-                    counts["duplicate" if r.duplicate else "appended"] += 1
-                    decisions[r.decision] = decisions.get(r.decision, 0) + 1
-                done += len(res)
-                progress(done, len(recs))
-        seq.close()
-        cp, _ = log.latest_checkpoint()
-        return counts, decisions, cp.size
-    finally:
-        if seq is not None:
-            seq.writer.close()  # after a failure: the batches in flight are not waited for
-        log.close()
+        with open_log(db, secrets_needed=True) as log, _progress(quiet, "appending") as progress:
+            done = log.append_jsonl(service, file, progress)
+    click.echo(done.summary())
 
 
 @main.group()
@@ -308,12 +215,9 @@ def policy_publish(db: Path, policy_id: str, effective: str | None, file: IO[byt
     effective_ms = None
     if effective is not None:
         effective_ms = parse_rfc3339_ms(effective, field="--effective")
-    log = open_log(db, secrets_needed=True)
-    try:
+    with open_log(db, secrets_needed=True) as log:
         index, _ = log.sequencer().publish_policy(file.read(), policy_id, effective_ms=effective_ms)
         click.echo(f"policy {policy_id} published at index {index}")
-    finally:
-        log.close()
 
 
 @main.command()
@@ -341,8 +245,7 @@ def erase(db: Path, artist_id: str, reason: str, yes: bool) -> None:
         erasure.check_reason(reason, artist_id)
     except ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="--reason") from None
-    log = open_log(db, secrets_needed=True)
-    try:
+    with open_log(db, secrets_needed=True) as log:
         plan = erasure.plan(log.store, artist_id)
         click.echo(plan.describe())
         if not plan.empty and not yes and not _confirm("Erase it?"):
@@ -353,8 +256,6 @@ def erase(db: Path, artist_id: str, reason: str, yes: bool) -> None:
             click.echo(f"erased {len(done.entries)} entries of artist {artist_id}: erasure leaf at index {done.index}")
         elif tokens:
             click.echo(f"deleted {tokens} token{'s' * (tokens != 1)} of artist {artist_id}")
-    finally:
-        log.close()
 
 
 def _confirm(question: str) -> bool:
@@ -371,15 +272,12 @@ def _confirm(question: str) -> bool:
 @click.option("--id", "policy_id", default=None, help="A published policy id (default: the one in force).")
 def policy_show(db: Path, policy_id: str | None) -> None:
     """Print a published policy document."""
-    log = open_log(db)
-    try:
+    with open_log(db) as log:
         pols = log.store.policies()
         rec = log.store.policy(policy_id) if policy_id else (pols[-1] if pols else None)
         if rec is None:
             raise ValidationError(f"no policy {policy_id!r}" if policy_id else "no policy published")
         click.echo(rec.document.decode())
-    finally:
-        log.close()
 
 
 @policy.command("diff")
@@ -394,11 +292,8 @@ def policy_diff(db: Path, as_json: bool, old: str, new: str) -> None:
     \b
     Example:
       tlog policy diff default 2027-01"""
-    log = open_log(db, readonly=True)
-    try:
+    with open_log(db, readonly=True) as log:
         a, b = (_published_policy(log, policy_id) for policy_id in (old, new))
-    finally:
-        log.close()
     if as_json:
         from .web.words import diff_json
 
@@ -431,14 +326,11 @@ def preferences(db: Path, artist_id: str, by: str, service: str | None, file: IO
 
     \b
     Example: {"no_ai": true, "purposes": {"fraud_detection": "allow"}}"""
-    log = open_log(db, secrets_needed=True)
-    try:
+    with open_log(db, secrets_needed=True) as log:
         change = log.sequencer().set_preferences(artist_id, loads_strict(file.read()), by=by, service=service)
         click.echo(f"preferences of {artist_id} set at index {change.index}")
         for d in change.dropped:
             click.echo(f"  dropped: {d['setting']} (was {_setting(d['was'])}, now {_setting(d['now'])})", err=True)
-    finally:
-        log.close()
 
 
 @main.group()
@@ -478,8 +370,7 @@ def content_release(db: Path, content_id: str, artist: str) -> None:
 
 
 def _rebind(db: Path, content_id: str, change: Callable[[Any], list[Any]]) -> None:
-    log = open_log(db, secrets_needed=True)
-    try:
+    with open_log(db, secrets_needed=True) as log:
         changes = change(log.sequencer())
         for c in changes:
             click.echo(f"{c.change} {content_id} {'to' if c.change == 'bind' else 'from'} {c.artist_id} at index {c.index}")
@@ -487,8 +378,6 @@ def _rebind(db: Path, content_id: str, change: Callable[[Any], list[Any]]) -> No
             click.echo("no change", err=True)
         bound = ", ".join(a for a, _ in log.store.content_artists(content_id))
         click.echo(f"{content_id} is bound to {bound}")
-    finally:
-        log.close()
 
 
 def _setting(value: Any) -> str:
@@ -502,12 +391,9 @@ def _setting(value: Any) -> str:
 @db_option
 def checkpoint(db: Path) -> None:
     """Print the latest signed checkpoint, its exact bytes and nothing else."""
-    log = open_log(db, readonly=True)
-    try:
+    with open_log(db, readonly=True) as log:
         _, signed = log.latest_checkpoint()
         sys.stdout.buffer.write(signed)
-    finally:
-        log.close()
 
 
 @main.group()
@@ -531,15 +417,12 @@ def _emit_proof(proof: list[bytes], as_json: bool, **fields: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {index, size, proof} as JSON.")
 def prove_inclusion(db: Path, index: int, size: int | None, as_json: bool) -> None:
     """Inclusion proof of leaf INDEX in the tree of --size leaves."""
-    log = open_log(db, readonly=True)
-    try:
+    with open_log(db, readonly=True) as log:
         size = size or log.latest_checkpoint()[0].size
         _check_size(log, size)
         if index >= size:
             raise ValidationError(f"index {index} is not below size {size}")
         _emit_proof(merkle.inclusion_proof(index, size, log.store), as_json, index=index, size=size)
-    finally:
-        log.close()
 
 
 @prove.command("consistency")
@@ -549,14 +432,11 @@ def prove_inclusion(db: Path, index: int, size: int | None, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print {old, new, proof} as JSON.")
 def prove_consistency(db: Path, old: int, new: int, as_json: bool) -> None:
     """Consistency proof from the tree of OLD leaves to the tree of NEW leaves."""
-    log = open_log(db, readonly=True)
-    try:
+    with open_log(db, readonly=True) as log:
         _check_size(log, new)
         if old > new:
             raise ValidationError(f"old size {old} is larger than new size {new}")
         _emit_proof(merkle.consistency_proof(old, new, log.store), as_json, old=old, new=new)
-    finally:
-        log.close()
 
 
 def _check_size(log: LocalLog, size: int) -> None:
@@ -571,7 +451,7 @@ def _check_size(log: LocalLog, size: int) -> None:
 @click.option("--vkey", default=None, help="The verifier key you trust; checked against the database's, required with --url.")
 @click.option("--trusted", type=click.File("rb"), default=None,
               help="An older signed checkpoint you trust: the log must be consistent with it.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 @json_option("Print the result as JSON ({\"ok\": true, \"size\", \"leaves\", …}; a failure: {\"ok\": false, \"error\", \"index\"}).")
 @click.pass_context
 def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trusted: IO[bytes] | None, quiet: bool,
@@ -605,11 +485,8 @@ def verify(ctx: click.Context, db: Path, url: str | None, vkey: str | None, trus
             report = verifier.verify_remote(url, vkey, trusted=trusted_note, progress=progress)
     else:
         with _progress(quiet) as progress:
-            log = open_log(db, readonly=True)
-            try:
+            with open_log(db, readonly=True) as log:
                 report = verifier.verify_log(log, vkey=vkey, trusted=trusted_note, progress=progress)
-            finally:
-                log.close()
     click.echo(orjson.dumps(report.to_json()).decode() if as_json else report.summary())
     if report.unshared:
         # SPEC §2.1: a use of co-owned content is logged once per rightsholder. The log holds (the summary
@@ -673,13 +550,10 @@ def stats(ctx: click.Context, db: Path, url: str | None, since: str | None, unti
 
         figures = fetch_json(url, "v1/stats", params)
     else:
-        log = open_log(db, readonly=True)
-        try:
+        with open_log(db, readonly=True) as log:
             query = parse_query(params, purposes_of(log.store.policies()))
             size = log.latest_checkpoint()[0].size
             figures = answer(log.store.stats(size, query.since_ms, query.until_ms), size, query)
-        finally:
-            log.close()
     if as_json:
         click.echo(orjson.dumps(figures).decode())
         return
@@ -699,7 +573,7 @@ def stats(ctx: click.Context, db: Path, url: str | None, since: str | None, unti
 @click.option("--public", is_flag=True, help="Locally: only the public leaves, no private details (always so with --url).")
 @click.option("--out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
               help="Output file, created mode 0600 and replaced only once complete (default stdout).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 @click.pass_context
 def export(ctx: click.Context, db: Path, url: str | None, fmt: str, start: int, end: int | None, public: bool,
            out: Path | None, quiet: bool) -> None:
@@ -723,14 +597,11 @@ def export(ctx: click.Context, db: Path, url: str | None, fmt: str, start: int, 
         return
     if fmt == "csv" and not public:
         raise ValidationError("CSV holds public leaves only: add --public (or export JSON Lines with the details)")
-    log = open_log(db, readonly=True)
-    try:
+    with open_log(db, readonly=True) as log:
         size = log.latest_checkpoint()[0].size
         with _output(out) as f:
             for chunk in exporter.rows(log.store, start, min(end or size, size), fmt, details=not public):
                 f.write(chunk)
-    finally:
-        log.close()
 
 
 @contextmanager
@@ -749,7 +620,7 @@ def _output(out: Path | None) -> Iterator[IO[bytes]]:
 @db_option
 @click.option("--to", "to", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The copy: a new file (never overwritten), created mode 0600.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 def backup(db: Path, to: Path, quiet: bool) -> None:
     """Copy the SQLite log to a new file --to, consistently even while `tlog serve` writes to it, then
     verify the copy as `tlog verify --db` does; a copy that does not verify is removed (exit 1).
@@ -823,9 +694,8 @@ def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
 @click.option("--metrics-token", is_flag=True, help="/metrics only with an auditor or metrics token (tlog token create --metrics).")
 @click.option("--metrics-bind", default=None, metavar="HOST:PORT", callback=lambda _c, _p, v: v and _host_port(v),
               help="Serve /metrics only on this address, not on --host/--port.")
-@click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A c2sp.org/tlog-policy file (log/witness/group/quorum lines; witnesses with their URLs): "
-                   "/checkpoint then advances only once its quorum of witnesses has cosigned.")
+@witness_policy_option("log/witness/group/quorum lines, witnesses with their URLs: /checkpoint then advances "
+                       "only once its quorum of witnesses has cosigned.")
 @click.option("--notify-url", default=None, metavar="URL",
               help="Post signed JSON events (policies announced and taking effect, preferences changed, refusals "
                    "and overrides) to the platform's notification system at URL; see docs/OPERATIONS.md.")
@@ -933,11 +803,8 @@ def token_create(db: Path, service: str | None, issuer: bool, artists: tuple[str
     now_ms = int(time.time() * 1000)
     expires_ms = None if expires is None else now_ms + parse_duration(expires) * 1000
     secret, digest = new_token()
-    log = open_log(db)
-    try:
+    with open_log(db) as log:
         token_id = log.store.add_token(role, subject, digest, now_ms, rights=rights, expires_ms=expires_ms)
-    finally:
-        log.close()
     what = f"{role}{' ' + subject if subject else ''}{''.join(f' +{r}' for r in sorted(rights))}"
     until = f", expires {_iso(expires_ms)}" if expires_ms is not None else ""
     click.echo(f"token {token_id}: {what}{until} (shown once; store it now)", err=True)
@@ -949,11 +816,8 @@ def token_create(db: Path, service: str | None, issuer: bool, artists: tuple[str
 @json_option("Print the tokens as a JSON list.")
 def token_list(db: Path, as_json: bool) -> None:
     """List tokens (ids, roles, subjects, rights, dates; never the secrets)."""
-    log = open_log(db, readonly=True)
-    try:
+    with open_log(db, readonly=True) as log:
         rows = log.store.tokens()
-    finally:
-        log.close()
     if as_json:
         click.echo(orjson.dumps([_token_json(t) for t in rows]).decode())
         return
@@ -986,12 +850,9 @@ def _iso(ms: int) -> str:
 @click.argument("token_id", type=click.IntRange(min=1))
 def token_revoke(db: Path, token_id: int) -> None:
     """Revoke token TOKEN_ID (see `tlog token list`); it stops working at once, also on a running server."""
-    log = open_log(db)
-    try:
+    with open_log(db) as log:
         if not log.store.revoke_token(token_id, int(time.time() * 1000)):
             raise ValidationError(f"no active token {token_id}")
-    finally:
-        log.close()
     click.echo(f"token {token_id} revoked")
 
 
@@ -1002,11 +863,10 @@ def token_revoke(db: Path, token_id: int) -> None:
 @click.option("--vkey", required=True, help="The log's verifier key you trust.")
 @click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory keeping what was checked so far (created if missing); one per log.")
-@click.option("--witness-policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="A c2sp.org/tlog-policy file: every checkpoint must carry its quorum's cosignatures.")
+@witness_policy_option("every checkpoint must carry its quorum's cosignatures.")
 @click.option("--follow", is_flag=True, help="Keep watching, a round every --interval seconds, until interrupted.")
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between rounds.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 @json_option("Print one JSON object a round ({\"ok\": true, \"origin\", \"size\", \"root\", \"grew\"}); the "
              "running commentary goes to stderr.")
 def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, follow: bool, interval: float,
@@ -1051,11 +911,11 @@ def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, f
 
 # Command groups defined in their own modules (they import nothing from here, so no cycle).
 from .audit_cli import audit  # noqa: E402
-from .keys_cli import key_group  # noqa: E402
+from .keys_cli import key  # noqa: E402
 from .witness.cli import witness  # noqa: E402
 
 main.add_command(audit)
-main.add_command(key_group(db_option))
+main.add_command(key)
 main.add_command(witness)
 
 

@@ -1,5 +1,5 @@
-"""Options that several commands share, defined once (SPEC §7): the token options, `--json`, and the exit
-status every command's help ends with. The command modules (cli, audit_cli, keys_cli, witness.cli) import
+"""Options that several commands share, defined once (SPEC §7): `--db`, `--keys`, the token options,
+`--json`, `--quiet`, `--witness-policy`, and the exit status every command's help ends with. The command modules (cli, audit_cli, keys_cli, witness.cli) import
 nothing from one another, so what they share lives here."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import IO, Any, Callable, TypeVar
 import click
 
 from .errors import ValidationError
+from .log import default_db
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +42,20 @@ def keys_option(help: str) -> Callable[[F], F]:
     """`--keys DIR`: the key folder of a postgresql:// log. $TLOG_KEYS, read by log.py for such a log only (a
     SQLite log's keys are beside it), stands in for it in every command."""
     return click.option("--keys", type=click.Path(file_okay=False, path_type=Path), default=None, help=help)
+
+
+db_option = click.option(
+    "--db", "db", type=DbParam(), default=default_db, show_default="./data/tlog.db or $TLOG_DB",
+    help="The log's SQLite database, or a postgresql:// URL (its key files are then in --keys DIR or $TLOG_KEYS).",
+)
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+
+
+def witness_policy_option(help: str) -> Callable[[F], F]:
+    """`--witness-policy FILE`: a c2sp.org/tlog-policy file (a witness quorum file, witness/quorum.py)."""
+    return click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        default=None, help=f"A c2sp.org/tlog-policy file: {help}")
 
 
 def json_option(help: str) -> Callable[[F], F]:

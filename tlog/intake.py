@@ -7,6 +7,10 @@ process instead, on the other core; the worker hands the normalised records back
 (orjson), which loads here for a fifth of the cost of checking. Small bodies are checked in-process,
 where the round trip would cost more than the work. Either way the checks are `check_body`'s, so a body
 gets the same answer and the same error wherever it was checked.
+
+A JSON Lines file (`tlog append FILE`) is read by `read_jsonl` and checked by `check_lines`: every problem
+of every line is listed, by line, and nothing is appended unless there is none. `Appended` counts what
+became of appended records, locally (LocalLog.append_uses) or remotely (client/upload.py) alike.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import re
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Collection
+from typing import IO, Any, Collection, Protocol
 
 import orjson
 
@@ -84,6 +90,97 @@ def _check_in_worker(body: bytes, now: datetime, purposes: frozenset[str], max_r
     except ValidationError as exc:
         return ("invalid", exc.message, exc.details)
     return ("ok", checked.batch, orjson.dumps(checked.records))
+
+
+# --- JSON Lines files (`tlog append`) ----------------------------------------------------------------
+
+
+@dataclass
+class JsonLines:
+    """A JSON Lines file read: (line number, parsed JSON) of each record, and the problems found so far."""
+
+    name: str
+    rows: list[tuple[int, Any]]
+    problems: list[dict[str, Any]]
+
+    def refuse_if_problems(self) -> None:
+        """ValidationError listing every problem, by line, if there is any: then nothing may be appended."""
+        if self.problems:
+            problems = sorted(self.problems, key=lambda d: int(re.search(r"\d+", d["field"]).group()))  # type: ignore[union-attr]
+            raise ValidationError(f"{len(problems)} problem(s) in {self.name}; nothing was appended", problems)
+
+
+def read_jsonl(f: IO[bytes]) -> JsonLines:
+    """The records of a JSON Lines file (blank lines skipped), with its problems: every line that is not
+    strict JSON, and every event_id that appears more than once, with its lines."""
+    rows: list[tuple[int, Any]] = []
+    problems: list[dict[str, Any]] = []
+    lines_of: dict[str, list[int]] = {}
+    for n, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = loads_strict(line)
+        except ValidationError as exc:
+            problems.extend({"field": f"line {n}", "message": d["message"]} for d in (exc.details or [{"message": exc.message}]))
+            continue
+        rows.append((n, obj))
+        if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
+            lines_of.setdefault(obj["event_id"], []).append(n)
+    problems.extend({"field": f"lines {', '.join(map(str, ns))}",
+                     "message": f"event_id {eid!r} appears {len(ns)} times; give each use its own event_id"}
+                    for eid, ns in lines_of.items() if len(ns) > 1)
+    return JsonLines(getattr(f, "name", "the input"), rows, problems)
+
+
+def check_lines(lines: JsonLines, *, now: datetime, purposes: Collection[str]) -> list[UseRecord]:
+    """Every record of the file validated (SPEC §2.1), or ValidationError naming every problem by line
+    (`line 7: purpose`), the file's own problems included."""
+    valid: list[UseRecord] = []
+    for n, obj in lines.rows:
+        try:
+            valid.append(validate_use(obj, now=now, purposes=purposes))
+        except ValidationError as exc:
+            lines.problems.extend({"field": f"line {n}: {d['field']}" if d.get("field") else f"line {n}", "message": d["message"]}
+                                  for d in (exc.details or [{"message": exc.message}]))
+    lines.refuse_if_problems()
+    return valid
+
+
+class Outcome(Protocol):
+    """What the log answered for one record, locally (a UseResult) or from a server (a UseReceipt)."""
+
+    @property
+    def decision(self) -> str: ...
+
+    @property
+    def duplicate(self) -> bool: ...
+
+
+@dataclass
+class Appended:
+    """What became of the records of an append: how many were new, how many duplicates of records logged
+    before, each decision's count, and the size of a signed checkpoint covering them all."""
+
+    appended: int = 0
+    duplicate: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    size: int = 0
+
+    def count(self, outcomes: Iterable[Outcome]) -> None:
+        for r in outcomes:
+            if r.duplicate:
+                self.duplicate += 1
+            else:
+                self.appended += 1
+            self.decisions[r.decision] = self.decisions.get(r.decision, 0) + 1
+
+    def summary(self) -> str:
+        decisions = ", ".join(f"{v} {k}" for k, v in sorted(self.decisions.items()))
+        return f"{self.appended} appended, {self.duplicate} duplicate ({decisions or 'none'}); size {self.size}"
+
+
+# --- the worker process -------------------------------------------------------------------------------
 
 
 class Intake:

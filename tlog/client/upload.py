@@ -13,23 +13,22 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import TlogError
+from ..intake import Appended
 from .client import MAX_RECORDS, TlogClient
 
 _RECORD_FIELD = re.compile(r"records\[(\d+)\]\.?")
 
 
 def upload(url: str, token: str, vkey: str, rows: list[tuple[int, Any]],
-           progress: Callable[[int, int], None]) -> tuple[dict[str, int], dict[str, int], int]:
-    """Logs `rows` ((line number, record) of a JSON Lines file); returns the counts of appended and
-    duplicate records, the count of each decision, and the size of the checkpoint that proves the last."""
+           progress: Callable[[int, int], None]) -> Appended:
+    """Logs `rows` ((line number, record) of a JSON Lines file, intake.read_jsonl); returns what became of
+    them, with the size of the checkpoint that proves the last."""
     return asyncio.run(_upload(url, token, vkey, rows, progress))
 
 
 async def _upload(url: str, token: str, vkey: str, rows: list[tuple[int, Any]],
-                  progress: Callable[[int, int], None]) -> tuple[dict[str, int], dict[str, int], int]:
-    counts = {"appended": 0, "duplicate": 0}
-    decisions: dict[str, int] = {}
-    size = 0
+                  progress: Callable[[int, int], None]) -> Appended:
+    done = Appended()
     async with TlogClient(url, token, vkey=vkey) as client:
         for start in range(0, len(rows), MAX_RECORDS):
             chunk = rows[start : start + MAX_RECORDS]
@@ -37,15 +36,13 @@ async def _upload(url: str, token: str, vkey: str, rows: list[tuple[int, Any]],
                 results = await client.log_many([record for _, record in chunk])
             except TlogError as exc:
                 raise _by_line(exc, chunk, logged=rows[start - 1][0] if start else None) from None
-            for r in results:
-                counts["duplicate" if r.duplicate else "appended"] += 1
-                decisions[r.decision] = decisions.get(r.decision, 0) + 1
+            done.count(results)
             progress(start + len(chunk), len(rows))
         if rows:
-            size = (await client.receipt(results[-1].index, leaf_hash=results[-1].leaf_hash)).checkpoint.size
+            done.size = (await client.receipt(results[-1].index, leaf_hash=results[-1].leaf_hash)).checkpoint.size
         else:
-            size = (await client.log_info()).size
-    return counts, decisions, size
+            done.size = (await client.log_info()).size
+    return done
 
 
 def _by_line(exc: TlogError, chunk: list[tuple[int, Any]], logged: int | None) -> TlogError:
