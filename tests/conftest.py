@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,3 +44,11 @@ def append(seq: Sequencer, recs: list[dict[str, Any]], service: str = "recsys") 
     if isinstance(res, Exception):
         raise res
     return res
+
+
+def make_older(db: Path, *statements: str) -> None:
+    """Turns the closed log at `db` into one an earlier version made: `statements` take away what that
+    version did not have, and the record of applied migrations goes too (it did not have that either)."""
+    conn = sqlite3.connect(db)
+    conn.executescript(";".join([*statements, "DROP TABLE _sqlite_migrations"]))
+    conn.close()

@@ -13,7 +13,7 @@ import pytest
 
 from tlog import verify
 from tlog.bindings import BindingReplay, unshared
-from tlog.errors import Conflict, ValidationError, VerificationError
+from tlog.errors import Conflict, StorageError, ValidationError, VerificationError
 from tlog.leaves import iter_leaves
 from tlog.log import init_log, open_log
 from tlog.records import parse_leaf, validate_use
@@ -22,7 +22,7 @@ from tlog.sequencer import Submission
 from tlog.store.base import UseFilter
 from tlog.store.sqlite import SqliteStore
 
-from .conftest import append, records
+from .conftest import append, make_older, records
 
 A, B, C = "sc:user:42", "sc:user:77", "sc:user:9"
 
@@ -178,16 +178,12 @@ def test_a_log_from_before_bindings_binds_each_content_to_its_first_uses_artist_
     append(seq, [use("e1", A), use("e2", B, "sc:track:2")])
     path = log.path
     log.close()
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE bindings")
-    conn.execute("CREATE TABLE t AS SELECT id, role, subject, digest, created_ms, revoked_ms FROM tokens")
-    conn.execute("DROP TABLE tokens")
-    conn.execute("ALTER TABLE t RENAME TO tokens")
-    conn.commit()
-    conn.close()
-    ro = SqliteStore(path, readonly=True)  # read-only: nothing is added, nothing is bound, no token has rights
-    assert not ro.keeps_bindings and ro.bindings(["sc:track:1"]) == {} and ro.tokens() == []
-    ro.close()
+    make_older(path, "DROP TABLE bindings",
+               "CREATE TABLE t AS SELECT id, role, subject, digest, created_ms, revoked_ms FROM tokens",
+               "DROP TABLE tokens", "ALTER TABLE t RENAME TO tokens")
+    with pytest.raises(StorageError, match=r"needs its tables upgraded \(tables, .*bindings, token_rights_expiry, usage\)"
+                       r".*tlog upgrade --db"):
+        SqliteStore(path, readonly=True)  # read-only: nothing is added, so nothing would be bound
     again = open_log(path)
     try:
         assert {c: [x for x, _ in again.store.content_artists(c)] for c in ("sc:track:1", "sc:track:2")} == {

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlog.errors import ValidationError
+from tlog.errors import StorageError, ValidationError
 from tlog.log import LocalLog, init_log, open_log
 from tlog.records import PHASES
 from tlog.stats import MAX_DAYS, StatsQuery, Tally, answer, parse_query
 
-from .conftest import append, records
+from .conftest import append, make_older, records
 
 HOUR_MS = 3_600_000
 START = (int(time.time()) // 86_400 - 12) * 86_400 + 1_800  # 00:30 UTC, twelve days ago
@@ -63,20 +63,17 @@ def test_a_log_made_before_the_usage_table_gains_it_on_open(tmp_path: Path):
     append(log.sequencer(), records(30))
     want = log.store.stats()
     size = log.store.size()
-    # As a log of the previous version: a `stats` table without phases, no `usage` table.
-    log.store.conn.execute("DROP TABLE usage")
-    log.store.conn.execute("CREATE TABLE stats (day TEXT, type TEXT, purpose TEXT, decision TEXT, leaves INT, uses INT)")
     log.close()
-    readonly = open_log(db, readonly=True)  # cannot add the table: counts from the entries
-    try:
-        assert readonly.store.stats() == want == recount(readonly, size, None, None)
-    finally:
-        readonly.close()
+    # As a log of the previous version: a `stats` table without phases, no `usage` table.
+    make_older(db, "DROP TABLE usage",
+               "CREATE TABLE stats (day TEXT, type TEXT, purpose TEXT, decision TEXT, leaves INT, uses INT)")
+    with pytest.raises(StorageError, match=r"needs its tables upgraded \(.*usage\)"):
+        open_log(db, readonly=True)  # cannot add the table
     reopened = open_log(db)
     try:
         tables = {r[0] for r in reopened.store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "usage" in tables and "stats" not in tables
-        assert reopened.store.stats() == want
+        assert reopened.store.stats() == want == recount(reopened, size, None, None)
     finally:
         reopened.close()
 

@@ -9,6 +9,7 @@ import pytest
 from tlog import merkle
 from tlog.errors import StorageError
 from tlog.store import sqlite as sqlite_store
+from tlog.store import sqlite_schema
 
 from .conftest import append, records
 
@@ -56,7 +57,7 @@ def test_artist_listings_are_the_same_whatever_the_epoch_width(tmp_path, monkeyp
     entry of the artist, in order, from any cursor (an epoch of one entry is the extreme case)."""
     from tlog.log import init_log
 
-    monkeypatch.setattr(sqlite_store, "ARTIST_EPOCH_BITS", bits)
+    monkeypatch.setattr(sqlite_schema, "ARTIST_EPOCH_BITS", bits)
     lg = init_log(tmp_path / "e.db", "test.tlog.example/log")
     seq = lg.sequencer()
     for seed in range(4):
@@ -129,7 +130,7 @@ def test_a_database_of_an_unknown_schema_is_refused(log):
 
 
 def test_new_logs_use_the_larger_page_size(log):
-    assert log.store.conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_store.PAGE_SIZE
+    assert log.store.conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_schema.PAGE_SIZE
     assert log.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tlog.sequencer import read_schedule
 from tlog.store.sqlite import SqliteStore
 from tlog.webhooks import Notifier, Target, load_target
 
-from .conftest import append, records
+from .conftest import append, make_older, records
 from .e2e.conftest import free_port
 from .e2e.webhook_receiver import Receiver, verify
 
@@ -171,11 +170,7 @@ async def test_policies_take_effect_in_the_stream_where_their_time_falls_and_a_r
 
 def test_the_cursor_tables_are_added_on_open_to_a_log_made_without_them(tmp_path):
     init_log(tmp_path / "t.db", ORIGIN).close()
-    conn = sqlite3.connect(tmp_path / "t.db")
-    conn.execute("DROP TABLE notify_cursor")
-    conn.execute("DROP TABLE notify_effective")
-    conn.commit()
-    conn.close()
+    make_older(tmp_path / "t.db", "DROP TABLE notify_cursor", "DROP TABLE notify_effective")
     lg = open_log(tmp_path / "t.db")
     assert lg.store.notify_state() is None
     lg.store.save_notify_state(3, {1})

@@ -23,10 +23,11 @@ from .cli_options import (EXITS, EXITS_CHECKING, JSON_META, db_option, json_opti
 from .errors import (DETAILS_SHOWN, EXIT_BAD_INPUT, EXIT_UNREACHABLE, Alert, Forbidden, TlogError, Unreachable, ValidationError,
                      VerificationError)
 from .intake import read_jsonl
-from .log import LocalLog, init_log, open_log
+from .log import LocalLog, init_log, open_log, shown
 from .policy import Policy, parse_policy
 from .policy import policy_diff as diff_policies
 from .records import parse_rfc3339_ms
+from .store import open_store
 
 if TYPE_CHECKING:
     from .webhooks import Target
@@ -138,6 +139,23 @@ def init(db: Path | str, origin: str, id_pattern: str | None, keys: Path | None)
         click.echo(f"created {log.shown} (origin {origin}, size {cp.size})", err=True)
         click.echo(f"secrets: {', '.join(str(p) for p in log.key_files)} (keep them off the database host's backups)", err=True)
         click.echo(log.verifier.key)
+
+
+@main.command()
+@db_option
+def upgrade(db: Path | str) -> None:
+    """Bring the tables of a log made by an earlier version up to this one, and say what changed. Any
+    command that writes to the log does it as well; read-only ones, such as `tlog verify`, ask for it.
+    Safe to run again, and while a server runs.
+
+    \b
+    Example:
+      tlog upgrade --db data/tlog.db
+    """
+    store = open_store(db)
+    done = store.migrated
+    store.close()
+    click.echo(f"upgraded {shown(db)}: {', '.join(done)}" if done else f"{shown(db)} is up to date")
 
 
 @main.command()

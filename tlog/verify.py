@@ -619,16 +619,15 @@ def _check_bindings(store: LogStore, size: int) -> list[Unshared]:
             replay.use(index, content_id, artist_id)
         else:
             replay.binding(index, content_id, artist_id, change)
-    if store.keeps_bindings:
-        stored: dict[str, dict[str, int]] = {}
-        for content_id, artist_id, index in store.iter_bindings():
-            stored.setdefault(content_id, {})[artist_id] = index
-        differ = [c for c in stored.keys() | replay.bound.keys() if stored.get(c) != replay.bound.get(c)]
-        if differ:
-            first = min(differ, key=lambda c: min([*stored.get(c, {}).values(), *replay.bound.get(c, {}).values()]))
-            at = min([*stored.get(first, {}).values(), *replay.bound.get(first, {}).values()])
-            raise _fail(at, f"the stored artists of content {first!r} differ from what its first use and binding "
-                            "leaves say")
+    stored: dict[str, dict[str, int]] = {}
+    for content_id, artist_id, index in store.iter_bindings():
+        stored.setdefault(content_id, {})[artist_id] = index
+    differ = [c for c in stored.keys() | replay.bound.keys() if stored.get(c) != replay.bound.get(c)]
+    if differ:
+        first = min(differ, key=lambda c: min([*stored.get(c, {}).values(), *replay.bound.get(c, {}).values()]))
+        at = min([*stored.get(first, {}).values(), *replay.bound.get(first, {}).values()])
+        raise _fail(at, f"the stored artists of content {first!r} differ from what its first use and binding "
+                        "leaves say")
     if not replay.co_owned:
         return []
     uses = [(e.index, e.artist_id, use_key(e.details)) for e in store.content_uses(sorted(replay.co_owned_contents), size)]

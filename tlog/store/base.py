@@ -208,9 +208,6 @@ class LogStore(_Connection, Protocol):
     def content_events(self, end: int) -> Iterator[tuple[int, str, str, str | None]]: ...  # uses and bindings, in order
     def content_uses(self, content_ids: Sequence[str], end: int) -> list[Entry]: ...
 
-    @property
-    def keeps_bindings(self) -> bool: ...  # False only for a read-only connection to a log made before bindings
-
     # --- statistics ----------------------------------------------------------------------------
     def stats(self, size: int | None = None, since_ms: int | None = None,
               until_ms: int | None = None) -> list[StatRow]: ...  # leaves [0, size) logged in [since, until)

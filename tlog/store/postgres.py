@@ -115,6 +115,7 @@ class PostgresStore:
         self.where = shown(dsn)
         self.fence = fence
         self.readonly = readonly
+        self.migrated: list[str] = []  # what each migration this open applied did (postgres_schema.MIGRATIONS)
         self.conn = self._connect()
         self._names = Names(lambda: self._all("SELECT id, kind, value FROM names"))
         self._artist_ids: dict[str, int] = {}
@@ -150,10 +151,11 @@ class PostgresStore:
                 raise StorageError(f"{self.where} has schema {version}, newer than this tlog's "
                                    f"{schema.SCHEMA_VERSION}: upgrade tlog")
             if not self.readonly:
-                schema.migrate(c, int(time.time() * 1000))
+                done = schema.migrate(c, int(time.time() * 1000))
+                self.migrated = [m.what for m in schema.MIGRATIONS[len(schema.MIGRATIONS) - done:]]
             elif version != schema.SCHEMA_VERSION:
-                raise StorageError(f"{self.where} has schema {version}; open it once for writing (tlog serve, "
-                                   f"or any write) to migrate it to {schema.SCHEMA_VERSION}")
+                raise StorageError(f"{self.where} has schema {version}; run `tlog upgrade --db …` once (any command "
+                                   f"that writes does it too) to migrate it to {schema.SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[psycopg.Connection[Any]]:
@@ -193,10 +195,6 @@ class PostgresStore:
             if len(rows) < FETCH_ROWS:
                 return
             start = rows[-1][0] + 1
-
-    @property
-    def keeps_bindings(self) -> bool:
-        return True  # part of the schema from the first migration
 
     def close(self) -> None:
         self.conn.close()

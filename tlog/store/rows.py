@@ -344,21 +344,18 @@ UsageRows = Callable[[str, str], Iterable[Sequence[Any]]]  # (first day, last da
 
 
 def period_stats(total: int, size: int | None, since_ms: int | None, until_ms: int | None, *,
-                 logged_ms: Callable[[int], int], usage: UsageRows | None,
+                 logged_ms: Callable[[int], int], usage: UsageRows,
                  entries: Callable[[int, int], Iterator[Entry]]) -> list[StatRow]:
     """The public figures of leaves [0, size) logged in [since_ms, until_ms) of a log of `total` leaves, by
     day, type, purpose, phase and decision. Whole days come from the `usage` rows; the parts of the first
     and last day outside the range (a time within a day, leaves beyond `size`) are recounted from their
     entries and taken off, so the cost is that of at most two days' leaves. The caller reads all of it in
-    one snapshot. Without `usage` (a log opened read-only, made before the table existed) every leaf of
-    the range is counted."""
+    one snapshot."""
     size = total if size is None else min(size, total)
     lo = 0 if since_ms is None else first_logged(logged_ms, since_ms, total)
     hi = size if until_ms is None else min(size, first_logged(logged_ms, until_ms, total))
     if lo >= hi:
         return []
-    if usage is None:
-        return stat_rows(entries(lo, hi))
     first_ms, last_ms = logged_ms(lo), logged_ms(hi - 1)
     day_lo, day_hi = first_ms - first_ms % DAY_MS, last_ms - last_ms % DAY_MS
     counts = {tuple(row[:5]): [row[5], row[6]] for row in usage(usage_day(day_lo), usage_day(day_hi))}

@@ -8,12 +8,14 @@ Crash-safety invariants (kept here, where the writes happen):
 - In-memory caches (name ids, artist row ids) are only extended after COMMIT returns; any failure drops
   them, so a rolled-back transaction cannot leave a stale id behind.
 
+The tables, and the migrations that make and upgrade them, are in sqlite_schema.py.
+
 Public leaves are not stored. Use and refusal details are stored as columns (repeated strings such as
 purposes, services and systems as small integer ids), other details as canonical JSON in `extra`.
 
 Write amplification, which is what limits a growing log (every page a batch dirties is written to the WAL
 and again at the checkpoint):
-- The artist index is keyed by (epoch, artist) with epoch = idx >> ARTIST_EPOCH_BITS. An index on
+- The artist index is keyed by (epoch, artist) with epoch = idx >> ARTIST_EPOCH_BITS (sqlite_schema). An index on
   (artist, idx) gets ~1000 inserts per batch scattered over the whole index, dirtying a page each; keyed
   by epoch they land in the newest epoch's few hundred pages. An artist's listing seeks once per epoch.
 - Artist heads, the only rows a batch updates in place, live in the narrow `heads` table (a few bytes
@@ -45,25 +47,16 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Collection, Iterable, Iterator, Sequence
 
-import sqlite_utils
-
 from ..errors import Conflict, StorageError
 from ..stats import StatRow
 from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, ErasureRecord, PolicyRecord, TokenRecord,
                    UseFilter)
+from . import sqlite_schema as schema
 from .rows import (ENTRY_COLUMNS, NODE_MASK, Names, NewNames, binding_change, blob, decode_entry, encode_entry,
                    erased_details, narrow_tokens, node_id, period_stats, plan_artists, preferences, read_cached, remember,
                    stat_rows, token)
+from .sqlite_schema import ENTRY_SELECT, USAGE_UPSERT, immediate
 
-SCHEMA_VERSION = "3"
-_USAGE_TABLE = (
-    "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, type TEXT NOT NULL, purpose TEXT NOT NULL, phase TEXT NOT NULL, "
-    "decision TEXT NOT NULL, leaves INTEGER NOT NULL, uses INTEGER NOT NULL, PRIMARY KEY (day, type, purpose, phase, decision))"
-)
-_USAGE_UPSERT = ("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                 "leaves = leaves + excluded.leaves, uses = uses + excluded.uses")
-ARTIST_EPOCH_BITS = 15  # entries per artist-index epoch: see the module docstring
-PAGE_SIZE = 8192  # pages of new logs: appends fill fewer of them than of 4 KiB (scripts/bench: ~+7%)
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per connection (about 6 MiB)
 CHECKPOINT_INTERVAL = 0.25  # seconds: the background checkpointer runs at most this often
 log = logging.getLogger("tlog.store")
@@ -83,19 +76,11 @@ _ERASED_ROW = "FROM artists a JOIN heads h ON h.id = a.id WHERE a.artist_id IS N
 SCRUB_TRIES = 50  # checkpoint(TRUNCATE) attempts, 0.1 s apart, while readers hold the WAL
 
 
-def _artist_index() -> str:
-    return f"CREATE INDEX entries_artist ON entries((idx >> {ARTIST_EPOCH_BITS}), artist) WHERE artist IS NOT NULL"
-
-
 _ARTIST_STATE = (
     "SELECT a.artist_id, a.tag, h.aseq, h.head, a.preferences, a.proof FROM artists a JOIN heads h ON h.id = a.id"
 )
 
-_ENTRY_SELECT = (
-    "SELECT e.idx, e.type, e.logged_ms, a.artist_id, CAST(a.tag AS BLOB), e.aseq, e.aprev, e.service, e.event_id, "
-    "e.content_id, e.purpose, e.phase, e.system, e.occurred_at, e.window_end, e.invocations, e.detail, "
-    "e.basis, e.decision, e.policy, CAST(e.nonce AS BLOB), e.extra FROM entries e LEFT JOIN artists a ON a.id = e.artist"
-)
+_TOKEN_SELECT = "SELECT id, role, subject, created_ms, revoked_ms, digest, rights, expires_ms FROM tokens"
 
 
 class SqliteStore:
@@ -103,7 +88,7 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
-        self._token_columns: str | None = None
+        self.migrated: list[str] = []  # the migrations this open applied (sqlite_schema.MIGRATIONS)
         if not create and not self.path.exists():
             raise StorageError(f"no tlog database at {self.path} (run `tlog init` first)")
         if create and self.path.exists():
@@ -119,20 +104,14 @@ class SqliteStore:
                     os.close(fd)
                 self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if create:  # before the first table: the page size is fixed from then on
-                self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                self.conn.execute(f"PRAGMA page_size = {schema.PAGE_SIZE}")
             self._configure(readonly)
             if create:
-                self._create_schema()
+                schema.create(self.conn)
+            elif readonly:
+                schema.check_readonly(self.conn, self.path)
             else:
-                self._check_schema(readonly)
-            if not readonly:
-                self._ensure_published_table()
-                self._ensure_erasures()
-                self._ensure_feed_keys_table()
-                self._ensure_notify_tables()
-                self._ensure_bindings_table()
-                self._ensure_token_columns()
-            self._has_usage = self._table_exists("usage")
+                self.migrated = schema.upgrade(self.conn, self.path)
         except sqlite3.Error as exc:
             if not readonly and not os.access(self.path.parent, os.W_OK):
                 raise StorageError(
@@ -146,8 +125,8 @@ class SqliteStore:
         self._checkpointer: _Checkpointer | None = None  # started by the first write_batch
         self._checkpointer_tried = False
         self._names.reload()
-        if not readonly and not self._has_usage:
-            self._ensure_usage_table()
+        if self.migrated:
+            log.info("upgraded %s: %s", self.path, ", ".join(self.migrated))
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -184,148 +163,6 @@ class SqliteStore:
         c.execute("PRAGMA temp_store = MEMORY")
         # Zero what is freed, always: an erasure must leave no copy of what it deletes (module docstring).
         c.execute("PRAGMA secure_delete = ON")
-
-    def _create_schema(self) -> None:
-        db = sqlite_utils.Database(self.conn)
-        db["meta"].create({"key": str, "value": str}, pk="key")
-        db["names"].create({"id": int, "kind": str, "value": str}, pk="id")
-        db["names"].create_index(["kind", "value"], unique=True)
-        db["artists"].create({"id": int, "artist_id": str, "tag": bytes, "proof": bytes, "preferences": str}, pk="id")
-        db["artists"].create_index(["artist_id"], unique=True)
-        db["heads"].create({"id": int, "aseq": int, "head": int}, pk="id")
-        db["entries"].create(
-            {
-                "idx": int, "type": int, "logged_ms": int, "artist": int, "aseq": int, "aprev": int,
-                "service": int, "event_id": str, "content_id": str, "purpose": int, "phase": int,
-                "system": int, "occurred_at": str, "window_end": str, "invocations": int, "detail": str,
-                "basis": int, "decision": int, "policy": int, "nonce": bytes, "extra": str, "hash": bytes,
-            },
-            pk="idx",
-        )
-        # Partial indexes: only the rows that have the key pay for it.
-        self.conn.execute(
-            "CREATE UNIQUE INDEX entries_event ON entries(service, event_id) WHERE event_id IS NOT NULL"
-        )
-        self.conn.execute(_artist_index())
-        db["nodes"].create({"id": int, "hash": bytes}, pk="id")
-        db["checkpoints"].create({"size": int, "note": bytes, "created_ms": int}, pk="size")
-        db["policies"].create({"policy_id": str, "idx": int, "document": bytes}, pk="policy_id")
-        self.conn.execute(_USAGE_TABLE)
-        db["tokens"].create(
-            {"id": int, "role": str, "subject": str, "digest": bytes, "created_ms": int, "revoked_ms": int},
-            pk="id",
-        )  # rights and expires_ms: _ensure_token_columns
-        db["tokens"].create_index(["digest"], unique=True)
-        self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        # Written with secure_delete from the start: `scrub` need not VACUUM it.
-        self.conn.execute("INSERT INTO meta VALUES ('secure_delete', 'since init')")
-
-    def _ensure_published_table(self) -> None:
-        """The checkpoints published under a witness policy (log signature plus cosignatures). Created on
-        open rather than in the schema, so logs made before witnessing existed gain it without a migration."""
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS published (size INTEGER PRIMARY KEY, note BLOB NOT NULL, created_ms INTEGER)"
-        )
-
-    def _ensure_erasures(self) -> None:
-        """The erasure leaves' reasons (by index and tag), and the index that finds an erased artist's
-        row when its id returns. Created on open, as `published` is."""
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS erasures (idx INTEGER PRIMARY KEY, tag BLOB NOT NULL, reason TEXT NOT NULL)"
-        )
-        self.conn.execute("CREATE INDEX IF NOT EXISTS artists_erased ON artists(tag) WHERE artist_id IS NULL")
-    def _ensure_bindings_table(self) -> None:
-        """Which artists each content id is bound to (SPEC §2.1), and the index of the leaf that bound it
-        (a binding leaf, or the content's first use). Created on open, like `published`. Keyed by content
-        id, which is how a batch looks it up; an artist is its `artists` row id. A log that had uses
-        before bindings existed gets each content bound to the artist of its first use, once, as if the
-        rule had always held (which is what `tlog verify` replays)."""
-        if self.keeps_bindings:
-            return
-        with self._immediate() as c:
-            if not self._has_column("bindings", "content_id"):  # another connection may have made it meanwhile
-                c.execute("CREATE TABLE bindings (content_id TEXT NOT NULL, artist INTEGER NOT NULL, "
-                          "idx INTEGER NOT NULL, PRIMARY KEY (content_id, artist)) WITHOUT ROWID")
-                # SQLite takes a bare column from the row min() chose: the first use's artist.
-                c.execute("INSERT INTO bindings (content_id, artist, idx) SELECT content_id, artist, min(idx) "
-                          "FROM entries WHERE content_id IS NOT NULL AND extra IS NULL GROUP BY content_id")
-
-    @property
-    def keeps_bindings(self) -> bool:
-        """Whether the log has its bindings table (a read-only connection to an older log may not)."""
-        return self._has_column("bindings", "content_id")
-
-    def _has_column(self, table: str, column: str) -> bool:
-        return any(row[1] == column for row in self.conn.execute(f"PRAGMA table_info({table})"))
-
-    def _ensure_feed_keys_table(self) -> None:
-        """Artists' feed keys (SPEC §6), stored as SHA-256 like tokens. Created on open, as `published`."""
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS feed_keys (id INTEGER PRIMARY KEY, artist_id TEXT NOT NULL, "
-            "digest BLOB NOT NULL UNIQUE, created_ms INTEGER NOT NULL, revoked_ms INTEGER)"
-        )
-
-    def _table_exists(self, name: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
-
-    def _ensure_usage_table(self) -> None:
-        """The public figures (`usage`: leaves and invocations by day, type, purpose, phase and decision),
-        created on open and counted once from the entries for a log made before it existed, whose older
-        `stats` table (without phase) it replaces. It is derived data: the fsck recounts it."""
-        try:
-            with self._immediate() as c:
-                if self._table_exists("usage"):  # another process made it first
-                    self._has_usage = True
-                    return
-                c.execute(_USAGE_TABLE)
-                for start in range(0, self.size(), 100_000):
-                    c.executemany(_USAGE_UPSERT, stat_rows(self.entries(start, start + 100_000)))
-                c.execute("DROP TABLE IF EXISTS stats")
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot add the usage table to {self.path}: {exc}") from exc
-        self._has_usage = True
-
-    def _ensure_notify_tables(self) -> None:
-        """The webhook notifier's place in the log (webhooks.py): every event derived from entries below
-        `done_before` was delivered, and so was the `policy.effective` event of each policy leaf listed.
-        The log itself is the outbox; these rows are all the notifier adds. Created on open, as `published`."""
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS notify_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), done_before INTEGER NOT NULL)"
-        )
-        self.conn.execute("CREATE TABLE IF NOT EXISTS notify_effective (policy_index INTEGER PRIMARY KEY)")
-
-    def _ensure_token_columns(self) -> None:
-        """Token rights and expiry (SPEC §1, §7), added on open to logs made before them, without a schema
-        change: `rights` is space-separated (tokens.RIGHTS), `expires_ms` null for a token that never expires."""
-        have = {row[1] for row in self.conn.execute("PRAGMA table_info(tokens)")}
-        if "rights" not in have:
-            self.conn.execute("ALTER TABLE tokens ADD COLUMN rights TEXT NOT NULL DEFAULT ''")
-        if "expires_ms" not in have:
-            self.conn.execute("ALTER TABLE tokens ADD COLUMN expires_ms INTEGER")
-
-    def _token_select(self) -> str:
-        """The tokens' columns as TokenRecord takes them; a read-only open of a log made before rights and
-        expiry existed reads them as none."""
-        if self._token_columns is None:
-            have = {row[1] for row in self.conn.execute("PRAGMA table_info(tokens)")}
-            self._token_columns = (f"{'rights' if 'rights' in have else repr('')}, "
-                                   f"{'expires_ms' if 'expires_ms' in have else 'NULL'}")
-        return f"SELECT id, role, subject, created_ms, revoked_ms, digest, {self._token_columns} FROM tokens"
-
-    def _check_schema(self, readonly: bool) -> None:
-        try:
-            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path} is not a tlog database: {exc}") from exc
-        if row is not None and row[0] in ("1", "2"):
-            # Schemas 1 and 2 hold logs of leaf format 1 (HMAC artist tags, no artist map): their leaves
-            # cannot be re-derived as version 2, so they are refused by name rather than misread.
-            raise StorageError(f"{self.path} was made by tlog 0.1 (schema {row[0]}, leaf format 1: HMAC artist tags, "
-                               "no artist map); this version reads leaf format 2 only. Verify it with tlog 0.1, "
-                               "or start a new log with `tlog init`")
-        if row is None or row[0] != SCHEMA_VERSION:
-            found = "" if row is None else f" (it has schema {row[0]})"
-            raise StorageError(f"{self.path} is not a tlog database of schema {SCHEMA_VERSION}{found}")
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -410,7 +247,7 @@ class SqliteStore:
         """Swaps the signed notes of stored checkpoints in one transaction (a key rotation adds the new key's
         signature to every checkpoint). The caller keeps each note's text; sizes never stored are refused."""
         def write() -> None:
-            with self._immediate() as c:
+            with immediate(self.conn) as c:
                 for size, note in notes:
                     if c.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size)).rowcount != 1:
                         raise StorageError(f"no stored checkpoint at size {size}")
@@ -421,7 +258,7 @@ class SqliteStore:
         """Publishes a cosigned checkpoint. Never rolls back: a size below the latest published one is
         refused, inside the same transaction that writes, so two publishers cannot undo each other."""
         def write() -> None:
-            with self._immediate() as c:
+            with immediate(self.conn) as c:
                 latest = c.execute("SELECT max(size) FROM published").fetchone()[0]
                 if latest is not None and size < latest:
                     raise StorageError(f"refusing to publish size {size}: size {latest} is already published")
@@ -430,12 +267,8 @@ class SqliteStore:
         self._guard(write)
 
     def published_checkpoint(self) -> bytes | None:
-        """The latest checkpoint published under a witness policy, or None (none yet, or a read-only
-        connection to a log that never had the table)."""
-        try:
-            row = self.conn.execute("SELECT note FROM published ORDER BY size DESC LIMIT 1").fetchone()
-        except sqlite3.OperationalError:
-            return None
+        """The latest checkpoint published under a witness policy, or None."""
+        row = self.conn.execute("SELECT note FROM published ORDER BY size DESC LIMIT 1").fetchone()
         return None if row is None else blob(row[0])
 
     # --- entries -------------------------------------------------------------------------------
@@ -444,7 +277,7 @@ class SqliteStore:
         return decode_entry(row, self._names, self.path.name)
 
     def entries(self, start: int, end: int) -> Iterator[Entry]:
-        rows = self.conn.execute(f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? ORDER BY e.idx", (start, end))
+        rows = self.conn.execute(f"{ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? ORDER BY e.idx", (start, end))
         index = start
         try:
             for row in rows:
@@ -466,7 +299,7 @@ class SqliteStore:
         ids = list(event_ids)
         for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
             chunk = ids[i : i + 500]
-            q = f"{_ENTRY_SELECT} WHERE e.service = ? AND e.event_id IN ({','.join('?' * len(chunk))})"
+            q = f"{ENTRY_SELECT} WHERE e.service = ? AND e.event_id IN ({','.join('?' * len(chunk))})"
             for row in self.conn.execute(q, [sid, *chunk]):
                 e = self._entry(row)
                 found[e.details["event_id"]] = e
@@ -515,8 +348,9 @@ class SqliteStore:
         if row is None or row[1] <= flt.after:
             return []
         # One seek per epoch of the artist index from the cursor to the artist's head (module docstring).
-        epochs = ",".join(str(k) for k in range((flt.after + 1) >> ARTIST_EPOCH_BITS, (row[1] >> ARTIST_EPOCH_BITS) + 1))
-        where = [f"(e.idx >> {ARTIST_EPOCH_BITS}) IN ({epochs})", "e.artist = ?", "e.idx > ?"]
+        bits = schema.ARTIST_EPOCH_BITS
+        epochs = ",".join(str(k) for k in range((flt.after + 1) >> bits, (row[1] >> bits) + 1))
+        where = [f"(e.idx >> {bits}) IN ({epochs})", "e.artist = ?", "e.idx > ?"]
         args: list[Any] = [row[0], flt.after]
         for column, kind, value in (("purpose", "purpose", flt.purpose), ("phase", "phase", flt.phase),
                                     ("decision", "decision", flt.decision)):
@@ -535,7 +369,7 @@ class SqliteStore:
         if flt.until_ms is not None:
             where.append("e.logged_ms < ?")
             args.append(flt.until_ms)
-        q = f"{_ENTRY_SELECT} WHERE {' AND '.join(where)} ORDER BY e.idx LIMIT ?"
+        q = f"{ENTRY_SELECT} WHERE {' AND '.join(where)} ORDER BY e.idx LIMIT ?"
         return [self._entry(r) for r in self.conn.execute(q, [*args, limit])]
 
     def artist_latest(self, artist_id: str, before: int, limit: int) -> list[Entry]:
@@ -547,9 +381,9 @@ class SqliteStore:
         found: list[Entry] = []
         if row is None or before <= 0:
             return found
-        q = (f"{_ENTRY_SELECT} WHERE (e.idx >> {ARTIST_EPOCH_BITS}) = ? AND e.artist = ? AND e.idx < ? "
+        q = (f"{ENTRY_SELECT} WHERE (e.idx >> {schema.ARTIST_EPOCH_BITS}) = ? AND e.artist = ? AND e.idx < ? "
              "ORDER BY e.idx DESC LIMIT ?")
-        for epoch in range(min(row[1], before - 1) >> ARTIST_EPOCH_BITS, -1, -1):
+        for epoch in range(min(row[1], before - 1) >> schema.ARTIST_EPOCH_BITS, -1, -1):
             found += [self._entry(r) for r in self.conn.execute(q, (epoch, row[0], before, limit - len(found)))]
             if len(found) >= limit:
                 break
@@ -570,21 +404,17 @@ class SqliteStore:
     # --- erasures ------------------------------------------------------------------------------
 
     def erasures(self, tag: bytes | None = None) -> list[ErasureRecord]:
-        """The erasure leaves (of one tag, or all), in log order. A read-only connection to a log that
-        never had the table has none."""
+        """The erasure leaves (of one tag, or all), in log order."""
         q = ("SELECT r.idx, CAST(r.tag AS BLOB), r.reason, e.logged_ms FROM erasures r JOIN entries e ON e.idx = r.idx"
              + (" WHERE r.tag = ?" if tag is not None else "") + " ORDER BY r.idx")
-        try:
-            rows = self.conn.execute(q, () if tag is None else (tag,)).fetchall()
-        except sqlite3.OperationalError:
-            return []
+        rows = self.conn.execute(q, () if tag is None else (tag,)).fetchall()
         return [ErasureRecord(i, blob(t), r, ms) for i, t, r, ms in rows]
 
     def forget_artist(self, artist_id: str) -> int:
         """Deletes the tokens and feed keys of an artist that has no entries left to erase (an erasure
         batch deletes them itself, with the entries). Returns how many tokens there were."""
         def write() -> int:
-            with self._immediate() as c:
+            with immediate(self.conn) as c:
                 c.execute(_DELETE_FEED_KEYS, (artist_id,))
                 return _forget_tokens(c, [artist_id])
 
@@ -618,18 +448,18 @@ class SqliteStore:
             chunk = ids[k : k + 500]
             q = (f"SELECT b.content_id, a.artist_id FROM bindings b JOIN artists a ON a.id = b.artist "
                  f"WHERE b.content_id IN ({','.join('?' * len(chunk))})")
-            for content_id, artist_id in self._bindings_query(q, chunk):
+            for content_id, artist_id in self.conn.execute(q, chunk):
                 found.setdefault(content_id, set()).add(artist_id)
         return {c: frozenset(a) for c, a in found.items()}
 
     def content_artists(self, content_id: str) -> list[tuple[str, int]]:
         q = ("SELECT a.artist_id, b.idx FROM bindings b JOIN artists a ON a.id = b.artist WHERE b.content_id = ? "
              "ORDER BY a.artist_id")
-        return self._bindings_query(q, [content_id])
+        return self.conn.execute(q, [content_id]).fetchall()
 
     def iter_bindings(self) -> Iterator[tuple[str, str, int]]:
         q = "SELECT b.content_id, a.artist_id, b.idx FROM bindings b JOIN artists a ON a.id = b.artist ORDER BY b.content_id, a.artist_id"
-        yield from self._bindings_query(q, [])
+        yield from self.conn.execute(q)
 
     def content_events(self, end: int) -> Iterator[tuple[int, str, str, str | None]]:
         """(index, content id, artist id, change) of every use, refusal (change None) and binding leaf
@@ -648,18 +478,10 @@ class SqliteStore:
         ids = list(content_ids)
         for k in range(0, len(ids), 500):
             chunk = ids[k : k + 500]
-            q = (f"{_ENTRY_SELECT} WHERE e.content_id IN ({','.join('?' * len(chunk))}) AND e.extra IS NULL "
+            q = (f"{ENTRY_SELECT} WHERE e.content_id IN ({','.join('?' * len(chunk))}) AND e.extra IS NULL "
                  "AND e.idx < ?")
             out += [self._entry(r) for r in self.conn.execute(q, [*chunk, end])]
         return sorted(out, key=lambda e: e.index)
-
-    def _bindings_query(self, q: str, args: list[Any]) -> list[Any]:
-        try:
-            return self.conn.execute(q, args).fetchall()
-        except sqlite3.OperationalError:
-            if self.keeps_bindings:
-                raise
-            return []  # a read-only connection to a log made before bindings: nothing is bound
 
     # --- statistics ----------------------------------------------------------------------------
 
@@ -672,7 +494,7 @@ class SqliteStore:
             c.execute("BEGIN")  # one snapshot: the table and the entries must agree
         try:
             return period_stats(self.size(), size, since_ms, until_ms, logged_ms=self._logged_ms,
-                                usage=self._usage if self._has_usage else None, entries=self.entries)
+                                usage=self._usage, entries=self.entries)
         finally:
             if own:
                 c.execute("COMMIT")
@@ -696,7 +518,7 @@ class SqliteStore:
 
     def save_notify_state(self, done_before: int, effective: Collection[int]) -> None:
         def write() -> None:
-            with self._immediate() as c:
+            with immediate(self.conn) as c:
                 c.execute("INSERT OR REPLACE INTO notify_cursor VALUES (1, ?)", (done_before,))
                 c.executemany("INSERT OR IGNORE INTO notify_effective VALUES (?)", [(i,) for i in effective])
 
@@ -708,7 +530,7 @@ class SqliteStore:
         nothing to a batch's writes), so callers bound the range."""
         type_ids = [i for i in (self._names.id_of("type", t) for t in types) if i is not None]
         decision_ids = [i for i in (self._names.id_of("decision", d) for d in decisions) if i is not None]
-        q = (f"{_ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? AND (e.type IN ({','.join('?' * len(type_ids))}) "
+        q = (f"{ENTRY_SELECT} WHERE e.idx >= ? AND e.idx < ? AND (e.type IN ({','.join('?' * len(type_ids))}) "
              f"OR e.decision IN ({','.join('?' * len(decision_ids))})) ORDER BY e.idx")
         return [self._entry(row) for row in self.conn.execute(q, (start, end, *type_ids, *decision_ids))]
 
@@ -749,11 +571,11 @@ class SqliteStore:
             os.replace(tmp, self._tokens_stamp)
 
     def token_by_digest(self, digest: bytes) -> TokenRecord | None:
-        row = self.conn.execute(f"{self._token_select()} WHERE digest = ?", (digest,)).fetchone()
+        row = self.conn.execute(f"{_TOKEN_SELECT} WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else token(row)
 
     def tokens(self) -> list[TokenRecord]:
-        return [token(r) for r in self.conn.execute(f"{self._token_select()} ORDER BY id")]
+        return [token(r) for r in self.conn.execute(f"{_TOKEN_SELECT} ORDER BY id")]
 
     def revoke_token(self, token_id: int, now_ms: int) -> bool:
         cur = self._guard(
@@ -774,11 +596,8 @@ class SqliteStore:
     def feed_key(self, digest: bytes) -> tuple[int, str] | None:
         """(id, artist id) of the unrevoked feed key with this SHA-256, or None. Read from the database
         every time, so that a revocation holds from the next request on."""
-        try:
-            row = self.conn.execute("SELECT id, artist_id, digest FROM feed_keys WHERE digest = ? AND revoked_ms IS NULL",
-                                    (digest,)).fetchone()
-        except sqlite3.OperationalError:  # a read-only open of a log that never had feed keys
-            return None
+        row = self.conn.execute("SELECT id, artist_id, digest FROM feed_keys WHERE digest = ? AND revoked_ms IS NULL",
+                                (digest,)).fetchone()
         return None if row is None or not hmac.compare_digest(bytes(row[2]), digest) else (row[0], row[1])
 
     def revoke_feed_key(self, artist_id: str, key_id: int, now_ms: int) -> bool:
@@ -797,7 +616,7 @@ class SqliteStore:
         name_id = NewNames(self._names, 0)
         new_artists: dict[str, int] = {}
         try:
-            with self._immediate():  # BEGIN IMMEDIATE … COMMIT, rolled back on any failure
+            with immediate(self.conn):  # BEGIN IMMEDIATE … COMMIT, rolled back on any failure
                 size = self.size()
                 if size != batch.start:
                     raise StorageError(
@@ -829,7 +648,7 @@ class SqliteStore:
                     [(p.policy_id, p.index, p.document) for p in batch.policies],
                 )
                 self._write_erasures(batch)
-                c.executemany(_USAGE_UPSERT, stat_rows(batch.entries))
+                c.executemany(USAGE_UPSERT, stat_rows(batch.entries))
                 if batch.checkpoint is not None:
                     c.execute(
                         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
@@ -913,19 +732,6 @@ class SqliteStore:
             q = f"SELECT CAST(tag AS BLOB), id FROM artists WHERE artist_id IS NULL AND tag IN ({','.join('?' * len(chunk))})"
             found.update((blob(t), i) for t, i in self.conn.execute(q, chunk))
         return found
-
-    @contextlib.contextmanager
-    def _immediate(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, BEGIN IMMEDIATE … COMMIT, rolled back on any failure."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
 
     def _guard(self, fn: Any) -> Any:
         try:
