@@ -209,7 +209,7 @@ def check_log(db: Path | str, *, acked: dict[tuple[str, str], tuple[int, str]] |
                     wrong += 1
         duplicates = log.store.conn.execute(
             "SELECT count(*) FROM (SELECT 1 FROM entries WHERE event_id IS NOT NULL "
-            "GROUP BY service, event_id HAVING count(*) > 1)"
+            "GROUP BY service, event_id HAVING count(*) > 1) AS twice"
         ).fetchone()[0]
         forks, rollbacks = checkpoint_history(log, list(served))
         return Check(size, len(acked or {}), lost, wrong, duplicates, len(set(served)), forks, rollbacks, maps)

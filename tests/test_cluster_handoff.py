@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from tlog.cluster.handoff import Inbox, Outbox, ensure_schema, serve
+from tlog.cluster.handoff import Inbox, Outbox, serve
 from tlog.cluster.lease import NOT_LEADER
 from tlog.errors import StorageError, TlogError, Unavailable, ValidationError
 from tlog.server.errors import http_status
+from tlog.store.postgres_schema import migrate
 from tests.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures)
 from tests.tcpproxy import Proxy
 
@@ -26,7 +27,7 @@ def dsn(pg_dsn: str) -> str:
     import psycopg
 
     with psycopg.connect(pg_dsn) as conn:
-        ensure_schema(conn)
+        migrate(conn, 0)  # the log's schema, the cluster's tables with it
     return pg_dsn
 
 

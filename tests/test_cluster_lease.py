@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tlog.errors import StorageError
-from tlog.cluster.lease import NOT_LEADER, Elector, Fence, Term, ensure_schema, take, writer_dsn
-from tests.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures)
+from tlog.cluster.lease import NOT_LEADER, Elector, Fence, Term, take, writer_dsn
+from tlog.store.postgres_schema import migrate
 from tests.tcpproxy import Proxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def db(pg_dsn: str) -> Any:
     import psycopg
 
     conn = psycopg.connect(pg_dsn, autocommit=True)
-    ensure_schema(conn)
+    migrate(conn, 0)  # the log's schema, the cluster's tables with it
     conn.execute("CREATE TABLE batches (n int)")  # what a batch would write
     yield conn
     conn.close()

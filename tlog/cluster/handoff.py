@@ -1,6 +1,6 @@
 """The intake table: a front end hands its writes to the sequencer durably, and gets their answers.
 
-Table `handoff`, one row per group of requests a front end sends at once: `node` (the front end waiting,
+Table `handoff` (made by store/postgres_schema.py), one row per group of requests a front end sends at once: `node` (the front end waiting,
 whose NOTIFY channel gets the answer), `request` (JSON: a list of items), `deadline` (by PostgreSQL's
 clock: when the front end stops waiting), `claimed` (the epoch of the sequencer that took it) and
 `answer` (JSON: one answer per item, `{"ok": value}` or `{"error": {...}}`).
@@ -54,7 +54,7 @@ from psycopg import sql
 from ..errors import TlogError, Unavailable
 from ..server.errors import error_type, http_status
 from .lease import NOT_LEADER
-from .links import link_options, shut, unreachable, within
+from .links import alive, link_options, reason, shut, unreachable, within
 
 CHANNEL = "tlog_handoff"  # where front ends tell the sequencer that a request is waiting
 WAIT_S = 10.0  # how long a front end waits for an answer before it answers 503
@@ -65,18 +65,6 @@ MAX_ROWS = 64  # rows a sequencer works on at once
 SWEEP_S = 30.0  # how often the sequencer sweeps
 SWEEP_AFTER_S = 60.0  # how long after its deadline a row left by a dead front end is swept
 log = logging.getLogger("tlog.cluster")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS handoff (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    node text NOT NULL,
-    request bytea NOT NULL,
-    deadline timestamptz NOT NULL,
-    claimed bigint,
-    answer bytea
-);
-CREATE INDEX IF NOT EXISTS handoff_open ON handoff (id) WHERE answer IS NULL;
-"""
 
 PUT = f"""
 WITH put AS (
@@ -104,11 +92,6 @@ UPDATE handoff SET answer = a.answer
 """
 NOTIFY = "SELECT pg_notify(channel, '') FROM unnest(%(channels)s::text[]) AS channel"
 SWEEP = "DELETE FROM handoff WHERE deadline < clock_timestamp() - make_interval(secs => %(after)s) RETURNING id"
-
-
-def ensure_schema(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute(SCHEMA)
 
 
 def channel_of(node: str) -> str:
@@ -301,7 +284,7 @@ class Outbox:
     async def _fetchall(self, name: str, query: str, params: dict[str, Any]) -> list[Any]:
         """Runs `query` on connection `name` (made on first use, dropped on any failure), within link_s."""
         try:
-            conn = self._conns.get(name) or await _connect(self._conns, name, self.dsn, self.link_s, "tlog front end")
+            conn = await _conn(self._conns, name, self.dsn, self.link_s, "tlog front end")
             return await within(conn, _fetch(conn, query, params), self.link_s)
         except (psycopg.Error, TimeoutError):
             await _drop(self._conns, name)
@@ -408,15 +391,21 @@ class Inbox:
             raise
 
     async def _conn(self, name: str) -> psycopg.AsyncConnection[Any]:
-        return self._conns.get(name) or await _connect(self._conns, name, self.dsn, self.link_s, "tlog sequencer")
+        return await _conn(self._conns, name, self.dsn, self.link_s, "tlog sequencer")
 
 
-async def _connect(conns: dict[str, psycopg.AsyncConnection[Any]], name: str, dsn: str, link_s: float,
-                   application: str) -> psycopg.AsyncConnection[Any]:
-    """A connection of the cluster's (autocommit, synchronous_commit off: see the module docstring)."""
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, options="-c synchronous_commit=off",
-                                                 **link_options(link_s, application=application))
-    conns[name] = conn
+async def _conn(conns: dict[str, psycopg.AsyncConnection[Any]], name: str, dsn: str, link_s: float,
+                application: str) -> psycopg.AsyncConnection[Any]:
+    """Connection `name` of the cluster's (autocommit, synchronous_commit off: see the module docstring),
+    made again if it died while idle."""
+    conn = conns.get(name)
+    if conn is not None and not (name == "listen" or alive(conn)):
+        await _drop(conns, name)
+        conn = None
+    if conn is None:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, options="-c synchronous_commit=off",
+                                                     **link_options(link_s, application=application))
+        conns[name] = conn
     return conn
 
 
@@ -467,7 +456,7 @@ async def serve(inbox: Inbox, handle: Handler, *, max_rows: int = MAX_ROWS, poll
                 if not rows:
                     await inbox.wait(poll_s)
             except (psycopg.Error, TimeoutError) as exc:
-                log.warning("cannot take requests from the intake table: %s", str(exc).strip() or type(exc).__name__)
+                log.warning("cannot take requests from the intake table: %s", reason(exc))
                 await asyncio.sleep(poll_s)
                 continue
             for row in rows:
@@ -515,5 +504,5 @@ async def _write_answers(s: _Serving) -> None:
                 await s.inbox.answer(group)
                 break
             except (psycopg.Error, TimeoutError) as exc:
-                log.warning("cannot write answers to the intake table (trying again): %s", str(exc).strip() or type(exc).__name__)
+                log.warning("cannot write answers to the intake table (trying again): %s", reason(exc))
                 await asyncio.sleep(POLL_S)

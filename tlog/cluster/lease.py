@@ -1,6 +1,6 @@
 """Leadership through PostgreSQL alone: one lease row, held by one front end at a time.
 
-The row (table `leader`, id 1) names its `holder` (a front end's id, new at each start), an `epoch` and
+The row (table `leader`, id 1, made by store/postgres_schema.py) names its `holder` (a front end's id, new at each start), an `epoch` and
 when the lease `expires_at`. Every front end that holds the log's keys runs an `Elector`: a thread with a
 connection of its own that tries every `renew_s` to take the lease or renew it, with one statement
 (`TAKE`). A `Term` is one holder's hold of the lease under one epoch; the sequencer of a term writes its
@@ -47,7 +47,7 @@ from typing import Any, Callable
 import psycopg
 
 from ..errors import StorageError
-from .links import link_options, shut
+from .links import link_options, reason, shut
 
 LEASE_S = 2.5  # how long a TAKE holds the lease
 RENEW_S = 0.5  # how often an elector tries to take or renew it
@@ -55,16 +55,6 @@ IDLE_IN_BATCH_S = 1.0  # a batch's transaction left idle this long (its writer s
 WATCH_S = 0.05  # how often the watchdog looks at the term's deadline
 NOT_LEADER = "not_leader"  # the StorageError code of a batch refused by the fence
 log = logging.getLogger("tlog.cluster")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS leader (
-    id integer PRIMARY KEY CHECK (id = 1),
-    holder text,
-    epoch bigint NOT NULL DEFAULT 0,
-    expires_at timestamptz NOT NULL DEFAULT '-infinity'
-);
-INSERT INTO leader (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
-"""
 
 # `holder = %(holder)s` is NULL, so false, for a row never held: its first holder gets epoch 1.
 TAKE = """
@@ -99,12 +89,6 @@ def writer_dsn(dsn: str, idle_s: float = IDLE_IN_BATCH_S) -> str:
                         f"-c idle_in_transaction_session_timeout={int(idle_s * 1000)}"])
     query = [(k, v) for k, v in query if k != "options"] + [("options", options)]
     return urllib.parse.urlunsplit(url._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
-
-
-def ensure_schema(conn: psycopg.Connection[Any]) -> None:
-    """Creates the lease row if it is missing (idempotent)."""
-    with conn.transaction():
-        conn.execute(SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +168,7 @@ class Elector:
             try:
                 release(self._conn, term)
             except psycopg.Error as exc:
-                log.warning("could not hand the lease back (it expires by itself): %s", exc)
+                log.warning("could not hand the lease back (it expires by itself): %s", reason(exc))
         self._set(None)
         self._close()
 
@@ -232,7 +216,7 @@ class Elector:
             epoch = take(self._conn, self.holder, self.lease_s)
         except psycopg.Error as exc:
             if not self._failing:
-                log.warning("cannot reach PostgreSQL to take or renew the lease: %s", str(exc).strip())
+                log.warning("cannot reach PostgreSQL to take or renew the lease: %s", reason(exc))
             self._failing = True
             self._close()
             return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -41,6 +42,19 @@ async def within(conn: psycopg.AsyncConnection[Any], work: Coroutine[Any, Any, T
     raise TimeoutError(f"PostgreSQL did not answer within {seconds:g} s")
 
 
+def alive(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection is still worth a statement: not closed, and nothing waiting on its socket
+    (on an idle connection that does not LISTEN, that is PostgreSQL's goodbye, or a route's reset). A
+    statement sent on a dead connection could not say whether it was done; one not sent needs no doubt."""
+    if conn.closed:
+        return False
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
+
+
 def shut(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any] | None) -> None:
     """Shuts down the connection's socket without closing it: a thread or task waiting on it gets an
     error at once and can close it properly (closing it under them would not be safe)."""
@@ -52,8 +66,13 @@ def shut(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any] | None) ->
         pass  # closed already, or still connecting: nothing waits on it
 
 
+def reason(exc: BaseException) -> str:
+    """An error's first line (psycopg's go on with hints over several), for one line of a log or answer."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def unreachable(exc: psycopg.Error, what: str) -> Unavailable:
     """The 503 a caller gets when PostgreSQL could not be reached or failed (Retry-After: 1)."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return Unavailable(f"{what}: the log's database is not answering ({reason}); try again in a moment",
+    return Unavailable(f"{what}: the log's database is not answering ({reason(exc)}); try again in a moment",
                        retry_after=1)

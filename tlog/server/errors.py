@@ -80,8 +80,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(500, "internal", "internal error")
         # RFC 9110 §15.5.2: a 401 names the scheme that would work.
         headers = {"WWW-Authenticate": 'Bearer realm="tlog"'} if status == 401 else None
-        if isinstance(exc, (TooEarly, Unavailable)) and exc.retry_after is not None:
+        if isinstance(exc, TooEarly):
             headers = {"Retry-After": str(exc.retry_after)}
+        elif status == 503:  # the log's writer or database is not answering now: a moment later it may
+            headers = {"Retry-After": str(getattr(exc, "retry_after", None) or 1)}
         return error_response(status, exc.code, exc.message, exc.details, headers=headers,
                               max_details=_max_details(request))
     except web.HTTPException as exc:

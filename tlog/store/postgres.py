@@ -130,7 +130,10 @@ class PostgresStore:
     # --- setup ---------------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
-        options = "-c default_transaction_read_only=on" if self.readonly else ""
+        # The URL's own options (a cluster writer's idle timeout, say) stay: an `options` argument replaces them.
+        options = conninfo_to_dict(self.dsn).get("options") or ""
+        if self.readonly:
+            options = f"{options} -c default_transaction_read_only=on".strip()
         try:
             return psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                                    application_name="tlog", options=options)

@@ -17,6 +17,8 @@ processes on one database need:
   that it extends it before writing anything (postgres.py: the write guard).
 - `tokens_version`, one row: a counter every token change increments in its own transaction, which front
   ends read to know when to forget the tokens they cached.
+- `leader` and `handoff`: the lease of the front end that sequences, and the intake table through which
+  the others hand it their writes (tlog/cluster/lease.py, handoff.py).
 """
 
 from __future__ import annotations
@@ -70,6 +72,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE TABLE notify_effective (policy_index bigint PRIMARY KEY)",
         "CREATE TABLE log_head (id integer PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, last_leaf bytea NOT NULL)",
         "INSERT INTO log_head VALUES (1, 0, decode(repeat('00', 32), 'hex'))",
+    )),
+    # Many front ends (tlog/cluster): not the log's data, never copied by `tlog migrate`.
+    Migration(2, "the cluster's lease row and intake table", (
+        # lease.py: who sequences (holder, epoch), until when by PostgreSQL's clock.
+        "CREATE TABLE leader (id integer PRIMARY KEY CHECK (id = 1), holder text, epoch bigint NOT NULL DEFAULT 0, "
+        "expires_at timestamptz NOT NULL DEFAULT '-infinity')",
+        "INSERT INTO leader (id) VALUES (1)",
+        # handoff.py: requests a front end hands to the sequencer, until it takes their answers.
+        "CREATE TABLE handoff (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, node text NOT NULL, "
+        "request bytea NOT NULL, deadline timestamptz NOT NULL, claimed bigint, answer bytea)",
+        "CREATE INDEX handoff_open ON handoff (id) WHERE answer IS NULL",
     )),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
