@@ -22,6 +22,7 @@ from ..webhooks import Target, notifier_context
 from ..witness.quorum import NONE, WitnessQuorum
 from . import artist, feeds, metrics, openapi, pages, public, service, summary
 from .appender import LocalAppender
+from .cluster import ClusterAppender, ClusterOptions
 from .auth import auth_middleware
 from .publisher import publisher_context
 from .errors import error_middleware, hide_server_software, quiet_malformed_requests
@@ -41,9 +42,11 @@ log = logging.getLogger("tlog.server")
 def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits = Limits(),
              rate_limit: RateLimit | None = None, witness_policy: WitnessQuorum | None = None,
              pipelined: bool = False, metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
-             notify: Target | None = None) -> web.Application:
+             notify: Target | None = None, cluster: ClusterOptions | None = None) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
     connection, with the secrets) feeds the sequencer thread. Without a writer the server is read-only.
+    With `cluster` (a PostgreSQL log), the server is one front end of many (cluster.py): it takes writes
+    and hands them to the elected sequencer, which it is itself while it holds the lease.
     `pipelined` (`tlog serve`): batches are written by a child process while the next is built, and the
     worker that checks large requests starts at once rather than at the first one. (In-process tests
     that inject faults into the writer's connection go without.)
@@ -65,11 +68,14 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(summary.routes)
     app.add_routes(feeds.routes)
     pages.setup(app)
-    if writer is not None:
+    if cluster is not None:
+        state.appender = ClusterAppender(reader, cluster, limits=limits.preferences)
+    elif writer is not None:
         batches = writer.process_writer() if pipelined else None
         seq = writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches,
                                preference_limits=limits.preferences)
         state.appender = LocalAppender(writer, seq, eager_intake=pipelined)
+    if cluster is not None or writer is not None:
         app.add_routes(service.routes)
         app.add_routes(artist.routes)
         app.add_routes(feeds.key_routes)
@@ -150,14 +156,18 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     path = db_location(db)
     reader = open_log(path, keys=keys)
-    lock = _lock(path) if isinstance(path, Path) else None  # a PostgreSQL log: the store's write guard
-    writer = open_log(path, secrets_needed=True, keys=keys) if reader.signers else None
+    # A PostgreSQL log has many front ends, one sequencing at a time (cluster.py); a SQLite file one server.
+    cluster = ClusterOptions(keys=keys) if isinstance(path, str) else None
+    lock = _lock(path) if isinstance(path, Path) else None
+    writer = open_log(path, secrets_needed=True, keys=keys) if reader.signers and cluster is None else None
     app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True,
-                   metrics_access=metrics_access, notify=notify)
+                   metrics_access=metrics_access, notify=notify, cluster=cluster)
     sock = _listen(host, port)  # after the log's checks, before saying "serving": a busy port fails here
     port = sock.getsockname()[1]
     cp, _ = reader.latest_checkpoint()
-    mode = "read-write" if writer else "read-only (the key files are not readable)"
+    mode = ("a front end, sequencing when elected" if cluster and reader.signers else
+            "a front end that hands writes to the sequencer (no keys: never elected)" if cluster else
+            "read-write" if writer else "read-only (the key files are not readable)")
     tune_for_batches()
     print(f"tlog serving {reader.origin} (size {cp.size}, {mode}) on http://{host}:{port}/", flush=True)
     if witness_policy is not None and witness_policy.quorum != NONE:
