@@ -703,6 +703,10 @@ def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
 @click.option("--auth-fail-burst", default=20.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --auth-fail-rate.")
 @click.option("--token-rate", default=0.0, show_default=True, type=click.FloatRange(0), help="Requests/s per valid token (0: no limit, the default).")
 @click.option("--token-burst", default=100.0, show_default=True, type=click.FloatRange(1), help="Burst allowed above --token-rate.")
+@click.option("--trusted-proxy-header", default=None, metavar="NAME",
+              help="Behind a load balancer: count rate limits by the client address the balancer puts last in this "
+                   "header (e.g. X-Forwarded-For). Only where clients cannot reach the server directly: they could "
+                   "write any address there. Unset (the default), the connection's address counts.")
 @click.option("--max-error-details", default=DETAILS_SHOWN, show_default=True, type=click.IntRange(1, 1000),
               help="Problems an error answer lists; one more entry counts the rest.")
 @click.option("--max-preferences", default=64 << 10, show_default=True, type=click.IntRange(1024, 8 << 20),
@@ -723,20 +727,25 @@ def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
 @keys_option("The key folder of a postgresql:// log (default $TLOG_KEYS); without it the server does not sequence.")
 def serve(db: Path | str, keys: Path | None, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
           max_export: int, rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, token_rate: float,
-          token_burst: float, max_error_details: int, max_preferences: int, max_content_overrides: int,
+          token_burst: float, trusted_proxy_header: str | None, max_error_details: int, max_preferences: int, max_content_overrides: int,
           metrics_token: bool, metrics_bind: tuple[str, int] | None, witness_policy: Path | None,
           notify_url: str | None, notify_secret_file: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
 
-    Reads are public; writes need the key files beside the database, or in --keys DIR for a
-    postgresql:// log (without them the server is read-only). Refuses to start if the stored checkpoint does not verify with the log's key and origin,
+    Reads are public; writes need the key files beside the database (without them the server is
+    read-only). Refuses to start if the stored checkpoint does not verify with the log's key and origin,
     or if another server already runs on the same database. Rate limits apply to requests without a token
     and to failed authentications; a valid token is limited only with --token-rate.
+
+    On a postgresql:// log, start as many servers as wanted, on any hosts: each takes writes and serves
+    reads, and one at a time, elected through PostgreSQL, sequences. Those with the key folder (--keys)
+    run for it; those without hand their writes to whichever does (README, "Many machines").
 
     \b
     Examples:
       tlog serve --db data/tlog.db --host 0.0.0.0 --port 8080
-      tlog serve --token-rate 200 --metrics-bind 127.0.0.1:9100"""
+      tlog serve --token-rate 200 --metrics-bind 127.0.0.1:9100
+      tlog serve --db postgresql://tlog@db.internal/tlog --keys /etc/tlog/keys --trusted-proxy-header X-Forwarded-For"""
     from .server.app import run
     from .server.ratelimit import RateLimit
     from .server.metrics import MetricsAccess
@@ -746,7 +755,7 @@ def serve(db: Path | str, keys: Path | None, host: str, port: int, max_body: int
     limits = Limits(max_body=max_body, max_records=max_records, page_size=page_size, max_page_size=max_page_size,
                     max_export=max_export, max_details=max_error_details, max_preferences=max_preferences,
                     max_content_overrides=max_content_overrides)
-    rates = RateLimit(rate, burst, auth_fail_rate, auth_fail_burst, token_rate, token_burst)
+    rates = RateLimit(rate, burst, auth_fail_rate, auth_fail_burst, token_rate, token_burst, trusted_proxy_header)
     access = MetricsAccess(metrics_token, metrics_bind)
     quorum = load_witness_quorum(witness_policy) if witness_policy else None
     notify = _notify_target(notify_url, notify_secret_file)

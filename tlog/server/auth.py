@@ -53,7 +53,7 @@ def _authenticate(request: web.Request) -> Principal | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = get_state(request)
-    peer = request.remote or "?"
+    peer = state.rate_limit.client(request.remote, request.headers)
     try:
         principal = _authenticate(request)
     except Unauthorized as exc:

@@ -1,12 +1,22 @@
 """Rate limits: token buckets by client address, and by token where the operator opts in.
 
 Limits apply by default only to unauthenticated and failed-authentication traffic, keyed by client
-address, so a busy service is never throttled by surprise (SPEC §1). auth.py applies them."""
+address, so a busy service is never throttled by surprise (SPEC §1). auth.py applies them.
+
+The client address is the connection's peer. Behind a load balancer every request comes from the
+balancer, so an operator names the header in which the balancer passes the client's address
+(`tlog serve --trusted-proxy-header X-Forwarded-For`); it is never believed unless named, since a client
+reaching the server directly could write any address there. Only the header's last entry counts: a
+balancer appends the address it saw to whatever the client sent, and the entries before it are the
+client's own words."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+ADDRESS_CHARS = 64  # of a forwarded address: an IPv6 address with a port fits; a longer one is cut
 
 
 @dataclass
@@ -49,6 +59,15 @@ class RateLimit:
     failed_burst: float = 20.0
     token_rate: float = 0.0
     token_burst: float = 100.0
+    proxy_header: str | None = None  # the header a trusted load balancer puts the client's address in
+
+    def client(self, peer: str | None, headers: Mapping[str, str]) -> str:
+        """The address a request is counted under (see the module docstring)."""
+        if self.proxy_header:
+            forwarded = headers.get(self.proxy_header, "").rsplit(",", 1)[-1].strip()
+            if forwarded:
+                return forwarded[:ADDRESS_CHARS]
+        return peer or "?"
 
     def __post_init__(self) -> None:
         self.public = Bucket(self.rate, self.burst)
