@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +43,9 @@ from .events import EFFECTIVE, EVENT_DECISIONS, EVENT_TYPES, Event, Schedule, du
 from .sequencer import read_schedule
 from .store import open_store
 from .store.base import LogStore, NotifyStore
+
+if TYPE_CHECKING:
+    from .store.postgres import Fence
 
 RETRY_BASE = 0.5  # seconds before the first retry (0.25–0.5 with the jitter)
 RETRY_CAP = 300.0  # the longest wait between two tries
@@ -266,12 +269,14 @@ class Notifier:
                 log.warning("notifications: could not save how far delivery got: %s", exc.message)
 
 
-def notifier_context(db: Path | str, origin: str, target: Target) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An aiohttp cleanup context running a Notifier on its own connection to the log at db. It has read
-    where it stopped before the server serves."""
+def notifier_context(db: Path | str, origin: str, target: Target, *,
+                     fence: Fence | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context running a Notifier on its own connection to the log at db (`fence`: of
+    the sequencer's term, on a PostgreSQL log: store/postgres.py). It has read where it stopped before
+    the server serves."""
 
     async def setup() -> Notifier:
-        notifier = Notifier(open_store(db), origin, target)
+        notifier = Notifier(open_store(db, fence=fence), origin, target)
         await notifier.start()
         return notifier
 

@@ -20,7 +20,7 @@ import pytest
 from tlog.client import TlogClient
 from tlog.client.errors import is_transient
 from tlog.errors import TlogError
-from tlog.pglocal import LocalPostgres
+from tlog.pglocal import LocalPostgres, free_port
 
 from ..clusterkit import Cluster, Front
 from ..faultkit import check_log, http
@@ -284,3 +284,39 @@ def test_a_synchronous_standby_keeps_every_acknowledged_batch_when_the_primary_i
         verified(cluster, load)
     finally:
         cluster.stop_all()
+
+
+def test_only_the_sequencer_notifies_and_each_event_arrives_once(cluster: Cluster, tmp_path: Path) -> None:
+    from .webhook_receiver import Receiver
+
+    secret = os.urandom(24).hex().encode()
+    secret_file = tmp_path / "webhook.secret"
+    secret_file.write_bytes(secret + b"\n")
+    secret_file.chmod(0o600)
+    receiver = Receiver(secret, free_port()).start()
+    try:
+        for name in ("a", "b"):
+            cluster.start(name, "--notify-url", receiver.url, "--notify-secret-file", str(secret_file))
+        seq = cluster.wait_sequencer()
+        other = cluster.fronts["b" if seq.name == "a" else "a"]
+        artist = use(1, 0)["artist_id"]
+        status, body = http("PUT", f"{other.url}/v1/artists/{artist}/preferences", {"purposes": {"recommendation": "deny"}},
+                            cluster.token)
+        assert status == 200, body
+        for n, front in enumerate((other, seq)):  # refused, whichever front end takes it
+            status, body = http("POST", front.url + "/v1/uses", use(1, 60 * n), cluster.token)
+            assert status == 200 and b'"refused"' in body, body
+        receiver.wait_for(3)
+        time.sleep(1.5)  # time enough for a second notifier to post its copies, were there one, and for this
+        ids = [d.id for d in receiver.accepted()]  # one to save how far it got (webhooks.SAVE_EVERY)
+        assert len(ids) == len(set(ids)) == 3, ids
+        cluster.stop(seq.name, kill=True)
+        cluster.wait_sequencer(other_than=seq)
+        status, body = http("POST", other.url + "/v1/uses", use(1, 120), cluster.token)
+        assert status == 200 and b'"refused"' in body, body
+        receiver.wait_for(4)
+        time.sleep(1.5)
+        ids = [d.id for d in receiver.accepted()]
+        assert len(ids) == len(set(ids)) == 4, ids  # the next sequencer's notifier went on from the saved cursor
+    finally:
+        receiver.stop()

@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -22,7 +23,7 @@ from ..webhooks import Target, notifier_context
 from ..witness.quorum import NONE, WitnessQuorum
 from . import artist, feeds, metrics, openapi, pages, public, service, summary
 from .appender import LocalAppender
-from .cluster import ClusterAppender, ClusterOptions
+from .cluster import ClusterAppender, ClusterOptions, LeaderJob
 from .auth import auth_middleware
 from .publisher import publisher_context
 from .errors import error_middleware, hide_server_software, quiet_malformed_requests
@@ -69,7 +70,8 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(feeds.routes)
     pages.setup(app)
     if cluster is not None:
-        state.appender = ClusterAppender(reader, cluster, limits=limits.preferences)
+        jobs = _leader_jobs(reader, witness_policy, notify)
+        state.appender = ClusterAppender(reader, replace(cluster, jobs=jobs), limits=limits.preferences)
     elif writer is not None:
         batches = writer.process_writer() if pipelined else None
         seq = writer.sequencer(on_commit=lambda b: reader.store.remember_nodes(b.nodes), writer=batches,
@@ -86,10 +88,22 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
         witness_policy.check_for_log([v.key for v in reader.verifiers])
         state.witnessed = True
         state.witness_policy = witness_policy
-        app.cleanup_ctx.append(publisher_context(reader.path, witness_policy))
-    if notify is not None:
+        if cluster is None:
+            app.cleanup_ctx.append(publisher_context(reader.path, witness_policy))
+    if notify is not None and cluster is None:
         app.cleanup_ctx.append(notifier_context(reader.path, reader.origin, notify))
     return app
+
+
+def _leader_jobs(reader: LocalLog, quorum: WitnessQuorum | None, notify: Target | None) -> tuple[LeaderJob, ...]:
+    """What a cluster's sequencer runs in its term alone: many front ends would ask the witnesses for the
+    same cosignatures and post every event once each."""
+    jobs: list[LeaderJob] = []
+    if quorum is not None and quorum.quorum != NONE:
+        jobs.append(lambda fence: publisher_context(reader.path, quorum, fence=fence))
+    if notify is not None:
+        jobs.append(lambda fence: notifier_context(reader.path, reader.origin, notify, fence=fence))
+    return tuple(jobs)
 
 
 def _key_watcher(reader: LocalLog, state: State) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -29,7 +29,7 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -60,6 +60,11 @@ class ClusterStats:
     handed: int = 0  # requests handed to the intake table
 
 
+# What only the sequencer runs, during its term (the witness publisher, the notifier): given the term's
+# fence, an aiohttp cleanup context (background.task_context), whose writes the fence guards.
+LeaderJob = Callable[[Fence], Callable[[Any], AsyncIterator[None]]]
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """`tlog serve` options of a front end of a PostgreSQL log."""
@@ -68,6 +73,7 @@ class ClusterOptions:
     lease_s: float = LEASE_S
     renew_s: float = RENEW_S
     wait_s: float = 10.0  # how long a request waits for the sequencer's answer (then 503)
+    jobs: tuple[LeaderJob, ...] = ()
 
 
 # --- answers, as they cross the intake table ---------------------------------------------------------
@@ -114,7 +120,19 @@ class Leading:
         self.written = written  # [where the term started, where its last durable batch ended]
         self._refused = False
         self.on_refused = on_refused
+        self._jobs: list[AsyncIterator[None]] = []
         self.task = asyncio.create_task(serve(inbox, self.handle), name=f"tlog-leading-{term.epoch}")
+
+    async def start_jobs(self, jobs: tuple[LeaderJob, ...]) -> None:
+        """Starts what only the sequencer runs; a job that cannot start is said, and the term goes on."""
+        for job in jobs:
+            running = job(Fence(self.term))(None)
+            try:
+                await anext(running)
+            except Exception as exc:
+                log.error("could not start a job of the sequencer's for this term: %s", exc)
+                continue
+            self._jobs.append(running)
 
     @classmethod
     async def begin(cls, term: Term, reader: LocalLog, keys: str | os.PathLike[str] | None, limits: PreferenceLimits,
@@ -175,6 +193,8 @@ class Leading:
         raise ValidationError(f"this sequencer does not know requests of kind {kind!r} (a front end of another version?)")
 
     async def end(self) -> None:
+        for running in self._jobs:
+            await running.aclose()  # cancels the job's task, closes its store
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.committer.close()
@@ -345,6 +365,7 @@ class ClusterAppender:
             log.error("could not start sequencing (epoch %d): %s", term.epoch, exc)
             self.elector.lost(term)  # the elector takes it again at its next try, and this is tried again
             return
+        await self._leading.start_jobs(self.options.jobs)
         self.cluster.terms += 1
         self.cluster.epoch = term.epoch
         log.info("sequencing the log from size %d (epoch %d)", self._leading.written[0], term.epoch)

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +32,9 @@ from ..store import open_store
 from ..store.base import CheckpointedLog
 from ..witness.core import format_request, parse_size
 from ..witness.quorum import QuorumWitness, WitnessQuorum
+
+if TYPE_CHECKING:
+    from ..store.postgres import Fence
 
 log = logging.getLogger("tlog.witnessing")  # the name operators' logging configurations know
 
@@ -155,10 +159,12 @@ class Publisher:
         raise Refused("its size changed again while resending")
 
 
-def publisher_context(db: Path | str, quorum: WitnessQuorum) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An aiohttp cleanup context running a Publisher on its own connection to the log at db."""
+def publisher_context(db: Path | str, quorum: WitnessQuorum, *,
+                      fence: Fence | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context running a Publisher on its own connection to the log at db (`fence`: of
+    the sequencer's term, on a PostgreSQL log: store/postgres.py)."""
 
     async def setup() -> Publisher:
-        return Publisher(open_store(db), quorum)
+        return Publisher(open_store(db, fence=fence), quorum)
 
     return task_context("tlog-witnessing", setup, Publisher.run, lambda publisher: publisher.store.close())
