@@ -139,6 +139,27 @@ def test_a_batch_left_open_by_a_stopped_writer_is_ended_so_the_lease_passes(db: 
     assert count(db) == 0
 
 
+def test_a_batch_stopped_in_the_middle_of_a_copy_is_ended_once_its_lease_expires(db: Any, pg_dsn: str) -> None:
+    import psycopg
+
+    tx, cur = fenced(pg_dsn, Fence(Term("a", take(db, "a", 0.5))))  # type: ignore[arg-type]
+    copying = cur.copy("COPY batches (n) FROM STDIN")
+    copy = copying.__enter__()
+    copy.write_row((1,))  # the writer stops here: PostgreSQL waits for the rest, no idle timeout applies
+    other = Elector(pg_dsn, lease_s=1.0, renew_s=0.2, holder="b")
+    other.start()
+    try:
+        waited = wait_for(lambda: other.current() is not None, timeout=10)
+        assert waited < 0.5 + 0.2 + 0.2 + 1.0  # a's lease, one TAKE that waits, the end of a's batch, slack
+        assert other.current() == Term("b", 2)
+    finally:
+        other.stop()
+    with pytest.raises(psycopg.Error):  # a's writer, resumed, finds its batch ended: nothing was written
+        copying.__exit__(None, None, None)
+        tx.__exit__(None, None, None)
+    assert count(db) == 0
+
+
 def test_two_electors_race_and_exactly_one_holds_at_any_time(db: Any, pg_dsn: str) -> None:
     changes: dict[str, list[Term | None]] = {"a": [], "b": []}
     es = {k: Elector(pg_dsn, lease_s=1.0, renew_s=0.1, holder=k, on_change=changes[k].append) for k in "ab"}

@@ -144,6 +144,13 @@ def stopped_terms(front: Front) -> list[tuple[int, int, int]]:
             re.findall(r"stopped sequencing \(epoch (\d+)\): its batches were \[(\d+), (\d+)\)", front.output())]
 
 
+def metric(front: Front, name: str) -> float:
+    status, body = http("GET", front.url + "/metrics")
+    assert status == 200, body
+    (value,) = [line.split()[-1] for line in body.decode().splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
 def test_the_sequencer_killed_under_load_is_replaced_within_seconds(cluster: Cluster) -> None:
     for name in ("a", "b"):
         cluster.start(name)
@@ -183,6 +190,8 @@ def test_a_stopped_sequencer_is_replaced_and_its_commits_refused_when_it_resumes
             break
     assert refused, seq.output()[-3000:]
     assert cluster.sequencer() is other  # it took nothing back
+    assert metric(seq, "tlog_cluster_fence_refusals_total") >= 1 and metric(seq, "tlog_cluster_sequencing") == 0
+    assert metric(other, "tlog_cluster_sequencing") == 1
     # Terms never interleave: each one's batches end where the next one's begin, or before.
     spans = sorted(stopped_terms(seq) + stopped_terms(other))
     starts = dict(sorted(terms(seq) + terms(other)))

@@ -122,8 +122,8 @@ class OutboxStats:
     rows: int = 0  # rows inserted
     items: int = 0  # requests sent in them
     answered: int = 0
-    withdrawn: int = 0  # rows no sequencer took by their deadline
-    unanswered: int = 0  # rows taken and not answered by their deadline
+    withdrawn: int = 0  # requests in rows no sequencer took by their deadline
+    unanswered: int = 0  # requests in rows taken and not answered by their deadline
     failed: int = 0  # requests refused because PostgreSQL did not answer
 
 
@@ -265,11 +265,11 @@ class Outbox:
                 self._answer(waiting, row[1])
                 continue
             if row is None or row[0] is None:
-                self.stats.withdrawn += 1
+                self.stats.withdrawn += len(waiting.futures)
                 err = Unavailable(f"no sequencer took the request within {self.wait_s:g} s (is one elected?); "
                                   "nothing of it was logged: send it again", retry_after=1)
             else:
-                self.stats.unanswered += 1
+                self.stats.unanswered += len(waiting.futures)
                 err = Unavailable(f"the sequencer did not answer within {self.wait_s:g} s; the request may have "
                                   "been logged: send it again (its event_ids make that safe)", retry_after=1)
             for fut in waiting.futures:

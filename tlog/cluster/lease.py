@@ -21,9 +21,11 @@ Invariants, and what keeps them:
   batch of the term before it, and every later batch of that term is refused.
 - A holder that stops without dying (SIGSTOP, a hung host) keeps its connections open, and a batch's
   transaction it left open would keep its locks (the store's head row, the lease row's share lock)
-  forever: the sequencer's writer connects with `writer_dsn`, whose `idle_in_transaction_session_timeout`
-  makes PostgreSQL end such a session within IDLE_IN_BATCH_S, so the lease passes and the next sequencer
-  can write.
+  forever. Between statements, the writer's `idle_in_transaction_session_timeout` (`writer_dsn`) makes
+  PostgreSQL end such a session within IDLE_IN_BATCH_S. In the middle of one (a COPY, a pipeline: the
+  server waits for the rest and no timeout applies), it holds the fence's share lock, so the next TAKE
+  waits on it: after `renew_s` that TAKE gives up, and `end_stale_batches` ends the transactions that
+  hold the share lock of an expired lease. Either way the lease passes, and the next sequencer can write.
 - The elector believes in its term only until `lease_s` after it *sent* the TAKE that last renewed it
   (by its monotonic clock); PostgreSQL's lease ends no earlier. A front end cut off from PostgreSQL thus
   stops sequencing on its own, and the fence refuses whatever it still tries.
@@ -64,6 +66,15 @@ UPDATE leader
        expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
  WHERE id = 1 AND (holder = %(holder)s OR expires_at < clock_timestamp())
 RETURNING epoch
+"""
+
+# The fence's FOR SHARE is the only share lock ever taken on `leader` (TAKE and RELEASE update it); while
+# the lease is expired, whoever holds one is a batch of a term that is over.
+END_STALE = """
+SELECT pg_terminate_backend(l.pid)
+  FROM pg_locks l JOIN leader ON leader.id = 1
+ WHERE l.locktype = 'relation' AND l.relation = 'leader'::regclass AND l.mode = 'RowShareLock' AND l.granted
+   AND l.pid <> pg_backend_pid() AND leader.expires_at < clock_timestamp()
 """
 
 RELEASE = "UPDATE leader SET expires_at = '-infinity' WHERE id = 1 AND holder = %(holder)s AND epoch = %(epoch)s"
@@ -117,6 +128,15 @@ def take(conn: psycopg.Connection[Any], holder: str, lease_s: float) -> int | No
     """Takes or renews the lease for `holder` (autocommit `conn`): its epoch, or None if another holds it."""
     row = conn.execute(TAKE, {"holder": holder, "lease": lease_s}).fetchone()
     return None if row is None else int(row[0])
+
+
+def end_stale_batches(conn: psycopg.Connection[Any]) -> int:
+    """Ends (pg_terminate_backend) the transactions holding the fence's share lock on an *expired* lease:
+    batches of a term that is over, whose writer stopped in the middle of a statement (a COPY, a pipeline),
+    where PostgreSQL's idle timeout does not reach. Rolling back a batch is always safe: a batch is
+    acknowledged only once committed. The front ends' role may end its own sessions (PostgreSQL lets a
+    role end backends of a role it is a member of); returns how many were ended."""
+    return len(conn.execute(END_STALE).fetchall())
 
 
 def release(conn: psycopg.Connection[Any], term: Term) -> None:
@@ -185,11 +205,10 @@ class Elector:
     def _run(self) -> None:
         while not self._stopping.is_set():
             sent = time.monotonic()
-            got = self._take(sent)
-            if got is None:
-                if not self._failing:  # refused: another holds it (cut off, the watchdog ends the term)
-                    self._set(None)
-            elif time.monotonic() < sent + self.lease_s:  # an answer later than that renews nothing
+            known, got = self._take(sent)
+            if known and got is None:  # refused: another holds it (unknown: the watchdog ends the term in time)
+                self._set(None)
+            elif got is not None and time.monotonic() < sent + self.lease_s:  # a later answer renews nothing
                 self._set(Term(self.holder, got), until=sent + self.lease_s)
             self._stopping.wait(max(0.0, self.renew_s - (time.monotonic() - sent)))
 
@@ -204,29 +223,38 @@ class Elector:
             if stuck:  # the elector's thread gets an error, and connects again
                 shut(self._conn)
 
-    def _take(self, sent: float) -> int | None:
+    def _take(self, sent: float) -> tuple[bool, int | None]:
+        """(whether PostgreSQL answered, the epoch TAKE returned): (True, None) is a refusal."""
         with self._lock:
             self._taking_since = sent
         try:
             if self._conn is None:
                 self._conn = psycopg.connect(
                     self.dsn, autocommit=True, **link_options(self.lease_s, application="tlog elector"),
-                    # A TAKE that cannot finish within the lease is useless: give up and try again.
-                    options=f"-c statement_timeout={int(self.lease_s * 1000)} -c lock_timeout={int(self.lease_s * 1000)}")
-            epoch = take(self._conn, self.holder, self.lease_s)
+                    # A TAKE that cannot finish within the lease is useless: give up and try again. One
+                    # that waits on the row's lock longer than a renewal's interval finds out why.
+                    options=f"-c statement_timeout={int(self.lease_s * 1000)} -c lock_timeout={int(self.renew_s * 1000)}")
+            try:
+                epoch = take(self._conn, self.holder, self.lease_s)
+            except psycopg.errors.LockNotAvailable:
+                ended = end_stale_batches(self._conn)
+                if ended:
+                    log.warning("ended %d transaction(s) of an expired term holding the lease row (a sequencer "
+                                "stopped in the middle of a batch)", ended)
+                return False, None
         except psycopg.Error as exc:
             if not self._failing:
                 log.warning("cannot reach PostgreSQL to take or renew the lease: %s", reason(exc))
             self._failing = True
             self._close()
-            return None
+            return False, None
         finally:
             with self._lock:
                 self._taking_since = None
         if self._failing:
             log.info("PostgreSQL answers the elector again")
         self._failing = False
-        return epoch
+        return True, epoch
 
     def _set(self, term: Term | None, *, until: float = 0.0,
              unless: Callable[[Term | None, float], bool] = lambda term, until: False) -> None:

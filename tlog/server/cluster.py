@@ -276,6 +276,30 @@ class ClusterAppender:
         leading = self._leading
         return leading.sequencer.maps if leading is not None else {}
 
+    def metric_lines(self) -> list[str]:
+        """Prometheus lines for /metrics: whether this front end sequences, its terms, the batches the
+        fence refused, and how its writes went (straight to its committer, or through the intake table,
+        and those that got no answer)."""
+        c, o = self.cluster, self.outbox.stats
+        return [
+            "# HELP tlog_cluster_sequencing 1 while this front end holds the lease and sequences.",
+            "# TYPE tlog_cluster_sequencing gauge", f"tlog_cluster_sequencing {int(self._leading is not None)}",
+            "# HELP tlog_cluster_epoch The lease's epoch of this front end's current or last term.",
+            "# TYPE tlog_cluster_epoch gauge", f"tlog_cluster_epoch {c.epoch}",
+            "# HELP tlog_cluster_terms_total Terms this front end sequenced.",
+            "# TYPE tlog_cluster_terms_total counter", f"tlog_cluster_terms_total {c.terms}",
+            "# HELP tlog_cluster_fence_refusals_total Batches the fence refused (each ended a term).",
+            "# TYPE tlog_cluster_fence_refusals_total counter", f"tlog_cluster_fence_refusals_total {c.refused}",
+            "# HELP tlog_cluster_writes_total Writes by the way they reached the sequencer.",
+            "# TYPE tlog_cluster_writes_total counter",
+            f'tlog_cluster_writes_total{{way="direct"}} {c.direct}', f'tlog_cluster_writes_total{{way="handed"}} {c.handed}',
+            "# HELP tlog_cluster_handoff_failed_total Handed writes answered 503, by why.",
+            "# TYPE tlog_cluster_handoff_failed_total counter",
+            f'tlog_cluster_handoff_failed_total{{why="no_sequencer"}} {o.withdrawn}',
+            f'tlog_cluster_handoff_failed_total{{why="no_answer"}} {o.unanswered}',
+            f'tlog_cluster_handoff_failed_total{{why="database"}} {o.failed}',
+        ]
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.outbox.start()

@@ -15,6 +15,7 @@ from ..checkpoint import Checkpoint
 from ..errors import TlogError, Unavailable
 from ..note import parse_note
 from .auth import PRINCIPAL, require
+from .cluster import ClusterAppender
 from .errors import http_status
 from .state import STATE_KEY, get_state
 
@@ -117,6 +118,8 @@ async def metrics(request: web.Request) -> web.Response:
                   f"tlog_batched_records_total {st.records}",
                   "# HELP tlog_last_batch_records Records in the last batch.", "# TYPE tlog_last_batch_records gauge",
                   f"tlog_last_batch_records {st.last_batch_records}"]
+    if isinstance(state.appender, ClusterAppender):  # a front end of a PostgreSQL log
+        lines += state.appender.metric_lines()
     # Named as prometheus_client names them. The server tunes its collector (gctune.py); these show it.
     lines += ["# HELP python_gc_collections_total Runs of the server process's cyclic garbage collector.",
               "# TYPE python_gc_collections_total counter"]
