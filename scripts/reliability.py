@@ -12,7 +12,12 @@ Runs, on loopback only and bounded in time (a few minutes):
   5. the fuzzing campaign of scripts/fuzz (schemathesis against the running server), when it exists;
   6. bounded work: `GET /checkpoint` latency while one artist's audit of 20,000 entries (every page) and
      `uses` listings whose filter matches nothing run, against the same server idle, in alternating
-     rounds; those reads must not delay it by more than 50 ms (p99).
+     rounds; those reads must not delay it by more than 50 ms (p99);
+  7. the cluster kill loop (when PostgreSQL is installed): three `tlog serve` front ends of one
+     PostgreSQL log under load from the Python client, the sequencing one SIGKILLed at random (30 times
+     by default) and restarted; every acknowledged record there exactly once, every served checkpoint
+     consistent with the next, `tlog verify` clean, and the failover time (SIGKILL to the first
+     acknowledged write sent after it) p50 / p99, p99 under 5 s.
 
 Prints a table; exits 0 only if nothing acknowledged was lost, nothing forked, nothing was duplicated
 and no bad input got a 5xx.
@@ -20,6 +25,7 @@ and no bad input got a 5xx.
     scripts/reliability                      # the default run
     scripts/reliability --kills 200          # longer
     scripts/reliability --quick              # 10 kills, short fuzzing: a smoke test
+    scripts/reliability --only-cluster --cluster-kills 50   # the cluster kill loop alone
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.faultkit import cli, http, make_token, serve, stop  # noqa: E402
+from tests.clusterloop import ClusterReport, cluster_kill_loop  # noqa: E402
 from tests.killloop import KillReport, kill_loop, spool_outage  # noqa: E402
 from tlog.log import init_log  # noqa: E402
+from tlog.pglocal import LocalPostgres, pg_bin  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -246,10 +254,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="10 kills, 2 outages, a short fuzz")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
     ap.add_argument("--only-bounds", action="store_true", help="run only section 6 (bounded work)")
+    ap.add_argument("--cluster-kills", type=int, default=30, help="SIGKILLs of the sequencer in the cluster kill loop")
+    ap.add_argument("--only-cluster", action="store_true", help="run only section 7 (the cluster kill loop)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.quick:
         args.kills, args.outages, args.outage, args.fuzz_examples = 10, 2, 0.7, min(args.fuzz_examples, 10)
+        args.cluster_kills = min(args.cluster_kills, 5)
     logging.basicConfig(level=logging.ERROR)  # the client's "cannot deliver yet, retrying" is the point here
     work = Path(tempfile.mkdtemp(prefix="tlog-reliability-"))
     t0 = time.monotonic()
@@ -257,41 +268,95 @@ def main() -> int:
     say(f"reliability run, seed {args.seed}, work dir {work}")
     if args.only_bounds:
         return _bounds_only(work)
+    if args.only_cluster:
+        return _cluster_only(work, args)
 
-    say(f"1/6 kill loop: {args.kills} SIGKILLs of tlog serve under load from {args.clients} clients")
+    say(f"1/7 kill loop: {args.kills} SIGKILLs of tlog serve under load from {args.clients} clients")
     kl: KillReport = asyncio.run(kill_loop(work / "kill", kills=args.kills, clients=args.clients, seed=args.seed, say=say))
     figures["kill_loop"] = kl.as_dict()
 
-    say(f"2/6 spool: {args.outages} outages of {args.outage} s while a service logs through BatchLogger")
+    say(f"2/7 spool: {args.outages} outages of {args.outage} s while a service logs through BatchLogger")
     sp: KillReport = asyncio.run(spool_outage(work / "spool", outages=args.outages, outage=args.outage,
                                               seed=args.seed, say=say))
     figures["spool"] = sp.as_dict()
 
-    say("3/6 crash matrix, disk and resource faults, tamper detection (pytest)")
+    say("3/7 crash matrix, disk and resource faults, tamper detection (pytest)")
     suites = {}
     for name, files in (("crash", ["tests/test_crash.py"]), ("faults", ["tests/test_faults.py"]),
                         ("tamper", ["tests/test_tamper.py"])):
         suites[name] = run_pytest(files, timeout=300)
     figures["suites"] = {k: {kk: vv for kk, vv in v.items() if kk != "stdout"} for k, v in suites.items()}
 
-    say("4/6 a locked database, default busy timeout, real server and CLI")
+    say("4/7 a locked database, default busy timeout, real server and CLI")
     (work / "locked").mkdir()
     locked = locked_with_default_timeout(work / "locked")
     figures["locked"] = locked
 
-    say(f"5/6 fuzzing (scripts/fuzz, {args.fuzz_examples} cases per operation)")
+    say(f"5/7 fuzzing (scripts/fuzz, {args.fuzz_examples} cases per operation)")
     fuzz = run_fuzz(args.fuzz_examples, timeout=600)
     figures["fuzz"] = fuzz
 
-    say(f"6/6 bounded work: /checkpoint while an audit of {AUDIT_ENTRIES:,} entries runs")
+    say(f"6/7 bounded work: /checkpoint while an audit of {AUDIT_ENTRIES:,} entries runs")
     bounds = audit_vs_checkpoint(work / "bounds")
     figures["bounds"] = bounds
+
+    cl = run_cluster(work, args)
+    figures["cluster"] = None if cl is None else cl.as_dict()
     figures["seconds"] = round(time.monotonic() - t0, 1)
 
-    ok = _print(figures, kl, sp, suites, locked, fuzz, bounds)
+    ok = _print(figures, kl, sp, suites, locked, fuzz, bounds, cl)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1, default=str))
     if not args.keep and ok:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    return 0 if ok else 1
+
+
+FAILOVER_P99_S = 5.0  # the target: from SIGKILL of the sequencer to the next acknowledged write
+
+
+def run_cluster(work: Path, args: argparse.Namespace) -> ClusterReport | None:
+    """The cluster kill loop on a scratch PostgreSQL of its own; None where PostgreSQL is not installed."""
+    if pg_bin() is None:
+        say("7/7 cluster kill loop: not run, PostgreSQL is not installed (scripts/install-postgres)")
+        return None
+    say(f"7/7 cluster kill loop: {args.cluster_kills} SIGKILLs of the sequencing front end among 3, under load")
+    pg = LocalPostgres.create().start()
+    try:
+        return asyncio.run(cluster_kill_loop(work / "cluster", pg, kills=args.cluster_kills, clients=args.clients,
+                                             seed=args.seed, say=say))
+    finally:
+        pg.remove()
+
+
+def _cluster_rows(cl: ClusterReport | None) -> list[tuple[str, str, bool | None]]:
+    if cl is None:
+        return [("cluster kill loop: not run (PostgreSQL is not installed)", "", None)]
+    return [
+        (f"cluster kill loop ({cl.fronts} front ends, one PostgreSQL)", "", None),
+        ("  SIGKILLs of the sequencing front end", str(cl.kills), cl.kills > 0),
+        ("  records acknowledged", str(cl.acknowledged), cl.acknowledged == cl.sent > 0),
+        ("  acknowledged records lost / duplicates", f"{cl.lost + cl.wrong} / {cl.duplicates}", cl.lost + cl.wrong + cl.duplicates == 0),
+        ("  checkpoints served (polled), forks / rollbacks", f"{cl.checkpoints}, {cl.forks} / {cl.rollbacks}",
+         cl.forks + cl.rollbacks == 0),
+        ("  batches refused by the fence", str(cl.fence_refusals), None),
+        ("  tlog verify --db postgresql://…", "clean" if cl.verified else "FAILED", cl.verified),
+        ("  unexpected answers, tracebacks", f"{cl.unexpected}, {cl.tracebacks}", cl.unexpected + cl.tracebacks == 0),
+        ("  failover p50 / p99 / max, s", f"{cl.percentile(50):.2f} / {cl.percentile(99):.2f} / "
+         f"{max(cl.failovers, default=0):.2f}", cl.percentile(99) < FAILOVER_P99_S and cl.ok()),
+        ("  seconds", f"{cl.seconds:.0f}", None),
+    ]
+
+
+def _cluster_only(work: Path, args: argparse.Namespace) -> int:
+    cl = run_cluster(work, args)
+    rows = _cluster_rows(cl)
+    width = max(len(r[0]) for r in rows) + 2
+    print()
+    for what, value, good in rows:
+        print(f"{what:<{width}}{value:>24}  {'' if good is None else 'ok' if good else 'FAIL'}")
+    ok = cl is not None and all(good is not False for _, _, good in rows)
+    if ok and not args.keep:
         subprocess.run(["rm", "-rf", str(work)], check=False)
     return 0 if ok else 1
 
@@ -328,7 +393,7 @@ def _bounds_only(work: Path) -> int:
 
 
 def _print(figures: dict[str, Any], kl: KillReport, sp: KillReport, suites: dict[str, Any], locked: dict[str, Any],
-           fuzz: dict[str, Any] | None, bounds: dict[str, Any]) -> bool:
+           fuzz: dict[str, Any] | None, bounds: dict[str, Any], cl: ClusterReport | None) -> bool:
     rows: list[tuple[str, str, str]] = []
     ok = True
 
@@ -390,11 +455,14 @@ def _print(figures: dict[str, Any], kl: KillReport, sp: KillReport, suites: dict
         row("  5xx seen", fuzz.get("5xx", "?"), fuzz.get("5xx") == 0 and fuzz.get("ok"))
     for what, value, mark in _bounds_rows(bounds):
         row(what, value, None if not mark else mark == "ok")
+    for what, value, good in _cluster_rows(cl):
+        row(what, value, good)
 
-    crashes = kl.kills + sp.kills + injected
-    lost = kl.lost + kl.wrong + sp.lost + sp.wrong
-    forks = kl.forks + kl.rollbacks + sp.forks + sp.rollbacks
-    dups = kl.duplicates + sp.duplicates
+    clusters = [cl] if cl is not None else []
+    crashes = kl.kills + sp.kills + injected + sum(c.kills for c in clusters)
+    lost = kl.lost + kl.wrong + sp.lost + sp.wrong + sum(c.lost + c.wrong for c in clusters)
+    forks = kl.forks + kl.rollbacks + sp.forks + sp.rollbacks + sum(c.forks + c.rollbacks for c in clusters)
+    dups = kl.duplicates + sp.duplicates + sum(c.duplicates for c in clusters)
     width = max(len(r[0]) for r in rows) + 2
     print(f"\ntlog reliability report (seed {figures['seed']}, {figures['seconds']:.0f} s, loopback only)\n")
     for what, value, mark in rows:
