@@ -10,34 +10,25 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlog.pglocal import LocalPostgres, free_port
 
+from .faultkit import Served, stop, wait_answering
+
 ORIGIN = "cluster.example/log"
 
 
 @dataclass
-class Front:
-    """One `tlog serve` front end; its output goes to a file (a pipe nobody reads would block it)."""
+class Front(Served):
+    """One `tlog serve` front end, by name."""
 
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    out: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name: str = ""
 
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace") if self.out.exists() else ""
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -79,34 +70,16 @@ class Cluster:
             # hung host would, and nothing else.
             proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        front = self.fronts[name] = Front(name, port, proc, out)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"front end {name} exited {proc.returncode}: {front.output()[-3000:]}")
-            try:
-                with urllib.request.urlopen(front.url + "/healthz", timeout=1):
-                    return front
-            except OSError:
-                time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"front end {name} did not answer in {timeout} s: {front.output()[-3000:]}")
+        front = self.fronts[name] = Front(dsn or self.dsn, port, proc, out, name)
+        wait_answering(front.url, proc, front.output, timeout, f"front end {name}")
+        return front
 
     def stop(self, name: str, *, kill: bool = False) -> int:
         front = self.fronts[name]
         if front.proc.poll() is not None:
             return front.proc.returncode
         os.killpg(front.pid, signal.SIGCONT)  # a stopped process would not act on SIGTERM until it runs again
-        if kill:
-            front.proc.kill()
-        else:
-            front.proc.terminate()
-        try:
-            return front.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            front.proc.kill()
-            return front.proc.wait()
+        return stop(front, kill=kill)
 
     def pause(self, name: str) -> None:
         """SIGSTOP to the front end and its child processes: alive, connections open, doing nothing."""

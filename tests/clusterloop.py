@@ -31,7 +31,7 @@ from tlog.pglocal import LocalPostgres
 
 from .clusterkit import Cluster, Front
 from .faultkit import check_log
-from .killloop import KillReport, use
+from .killloop import KillReport, keep_checkpoint, use
 
 Say = Callable[[str], None]
 
@@ -104,14 +104,7 @@ class _Load:
             fronts = list(self.cluster.fronts.values())
             front = fronts[i % len(fronts)]
             i += 1
-            try:
-                async with session.get(front.url + "/checkpoint", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        note = await r.read()
-                        if not self.served or self.served[-1] != note:
-                            self.served.append(note)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                pass
+            await keep_checkpoint(session, front.url, self.served)
             await asyncio.sleep(0.01)
 
     def failover(self, killed_at: float) -> float | None:

@@ -260,7 +260,7 @@ def consistent(log: LocalLog, old: Checkpoint, new: Checkpoint, size_now: int) -
 class Served:
     """A `tlog serve` subprocess; its output goes to a file (a pipe nobody reads would block it)."""
 
-    db: Path
+    db: Path | str  # a SQLite file, or a postgresql:// URL
     port: int
     proc: subprocess.Popen[bytes]
     out: Path
@@ -283,18 +283,26 @@ def serve(db: Path, port: int | None = None, *extra: str, timeout: float = 20) -
             stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     s = Served(db, port, proc, out)
+    wait_answering(s.url, proc, s.output, timeout, "tlog serve")
+    return s
+
+
+def wait_answering(url: str, proc: subprocess.Popen[bytes], output: Callable[[], str], timeout: float,
+                   what: str) -> None:
+    """Returns once `url`/healthz answers; RuntimeError with the process's last output if it exits first
+    or does not answer in `timeout` (then it is killed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"tlog serve exited {proc.returncode}: {s.output()[-2000:]}")
+            raise RuntimeError(f"{what} exited {proc.returncode}: {output()[-3000:]}")
         try:
-            with urllib.request.urlopen(s.url + "/healthz", timeout=1):
-                return s
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return
         except OSError:
             time.sleep(0.03)
     proc.kill()
     proc.wait()
-    raise RuntimeError(f"tlog serve did not answer in {timeout} s: {s.output()[-2000:]}")
+    raise RuntimeError(f"{what} did not answer in {timeout} s: {output()[-3000:]}")
 
 
 def stop(s: Served, *, kill: bool = False) -> int:

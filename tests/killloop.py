@@ -158,17 +158,21 @@ class _Run:
         await asyncio.get_running_loop().run_in_executor(None, lambda: stop(self.server, kill=True))  # type: ignore[arg-type]
 
     async def poll_checkpoints(self, session: aiohttp.ClientSession) -> None:
-        url = f"http://127.0.0.1:{self.port}/checkpoint"
         while not self.done:
-            try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        note = await r.read()
-                        if not self.served or self.served[-1] != note:
-                            self.served.append(note)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                pass
+            await keep_checkpoint(session, f"http://127.0.0.1:{self.port}", self.served)
             await asyncio.sleep(0.01)
+
+
+async def keep_checkpoint(session: aiohttp.ClientSession, url: str, served: list[bytes]) -> None:
+    """Appends the checkpoint `url` serves to `served` if it is not the last one there."""
+    try:
+        async with session.get(url + "/checkpoint", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            if r.status == 200:
+                note = await r.read()
+                if not served or served[-1] != note:
+                    served.append(note)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        pass
 
 
 async def kill_loop(workdir: Path, *, kills: int = 5, clients: int = 4, max_batch: int = 25, seed: int = 1,

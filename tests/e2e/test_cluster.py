@@ -11,6 +11,8 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,22 @@ class Load:
                 self.acked[("loadgen", r.event_id)] = (r.index, r.leaf_hash.hex())
 
 
+@contextmanager
+def under_load(cluster: Cluster) -> Iterator[Load]:
+    """Front ends a and b, one sequencing, clients writing through both; all stopped at the end, and none
+    may have printed a traceback."""
+    try:
+        for name in ("a", "b"):
+            cluster.start(name)
+        cluster.wait_sequencer()
+        with Load(cluster, [cluster.fronts["a"], cluster.fronts["b"]]) as load:
+            yield load
+    finally:
+        cluster.stop_all()
+    for front in cluster.fronts.values():
+        assert "Traceback" not in front.output(), front.output()[-3000:]
+
+
 def wait_until(pred: Any, timeout: float, what: str) -> float:
     t0 = time.monotonic()
     while not pred():
@@ -152,11 +170,9 @@ def metric(front: Front, name: str) -> float:
 
 
 def test_the_sequencer_killed_under_load_is_replaced_within_seconds(cluster: Cluster) -> None:
-    for name in ("a", "b"):
-        cluster.start(name)
-    seq = cluster.wait_sequencer()
-    other = cluster.fronts["b" if seq.name == "a" else "a"]
-    with Load(cluster, [cluster.fronts["a"], cluster.fronts["b"]]) as load:
+    with under_load(cluster) as load:
+        seq = cluster.wait_sequencer()
+        other = cluster.fronts["b" if seq.name == "a" else "a"]
         wait_until(lambda: len(load.acks) > 20, 60, "writes before the kill")
         killed_at = time.monotonic()
         cluster.stop(seq.name, kill=True)
@@ -250,22 +266,15 @@ def test_postgresql_restarted_under_load_loses_nothing(tmp_path: Path, own_pg: A
     pg.stop()
     pg.start()
     cluster = Cluster.create(tmp_path / "c", pg, "restarted")
-    try:
-        for name in ("a", "b"):
-            cluster.start(name)
-        cluster.wait_sequencer()
-        with Load(cluster, [cluster.fronts["a"], cluster.fronts["b"]]) as load:
-            wait_until(lambda: len(load.acks) > 20, 60, "writes before the restart")
-            pg.stop("immediate")  # as a crash: no shutdown checkpoint, PostgreSQL recovers from its WAL
-            down_at = time.monotonic()
-            time.sleep(1)
-            pg.start()
-            wait_until(lambda: len(load.acked_after(down_at)) > 20, 60, "writes after the restart")
-        assert load.transient > 0  # the clients saw the outage (503s, refused connections) and resent
-        verified(cluster, load)
-    finally:
-        cluster.stop_all()
-    assert not any("Traceback" in f.output() for f in cluster.fronts.values())
+    with under_load(cluster) as load:
+        wait_until(lambda: len(load.acks) > 20, 60, "writes before the restart")
+        pg.stop("immediate")  # as a crash: no shutdown checkpoint, PostgreSQL recovers from its WAL
+        down_at = time.monotonic()
+        time.sleep(1)
+        pg.start()
+        wait_until(lambda: len(load.acked_after(down_at)) > 20, 60, "writes after the restart")
+    assert load.transient > 0  # the clients saw the outage (503s, refused connections) and resent
+    verified(cluster, load)
 
 
 def test_a_synchronous_standby_keeps_every_acknowledged_batch_when_the_primary_is_lost(tmp_path: Path, own_pg: Any) -> None:
@@ -273,26 +282,20 @@ def test_a_synchronous_standby_keeps_every_acknowledged_batch_when_the_primary_i
     standby = primary.standby()
     standbys.append(standby)
     cluster = Cluster.create(tmp_path / "c", primary, "replicated")
-    try:
-        for name in ("a", "b"):
+    with under_load(cluster) as load:
+        wait_until(lambda: len(load.acks) > 30, 60, "writes acknowledged by the primary")
+        primary.kill()  # its host is lost
+        lost_at = time.monotonic()
+        before = dict(load.acked)
+        standby.promote()
+        cluster.dsn = cluster.dsn.replace(f":{primary.port}/", f":{standby.port}/")
+        for name in ("a", "b"):  # the operator points the front ends at the new primary
+            cluster.stop(name, kill=True)
             cluster.start(name)
-        cluster.wait_sequencer()
-        with Load(cluster, [cluster.fronts["a"], cluster.fronts["b"]]) as load:
-            wait_until(lambda: len(load.acks) > 30, 60, "writes acknowledged by the primary")
-            primary.kill()  # its host is lost
-            lost_at = time.monotonic()
-            before = dict(load.acked)
-            standby.promote()
-            cluster.dsn = cluster.dsn.replace(f":{primary.port}/", f":{standby.port}/")
-            for name in ("a", "b"):  # the operator points the front ends at the new primary
-                cluster.stop(name, kill=True)
-                cluster.start(name)
-            wait_until(lambda: len(load.acked_after(lost_at)) > 10, 60, "writes through the promoted standby")
-        c = check_log(cluster.dsn, acked=before)
-        assert (c.lost, c.wrong) == (0, 0), c  # every batch acknowledged before the loss is there
-        verified(cluster, load)
-    finally:
-        cluster.stop_all()
+        wait_until(lambda: len(load.acked_after(lost_at)) > 10, 60, "writes through the promoted standby")
+    c = check_log(cluster.dsn, acked=before)
+    assert (c.lost, c.wrong) == (0, 0), c  # every batch acknowledged before the loss is there
+    verified(cluster, load)
 
 
 def test_only_the_sequencer_notifies_and_each_event_arrives_once(cluster: Cluster, tmp_path: Path) -> None:
