@@ -12,8 +12,9 @@ from tlog.errors import Unavailable
 from tlog.server.appender import ReadOnly
 
 SERVER = Path(tlog.server.__file__).parent
-# The modules that may know how this process writes: the appender itself, and the factory that builds it.
-BUILDERS = {"appender.py", "app.py"}
+# The modules that may know how this process writes: the appenders (appender.py; cluster.py, a front end
+# of a PostgreSQL log that sequences in its term), and the factory that builds them.
+BUILDERS = {"appender.py", "cluster.py", "app.py"}
 WRITER_MODULES = {"committer", "sequencer", "intake", "store.writer"}
 
 
