@@ -18,7 +18,8 @@ Invariants, and what keeps them:
   this host's clock says.
 - A batch the fence refused wrote nothing: the front end steps down at once (`Elector.lost`), and its
   caller's request, if it came straight to the committer, is handed to the intake table instead, for
-  whoever sequences now. Rows it had taken from the table are left for the next sequencer.
+  whoever sequences now (so is one the head check refused, STALE_STATE: it wrote nothing either). Rows
+  it had taken from the table are left for the next sequencer.
 - Tokens and feed keys are not log entries: any front end stores them directly (unfenced).
 """
 
@@ -44,7 +45,7 @@ from ..log import LocalLog, open_log
 from ..policy import Policy, PreferenceLimits, in_effect
 from ..sequencer import BindingResult, PreferenceChange, Sequencer, Submission, UseResult, read_schedule
 from ..store import open_store
-from ..store.base import Batch
+from ..store.base import STALE_STATE, Batch
 from .appender import Appended
 
 POLICY_TTL_S = 1.0  # how long a front end uses the policy schedule it read before reading it again
@@ -328,9 +329,10 @@ class ClusterAppender:
                 self.cluster.direct += 1
                 return answer
             except StorageError as exc:
-                if exc.code != NOT_LEADER:
+                if exc.code not in (NOT_LEADER, STALE_STATE):
                     raise
-                # Refused by the fence, so nothing of it was written: whoever sequences now does it.
+                # Refused by the fence or the head check, so nothing of it was written: whoever
+                # sequences now does it (this front end again, if it still holds the lease).
         self.cluster.handed += 1
         return await self.outbox.ask(item)
 
