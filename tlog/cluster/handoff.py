@@ -40,6 +40,7 @@ Invariants, and what keeps them:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -226,10 +227,11 @@ class Outbox:
 
     async def _collect_loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._notified.wait(), self.poll_s)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow the cancellation of `close`
+            # when the event is set at the same moment, and this loop would then never end.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_s):
+                    await self._notified.wait()
             self._notified.clear()
             if self._waiting:
                 await self._collect()
