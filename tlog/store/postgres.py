@@ -64,7 +64,7 @@ from . import postgres_schema as schema
 from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, ErasureRecord, PolicyRecord, TokenRecord,
                    UseFilter)
 from .rows import (ENTRY_COLUMNS, NODE_MASK, Names, NewNames, binding_change, decode_entry, encode_entry,
-                   erased_details, narrow_tokens, node_id, period_stats, plan_artists, preferences, read_cached,
+                   erased_details, narrow_tokens, node_id, node_span, period_stats, plan_artists, preferences, read_cached,
                    remember, stat_rows, token)
 
 Fence = Callable[[psycopg.Cursor[Any]], None]
@@ -242,9 +242,7 @@ class PostgresStore:
         return [h for _, h in self.iter_nodes(0, start, end)]
 
     def iter_nodes(self, level: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-        lo = node_id(level, start)
-        hi = node_id(level + 1, 0) if end is None else node_id(level, end)
-        table, key = ("entries", "idx") if level == 0 else ("nodes", "id")
+        table, key, lo, hi = node_span(level, start, end)
         q = f"SELECT {key}, hash FROM {table} WHERE {key} >= %s AND {key} < %s ORDER BY {key} LIMIT %s"
         for i, h in self._chunks(q, lo, hi):
             yield i & NODE_MASK, h

@@ -49,6 +49,14 @@ def node_id(level: int, n: int) -> int:
     return (level << LEVEL_SHIFT) | n
 
 
+def node_span(level: int, start: int, end: int | None) -> tuple[str, str, int, int]:
+    """Where the nodes [start, end) of `level` are stored (end None: the whole level): (table, key column,
+    lowest id, id past the last). Leaf hashes live in `entries` by index, inner nodes in `nodes` by id."""
+    lo = node_id(level, start)
+    hi = node_id(level + 1, 0) if end is None else node_id(level, end)
+    return ("entries", "idx", lo, hi) if level == 0 else ("nodes", "id", lo, hi)
+
+
 NodeFetch = Callable[[list[int], list[int]], dict[int, bytes]]  # (leaf ids, inner ids) → the stored hashes
 
 

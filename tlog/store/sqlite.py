@@ -53,7 +53,7 @@ from .base import (STALE_STATE, ArtistState, Batch, BindingChange, Entry, Erasur
                    UseFilter)
 from . import sqlite_schema as schema
 from .rows import (ENTRY_COLUMNS, NODE_MASK, Names, NewNames, binding_change, blob, decode_entry, encode_entry,
-                   erased_details, narrow_tokens, node_id, period_stats, plan_artists, preferences, read_cached, remember,
+                   erased_details, narrow_tokens, node_id, node_span, period_stats, plan_artists, preferences, read_cached, remember,
                    stat_rows, token)
 from .sqlite_schema import ENTRY_SELECT, USAGE_UPSERT, immediate
 
@@ -213,9 +213,7 @@ class SqliteStore:
         return [h for _, h in self.iter_nodes(0, start, end)]
 
     def iter_nodes(self, level: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-        lo = node_id(level, start)
-        hi = node_id(level + 1, 0) if end is None else node_id(level, end)
-        table, key = ("entries", "idx") if level == 0 else ("nodes", "id")
+        table, key, lo, hi = node_span(level, start, end)
         q = f"SELECT {key}, CAST(hash AS BLOB) FROM {table} WHERE {key} >= ? AND {key} < ? ORDER BY {key}"
         for i, h in self.conn.execute(q, (lo, hi)):
             if h is None:  # an entries row without its hash: the node is missing
