@@ -908,13 +908,8 @@ def _check_state(page: _Page, state: AuditState) -> int:
 
 
 def _cosigners(signed: str, verifier: Verifier, quorum: WitnessQuorum) -> list[str]:
-    """The quorum file's witnesses that cosigned the checkpoint; VerificationError unless they make its
-    quorum (a checkpoint no witness saw may be a view shown to this artist alone)."""
+    """The quorum file's witnesses that cosigned the checkpoint (WitnessQuorum.require)."""
     try:
-        cosigners = quorum.signed_by(signed.encode(), verifier)
-    except ProofError as exc:
-        raise VerificationError(f"a witness cosignature on the checkpoint does not verify: {exc.message}") from None
-    if not quorum.satisfied(cosigners):
-        raise VerificationError(f"the checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} of your witness "
-                                f"policy, short of its quorum {quorum.quorum!r}: it may be a view shown to you alone")
-    return cosigners
+        return quorum.require(signed.encode(), verifier, whose="your witness policy")
+    except VerificationError as exc:
+        raise VerificationError(f"{exc.message}: it may be a view shown to you alone") from None

@@ -207,15 +207,11 @@ async def _round(client: TileClient, verifier: Verifier, state_dir: Path, echo: 
 
 
 def _check_quorum(signed: bytes, verifier: Verifier, quorum: WitnessQuorum) -> str:
-    """Which of the quorum file's witnesses cosigned `signed`; VerificationError unless they make its quorum
-    (a checkpoint the witnesses have not seen may be a view shown to this monitor alone)."""
+    """Which of the quorum file's witnesses cosigned `signed` (WitnessQuorum.require), for the round's line."""
     try:
-        cosigners = quorum.signed_by(signed, verifier)
-    except NoteError as exc:
-        raise VerificationError(f"quorum: a cosignature on the log's checkpoint does not verify: {exc.message}") from None
-    if not quorum.satisfied(cosigners):
-        raise VerificationError(f"quorum: the log's checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} "
-                                f"of the witness policy, short of its quorum {quorum.quorum!r}")
+        cosigners = quorum.require(signed, verifier, whose="the witness policy")
+    except VerificationError as exc:
+        raise VerificationError(f"quorum: {exc.message}") from None
     return f", cosigned by {', '.join(cosigners) or 'no witness'} (quorum {quorum.quorum!r} met)"
 
 
@@ -267,7 +263,7 @@ async def _compare_stats(client: TileClient, size: int, counts: dict[Group, int]
 
 
 def run_monitor(url: str, vkey: str, state_dir: Path, *, follow: bool = False, interval: float = DEFAULT_INTERVAL,
-                witness_policy: Path | None = None, echo: Callable[[str], None] = print,
+                quorum_file: Path | None = None, echo: Callable[[str], None] = print,
                 progress: Progress | None = None, on_round: Callable[[Checkpoint, bool], None] | None = None) -> None:
     """One round, or with `follow` a round every `interval` seconds until interrupted. In follow mode an
     unreachable log is a warning (checked again next round); an alert always ends the run. With a
@@ -277,7 +273,7 @@ def run_monitor(url: str, vkey: str, state_dir: Path, *, follow: bool = False, i
         verifier = Verifier.from_key(vkey)
     except NoteError as exc:
         raise ValidationError(f"--vkey is not a verifier key: {exc.message}") from None
-    quorum = load_witness_quorum(witness_policy, verifier) if witness_policy is not None else None
+    quorum = load_witness_quorum(quorum_file, verifier) if quorum_file is not None else None
     private_dir(state_dir)
     with _locked(state_dir):
         asyncio.run(_run(url, verifier, state_dir, follow, interval, echo, progress, quorum, on_round))

@@ -382,7 +382,7 @@ def test_a_witness_policy_requires_its_quorum_on_every_checkpoint(source, fake, 
     fake.publish(source.leaves, source.checkpoint(source.leaves, cosigners=witnesses[2:]))
     result = _monitor(fake.url, source.vkey, state, "--witness-policy", str(policy))
     assert result.exit_code == 1
-    assert result.stderr == ("ALERT: quorum: the log's checkpoint is cosigned by w3 of the witness policy, short of "
+    assert result.stderr == ("ALERT: quorum: the checkpoint is cosigned by w3 of the witness policy, short of "
                              "its quorum 'two'\n")
     assert _state_size(state) == 516
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import open_checkpoint
-from ..errors import NoteError, ValidationError
+from ..errors import NoteError, ValidationError, VerificationError
 from ..note import Verifier, parse_note
 
 NONE = "none"
@@ -96,6 +96,19 @@ class WitnessQuorum:
         names = {(w.verifier.name, w.verifier.key_hash): w.name for w in self.witnesses.values()}
         _, note = open_checkpoint(signed, [log, *(w.verifier for w in self.witnesses.values())])
         return sorted({names[s.name, s.key_hash] for s in note.verified if (s.name, s.key_hash) in names})
+
+    def require(self, signed: bytes, log: Verifier, *, whose: str) -> list[str]:
+        """`signed_by`, and VerificationError unless those witnesses make the quorum: a checkpoint the
+        witnesses have not seen may be a view shown to one verifier alone. `whose` names the file in the
+        message ("the witness policy", "your witness policy")."""
+        try:
+            cosigners = self.signed_by(signed, log)
+        except NoteError as exc:
+            raise VerificationError(f"a witness cosignature on the checkpoint does not verify: {exc.message}") from None
+        if not self.satisfied(cosigners):
+            raise VerificationError(f"the checkpoint is cosigned by {', '.join(cosigners) or 'no witness'} of {whose}, "
+                                    f"short of its quorum {self.quorum!r}")
+        return cosigners
 
     def check_for_log(self, vkeys: Sequence[str]) -> None:
         """Refuses a quorum file that cannot publish this log: one that lists other logs only, or whose quorum
