@@ -21,7 +21,7 @@ import orjson
 
 from .audit import AuditReport, AuditState, AuditWalk
 from .canonical import loads_strict
-from .cli_options import EXITS_CHECKING, json_option, token_options, witness_policy_option
+from .cli_options import EXITS_CHECKING, json_option, token_options, witness_quorum_option
 from .errors import NotFound, Unreachable, ValidationError, VerificationError
 from .files import private_dir, write_private
 from .note import Verifier
@@ -39,11 +39,11 @@ from .witness.quorum import WitnessQuorum, load_witness_quorum
               help="Remember what was verified here (created if missing): the next run fetches only what is new.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the fetched bundle (a list of pages for a long history), to check again with `tlog audit verify`.")
-@witness_policy_option("the checkpoint must carry its quorum's cosignatures.")
+@witness_quorum_option("the checkpoint must carry its quorum's cosignatures.")
 @json_option("Print the report as JSON: the verdict, and the uses by track, purpose and month.")
 @click.pass_context
 def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str | None, token: str | None,
-          state_dir: Path | None, out: Path | None, witness_policy: Path | None,
+          state_dir: Path | None, out: Path | None, quorum_file: Path | None,
           as_json: bool) -> None:
     """Fetch and verify everything logged about your content, with proofs.
 
@@ -65,7 +65,7 @@ def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str 
         raise ValidationError(f"missing {', '.join(missing)} (or check a saved bundle with `tlog audit verify FILE --vkey V`)")
     verifier = Verifier.from_key(vkey)  # type: ignore[arg-type]
     state = _load_state(state_dir, verifier.name, artist_id) if state_dir else None  # type: ignore[arg-type]
-    walk = AuditWalk(verifier, state=state, quorum=_quorum(witness_policy, verifier))
+    walk = AuditWalk(verifier, state=state, quorum=_quorum(quorum_file, verifier))
     pages: list[bytes] | None = [] if out is not None else None
     try:
         asyncio.run(_fetch(url, token, artist_id, walk, state, pages))  # type: ignore[arg-type]
@@ -81,9 +81,9 @@ def audit(ctx: click.Context, url: str | None, vkey: str | None, artist_id: str 
 @click.option("--vkey", required=True, help="The log's verifier key you trust.")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Refuse a bundle older than what was verified here, and remember this one.")
-@witness_policy_option("the checkpoint must carry its quorum's cosignatures.")
+@witness_quorum_option("the checkpoint must carry its quorum's cosignatures.")
 @json_option("Print the report as JSON.")
-def audit_verify(file: IO[bytes], vkey: str, state_dir: Path | None, witness_policy: Path | None, as_json: bool) -> None:
+def audit_verify(file: IO[bytes], vkey: str, state_dir: Path | None, quorum_file: Path | None, as_json: bool) -> None:
     """Verify a saved audit bundle FILE offline (one page, or the list of pages `tlog audit --out` saves)."""
     verifier = Verifier.from_key(vkey)
     try:
@@ -93,7 +93,7 @@ def audit_verify(file: IO[bytes], vkey: str, state_dir: Path | None, witness_pol
     pages = data if isinstance(data, list) else [data]
     artist_id = pages[0].get("artist_id") if pages and isinstance(pages[0], dict) else None
     state = _load_state(state_dir, verifier.name, artist_id) if state_dir and isinstance(artist_id, str) else None
-    walk = AuditWalk(verifier, state=state, quorum=_quorum(witness_policy, verifier))
+    walk = AuditWalk(verifier, state=state, quorum=_quorum(quorum_file, verifier))
     for page in pages:
         walk.add(page)
     _finish(walk.report(), state_dir, as_json)

@@ -19,7 +19,7 @@ from click.core import ParameterSource
 from . import merkle
 from .canonical import loads_strict
 from .cli_options import (EXITS, EXITS_CHECKING, JSON_META, db_option, json_option, keys_option, quiet_option,
-                          token_options, witness_policy_option)
+                          token_options, witness_quorum_option)
 from .errors import (DETAILS_SHOWN, EXIT_BAD_INPUT, EXIT_UNREACHABLE, Alert, Forbidden, TlogError, Unreachable, ValidationError,
                      VerificationError)
 from .intake import read_jsonl
@@ -534,6 +534,13 @@ class _progress:
         self.bar.update(done - self.done)
         self.done = done
 
+    def staged(self, label: str, done: int, total: int) -> None:
+        """For work in stages (tlog migrate: one table after another): a new bar whenever `label` changes."""
+        if label != self.label:
+            self.__exit__()
+            self.bar, self.done, self.label = None, 0, label
+        self.update(done, total)
+
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
@@ -662,7 +669,7 @@ def backup(db: Path, to: Path, quiet: bool) -> None:
 @click.option("--to", "target", required=True, metavar="URL", help="An empty PostgreSQL database: postgresql://…")
 @keys_option("Copy the key files into this folder (made mode 0700; default $TLOG_KEYS); without it the command "
              "says where they go.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@quiet_option
 def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
     """Copy a SQLite log into an empty PostgreSQL database, then check the copy leaf for leaf and root for
     root (every leaf hash equal; every stored checkpoint's root recomputed from the copy's tree) before
@@ -674,10 +681,9 @@ def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
       tlog migrate --from data/tlog.db --to postgresql://tlog@db.internal/tlog --keys /etc/tlog/keys"""
     from .migrate import migrate_log
 
-    def progress(table: str, done: int, total: int) -> None:
-        click.echo(f"{table}: {done:,} of {total:,} rows", err=True)
-
-    report = migrate_log(source, target, keys=keys, progress=None if quiet else progress)
+    bars = _progress(quiet, "")  # one bar a table
+    with bars:
+        report = migrate_log(source, target, keys=keys, progress=bars.staged)
     click.echo(f"migrated {source} to {report.target}: {report.size:,} leaves, {report.checkpoints:,} checkpoints, "
                f"{sum(report.rows.values()):,} rows, checked leaf for leaf and root for root in {report.seconds:.1f}s")
     if report.keys:
@@ -716,7 +722,7 @@ def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
 @click.option("--metrics-token", is_flag=True, help="/metrics only with an auditor or metrics token (tlog token create --metrics).")
 @click.option("--metrics-bind", default=None, metavar="HOST:PORT", callback=lambda _c, _p, v: v and _host_port(v),
               help="Serve /metrics only on this address, not on --host/--port.")
-@witness_policy_option("log/witness/group/quorum lines, witnesses with their URLs: /checkpoint then advances "
+@witness_quorum_option("log/witness/group/quorum lines, witnesses with their URLs: /checkpoint then advances "
                        "only once its quorum of witnesses has cosigned.")
 @click.option("--notify-url", default=None, metavar="URL",
               help="Post signed JSON events (policies announced and taking effect, preferences changed, refusals "
@@ -728,7 +734,7 @@ def migrate(source: Path, target: str, keys: Path | None, quiet: bool) -> None:
 def serve(db: Path | str, keys: Path | None, host: str, port: int, max_body: int, max_records: int, page_size: int, max_page_size: int,
           max_export: int, rate: float, burst: float, auth_fail_rate: float, auth_fail_burst: float, token_rate: float,
           token_burst: float, trusted_proxy_header: str | None, max_error_details: int, max_preferences: int, max_content_overrides: int,
-          metrics_token: bool, metrics_bind: tuple[str, int] | None, witness_policy: Path | None,
+          metrics_token: bool, metrics_bind: tuple[str, int] | None, quorum_file: Path | None,
           notify_url: str | None, notify_secret_file: Path | None) -> None:
     """Run the HTTP server (SPEC §6) on the log.
 
@@ -757,10 +763,10 @@ def serve(db: Path | str, keys: Path | None, host: str, port: int, max_body: int
                     max_content_overrides=max_content_overrides)
     rates = RateLimit(rate, burst, auth_fail_rate, auth_fail_burst, token_rate, token_burst, trusted_proxy_header)
     access = MetricsAccess(metrics_token, metrics_bind)
-    quorum = load_witness_quorum(witness_policy) if witness_policy else None
+    quorum = load_witness_quorum(quorum_file) if quorum_file else None
     notify = _notify_target(notify_url, notify_secret_file)
     # A busy port is an Unavailable: exit 3, as an unreachable log is (SPEC §7; TlogGroup).
-    run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_policy=quorum, metrics_access=access,
+    run(db, host=host, port=port, limits=limits, rate_limit=rates, witness_quorum=quorum, metrics_access=access,
         notify=notify, keys=keys)
 
 
@@ -890,13 +896,13 @@ def token_revoke(db: Path, token_id: int) -> None:
 @click.option("--vkey", required=True, help="The log's verifier key you trust.")
 @click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory keeping what was checked so far (created if missing); one per log.")
-@witness_policy_option("every checkpoint must carry its quorum's cosignatures.")
+@witness_quorum_option("every checkpoint must carry its quorum's cosignatures.")
 @click.option("--follow", is_flag=True, help="Keep watching, a round every --interval seconds, until interrupted.")
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between rounds.")
 @quiet_option
 @json_option("Print one JSON object a round ({\"ok\": true, \"origin\", \"size\", \"root\", \"grew\"}); the "
              "running commentary goes to stderr.")
-def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, follow: bool, interval: float,
+def monitor(url: str, vkey: str, state_dir: Path, quorum_file: Path | None, follow: bool, interval: float,
             quiet: bool, as_json: bool) -> None:
     """Follow a log from its public API and alert on anything a log must never do.
 
@@ -927,7 +933,7 @@ def monitor(url: str, vkey: str, state_dir: Path, witness_policy: Path | None, f
 
     try:
         with _progress(quiet or follow) as progress:
-            run_monitor(url, vkey, state_dir, follow=follow, interval=interval, witness_policy=witness_policy,
+            run_monitor(url, vkey, state_dir, follow=follow, interval=interval, quorum_file=quorum_file,
                         echo=(lambda m: click.echo(m, err=True)) if as_json else click.echo, progress=progress,
                         on_round=round_json if as_json else None)
     except VerificationError as alert:

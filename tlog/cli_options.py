@@ -52,9 +52,11 @@ db_option = click.option(
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 
 
-def witness_policy_option(help: str) -> Callable[[F], F]:
-    """`--witness-policy FILE`: a c2sp.org/tlog-policy file (a witness quorum file, witness/quorum.py)."""
-    return click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+def witness_quorum_option(help: str) -> Callable[[F], F]:
+    """`--witness-policy FILE` (the flag keeps C2SP's name; the parameter is `quorum_file`): a
+    c2sp.org/tlog-policy file, which this code calls a witness quorum file (witness/quorum.py), since
+    "policy" here means the AI policy."""
+    return click.option("--witness-policy", "quorum_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                         default=None, help=f"A c2sp.org/tlog-policy file: {help}")
 
 

@@ -41,7 +41,7 @@ log = logging.getLogger("tlog.server")
 
 
 def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits = Limits(),
-             rate_limit: RateLimit | None = None, witness_policy: WitnessQuorum | None = None,
+             rate_limit: RateLimit | None = None, witness_quorum: WitnessQuorum | None = None,
              pipelined: bool = False, metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
              notify: Target | None = None, cluster: ClusterOptions | None = None) -> web.Application:
     """Builds the app on an opened log: `reader` serves reads on the event loop; `writer` (its own
@@ -70,7 +70,7 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
     app.add_routes(feeds.routes)
     pages.setup(app)
     if cluster is not None:
-        jobs = _leader_jobs(reader, witness_policy, notify)
+        jobs = _leader_jobs(reader, witness_quorum, notify)
         state.appender = ClusterAppender(reader, replace(cluster, jobs=jobs), limits=limits.preferences)
     elif writer is not None:
         batches = writer.process_writer() if pipelined else None
@@ -84,12 +84,12 @@ def make_app(reader: LocalLog, writer: LocalLog | None = None, *, limits: Limits
         app.on_startup.append(_start_appender)
         app.on_cleanup.append(_stop_appender)
     app.cleanup_ctx.append(_key_watcher(reader, state))
-    if witness_policy is not None and witness_policy.quorum != NONE:
-        witness_policy.check_for_log([v.key for v in reader.verifiers])
+    if witness_quorum is not None and witness_quorum.quorum != NONE:
+        witness_quorum.check_for_log([v.key for v in reader.verifiers])
         state.witnessed = True
-        state.witness_policy = witness_policy
+        state.witness_quorum = witness_quorum
         if cluster is None:
-            app.cleanup_ctx.append(publisher_context(reader.path, witness_policy))
+            app.cleanup_ctx.append(publisher_context(reader.path, witness_quorum))
     if notify is not None and cluster is None:
         app.cleanup_ctx.append(notifier_context(reader.path, reader.origin, notify))
     return app
@@ -162,7 +162,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Limits(),
-        rate_limit: RateLimit | None = None, witness_policy: WitnessQuorum | None = None,
+        rate_limit: RateLimit | None = None, witness_quorum: WitnessQuorum | None = None,
         metrics_access: metrics.MetricsAccess = metrics.MetricsAccess(),
         notify: Target | None = None, keys: str | os.PathLike[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -174,7 +174,7 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
     cluster = ClusterOptions(keys=keys) if isinstance(path, str) else None
     lock = _lock(path) if isinstance(path, Path) else None
     writer = open_log(path, secrets_needed=True, keys=keys) if reader.signers and cluster is None else None
-    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_policy=witness_policy, pipelined=True,
+    app = make_app(reader, writer, limits=limits, rate_limit=rate_limit, witness_quorum=witness_quorum, pipelined=True,
                    metrics_access=metrics_access, notify=notify, cluster=cluster)
     sock = _listen(host, port)  # after the log's checks, before saying "serving": a busy port fails here
     port = sock.getsockname()[1]
@@ -184,9 +184,9 @@ def run(db: str | os.PathLike[str], *, host: str, port: int, limits: Limits = Li
             "read-write" if writer else "read-only (the key files are not readable)")
     tune_for_batches()
     print(f"tlog serving {reader.origin} (size {cp.size}, {mode}) on http://{host}:{port}/", flush=True)
-    if witness_policy is not None and witness_policy.quorum != NONE:
-        print(f"witness policy: /checkpoint advances once quorum {witness_policy.quorum!r} of "
-              f"{len(witness_policy.witnesses)} witness(es) has cosigned", flush=True)
+    if witness_quorum is not None and witness_quorum.quorum != NONE:
+        print(f"witness policy: /checkpoint advances once quorum {witness_quorum.quorum!r} of "
+              f"{len(witness_quorum.witnesses)} witness(es) has cosigned", flush=True)
     if notify is not None:
         print(f"notifications: signed events to {notify.shown} (docs/OPERATIONS.md)", flush=True)
         if notify.in_clear:

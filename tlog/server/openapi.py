@@ -222,9 +222,9 @@ SCHEMAS: dict[str, Any] = {
         "size": {"type": "integer", "minimum": 0, "description": "leaves under the published checkpoint"},
         "policy": _nullable({"type": "string"}),
         "purposes": {"type": "array", "items": _obj({"code": _PURPOSE_CODE, **_PURPOSE["properties"]})},
-        "witness_policy": _nullable(_ref("WitnessPolicy")),
+        "witness_policy": _nullable(_ref("WitnessQuorum")),
     }),
-    "WitnessPolicy": _obj({
+    "WitnessQuorum": _obj({
         "quorum": {"type": "string", "description": "the witness or group whose cosignature publishes a checkpoint"},
         "witnesses": {"type": "array", "items": _obj({
             "name": {"type": "string", "description": "the witness's name in the policy (what quorum and groups name)"},

@@ -513,7 +513,7 @@ def _checkpoint(state: State, size: int) -> str:
     ((_, last, _),) = list(iter_leaves(state.store, size - 1, size - 1 + 1))
     made = parse_leaf(last).logged_at
     keys_html = "".join(f"<li><code>{_e(k)}</code></li>" for k in state.verifier_keys())
-    policy = state.witness_policy
+    quorum = state.witness_quorum
     return f"""<section aria-labelledby="checkpoint-title">
 <h2 id="checkpoint-title">The latest checkpoint</h2>
 <p>A checkpoint is the log's signed promise about everything written so far: <strong data-figure="size">{_n(cp.size)}</strong>
@@ -523,35 +523,35 @@ entries, made {_e(_when(made))}. Anyone can check that every later checkpoint st
 <dt>Entries</dt><dd>{_n(cp.size)}</dd>
 <dt>Root hash</dt><dd><code class="hash">{_e(text.decode().split(chr(10))[2])}</code></dd>
 <dt>Signed with the log's key</dt><dd><ul class="keys">{keys_html}</ul></dd>
-{_witnesses(policy, note)}
+{_witnesses(quorum, note)}
 </dl>
-{_about_witnesses(policy)}
+{_about_witnesses(quorum)}
 <div id="browser-check" class="verdict pending" role="status" aria-live="polite"><p>Your browser can check this checkpoint's signatures itself; that needs JavaScript.</p></div>
 </section>"""
 
 
-def _witnesses(policy: WitnessQuorum | None, note: bytes) -> str:
-    """The policy's witnesses, each with the time of its cosignature on the note or the fact that it did
+def _witnesses(quorum: WitnessQuorum | None, note: bytes) -> str:
+    """The quorum file's witnesses, each with the time of its cosignature on the note or the fact that it did
     not cosign; public.js replaces the list with what the browser verified itself."""
-    if policy is None:
+    if quorum is None:
         return ('<dt>Cosigned by witnesses</dt><dd><p id="witness-list">None: this log runs without witnesses.</p></dd>')
-    cosigned = policy.cosigners(note)
+    cosigned = quorum.cosigners(note)
     items = "".join(
         f'<li data-witness="{_e(name)}" data-status="cosigned">{_e(name)}: cosigned at {_e(_when(format_logged_at(cosigned[name] * 1000)))}</li>'
         if name in cosigned else f'<li data-witness="{_e(name)}" data-status="missing">{_e(name)}: did not cosign it</li>'
-        for name in policy.witnesses)
-    keys = "".join(f"<li>{_e(w.name)}: <code>{_e(w.verifier.key)}</code></li>" for w in policy.witnesses.values())
+        for name in quorum.witnesses)
+    keys = "".join(f"<li>{_e(w.name)}: <code>{_e(w.verifier.key)}</code></li>" for w in quorum.witnesses.values())
     return (f'<dt>Cosigned by witnesses</dt><dd><ul id="witness-list" class="keys">{items}</ul></dd>'
             f'<dt>The witnesses\' keys</dt><dd><ul class="keys">{keys}</ul></dd>')
 
 
-def _about_witnesses(policy: WitnessQuorum | None) -> str:
-    if policy is None:
+def _about_witnesses(quorum: WitnessQuorum | None) -> str:
+    if quorum is None:
         return ("<p>Without witnesses, nobody independent cosigns the checkpoints: a log showing different histories to "
                 "different people would be caught only by those who compare what they saw, such as <code>tlog monitor</code>.</p>")
     return f"""<p>Witnesses are independent services that cosign a checkpoint only if it extends every checkpoint they
 cosigned before, so that the log cannot show one history to some people and another to others. This log publishes a
-checkpoint only once its witness quorum, <strong id="quorum">{_e(words.quorum_words(policy))}</strong>, has cosigned it,
+checkpoint only once its witness quorum, <strong id="quorum">{_e(words.quorum_words(quorum))}</strong>, has cosigned it,
 and your browser checks the cosignatures with the witnesses' keys above.</p>
 <p>Those keys come from the log itself, so to check without trusting it, get each key from whoever runs the witness
 and give them to <code>tlog audit --witness-policy</code> or <code>tlog monitor --witness-policy</code>.</p>"""

@@ -230,7 +230,7 @@ async def log_info(request: web.Request) -> web.Response:
         "size": size,
         "policy": current.id if current else None,
         "purposes": [{"code": p.code, **p.as_json()} for p in current.purposes.values()] if current else [],
-        "witness_policy": state.witness_policy.as_json() if state.witness_policy else None,
+        "witness_policy": state.witness_quorum.as_json() if state.witness_quorum else None,
     })
 
 

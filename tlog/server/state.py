@@ -73,7 +73,7 @@ class State:
     limits: Limits = field(default_factory=Limits)
     extra_verifier_keys: list[str] = field(default_factory=list)
     witnessed: bool = False  # a witness policy is set: publish only what its quorum cosigned
-    witness_policy: WitnessQuorum | None = None  # its witnesses and quorum, published in /v1/log
+    witness_quorum: WitnessQuorum | None = None  # its witnesses and quorum, published in /v1/log
     token_cache: TokenCache = field(default_factory=TokenCache)
     _rebuilt: dict[int, ArtistMap] = field(default_factory=dict)
     _note: bytes = b""
