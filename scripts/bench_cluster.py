@@ -86,9 +86,36 @@ def postgres_round(work: Path, pg: LocalPostgres, args: argparse.Namespace, seed
     try:
         fronts = [cluster.start(name) for name in ("a", "b")[: args.fronts]]
         cluster.wait_sequencer()
-        return load([f.url for f in fronts], token, args.records, args.clients, args.artists, seed)
+        rate = load([f.url for f in fronts], token, args.records, args.clients, args.artists, seed)
+        ways = [_writes(f.url) for f in fronts]
     finally:
         cluster.stop_all()
+    _check_logged(cluster, args.records)
+    print(f"  postgres: {', '.join(f'front end {n}: {d:,} requests sequenced there, {h:,} handed over' for n, (d, h) in zip('ab', ways))}; "
+          f"all {args.records:,} records in the log, tlog verify clean", flush=True)
+    return rate
+
+
+def _writes(url: str) -> tuple[int, int]:
+    """(direct, handed) requests of a front end, from its /metrics (tlog_cluster_writes_total)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    ways = {w: int(line.rsplit(" ", 1)[1]) for line in lines for w in ("direct", "handed")
+            if line.startswith(f'tlog_cluster_writes_total{{way="{w}"}}')}
+    return ways["direct"], ways["handed"]
+
+
+def _check_logged(cluster: Cluster, records: int) -> None:
+    """A figure counts only if every acknowledged record is in the log once and the log verifies."""
+    stats = orjson.loads(cluster.cli("stats", "--db", cluster.dsn, "--json").stdout)
+    logged = sum(t["leaves"] for t in stats["totals"] if t["type"] in ("use", "refusal"))
+    if logged != records:
+        raise SystemExit(f"the PostgreSQL log holds {logged:,} use and refusal leaves, not the {records:,} acknowledged")
+    done = cluster.cli("verify", "--db", cluster.dsn, "--quiet", check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"tlog verify failed on the PostgreSQL log: {done.stdout[-500:]}{done.stderr[-500:]}")
 
 
 def _wait(url: str) -> None:
