@@ -5,7 +5,9 @@ taking turns, a dropped connection replaced, and opening by URL with keys in a f
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import stat
 import threading
 from pathlib import Path
@@ -19,7 +21,7 @@ from tlog.errors import Conflict, StorageError, ValidationError
 from tlog.log import LocalLog, init_log, open_log
 from tlog.store import open_store, postgres_schema
 from tlog.store.base import STALE_STATE, Batch, UseFilter
-from tlog.store.postgres import PostgresStore
+from tlog.store.postgres import LINK_TIMEOUT_S, PostgresStore
 from tlog.tokens import new_token
 from tlog.verify import verify_log
 
@@ -255,6 +257,34 @@ def test_a_connection_postgresql_dropped_is_replaced_at_the_next_call(pg_log):
     assert store.size() == 3
     _grow(pg_log, batches=1, n=10)
     assert store.size() == 3 + 10 + 1
+
+
+def _tcp(store: PostgresStore) -> dict[str, int]:
+    """The TCP options of the store's connection, read from its socket (not from what was asked)."""
+    sock = socket.socket(fileno=os.dup(store.conn.pgconn.socket))
+    try:
+        return {"keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                "user_timeout": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)}
+    finally:
+        sock.close()
+
+
+def test_a_connection_probes_its_link_so_a_vanished_host_fails_a_call_within_seconds(pg_log):
+    """A database host gone without closing its connections must not hang a reader for TCP's hours: every
+    store connection (a replacement too) probes an idle link and gives up on unacknowledged data, unless
+    the URL says otherwise."""
+    store = pg_log.store
+    want = {"keepalive": 1, "idle": 1, "user_timeout": LINK_TIMEOUT_S * 1000}
+    assert _tcp(store) == want
+    size = store.size()
+    store.conn.close()
+    assert store.size() == size and _tcp(store) == want  # the replacement too
+    own = PostgresStore(f"{pg_log.path}?keepalives_idle=30&tcp_user_timeout=60000", readonly=True)
+    try:
+        assert _tcp(own) == {"keepalive": 1, "idle": 30, "user_timeout": 60000}
+    finally:
+        own.close()
 
 
 def test_token_changes_are_one_counter_read_by_every_connection(pg_log):

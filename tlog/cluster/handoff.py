@@ -55,7 +55,8 @@ from psycopg import sql
 from ..errors import TlogError, Unavailable
 from ..server.errors import error_type, http_status
 from .lease import NOT_LEADER
-from .links import alive, link_options, reason, shut, unreachable, within
+from ..store.postgres import link_options
+from .links import alive, reason, shut, unreachable, within
 
 CHANNEL = "tlog_handoff"  # where front ends tell the sequencer that a request is waiting
 WAIT_S = 10.0  # how long a front end waits for an answer before it answers 503

@@ -49,7 +49,8 @@ from typing import Any, Callable
 import psycopg
 
 from ..errors import StorageError
-from .links import link_options, reason, shut
+from ..store.postgres import link_options
+from .links import reason, shut
 
 LEASE_S = 2.5  # how long a TAKE holds the lease
 RENEW_S = 0.5  # how often an elector tries to take or renew it

@@ -1,6 +1,7 @@
-"""How the cluster's own connections to PostgreSQL are opened: bounded in time, so that a front end cut
-off from PostgreSQL (a dead route, a stopped server, a network that drops packets) learns it within
-seconds instead of waiting for TCP's minutes, and says so (503) instead of hanging its callers."""
+"""The cluster's own connections to PostgreSQL, bounded in time (opened with store.postgres.link_options),
+so that a front end cut off from PostgreSQL (a dead route, a stopped server, a network that drops
+packets) learns it within seconds instead of waiting for TCP's minutes, and says so (503) instead of
+hanging its callers: a statement given a deadline, a dead idle connection told from a live one."""
 
 from __future__ import annotations
 
@@ -14,14 +15,6 @@ from typing import Any, TypeVar
 import psycopg
 
 from ..errors import Unavailable
-
-
-def link_options(timeout_s: float, *, application: str) -> dict[str, Any]:
-    """libpq options: connect within `timeout_s` (libpq counts whole seconds, at least 2), give up on a
-    connection whose sent data goes unacknowledged for `timeout_s`, and probe idle ones every second."""
-    ms = int(timeout_s * 1000)
-    return {"connect_timeout": max(2, round(timeout_s)), "tcp_user_timeout": ms, "keepalives": 1,
-            "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2, "application_name": application}
 
 
 T = TypeVar("T")

@@ -70,7 +70,9 @@ from .rows import (ENTRY_COLUMNS, NODE_MASK, Names, NewNames, binding_change, de
 Fence = Callable[[psycopg.Cursor[Any]], None]
 NODE_CACHE = 1 << 16  # tree nodes kept in memory per store, as sqlite.NODE_CACHE
 FETCH_ROWS = 5000  # rows per query of a long read
-CONNECT_TIMEOUT_S = 10
+# A store's connections: connect, and have sent data acknowledged, within this (link_options). Longer than
+# the cluster's own links (the lease), since a bulk COPY (a batch, tlog migrate) may wait on a busy disk.
+LINK_TIMEOUT_S = 20
 _ZERO = bytes(32)
 
 _ENTRY_SELECT = (
@@ -107,6 +109,17 @@ def shown(dsn: str) -> str:
     return f"postgresql://{user}{info.get('host', '')}{port}/{info.get('dbname', '')}"
 
 
+def link_options(timeout_s: float, *, application: str) -> dict[str, Any]:
+    """libpq options for every connection tlog opens to PostgreSQL: connect within `timeout_s` (libpq counts
+    whole seconds, at least 2), give up on a connection whose sent data goes unacknowledged for
+    `timeout_s`, and probe idle ones every second. A database host that vanishes without closing its
+    connections (power lost, a route gone) then fails the call waiting on it within seconds, a
+    StorageError (503), instead of after TCP's minutes or hours."""
+    ms = int(timeout_s * 1000)
+    return {"connect_timeout": max(2, round(timeout_s)), "tcp_user_timeout": ms, "keepalives": 1,
+            "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2, "application_name": application}
+
+
 class PostgresStore:
     """A tlog log in a PostgreSQL database. One instance = one connection; use one per thread."""
 
@@ -131,12 +144,14 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         # The URL's own options (a cluster writer's idle timeout, say) stay: an `options` argument replaces them.
-        options = conninfo_to_dict(self.dsn).get("options") or ""
+        # So do its link settings: only those it leaves out take link_options' values.
+        info = conninfo_to_dict(self.dsn)
+        options = info.get("options") or ""
         if self.readonly:
             options = f"{options} -c default_transaction_read_only=on".strip()
+        link = {k: v for k, v in link_options(LINK_TIMEOUT_S, application="tlog").items() if k not in info}
         try:
-            return psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                   application_name="tlog", options=options)
+            return psycopg.connect(self.dsn, autocommit=True, options=options, **link)
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to {self.where}: {_reason(exc)}") from exc
 
