@@ -132,7 +132,8 @@ class Tally:
         if system is not None:
             self.systems.add(system)
         for counts, key in ((self.purposes, leaf.purpose), (self.decisions, leaf.decision)):
-            counts[key] = counts.get(key, 0) + 1  # type: ignore[index]
+            if key is not None:  # always, on the use and refusal leaves counted here
+                counts[key] = counts.get(key, 0) + 1
 
     def to_json(self) -> dict[str, Any]:
         return {"leaves": self.leaves, "invocations": self.invocations, "first": self.first, "last": self.last,

@@ -25,6 +25,7 @@ from pathlib import Path
 from .errors import Conflict, StorageError, ValidationError
 from .log import open_log
 from .store import is_postgres_url
+from .store.sqlite import SqliteStore
 from .verify import Progress, Report, verify_log
 
 PAGES_PER_STEP = 4096  # pages copied between progress reports (16 MiB at SQLite's default 4 KiB page)
@@ -40,6 +41,7 @@ def backup(db: Path | str, to: Path, *, progress: Progress | None = None,
         raise ValidationError("tlog backup copies a SQLite log; a PostgreSQL log is backed up with PostgreSQL's own "
                               "tools (pg_basebackup and WAL archiving, or pg_dump), and its key folder apart")
     with open_log(db, readonly=True) as source:
+        assert isinstance(source.store, SqliteStore), "a log that is not at a postgresql:// URL is a SQLite file"
         _create_private(to)
         try:
             _copy(source.store.conn, to, progress)

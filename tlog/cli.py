@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from .webhooks import Target
 
 
+class _BadArgument(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+
 class TlogGroup(click.Group):
     """The one place where errors become exit codes (SPEC §7) and one plain line, never a traceback: a
     TlogError by its class's `exit_code`, click's usage errors 2, a declined prompt 2, the OS errors
@@ -50,8 +54,9 @@ class TlogGroup(click.Group):
         except click.Abort:
             _fail(ctx, "declined: nothing was changed", [], EXIT_BAD_INPUT)
         except click.ClickException as exc:
-            exc.exit_code = EXIT_BAD_INPUT  # a file click could not open, like any other bad argument
-            raise
+            if exc.exit_code == EXIT_BAD_INPUT:
+                raise
+            raise _BadArgument(exc.format_message()) from None  # a file click could not open (its code: 1)
         except OSError as exc:
             code = EXIT_UNREACHABLE if exc.errno in _UNREACHABLE_ERRNOS else EXIT_BAD_INPUT
             _fail(ctx, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), [], code)

@@ -87,7 +87,7 @@ class Unavailable(TlogError):
     `retry_after` seconds when given (the HTTP answer's Retry-After)."""
 
     code: str = "unavailable"
-    retry_after: int | None = None
+    retry_after: float | None = None  # seconds (a client reads them from Retry-After, which may be a date)
     exit_code: ClassVar[int] = EXIT_UNREACHABLE
 
 

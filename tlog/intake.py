@@ -51,7 +51,8 @@ def check_body(body: bytes, *, now: datetime, purposes: Collection[str], max_rec
     obj = loads_strict(body)
     batch = isinstance(obj, dict) and "records" in obj
     raw = _records(obj, max_records)
-    valid, problems = [], []
+    valid: list[UseRecord] = []
+    problems: list[dict[str, Any]] = []
     for i, r in enumerate(raw):
         try:
             valid.append(validate_use(r, now=now, purposes=purposes, at=f"records[{i}]" if batch else ""))

@@ -105,6 +105,7 @@ def save_state(state_dir: Path, verifier: Verifier, state: MonitorState) -> None
     c = state.checker
     rules = c.sequential
     assert isinstance(rules, Sequential) and not rules.changed, "saved only at a checkpoint, which ends at a map leaf"
+    assert c.frontier is not None, "the monitor's checker keeps the tree"
     data = orjson.dumps({
         "v": STATE_VERSION,
         "vkey": verifier.key,

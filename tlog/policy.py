@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from tlog.canonical import canonical, join_path, loads_strict, problems_error
 from tlog.errors import TooLarge, ValidationError
@@ -115,6 +115,7 @@ def parse_policy(data: bytes, policy_id: str) -> Policy:
                 purposes.append(purpose)
     if problems:
         raise problems_error(problems)
+    text, notice_days = cast(str, text), cast(int, notice_days)  # both checked above
     return Policy(id=policy_id, purposes={p.code: p for p in purposes}, text=text, notice_days=notice_days,
                   document=_document(purposes, text, notice_days))
 

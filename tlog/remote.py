@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -125,7 +125,7 @@ class TileClient:
             raise ValidationError(f"{tile_path(t)} is {len(data)} bytes, want {t.width * HASH_SIZE}")
         return data
 
-    async def leaves(self, start: int, end: int) -> AsyncIterator[Bundle]:
+    async def leaves(self, start: int, end: int) -> AsyncGenerator[Bundle, None]:
         """Leaves [start, end) bundle by bundle, in order, with their level-0 tile hashes. `end` must be
         a checkpoint's size: it fixes the width of the last, partial, tile, and a log only promises the
         partial widths its checkpoints imply. Up to `in_flight` bundles are fetched ahead of the one
@@ -176,7 +176,7 @@ def fetch_json(url: str, path: str, params: dict[str, str]) -> Any:
     return asyncio.run(fetch())
 
 
-async def cancel(tasks: "deque[asyncio.Future[Any]] | list[asyncio.Future[Any]]") -> None:
+async def cancel(tasks: Collection[asyncio.Future[Any]]) -> None:
     """Cancels fetches no longer wanted and collects their outcome (so no "exception never retrieved")."""
     for task in tasks:
         task.cancel()

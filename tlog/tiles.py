@@ -154,7 +154,7 @@ def encode_bundle(leaves: Sequence[bytes]) -> bytes:
 def decode_bundle(data: bytes, width: int | None = None) -> list[bytes]:
     """The entries of a bundle. Rejects a cut-off length or entry, trailing bytes (which read as a
     cut-off entry), and, when the bundle's tile `width` is given, any other number of entries."""
-    leaves = []
+    leaves: list[bytes] = []
     pos, end = 0, len(data)
     while pos < end:
         if end - pos < 2:

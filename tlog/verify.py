@@ -248,10 +248,10 @@ def _check_leaves_and_tree(log: LocalLog, ctx: _Context, vrf_key: bytes | None, 
         futures: list[tuple[Future[_Range], Future[list[tuple[str, bytes]]]]] = [
             (pool.submit(_check_range, str(log.path), ctx, lo, hi, block, roots), pool.submit(_check_tags, vrf_key, part))
             for (lo, hi, roots), part in zip(tasks, proofs)]
-        for leaves, part in futures:
+        for leaves, checked in futures:
             result = leaves.result()
             stitched.add(result)
-            tags += part.result()
+            tags += checked.result()
             if progress:
                 progress(result.end, size)
     else:
@@ -582,8 +582,8 @@ def _check_erasures(m: _Merged) -> list[VerificationError]:
 def _check_tables(log: LocalLog, artists: list[ArtistState], m: _Merged) -> None:
     heads = log.store.heads()
     if heads != m.artists:
-        bad = sorted(v[1] for t, v in m.artists.items() if heads.get(t) != v) or [None]
-        raise _fail(bad[0], "the stored artist heads do not match the artist chains in the leaves")
+        bad = sorted(v[1] for t, v in m.artists.items() if heads.get(t) != v)
+        raise _fail(bad[0] if bad else None, "the stored artist heads do not match the artist chains in the leaves")
     # The preferences the sequencer decides by must be those the artist's latest preference leaf committed to.
     for a in artists:
         index, want = m.preferences.get(a.artist_id, (a.head, None))
@@ -687,7 +687,7 @@ async def _compare_stats(client: TileClient, size: int, tally: Tally) -> str:
             wrong = [row for row in recount[part] if row not in (claimed.get(part) or [])]
             raise VerificationError(f"/v1/stats {part} differ from the recount of the leaves"
                                     + (f", e.g. the leaves hold {wrong[0]}" if wrong else ""))
-    return f"/v1/stats agrees with the recount of every leaf"
+    return "/v1/stats agrees with the recount of every leaf"
 
 
 async def check_remote_leaves(client: TileClient, checker: ChainChecker, size: int, *,

@@ -26,17 +26,16 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-from aiohttp import web
 from yarl import URL
 
-from .background import task_context
+from .background import CleanupContext, task_context
 from .backoff import Backoff, parse_retry_after
 from .errors import TlogError, ValidationError
 from .events import EFFECTIVE, EVENT_DECISIONS, EVENT_TYPES, Event, Schedule, due_effective, effective_event, entry_event, headers
@@ -270,7 +269,7 @@ class Notifier:
 
 
 def notifier_context(db: Path | str, origin: str, target: Target, *,
-                     fence: Fence | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+                     fence: Fence | None = None) -> CleanupContext:
     """An aiohttp cleanup context running a Notifier on its own connection to the log at db (`fence`: of
     the sequencer's term, on a PostgreSQL log: store/postgres.py). It has read where it stopped before
     the server serves."""

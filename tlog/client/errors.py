@@ -22,7 +22,6 @@ class TransientError(Unavailable):
     same request may be sent again: a use's event_id makes that safe. `retry_after` is the server's
     Retry-After in seconds, when it sent one."""
 
-    retry_after: float | None = None
     code: str = "unavailable"
 
 

@@ -8,14 +8,13 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 from aiohttp import web
 
-from ..background import task_context
+from ..background import CleanupContext, task_context
 from ..errors import StorageError, TlogError, Unavailable
 from ..gctune import tune_for_batches
 from ..log import LocalLog, db_location, open_log
@@ -106,7 +105,7 @@ def _leader_jobs(reader: LocalLog, quorum: WitnessQuorum | None, notify: Target 
     return tuple(jobs)
 
 
-def _key_watcher(reader: LocalLog, state: State) -> Callable[[web.Application], AsyncIterator[None]]:
+def _key_watcher(reader: LocalLog, state: State) -> CleanupContext:
     """`tlog key rotate` and `retire` run in another process: within a second the server lists the new
     keys and its sequencer signs with them, without a restart."""
 

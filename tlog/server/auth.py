@@ -66,7 +66,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         wait = state.rate_limit.per_token.retry_after(str(principal.token_id))
         return error_response(429, "rate_limited", f"this token sent more requests than the log allows; retry in {wait} s",
                               headers={"Retry-After": wait})
-    request[PRINCIPAL] = principal
+    if principal is not None:  # none: a public request (`principal(request)` reads None)
+        request[PRINCIPAL] = principal
     return await handler(request)
 
 

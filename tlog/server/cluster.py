@@ -30,7 +30,7 @@ import base64
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -63,7 +63,7 @@ class ClusterStats:
 
 # What only the sequencer runs, during its term (the witness publisher, the notifier): given the term's
 # fence, an aiohttp cleanup context (background.task_context), whose writes the fence guards.
-LeaderJob = Callable[[Fence], Callable[[Any], AsyncIterator[None]]]
+LeaderJob = Callable[[Fence], Callable[[Any], AsyncGenerator[None, None]]]  # a CleanupContext, given no app
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Leading:
         self.written = written  # [where the term started, where its last durable batch ended]
         self._refused = False
         self.on_refused = on_refused
-        self._jobs: list[AsyncIterator[None]] = []
+        self._jobs: list[AsyncGenerator[None, None]] = []
         self.task = asyncio.create_task(serve(inbox, self.handle), name=f"tlog-leading-{term.epoch}")
 
     async def start_jobs(self, jobs: tuple[LeaderJob, ...]) -> None:

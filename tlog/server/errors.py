@@ -9,6 +9,7 @@ nothing internal leaks."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -83,7 +84,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, TooEarly):
             headers = {"Retry-After": str(exc.retry_after)}
         elif status == 503:  # the log's writer or database is not answering now: a moment later it may
-            headers = {"Retry-After": str(getattr(exc, "retry_after", None) or 1)}
+            headers = {"Retry-After": str(math.ceil(getattr(exc, "retry_after", None) or 1))}  # whole seconds
         return error_response(status, exc.code, exc.message, exc.details, headers=headers,
                               max_details=_max_details(request))
     except web.HTTPException as exc:

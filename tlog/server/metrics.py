@@ -94,8 +94,8 @@ async def metrics(request: web.Request) -> web.Response:
     lines += ["# HELP tlog_http_request_seconds Request latency.", "# TYPE tlog_http_request_seconds histogram"]
     for (route, role), h in sorted(m.latency.items()):
         base = f'route="{_label(route)}",role="{role}"'
-        for b, n in zip(BUCKETS, h):
-            lines.append(f'tlog_http_request_seconds_bucket{{{base},le="{b}"}} {n:.0f}')
+        for b, count in zip(BUCKETS, h):
+            lines.append(f'tlog_http_request_seconds_bucket{{{base},le="{b}"}} {count:.0f}')
         lines.append(f'tlog_http_request_seconds_bucket{{{base},le="+Inf"}} {h[-2]:.0f}')
         lines.append(f"tlog_http_request_seconds_count{{{base}}} {h[-2]:.0f}")
         lines.append(f"tlog_http_request_seconds_sum{{{base}}} {h[-1]:.6f}")

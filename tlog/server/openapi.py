@@ -38,11 +38,6 @@ _PLATFORM_ID = {
 }
 _TEXT_128 = {"type": "string", "minLength": 1, "maxLength": 128}
 _TTL = {"type": "integer", "minimum": 1, "maximum": 86400, "description": "the token's life in seconds"}
-_DATE_OR_TIME = {
-    "type": "string",
-    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$",
-    "description": "a date (2026-12-01, UTC: since from its start, until through its end) or an RFC 3339 date-time with a zone",
-}
 _RFC3339 = {
     "type": "string", "format": "date-time",
     "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
@@ -51,7 +46,7 @@ _RFC3339 = {
 _LOGGED_AT = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"}
 _PURPOSE_CODE = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}
 _DECISION = {"type": "string", "enum": ["allowed", "allowed_override", "flagged", "refused"]}
-_DATE_OR_TIME = {"anyOf": [{"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}, _RFC3339],
+_DATE_OR_TIME: dict[str, Any] = {"anyOf": [{"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}, _RFC3339],
                  "description": "a date (UTC) or an RFC 3339 date-time with a zone"}
 _PHASE = {"type": "string", "enum": ["training", "fine_tuning", "evaluation", "inference", "embedding_extraction", "indexing"]}
 _LEAF_TYPE = {"type": "string", "enum": ["use", "refusal", "preference", "policy", "binding", "erasure", "log", "map"]}

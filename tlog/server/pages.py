@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
@@ -111,7 +111,10 @@ def assets() -> Assets:
     return _ASSETS
 
 
-def secure(response: web.StreamResponse) -> web.StreamResponse:
+R = TypeVar("R", bound=web.StreamResponse)
+
+
+def secure(response: R) -> R:
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -286,7 +289,7 @@ def render_public(state: State, size: int) -> tuple[bytes, float]:
 def _intro(f: Figures) -> str:
     leaves = sum(v[0] for v in f.totals.values())
     uses = sum(v[1] for v in f.totals.values())
-    by = defaultdict(int)
+    by: defaultdict[str, int] = defaultdict(int)
     for (_, decision), v in f.totals.items():
         by[decision] += v[0]
     cells = "".join(f'<div class="figure"><span class="value" data-figure="{d}">{_n(by.get(d, 0))}</span>'

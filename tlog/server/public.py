@@ -9,6 +9,7 @@ policies they announce) before they cosign it."""
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import re
@@ -27,6 +28,7 @@ from ..records import parse_logged_at
 from ..stats import answer as stats_answer
 from ..stats import parse_query as stats_query
 from ..stats import purposes_of
+from ..store.base import Backend
 from .errors import Handler
 from .params import path_index, query_int
 from .state import State, get_state
@@ -274,13 +276,17 @@ async def export(request: web.Request) -> web.StreamResponse:
     try:
         for first in range(start, max(end, start + 1), EXPORT_SLICE):
             last = min(first + EXPORT_SLICE, end)
-            chunk = await state.reads.run(
-                lambda store, a=first, b=last: b"".join(exporter.rows(store, a, b, fmt, header=a == start)))
+            chunk = await state.reads.run(functools.partial(_export_chunk, first=first, last=last, fmt=fmt,
+                                                            header=first == start))
             await response.write(chunk)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the reader went away: nothing left to answer
     return response
+
+
+def _export_chunk(store: Backend, *, first: int, last: int, fmt: str, header: bool) -> bytes:
+    return b"".join(exporter.rows(store, first, last, fmt, header=header))
 
 
 @routes.get("/v1/policies")

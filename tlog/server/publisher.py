@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import web
 
 from .. import merkle
-from ..background import task_context
+from ..background import CleanupContext, task_context
 from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..errors import NoteError, TlogError
@@ -160,7 +159,7 @@ class Publisher:
 
 
 def publisher_context(db: Path | str, quorum: WitnessQuorum, *,
-                      fence: Fence | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+                      fence: Fence | None = None) -> CleanupContext:
     """An aiohttp cleanup context running a Publisher on its own connection to the log at db (`fence`: of
     the sequencer's term, on a PostgreSQL log: store/postgres.py)."""
 

@@ -120,6 +120,14 @@ def link_options(timeout_s: float, *, application: str) -> dict[str, Any]:
             "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2, "application_name": application}
 
 
+def _only(c: psycopg.Connection[Any] | psycopg.Cursor[Any], q: str, args: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """The row of a statement that always returns one: an aggregate, the singleton head, RETURNING."""
+    row = c.execute(q, args).fetchone()
+    if row is None:
+        raise StorageError(f"the database returned no row where one is always expected: {q}")
+    return row
+
+
 class PostgresStore:
     """A tlog log in a PostgreSQL database. One instance = one connection; use one per thread."""
 
@@ -159,8 +167,8 @@ class PostgresStore:
         with self._db() as c:
             version = schema.applied(c)
             if create:
-                if version is not None or c.execute(
-                        "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()[0]:
+                if version is not None or _only(
+                        c, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")[0]:
                     raise Conflict(f"{self.where} is not empty; refusing to overwrite it (a new log needs an empty "
                                    "database: CREATE DATABASE …)")
             elif version is None:
@@ -298,7 +306,7 @@ class PostgresStore:
         cannot undo each other."""
         with self._write(fenced=True) as cur:
             cur.execute("LOCK TABLE published IN SHARE ROW EXCLUSIVE MODE")
-            latest = cur.execute("SELECT max(size) FROM published").fetchone()[0]
+            latest = _only(cur, "SELECT max(size) FROM published")[0]
             if latest is not None and size < latest:
                 raise StorageError(f"refusing to publish size {size}: size {latest} is already published")
             cur.execute("INSERT INTO published VALUES (%s, %s, %s) ON CONFLICT (size) DO UPDATE "
@@ -369,11 +377,11 @@ class PostgresStore:
                     return []
                 where.append(f"e.{column} = %s")
                 args.append(i)
-        for clause, value in (("e.content_id = %s", flt.content_id), ("e.logged_ms >= %s", flt.since_ms),
+        for clause, bound in (("e.content_id = %s", flt.content_id), ("e.logged_ms >= %s", flt.since_ms),
                               ("e.logged_ms < %s", flt.until_ms)):
-            if value is not None:
+            if bound is not None:
                 where.append(clause)
-                args.append(value)
+                args.append(bound)
         q = f"{_ENTRY_SELECT} WHERE {' AND '.join(where)} ORDER BY e.idx LIMIT %s"
         return [self._entry(r) for r in self._all(q, (*args, limit))]
 
@@ -495,12 +503,11 @@ class PostgresStore:
     def add_token(self, role: str, subject: str | None, digest: bytes, now_ms: int, *,
                   rights: frozenset[str] = frozenset(), expires_ms: int | None = None) -> int:
         with self._write() as cur:
-            row = cur.execute(
-                "INSERT INTO tokens (role, subject, digest, created_ms, rights, expires_ms) "
-                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (role, subject, digest, now_ms, " ".join(sorted(rights)), expires_ms)).fetchone()
+            row = _only(cur, "INSERT INTO tokens (role, subject, digest, created_ms, rights, expires_ms) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                        (role, subject, digest, now_ms, " ".join(sorted(rights)), expires_ms))
             cur.execute(_BUMP_TOKENS)
-        return int(row[0])  # type: ignore[index]
+        return int(row[0])
 
     def tokens_version(self) -> int:
         """Changes whenever a token is added, revoked or narrowed, by any front end or command: a counter
@@ -553,7 +560,7 @@ class PostgresStore:
                 last = self._guard(cur, batch)
                 if self.fence is not None:
                     self.fence(cur)
-                names.top = cur.execute("SELECT coalesce(max(id), 0) FROM names").fetchone()[0]
+                names.top = _only(cur, "SELECT coalesce(max(id), 0) FROM names")[0]
                 self._write_artists(cur, batch, new_artists)
                 profiles: dict[tuple[Any, ...], tuple[Any, ...]] = {}
                 rows = [encode_entry(e, h, names, new_artists, profiles) for e, h in zip(batch.entries, leaves)]
@@ -584,7 +591,7 @@ class PostgresStore:
         """The write guard: locks the log head until the transaction ends and refuses a batch that does not
         extend it (STALE_STATE). Returns the stored last leaf hash. A head that this store's last batch
         did not leave means another writer appended: the caches are dropped first."""
-        size, last = cur.execute("SELECT size, last_leaf FROM log_head WHERE id = 1 FOR UPDATE").fetchone()
+        size, last = _only(cur, "SELECT size, last_leaf FROM log_head WHERE id = 1 FOR UPDATE")
         if size != batch.start:
             raise StorageError(f"log is at size {size} but the batch starts at {batch.start}: another writer?",
                                code=STALE_STATE)
@@ -631,7 +638,7 @@ class PostgresStore:
         tags = [a.tag for a in artists if a.artist_id not in ids]
         returning = dict(cur.execute("SELECT tag, id FROM artists WHERE artist_id IS NULL AND tag = ANY(%s)",
                                      (tags,)).fetchall()) if tags else {}
-        next_id = cur.execute("SELECT coalesce(max(id), 0) FROM artists").fetchone()[0]
+        next_id = _only(cur, "SELECT coalesce(max(id), 0) FROM artists")[0]
         rows = plan_artists(batch, ids, returning, next_id)
         _copy(cur, "artists", "id, artist_id, tag, proof, preferences", rows.inserts)
         cur.executemany("UPDATE artists SET artist_id = %s, proof = %s, preferences = %s WHERE id = %s", rows.restores)
