@@ -40,10 +40,10 @@ from pathlib import Path
 import orjson
 
 from tlog.demo import SERVICES, WEIGHTS, build_demo
-from tlog.leaves import iter_leaves
 from tlog.log import init_log, open_log
 from tlog.policy import DEFAULT_POLICY
 from tlog.records import parse_logged_at, validate_use
+from tlog.rederive import iter_leaves
 from tlog.sequencer import Submission
 
 CHAIN = ("use", "refusal")

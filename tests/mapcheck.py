@@ -18,9 +18,9 @@ from tlog import merkle
 from tlog.artistmap import ArtistMap, MapProof, MapValue, verify_proof
 from tlog.checkpoint import Checkpoint
 from tlog.errors import TlogError
-from tlog.leaves import iter_leaves
 from tlog.maps import rebuild_map
 from tlog.note import parse_note
+from tlog.rederive import iter_leaves
 
 
 class MapReplay:

@@ -14,9 +14,9 @@ import pytest
 from tlog import verify
 from tlog.bindings import BindingReplay, unshared
 from tlog.errors import Conflict, StorageError, ValidationError, VerificationError
-from tlog.leaves import iter_leaves
 from tlog.log import init_log, open_log
 from tlog.records import parse_leaf, validate_use
+from tlog.rederive import iter_leaves
 from tlog.server.errors import http_status
 from tlog.sequencer import Submission
 from tlog.store.base import UseFilter

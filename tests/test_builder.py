@@ -78,7 +78,7 @@ def new_builder(reader: MemoryReader | None = None, clock: Clock | None = None) 
 
 def leaves_of(p: Any) -> list[records.Leaf]:
     out, prev = [], p.base
-    from tlog.leaves import entry_leaf
+    from tlog.rederive import entry_leaf
 
     for e in p.entries:
         leaf = entry_leaf(e, prev)

@@ -28,10 +28,10 @@ from tlog.client import (
 from tlog.client.client import answered_status, response_error
 from tlog.client.spool import PendingConflict, Spool
 from tlog.errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, ValidationError
-from tlog.leaves import iter_leaves
 from tlog.log import LocalLog, init_log
 from tlog.note import generate_key, parse_note
 from tlog.records import validate_use
+from tlog.rederive import iter_leaves
 from tlog.sequencer import Submission
 from tlog.server.errors import error_middleware, error_response
 

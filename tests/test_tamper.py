@@ -23,9 +23,9 @@ from tlog import merkle
 from tlog.checkpoint import Checkpoint
 from tlog.cli import main
 from tlog.demo import build_demo
-from tlog.leaves import entry_leaf
 from tlog.log import key_paths, open_log
 from tlog.note import sign_note
+from tlog.rederive import entry_leaf
 from tlog.store.sqlite import node_id
 from tlog.vrf import VrfSecret
 

@@ -35,9 +35,9 @@ from . import merkle, records
 from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
-from .leaves import entry_leaf, public_fields
 from .note import Signer, sign_note
 from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem, validate_preferences
+from .rederive import entry_leaf, public_fields
 from .store.base import ArtistState, Batch, BindingChange, Entry, Erasure, PolicyRecord
 from .vrf import VrfSecret
 

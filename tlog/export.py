@@ -13,7 +13,7 @@ from typing import IO, Any
 import orjson
 
 from .errors import ValidationError
-from .leaves import iter_leaves
+from .rederive import iter_leaves
 from .remote import TileClient
 from .store.base import LogStore
 

@@ -37,7 +37,7 @@ from .builder import BatchBuilder, BindingResult, Head, Pending, Submission, Use
 from .errors import Damaged, StorageError, TlogError, ValidationError
 from .note import Signer
 from .canonical import merge_patch
-from .leaves import entry_leaves
+from .rederive import entry_leaves
 from .policy import (DEFAULT_POLICY, Policy, PreferenceLimits, accepted_purposes, dropped_settings, parse_policy,
                      validate_preferences)
 from .store.base import (MAX_ENTRIES, STALE_STATE, Batch, CheckpointedLog, Entry, Erasure, LogStore, PolicyRecord,

@@ -12,10 +12,10 @@ from collections import Counter
 import pytest
 
 from tlog.errors import StorageError
-from tlog.leaves import entry_leaves, iter_leaves
 from tlog.merkle import MemoryHashes, inclusion_proof
 from tlog.note import parse_note, sign_note
 from tlog.policy import DEFAULT_POLICY
+from tlog.rederive import entry_leaves, iter_leaves
 from tlog.stats import Tally
 from tlog.store.base import MAX_ENTRIES, STALE_STATE, Backend, Entry, PolicyRecord, UseFilter
 from tlog.tokens import digest

@@ -20,9 +20,9 @@ from aiohttp import web
 
 from .. import merkle
 from ..errors import Forbidden, NotFound, StorageError, Unavailable, ValidationError
-from ..leaves import entry_leaves, iter_leaves
 from ..policy import parse_policy
 from ..records import DECISIONS, PHASES, artist_tag, format_logged_at, is_platform_id, parse_time_filter, unknown_code
+from ..rederive import entry_leaves, iter_leaves
 from ..store.base import ArtistState, Entry, LogStore, UseFilter
 from .auth import own_artist, require
 from .params import MAX_INDEX, parse_decimal, path_index, query_int

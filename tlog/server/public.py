@@ -22,9 +22,9 @@ from aiohttp import web
 from .. import export as exporter
 from .. import merkle, tiles
 from ..errors import NotFound, StorageError, ValidationError
-from ..leaves import iter_leaves
 from ..policy import Policy, in_effect, parse_policy
 from ..records import parse_logged_at
+from ..rederive import iter_leaves
 from ..stats import answer as stats_answer
 from ..stats import parse_query as stats_query
 from ..stats import purposes_of

@@ -19,7 +19,7 @@ from .. import merkle
 from ..canonical import join_path, loads_strict
 from ..checkpoint import Receipt
 from ..errors import Forbidden, NotFound, TooEarly, TooLarge, Unavailable, ValidationError
-from ..leaves import iter_leaves
+from ..rederive import iter_leaves
 from ..builder import MAX_CONTENT_ARTISTS
 from ..records import PLATFORM_ID_RULE, format_logged_at, is_platform_id
 from ..tokens import MAX_ISSUED_TTL_S, Principal, artist_subject, new_token
