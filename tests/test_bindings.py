@@ -14,8 +14,9 @@ import pytest
 from tlog import verify
 from tlog.bindings import BindingReplay, unshared
 from tlog.errors import Conflict, StorageError, ValidationError, VerificationError
+from tlog.leaf import parse_leaf
 from tlog.log import init_log, open_log
-from tlog.records import parse_leaf, validate_use
+from tlog.records import validate_use
 from tlog.rederive import iter_leaves
 from tlog.server.errors import http_status
 from tlog.sequencer import Submission

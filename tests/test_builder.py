@@ -15,9 +15,10 @@ from tlog.artistmap import ArtistMap, MapValue
 from tlog.builder import BatchBuilder, Head, Submission
 from tlog.checkpoint import Checkpoint
 from tlog.errors import Conflict, Forbidden, ValidationError
+from tlog.leaf import Leaf, parse_leaf
 from tlog.note import Signer, generate_key, parse_note
 from tlog.policy import DEFAULT_POLICY, Policy, make_policy
-from tlog.records import parse_leaf, validate_use
+from tlog.records import validate_use
 from tlog.store.base import ArtistState, Entry, PolicyRecord
 from tlog.vrf import VrfSecret
 
@@ -76,7 +77,7 @@ def new_builder(reader: MemoryReader | None = None, clock: Clock | None = None) 
     return b, reader
 
 
-def leaves_of(p: Any) -> list[records.Leaf]:
+def leaves_of(p: Any) -> list[Leaf]:
     out, prev = [], p.base
     from tlog.rederive import entry_leaf
 

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from tlog import erasure
 from tlog.cli import main
 from tlog.errors import VerificationError
+from tlog.leaf import parse_leaf
 from tlog.log import LocalLog, open_log
-from tlog.records import artist_tag, parse_leaf
+from tlog.records import artist_tag
 from tlog.rederive import iter_leaves
 from tlog.tokens import new_token
 from tlog.verify import verify_log

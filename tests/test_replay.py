@@ -13,8 +13,8 @@ import pytest
 from tlog import merkle
 from tlog.artistmap import ArtistMap, MapValue
 from tlog.errors import VerificationError
+from tlog.leaf import Leaf
 from tlog.policy import DEFAULT_POLICY, make_policy
-from tlog.records import Leaf
 from tlog.replay import ChainChecker, Sequential
 from tlog.vrf import VrfSecret
 

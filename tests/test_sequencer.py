@@ -13,8 +13,9 @@ from tlog import merkle
 from tlog.checkpoint import open_checkpoint
 from tlog.errors import Conflict, Forbidden, StorageError, ValidationError
 from tlog.artistmap import ArtistMap, MapValue
+from tlog.leaf import parse_leaf
 from tlog.policy import DEFAULT_POLICY
-from tlog.records import artist_tag, check_artist_tag, parse_leaf, validate_use
+from tlog.records import artist_tag, check_artist_tag, validate_use
 from tlog.rederive import iter_leaves
 from tlog.sequencer import Submission
 from tlog.store.writer import InlineWriter

@@ -36,9 +36,10 @@ from .artistmap import MapProof, MapValue, verify_proof
 from .canonical import canonical
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import ProofError, ValidationError, VerificationError
+from .leaf import CHAIN_TYPES, Leaf, parse_leaf
 from .note import Note, Verifier, b64decode_strict
 from .policy import Policy, decide, in_effect, notice_problem, parse_policy, validate_preferences
-from .records import BASES, CHAIN_TYPES, Leaf, artist_alpha, details_hash, is_platform_id, parse_leaf, parse_logged_at
+from .records import BASES, artist_alpha, details_hash, is_platform_id, parse_logged_at
 
 if TYPE_CHECKING:
     from .witness.quorum import WitnessQuorum

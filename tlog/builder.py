@@ -35,6 +35,7 @@ from . import merkle, records
 from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import Conflict, Forbidden, TlogError, ValidationError
+from .leaf import use_leaf_unchecked
 from .note import Signer, sign_note
 from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem, validate_preferences
 from .rederive import entry_leaf, public_fields
@@ -413,7 +414,7 @@ class BatchBuilder:
             r, service=service, index=entry.index, logged_at=p.logged_at, decision=decision,
             policy=policy.id, nonce=nonce,
         )
-        leaf = records.use_leaf_unchecked(d, prev=p.prev, artist=artist.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
+        leaf = use_leaf_unchecked(d, prev=p.prev, artist=artist.tag, aseq=entry.aseq, aprev=entry.aprev)  # type: ignore[arg-type]
         h = self._push(p, entry, leaf)
         return UseResult(r["event_id"], entry.index, decision, h, leaf=leaf)
 

@@ -38,9 +38,9 @@ from .artistmap import ArtistMap, MapValue
 from .checkpoint import Checkpoint
 from .errors import NoteError, NotFound, ProofError, StorageError, Unavailable, ValidationError, VerificationError
 from .files import private_dir, write_private
+from .leaf import Leaf
 from .note import Verifier
 from .policy import parse_policy
-from .records import Leaf
 from .remote import TileClient
 from .replay import ChainChecker, Sequential
 from .verify import Progress, check_remote_leaves, verified_checkpoint

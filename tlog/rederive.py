@@ -1,4 +1,4 @@
-"""Public leaves re-derived from stored entries.
+"""Public leaves re-derived from stored entries (the leaf format itself is `tlog.leaf`).
 
 The store keeps each entry's private details and the tree, not the leaf bytes: a leaf is a function of
 its details (committed by hash), the previous leaf's hash, and the artist link. Every leaf that leaves the
@@ -14,8 +14,8 @@ import orjson
 from . import merkle
 from .canonical import canonical
 from .errors import StorageError, TlogError
-from .records import (LEAF_VERSION, Leaf, binding_leaf, build_leaf, format_logged_at, parse_leaf, preference_leaf,
-                      use_leaf_unchecked)
+from .leaf import LEAF_VERSION, Leaf, binding_leaf, build_leaf, parse_leaf, preference_leaf, use_leaf_unchecked
+from .records import format_logged_at
 from .store.base import Entry, LogStore
 
 # The fields of a chained leaf that its entry's columns hold; an erased entry keeps the others (Entry.erased).

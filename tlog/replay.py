@@ -32,8 +32,9 @@ from typing import Any
 from . import merkle
 from .artistmap import ArtistMap, MapValue
 from .errors import ProofError, ValidationError, VerificationError
+from .leaf import Leaf
 from .policy import Policy, notice_problem, parse_policy
-from .records import Leaf, parse_logged_at
+from .records import parse_logged_at
 from .vrf import validate_key
 
 

@@ -29,10 +29,11 @@ from . import merkle
 from .bindings import BindingReplay, Unshared, unshared, use_key
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import NoteError, NotFound, ProofError, StorageError, ValidationError, VerificationError
+from .leaf import Leaf, parse_leaf
 from .log import LocalLog
 from .note import Verifier
 from .policy import Policy, decide, parse_policy
-from .records import Leaf, check_artist_tag, format_logged_at, parse_leaf, parse_logged_at
+from .records import check_artist_tag, format_logged_at, parse_logged_at
 from .rederive import checked_entry_leaf
 from .remote import TileClient, cancel
 from .replay import ChainChecker, Sequential, chain_message

@@ -20,9 +20,10 @@ from aiohttp import web
 
 from tlog import merkle
 from tlog.checkpoint import Checkpoint
+from tlog.leaf import Leaf, build_leaf, parse_leaf
 from tlog.log import key_paths, open_log
 from tlog.note import Signer, sign_note
-from tlog.records import Leaf, build_leaf, parse_leaf, parse_logged_at
+from tlog.records import parse_logged_at
 from tlog.rederive import iter_leaves
 from tlog.stats import StatsQuery, Tally
 from tlog.stats import answer as stats_answer

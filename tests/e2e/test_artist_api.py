@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from tlog.demo import build_demo
-from tlog.records import parse_leaf
+from tlog.leaf import parse_leaf
 from tlog.tokens import new_token
 
 from .conftest import start_server, stop_server

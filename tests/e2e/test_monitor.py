@@ -18,11 +18,11 @@ from tlog import remote
 from tlog.cli import main
 from tlog.demo import build_demo
 from tlog.errors import StorageError, ValidationError, VerificationError
+from tlog.leaf import parse_leaf
 from tlog.log import key_paths, open_log
 from tlog.monitor import STATE_FILE, run_monitor
 from tlog.note import ALG_COSIGNATURE_V1, Signer, generate_key
 from tlog.policy import DEFAULT_POLICY, make_policy
-from tlog.records import parse_leaf
 
 from ..conftest import append, records
 from .conftest import start_server, stop_server

@@ -13,10 +13,10 @@ import pytest
 
 from tlog import merkle, tiles
 from tlog.checkpoint import open_checkpoint
+from tlog.leaf import parse_leaf
 from tlog.log import open_log
 from tlog.note import Verifier
 from tlog.policy import DEFAULT_POLICY
-from tlog.records import parse_leaf
 from tlog.server.app import make_app
 from tlog.server.state import STATE_KEY
 

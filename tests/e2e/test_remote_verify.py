@@ -16,10 +16,11 @@ from tlog import remote
 from tlog.cli import main
 from tlog.demo import build_demo
 from tlog.errors import NotFound, Unavailable, VerificationError
+from tlog.leaf import parse_leaf
 from tlog.log import open_log
 from tlog.note import Signer, generate_key
 from tlog.policy import DEFAULT_POLICY, make_policy
-from tlog.records import format_logged_at, parse_leaf, parse_logged_at
+from tlog.records import format_logged_at, parse_logged_at
 from tlog.store.sqlite import node_id
 from tlog.verify import verify_remote
 

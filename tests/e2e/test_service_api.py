@@ -17,8 +17,8 @@ import pytest
 from tlog import intake, merkle
 from tlog.checkpoint import Receipt, open_checkpoint, verify_receipt
 from tlog.demo import build_demo
+from tlog.leaf import parse_leaf
 from tlog.note import Verifier
-from tlog.records import parse_leaf
 
 from ..conftest import records
 from .conftest import Server, start_server, stop_server

@@ -24,8 +24,9 @@ import orjson
 from .. import merkle
 from ..checkpoint import Checkpoint, Receipt, verify_receipt
 from ..errors import Conflict, Forbidden, NotFound, TlogError, Unauthorized, ValidationError, by_type
+from ..leaf import Leaf, parse_leaf
 from ..note import Verifier
-from ..records import DECISIONS, Leaf, parse_leaf
+from ..records import DECISIONS
 from ..remote import check_base_url
 from ..backoff import Backoff, parse_retry_after
 from .errors import NotYetPublished, ProtocolError, RateLimited, ReceiptError, TooLarge, TransientError, describe, is_transient

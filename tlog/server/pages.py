@@ -28,9 +28,10 @@ from aiohttp import web
 
 from ..checkpoint import Checkpoint
 from ..errors import NotFound, TlogError
+from ..leaf import parse_leaf
 from ..note import parse_note
 from ..policy import Policy, in_effect, parse_policy
-from ..records import format_logged_at, parse_leaf, parse_logged_at
+from ..records import format_logged_at, parse_logged_at
 from ..rederive import iter_leaves
 from ..web import words
 from ..witness.quorum import WitnessQuorum

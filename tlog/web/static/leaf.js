@@ -1,5 +1,5 @@
 // Public leaves (SPEC §2.2, version 2), decoded strictly: the fields of their type and nothing else, and
-// the bytes exactly canonical (mirrors tlog/records.py `parse_leaf`).
+// the bytes exactly canonical (mirrors tlog/leaf.py `parse_leaf`).
 import { fromUtf8, VerifyError } from "./bytes.js";
 import { canonicalText } from "./jcs.js";
 
