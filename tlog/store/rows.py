@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..errors import StorageError
+from ..leaf import CHAIN_TYPES
 from ..records import format_logged_at
 from ..stats import StatRow, Tally
 from .base import Batch, Entry, TokenRecord
@@ -32,7 +33,6 @@ USE_KEYS = frozenset(
     "service index logged_at decision policy nonce".split()
 )
 SYSTEM_KEYS = frozenset(("id", "model", "version"))
-CHAIN_TYPES = frozenset(("use", "refusal", "preference", "binding"))
 ENTRY_COLUMNS = (
     "idx, type, logged_ms, artist, aseq, aprev, service, event_id, content_id, purpose, phase, system, "
     "occurred_at, window_end, invocations, detail, basis, decision, policy, nonce, extra, hash"
