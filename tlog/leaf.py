@@ -330,8 +330,7 @@ def parse_leaf(data: bytes) -> Leaf:
     if version != LEAF_VERSION:
         raise problems_error([{"field": "v", "message": _version_message(version)}])
     kind = obj.get("type")
-    fields = _FIELDS_BY_TYPE.get(kind) if type(kind) is str else None
-    if fields is None:
+    if type(kind) is not str or (fields := _FIELDS_BY_TYPE.get(kind)) is None:
         raise problems_error([{"field": "type", "message": f"must be one of {', '.join(sorted(LEAF_TYPES))}"}])
     if obj.keys() != fields | {"v", "type"}:
         raise problems_error(
