@@ -38,6 +38,7 @@ from .errors import Conflict, Forbidden, TlogError, ValidationError
 from .leaf import use_leaf_unchecked
 from .note import Signer, sign_note
 from .policy import Policy, decide, in_effect, loosenings, notice_problem, phase_problem, validate_preferences
+from .records import UseRecord
 from .rederive import entry_leaf, public_fields
 from .store.base import ArtistState, Batch, BindingChange, Entry, Erasure, PolicyRecord
 from .vrf import VrfSecret
@@ -77,7 +78,7 @@ class Submission:
     """One caller's validated records: appended all together or not at all."""
 
     service: str
-    records: list[dict[str, Any]]
+    records: list[UseRecord]
 
 
 class BuildReader(Protocol):
@@ -247,7 +248,7 @@ class BatchBuilder:
         for c in missing:
             self._bound[c] = found.get(c)
 
-    def _check_bound(self, p: Pending, r: dict[str, Any], k: int) -> None:
+    def _check_bound(self, p: Pending, r: UseRecord, k: int) -> None:
         """The use's artist must be one its content is bound to; content bound to no one yet is bound to
         it now (SPEC §2.1: first sight, recorded by the use leaf itself, at index p.size)."""
         content_id, artist_id = r["content_id"], r["artist_id"]
@@ -405,7 +406,7 @@ class BatchBuilder:
             seen[key] = (r, res)
         return results
 
-    def _append_use(self, p: Pending, service: str, r: dict[str, Any], policy: Policy, nonce: bytes) -> UseResult:
+    def _append_use(self, p: Pending, service: str, r: UseRecord, policy: Policy, nonce: bytes) -> UseResult:
         artist = self._artist(p, r["artist_id"])
         decision = decide(policy, r["purpose"], r["content_id"], artist.preferences, r["basis"])
         kind = "refusal" if decision == "refused" else "use"

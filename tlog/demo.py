@@ -89,7 +89,7 @@ def build_demo(db: str, records: int, origin: str = "demo.tlog.example/log", *, 
     """Creates a demo log: default policy, a few artists' preferences, then `records` sample uses; with
     `announcements`, then the two policy announcements of `announced_policies`."""
     from .log import init_log
-    from .records import validate_use
+    from .records import UseRecord, validate_use
     from .sequencer import Submission
 
     log = init_log(db, origin)
@@ -98,9 +98,11 @@ def build_demo(db: str, records: int, origin: str = "demo.tlog.example/log", *, 
         for artist_id, prefs in sample_preferences().items():
             seq.set_preferences(artist_id, prefs, by="artist")
         now = datetime.now(timezone.utc)
-        by_service: dict[str, list[dict[str, Any]]] = {}
+        policy = seq.policy
+        purposes = policy.purposes if policy else {}
+        by_service: dict[str, list[UseRecord]] = {}
         for service, rec in sample_records(records):
-            by_service.setdefault(service, []).append(validate_use(rec, now=now, purposes=seq.policy.purposes))
+            by_service.setdefault(service, []).append(validate_use(rec, now=now, purposes=purposes))
         seq.append_uses([Submission(s, rs) for s, rs in by_service.items()])
         if announcements:
             for policy_id, document, effective_ms in announced_policies(int(now.timestamp() * 1000)):

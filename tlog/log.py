@@ -201,8 +201,7 @@ class LocalLog:
         seq = self.sequencer(writer=self.process_writer()) if len(records) > APPEND_BATCH else self.sequencer()
         done = Appended()
         try:
-            # A UseRecord is the plain dict a Submission holds (a TypedDict, which mypy keeps apart from dict).
-            batches = ([Submission(service, list(records[i : i + APPEND_BATCH]))]  # type: ignore[arg-type]
+            batches = ([Submission(service, list(records[i : i + APPEND_BATCH]))]
                        for i in range(0, len(records), APPEND_BATCH))
             for (res,) in seq.append_all(batches):
                 if isinstance(res, TlogError):
