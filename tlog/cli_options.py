@@ -25,7 +25,7 @@ EXITS_CHECKING = ("Exit status: 0 everything held; 1 a check failed (the first f
                   "3 the log could not be reached or read (down, 401/403, not a tlog database).")
 
 
-class DbParam(click.ParamType):
+class DbParam(click.ParamType[Path | str, Any]):  # click 8.5: generic in (value, input)
     """`--db`: a SQLite file (a Path), or a PostgreSQL database by `postgresql://` URL (kept as given)."""
 
     name = "path|url"
@@ -34,7 +34,7 @@ class DbParam(click.ParamType):
         from .store import is_postgres_url
 
         if isinstance(value, Path) or not is_postgres_url(str(value)):
-            return click.Path(dir_okay=False, path_type=Path).convert(value, param, ctx)  # type: ignore[no-any-return]
+            return click.Path(dir_okay=False, path_type=Path).convert(value, param, ctx)
         return str(value)
 
 

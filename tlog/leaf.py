@@ -95,7 +95,7 @@ _FIELDS_BY_TYPE: Final = {
     "map": frozenset({"prev", "logged_at", "root"}),
 }
 _FIELDS_BY_TYPE["refusal"] = _FIELDS_BY_TYPE["use"]
-_ALL_LEAF_FIELDS: Final = tuple(f for f in Leaf.__slots__ if f != "type")  # type: ignore[attr-defined]
+_ALL_LEAF_FIELDS: Final = tuple(f for f in Leaf.__slots__ if f != "type")
 _HASH_FIELDS: Final = frozenset({"prev", "details", "artist", "root", "vrf"})
 
 

@@ -294,7 +294,7 @@ def validate_use(obj: Any, *, now: datetime, purposes: Collection[str], at: str 
         "artist_id": artist_id,
         "purpose": purpose,
         "phase": phase,
-        "system": system,  # type: ignore[typeddict-item]  # checked: not None when no problems
+        "system": system,  # checked: not None when no problems
         "occurred_at": occurred_at,
         "invocations": invocations,
         "window_end": window_end,

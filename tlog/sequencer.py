@@ -266,7 +266,7 @@ class Sequencer:
         """Builds a batch and commits it, after every batch in flight (preferences and policies read
         what those wrote)."""
         self.drain()
-        return self.wait(self._submit(build))  # type: ignore[no-any-return]
+        return self.wait(self._submit(build))
 
     # --- the pipeline ------------------------------------------------------------------------
 

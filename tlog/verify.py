@@ -361,7 +361,7 @@ def _check_entry(i: int, e: Entry, r: _Range, decisions: _Decisions) -> None:
     if e.erased is not None:  # believed only if a later erasure leaf of its tag says so: _check_erasures
         r.erased[e.tag] = i  # type: ignore[index]
         return
-    last = decisions.ctx.erased.get(e.tag) if e.tag is not None else None  # type: ignore[arg-type]
+    last = decisions.ctx.erased.get(e.tag) if e.tag is not None else None
     if last is not None and i < last:
         raise _fail(i, f"the entry still holds private details, though the erasure leaf at index {last} erased "
                        "every earlier entry of its artist")
@@ -417,7 +417,7 @@ class _Decisions:
         if artist in self.prefs:
             prefs = self.prefs[artist]
         elif artist in self.ctx.with_preferences:
-            self.unresolved.setdefault(artist, []).append(use)  # type: ignore[arg-type]
+            self.unresolved.setdefault(artist, []).append(use)
             return
         else:
             prefs = None
@@ -478,7 +478,7 @@ class _Stitcher:
         if r.first_logged_at is not None and r.first_logged_at < self.last_logged:
             m.errors.append(_fail(r.start, f"logged_at {r.first_logged_at} goes back before {self.last_logged}"))
         for tag, (i, aseq, aprev) in r.firsts.items():
-            last_seq, last_index = m.artists.get(tag, (0, None))  # type: ignore[arg-type]
+            last_seq, last_index = m.artists.get(tag, (0, None))
             if aseq != last_seq + 1 or aprev != last_index:
                 m.errors.append(_fail(i, chain_message(aseq, aprev, last_seq, last_index)))  # type: ignore[arg-type]
             m.first_index.setdefault(tag, i)

@@ -409,10 +409,10 @@ class BatchLogger:
 
 def _pending_conflict(items: list[tuple[str, bytes]], positions: list[int]) -> Conflict:
     ids = ", ".join(repr(items[i][0]) for i in positions)
-    field = (lambda i: f"records[{i}].event_id") if len(items) > 1 else (lambda i: "event_id")
     return Conflict(
         f"event_id {ids} is already waiting in the spool with a different record; nothing was spooled",
-        [{"field": field(i), "message": "pending with a different record"} for i in positions],
+        [{"field": f"records[{i}].event_id" if len(items) > 1 else "event_id", "message": "pending with a different record"}
+         for i in positions],
     )
 
 

@@ -10,7 +10,6 @@ import base64
 import csv
 import dataclasses
 import io
-import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from .. import merkle
-from ..errors import Forbidden, NotFound, StorageError, Unavailable, ValidationError
+from ..errors import NotFound, StorageError, Unavailable, ValidationError
 from ..policy import parse_policy
 from ..records import DECISIONS, PHASES, artist_tag, format_logged_at, is_platform_id, parse_time_filter, unknown_code
 from ..rederive import entry_leaves, iter_leaves

@@ -124,7 +124,7 @@ def hide_server_software() -> None:
     tells an attacker which published flaws to try. It sets the header from a module constant when it
     writes any response, including its own answers to requests it cannot parse, which no middleware or
     signal sees; so the constant is what is replaced."""
-    web_response.SERVER_SOFTWARE = "tlog"
+    web_response.SERVER_SOFTWARE = "tlog"  # type: ignore[attr-defined]  # not exported: a private constant
 
 
 def quiet_malformed_requests() -> None:

@@ -441,7 +441,7 @@ class PostgresStore:
     def iter_bindings(self) -> Iterator[tuple[str, str, int]]:
         q = ("SELECT b.content_id, a.artist_id, b.idx FROM bindings b JOIN artists a ON a.id = b.artist "
              "ORDER BY b.content_id COLLATE \"C\", a.artist_id COLLATE \"C\"")
-        yield from self._all(q)  # type: ignore[misc]
+        yield from self._all(q)
 
     def content_events(self, end: int) -> Iterator[tuple[int, str, str, str | None]]:
         """(index, content id, artist id, change) of every use, refusal (change None) and binding leaf

@@ -373,4 +373,4 @@ def period_stats(total: int, size: int | None, since_ms: int | None, until_ms: i
         slot = counts.setdefault(tuple(key), [0, 0])
         slot[0] -= leaves
         slot[1] -= uses
-    return sorted((*k, n, u) for k, (n, u) in counts.items() if n)  # type: ignore[misc]
+    return sorted((*k, n, u) for k, (n, u) in counts.items() if n)
