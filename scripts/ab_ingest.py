@@ -65,7 +65,7 @@ def append(code: Path | None, records: int) -> float:
     """Records/s of a durable local append of `records` sample records (20,000 artists), by `code`."""
     script = (
         "import sys, tempfile, pathlib; sys.path.insert(0, sys.argv[1]); import bench_log; "
-        "d = tempfile.mkdtemp(); bench_log.bench_append(pathlib.Path(d) / 'b.db', int(sys.argv[2]), 1000, int(sys.argv[3]))"
+        "d = tempfile.mkdtemp(); bench_log.bench_append(pathlib.Path(d) / 'b.db', int(sys.argv[2]), 1000, int(sys.argv[3]), 0)"
     )
     scripts = (code / "scripts") if code is not None else HERE
     out = subprocess.run([sys.executable, "-c", script, str(scripts), str(records), str(ARTISTS)], env=env_for(code),
