@@ -1,13 +1,16 @@
-"""A/B of the log core's benchmark (scripts/bench_log.py: durable append, proofs, listings, the artist map,
-the artist feed and the reads over HTTP, verify) against an earlier commit, in alternating rounds.
+"""A/B of a benchmark script against an earlier commit, in alternating rounds: the log core's
+(`--bench log`, scripts/bench_log.py: durable append, proofs, listings, the artist map, the artist feed,
+the reads over HTTP, verify) or the client's (`--bench client`, scripts/bench_client.py: single verified
+uses, the batch logger, the aggregator).
 
-Each round runs scripts/bench_log.py once with the earlier commit's code (a `git worktree` of REV, its
-own bench_log.py, its package first on PYTHONPATH) and once with this checkout's, in an order that
-alternates (AB, BA, …), each building a log of its own. Every figure both print is paired round by
-round; the report is the median of each figure's now/before ratios, with their range, and whether the
-median is within `--tolerance` (a time may grow, a rate may fall, by at most that much).
+Each round runs the script once with the earlier commit's code (a `git worktree` of REV, its own copy of
+the script, its package first on PYTHONPATH) and once with this checkout's, in an order that alternates
+(AB, BA, …), each on a log of its own. Every figure both print is paired round by round; the report is
+the median of each figure's now/before ratios, with their range, and whether the median is within
+`--tolerance` (a time may grow, a rate may fall, by at most that much).
 
     scripts/ab-log --before a550b2d --rounds 6 --entries 100000
+    scripts/ab-log --bench client --before a550b2d --rounds 6
 """
 
 from __future__ import annotations
@@ -26,41 +29,48 @@ from ab_ingest import env_for, worktree
 
 HERE = Path(__file__).resolve().parent
 
-# "<what>: median 1.234 ms, …" (lower is better) and "append: 12,345 records/s average …",
-# "verify: 67,890 leaves/s …" (higher is better). Numbers inside the label (sizes) are left out of its
-# name, since the two sides' logs may end at slightly different sizes.
-_TIME = re.compile(r"^(?P<what>.+?): median (?P<v>[0-9][0-9,]*\.?[0-9]*) ms")
-_RATE = re.compile(r"^(?P<what>append|verify): (?P<v>[0-9][0-9,]*) (?:records|leaves)/s(?P<avg> average)?")
+# "<what>: median 1.234 ms, …" or "<what>: p50 1.2 ms, …" (lower is better), and "<what>: 12,345 records/s
+# …" (leaves/s, calls/s; higher is better; each rate of a line counted apart). Numbers inside the label
+# (sizes) are left out of its name, since the two sides' logs may end at slightly different sizes.
+_TIME = re.compile(r"^(?P<what>.+?): (?:median|p50) (?P<v>[0-9][0-9,]*\.?[0-9]*) ms")
+_RATE = re.compile(r"(?P<v>[0-9][0-9,]*) (?P<unit>records|leaves|calls)/s(?P<how>[^;(]*)")
+BENCHES = {
+    "log": ("bench_log.py", lambda a: ["--entries", str(a.entries), "--samples", str(a.samples), "--no-pymerkle"]),
+    "client": ("bench_client.py", lambda a: ["--records", str(a.records)]),
+}
 
 
 def figures(out: str) -> dict[str, tuple[float, bool]]:
     """{figure: (value, higher is better)} of one bench_log run's output."""
     found: dict[str, tuple[float, bool]] = {}
     for line in out.splitlines():
-        if m := _RATE.match(line):
-            if m["what"] == "append" and not m["avg"]:
-                continue  # the rate of the last part only: the average is the figure
-            found[f"{m['what']} (per s)"] = (float(m["v"].replace(",", "")), True)
-        elif m := _TIME.match(line):
+        what, _, rest = line.partition(": ")
+        if m := _TIME.match(line):
             found[re.sub(r"[0-9][0-9,]*", "N", m["what"]) + " (ms)"] = (float(m["v"].replace(",", "")), False)
+        elif rest and not what.startswith(" ") and "for the last" not in rest:  # not a progress line, not a part
+            for r in _RATE.finditer(rest.split(" (")[0]):  # what is in parentheses restates it
+                name = re.sub(r"[0-9][0-9,]*", "N", f"{what}: {r['unit']}/s{r['how'].rstrip()}")
+                found[name] = (float(r["v"].replace(",", "")), True)
     return found
 
 
 def run(code: Path | None, args: argparse.Namespace) -> dict[str, tuple[float, bool]]:
-    script = (code / "scripts" if code is not None else HERE) / "bench_log.py"
-    cmd = [sys.executable, str(script), "--entries", str(args.entries), "--samples", str(args.samples), "--no-pymerkle"]
-    done = subprocess.run(cmd, env=env_for(code), capture_output=True, text=True)
+    name, arguments = BENCHES[args.bench]
+    script = (code / "scripts" if code is not None else HERE) / name
+    done = subprocess.run([sys.executable, str(script), *arguments(args)], env=env_for(code), capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{'before' if code else 'now'}: bench_log failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        raise SystemExit(f"{'before' if code else 'now'}: {name} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return figures(done.stdout)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True, help="the earlier commit (any git revision)")
+    ap.add_argument("--bench", choices=sorted(BENCHES), default="log", help="which benchmark (default: log)")
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--entries", type=int, default=100_000, help="entries in each run's log")
-    ap.add_argument("--samples", type=int, default=1000, help="samples of each timed read")
+    ap.add_argument("--entries", type=int, default=100_000, help="log: entries in each run's log")
+    ap.add_argument("--records", type=int, default=20_000, help="client: records through the batch logger")
+    ap.add_argument("--samples", type=int, default=1000, help="log: samples of each timed read")
     ap.add_argument("--tolerance", type=float, default=0.05, help="how far a median ratio may move (default 5%%)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores; {machine_speed.describe()}", flush=True)
@@ -86,7 +96,7 @@ def main() -> None:
         finally:
             subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(before)],
                            capture_output=True)
-    print(f"\nnow/before over {args.rounds} alternating rounds, {args.entries:,} entries (median ratio, range; "
+    print(f"\n{BENCHES[args.bench][0]} now/before over {args.rounds} alternating rounds (median ratio, range; "
           f"a time should not grow, a rate not fall, by more than {args.tolerance:.0%}):")
     worst = 0
     for name, rs in sorted(ratios.items()):
