@@ -1,5 +1,6 @@
 """A/B of ingest against an earlier commit: batched HTTP ingest (tlog now, tlog at REV, and the bare
-pipeline of scripts/bench_server.py) and local durable append, in alternating rounds on one machine.
+pipeline of scripts/bench_server.py), single-record requests, and local durable append, in alternating rounds
+on one machine.
 
 This VM's speed drifts by tens of percent within minutes, so each round runs every contender back to
 back, in an order that rotates (ABC, CBA, …), and the figures are the medians of the rounds' ratios.
@@ -80,11 +81,33 @@ def rotate(names: list[str], k: int) -> list[str]:
     return order[::-1] if k % 2 else order
 
 
+def singles(targets: dict[str, tuple[str, str]], args: argparse.Namespace) -> None:
+    """Single-record requests from 64 clients against the same two servers: now/before of the median
+    latency (lower is better) and of the rate, round by round."""
+    ratios: dict[str, list[float]] = {"p50 latency": [], "p99 latency": [], "records/s": []}
+    for k in range(args.rounds):
+        got = {}
+        for name in rotate(["before", "now"], k):
+            url, token = targets[name]
+            r = run_load("singles", url, token, str(args.singles), "64", str(300 + k))
+            lat = sorted(r["latencies"])
+            got[name] = (lat[len(lat) // 2], lat[int(len(lat) * 0.99)], len(lat) / r["seconds"])
+        for i, figure in enumerate(ratios):
+            ratios[figure].append(got["now"][i] / got["before"][i])
+        print(f"  singles round {k + 1}: p50 before {got['before'][0] * 1e3:.1f} ms, now {got['now'][0] * 1e3:.1f} ms; "
+              f"records/s before {got['before'][2]:,.0f}, now {got['now'][2]:,.0f}", flush=True)
+    for figure, rs in ratios.items():
+        rs.sort()
+        print(f"single-record requests, {figure} now/before: median {statistics.median(rs):.2f} (range {rs[0]:.2f}–"
+              f"{rs[-1]:.2f}) over {args.rounds} rounds of {args.singles:,} requests from 64 clients")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True, help="the earlier commit (any git revision)")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--records", type=int, default=100_000, help="records per batched-ingest run")
+    ap.add_argument("--singles", type=int, default=3000, help="single-record requests per run (0: skip)")
     ap.add_argument("--append-records", type=int, default=300_000, help="records per local append run (0: skip)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores; {machine_speed.describe()}", flush=True)
@@ -120,6 +143,8 @@ def main() -> None:
                 ratios = sorted(x / y for x, y in zip(rates[a], rates[b]))
                 print(f"batched ingest {a}/{b}: median {statistics.median(ratios):.2f} (range {ratios[0]:.2f}–{ratios[-1]:.2f}) "
                       f"over {args.rounds} rounds of {args.records:,} records")
+            if args.singles:
+                singles(targets, args)
         finally:
             for p in procs:
                 stop(p)
