@@ -93,6 +93,14 @@ class RoleEnv:
             self._drain.join(timeout=10)
         return "".join(self.output)
 
+    def stop_clean(self) -> None:
+        """`stop`, then what the server printed must hold no traceback and none of the tokens it was shown
+        (secrets are never logged)."""
+        out = self.stop()
+        assert "Traceback" not in out, out[-3000:]
+        for token in self.tokens.values():
+            assert not token or token not in out
+
 
 def start_env(tmp: Path, *serve_args: str, demo_records: int = 40) -> RoleEnv:
     """A demo log with a use logged for each of the two artists, and every role's token."""
