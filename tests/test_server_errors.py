@@ -63,13 +63,17 @@ def test_a_503_comes_back_able_to_say_when_to_retry() -> None:
 async def test_the_middleware_answers_the_tables_status(aiohttp_client: Any) -> None:
     async def handler(request: web.Request) -> web.Response:
         raise {"fork": ForkConflict("a fork", size=3), "media": UnsupportedMediaType("send JSON"),
-               "early": TooEarly("not yet", retry_after=7), "bad": VerificationError("a bug")}[request.match_info["k"]]
+               "early": TooEarly("not yet", retry_after=7), "bad": VerificationError("a bug"),
+               "busy": Unavailable("busy", retry_after=2.5), "down": Unavailable("down")}[request.match_info["k"]]
 
     app = web.Application(middlewares=[error_middleware])
     app.router.add_get("/{k}", handler)
     client = await aiohttp_client(app)
-    answers = {k: await client.get(f"/{k}") for k in ("fork", "media", "early", "bad")}
-    assert {k: r.status for k, r in answers.items()} == {"fork": 409, "media": 415, "early": 425, "bad": 500}
+    answers = {k: await client.get(f"/{k}") for k in ("fork", "media", "early", "bad", "busy", "down")}
+    assert {k: r.status for k, r in answers.items()} == {"fork": 409, "media": 415, "early": 425, "bad": 500,
+                                                         "busy": 503, "down": 503}
     assert answers["early"].headers["Retry-After"] == "7"
+    # Retry-After is whole seconds (RFC 9110 §10.2.3): a fractional wait is rounded up, none given is 1.
+    assert answers["busy"].headers["Retry-After"] == "3" and answers["down"].headers["Retry-After"] == "1"
     assert (await answers["media"].json())["error"]["code"] == "unsupported_media_type"
     assert (await answers["bad"].json())["error"] == {"code": "internal", "message": "internal error", "details": []}
